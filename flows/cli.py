@@ -1,0 +1,33 @@
+"""The ``mixplan`` command line: one sub-command per stage, each calling the same flows as Prefect.
+
+Each stage registers its own commands from ``flows/cli_<stage>.py`` so that this file stays a
+table of contents.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from flows import cli_fit, cli_ingest, cli_pipeline, cli_plan
+
+app = typer.Typer(
+    name="mixplan",
+    help=(
+        "Plan LLM pretraining from your run logs.\n\n"
+        "Typical session:\n\n"
+        "  mixplan ingest runs/ --lake out/lake      # logs -> validated Parquet lake\n\n"
+        "  mixplan fit --lake out/lake                # scaling laws with intervals + backtests\n\n"
+        "  mixplan plan data/specs/example.toml       # compute-optimal N, D, vocab, mixture\n\n"
+        "  mixplan pipeline                           # all of the above on bundled data + report"
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    pretty_exceptions_show_locals=False,
+)
+
+for stage in (cli_ingest, cli_fit, cli_plan, cli_pipeline):
+    stage.register(app)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

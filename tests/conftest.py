@@ -1,0 +1,49 @@
+"""Test configuration: an isolated Prefect home and one session-wide Prefect test harness.
+
+Prefect reads its settings at import, so the environment is set before anything imports it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+_PREFECT_HOME = tempfile.mkdtemp(prefix="mixplan-prefect-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED", "false")
+
+import pytest  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BUNDLED = REPO_ROOT / "data" / "public"
+SHARED = REPO_ROOT.parent / "shared" / "data" / "public"
+
+
+@pytest.fixture(scope="session")
+def bundled() -> Path:
+    """The real public run logs shipped in data/public/."""
+    return BUNDLED
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data/public, present in CI; tests needing it skip with a reason elsewhere."""
+    if not SHARED.is_dir():
+        pytest.skip(f"{SHARED} is absent (only CI and developer machines have ../shared)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """A real ephemeral Prefect API (SQLite) for the whole session; flow tests request it."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with (
+        prefect_test_harness(server_startup_timeout=90),
+        temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
+    ):
+        yield
