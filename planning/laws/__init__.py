@@ -1,0 +1,52 @@
+"""Scaling laws: one module per family, each a frozen dataclass with ``predict`` (laws.md)."""
+
+from planning.laws.base import LAW_REGISTRY, Law, law_from_dict
+from planning.laws.chinchilla import (
+    BESIROGLU,
+    EPOCH,
+    HOFFMANN,
+    HOFFMANN_ROUNDED,
+    SARDANA,
+    ChinchillaLaw,
+)
+from planning.laws.hyperparams import DEEPSEEK, STEPLAW, DeepSeekHyperparams, StepLaw
+from planning.laws.kaplan import KAPLAN_JOINT, KaplanLaw
+from planning.laws.loss_curve import LossCurveLaw, schedule_areas
+from planning.laws.overtraining import DownstreamErrorLaw, GadreLaw
+from planning.laws.repetition import (
+    DATABLATIONS,
+    MuennighoffLaw,
+    effective_params,
+    effective_tokens,
+)
+from planning.laws.vocabulary import TAO, TaoLaw, tokens_per_character, width_for
+
+__all__ = [
+    "BESIROGLU",
+    "DATABLATIONS",
+    "DEEPSEEK",
+    "EPOCH",
+    "HOFFMANN",
+    "HOFFMANN_ROUNDED",
+    "KAPLAN_JOINT",
+    "LAW_REGISTRY",
+    "SARDANA",
+    "STEPLAW",
+    "TAO",
+    "ChinchillaLaw",
+    "DeepSeekHyperparams",
+    "DownstreamErrorLaw",
+    "GadreLaw",
+    "KaplanLaw",
+    "Law",
+    "LossCurveLaw",
+    "MuennighoffLaw",
+    "StepLaw",
+    "TaoLaw",
+    "effective_params",
+    "effective_tokens",
+    "law_from_dict",
+    "schedule_areas",
+    "tokens_per_character",
+    "width_for",
+]
