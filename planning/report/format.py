@@ -1,0 +1,86 @@
+"""Readable numbers for people: 7.0e9 params -> "7.0B", 5.76e23 FLOPs -> "5.8e23 FLOPs"."""
+
+from __future__ import annotations
+
+import math
+
+_SUFFIXES = ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K"))
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and isinstance(value, int | float) and math.isfinite(value)
+
+
+def format_count(value: float | None, *, digits: int = 1) -> str:
+    """A count with a K/M/B/T suffix: ``7.0e9 -> "7.0B"``, ``1.4e12 -> "1.4T"``, ``512 -> "512"``.
+
+    Values of 1e15 and above fall back to scientific notation; ``None`` and non-finite
+    values render as an em dash.
+    """
+    if not _finite(value):
+        return "—"
+    magnitude = abs(value)
+    if magnitude >= 1e15:
+        return f"{value:.{digits}e}".replace("e+", "e")
+    for scale, suffix in _SUFFIXES:
+        if magnitude >= scale:
+            return f"{value / scale:.{digits}f}{suffix}"
+    if float(value).is_integer():
+        return f"{int(value)}"
+    return f"{value:.{digits}f}"
+
+
+def format_flops(value: float | None) -> str:
+    """Compute in scientific notation with the unit: ``5.76e23 -> "5.8e23 FLOPs"``."""
+    if not _finite(value):
+        return "—"
+    return f"{value:.1e}".replace("e+", "e") + " FLOPs"
+
+
+def format_loss(value: float | None, *, digits: int = 3) -> str:
+    """A loss in nats per token with a fixed number of decimals."""
+    if not _finite(value):
+        return "—"
+    return f"{value:.{digits}f}"
+
+
+def format_percent(value: float | None, *, digits: int = 1) -> str:
+    """A fraction as a percentage: ``0.0123 -> "1.2%"``."""
+    if not _finite(value):
+        return "—"
+    return f"{100 * value:.{digits}f}%"
+
+
+def format_number(value: float | None, *, digits: int = 3) -> str:
+    """A general number: fixed for ordinary magnitudes, scientific for tiny or huge ones."""
+    if not _finite(value):
+        return "—"
+    magnitude = abs(value)
+    if magnitude != 0 and (magnitude >= 1e5 or magnitude < 1e-3):
+        return f"{value:.{digits - 1}e}".replace("e+", "e")
+    return f"{value:.{digits}g}" if magnitude >= 1 else f"{value:.{digits}f}".rstrip("0")
+
+
+def format_quantity(value: float | None, unit: str) -> str:
+    """Dispatch on a unit name: ``params``/``tokens``/``count`` -> suffix, ``flops``, ``loss``,
+    ``fraction``/``percent``; anything else -> a general number followed by the unit."""
+    if unit in ("params", "tokens", "count"):
+        text = format_count(value)
+        return text if unit == "count" or text == "—" else f"{text} {unit}"
+    if unit == "flops":
+        return format_flops(value)
+    if unit == "loss":
+        return format_loss(value)
+    if unit in ("fraction", "percent"):
+        return format_percent(value)
+    if unit == "dollars":
+        return "—" if not _finite(value) else f"${format_count(value)}"
+    text = format_number(value)
+    return text if not unit or text == "—" else f"{text} {unit}"
+
+
+def format_interval(low: float | None, high: float | None, unit: str) -> str:
+    """An interval as ``[low, high]`` in the unit's format (em dash when unknown)."""
+    if not (_finite(low) and _finite(high)):
+        return "—"
+    return f"[{format_quantity(low, unit)}, {format_quantity(high, unit)}]"
