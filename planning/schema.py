@@ -38,8 +38,34 @@ metrics (one row per evaluation; primary key ``(run_id, step, split, domain)``)
     source_file    str   raw file
     source_line    i64   1-based line (or row) in the raw file
 
-quarantine (one row per rejected record)
-    source_file, source_line, field, reason, record (the raw text, truncated), ingested_at
+quarantine (one row per rejected record; see ``planning.validation.REASONS``)
+    source_file    str   raw file
+    source_line    i64   1-based line (or data row, header = line 1) of the record; null when
+                         the whole file is rejected (empty, unreadable, unrecognised format)
+    field          str   the offending field (null when the record as a whole is bad)
+    reason         str   a code from ``planning.validation.REASONS`` ("malformed_json", ...)
+    record         str   the raw record text (truncated to 500 characters)
+    ingested_at    datetime[us, UTC]
+
+sources (one row per ingested source file; primary key ``source_file``)
+    source_file       str   absolute path (or URL) of the file as ingested
+    sha256            str   content hash; an unchanged hash means the file is skipped next time
+    size_bytes        i64   file size
+    format            str   reader that parsed it (``planning.readers.FORMATS``)
+    partner_files     str   JSON list of files read together with it (RegMix loss file)
+    runs              i64   runs accepted from the file
+    metric_rows       i64   metrics rows accepted
+    quarantined_rows  i64   records quarantined
+    warnings          str   JSON list of warnings (unknown columns kept in tags, ...)
+    ingested_at       datetime[us, UTC]
+
+Conventions
+-----------
+* ``run_id`` is ``<experiment>/<name>`` so ids stay unique across studies.
+* Facts a source has that the schema lacks (e.g. StepLaw's raw final loss, Gemstones'
+  ``seconds_per_step``, unknown columns of a canonical file) go into ``tags`` (a JSON object);
+  assumptions a reader makes are recorded there too (key ``assumptions``).
+* Loss that is not nats per token says so in ``loss_kind``; a reader never converts it.
 """
 
 from __future__ import annotations
@@ -106,6 +132,19 @@ QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
     "field": pl.String,
     "reason": pl.String,
     "record": pl.String,
+    "ingested_at": pl.Datetime("us", "UTC"),
+}
+
+SOURCES_SCHEMA: dict[str, pl.DataType] = {
+    "source_file": pl.String,
+    "sha256": pl.String,
+    "size_bytes": pl.Int64,
+    "format": pl.String,
+    "partner_files": pl.String,
+    "runs": pl.Int64,
+    "metric_rows": pl.Int64,
+    "quarantined_rows": pl.Int64,
+    "warnings": pl.String,
     "ingested_at": pl.Datetime("us", "UTC"),
 }
 

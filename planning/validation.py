@@ -1,0 +1,377 @@
+"""Validation of parsed run logs: every bad record goes to quarantine with a reason, nothing is lost.
+
+Readers turn raw files into frames shaped like the canonical schema (plus a ``_record`` column
+with the raw text and ``source_line``); the functions here split each frame into the good rows
+and quarantine rows (``QUARANTINE_SCHEMA``). All checks are vectorised polars expressions, so
+they run per chunk of a streamed file. One bad record gives exactly one quarantine row, naming
+the first failing field.
+
+Decisions (documented for the README)
+-------------------------------------
+* Malformed JSON lines and a truncated last line are quarantined (``malformed_json`` /
+  ``truncated_line``); the file's other lines go through.
+* Required fields: metrics rows need ``run_id`` and ``loss``; runs need ``run_id``.
+* Losses must be finite; negative losses are rejected unless ``loss_kind`` is
+  ``"unigram_normalized"`` (Tao et al.'s Lossu is negative by construction).
+* Sizes (params, tokens, FLOPs, width, depth, vocab, context, batch size, learning rate,
+  unique tokens) must be > 0 when present; missing sizes are allowed (null).
+* Mixture weights must be >= 0 and sum to 1 within ``MIXTURE_TOLERANCE`` (a reader may pass a
+  looser tolerance for sources that publish rounded weights, and then stores renormalised
+  weights with the original sum in ``tags``).
+* Duplicate ``(run_id, step, split, domain)`` rows: identical duplicates (same loss, tokens
+  and learning rate) are collapsed to the first; conflicting ones are all quarantined
+  (``duplicate_conflict``): mixplan cannot know which one is right.
+* A rejected run takes its metrics rows with it (``run_rejected``), since they cannot be
+  interpreted without the run.
+* Unknown columns are not an error: their first value per run is kept in the run's ``tags``
+  under ``"extra"`` and the file's ``sources`` row lists them in ``warnings``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import polars as pl
+
+from planning.schema import (
+    FINAL_STEP,
+    METRICS_KEY,
+    QUARANTINE_SCHEMA,
+    SPLITS,
+    conform,
+)
+
+REASONS: dict[str, str] = {
+    "malformed_json": "the line is not a JSON object",
+    "truncated_line": "the last line is cut off (a run still being written?)",
+    "malformed_row": "the row cannot be split into the expected fields",
+    "missing_field": "a required field is absent or null",
+    "non_numeric": "a numeric field holds text that is not a number",
+    "non_finite": "a numeric field is NaN or infinite",
+    "negative_loss": "a loss in nats is negative",
+    "negative_value": "a step or token count is negative",
+    "non_positive_size": "a size (params, tokens, FLOPs, ...) is zero or negative",
+    "bad_value": "a field holds a value outside its allowed set",
+    "mixture_negative": "a mixture weight is negative or not finite",
+    "mixture_sum": "mixture weights do not sum to 1",
+    "duplicate_conflict": "several rows share (run_id, step, split, domain) with different values",
+    "run_rejected": "the row belongs to a run that was rejected",
+    "unmatched_path": "the record does not match the declared mapping's pattern",
+    "empty_file": "the file has no records",
+    "unreadable_file": "the file cannot be opened or decoded",
+    "unknown_format": "no reader recognises the file",
+}
+"""Quarantine reason codes and what they mean."""
+
+MIXTURE_TOLERANCE = 1e-3
+"""Default tolerance on ``|sum(weights) - 1|``."""
+
+RECORD_CHARS = 500
+"""Raw record text kept in quarantine rows (characters)."""
+
+SIZE_COLUMNS = (
+    "params",
+    "non_embedding_params",
+    "vocab_params",
+    "vocab_size",
+    "width",
+    "depth",
+    "context",
+    "tokens",
+    "unique_tokens",
+    "flops",
+    "batch_size",
+    "learning_rate",
+)
+"""Run columns that must be > 0 when present."""
+
+
+def now_utc() -> datetime:
+    """The ingest timestamp stored with quarantine and sources rows."""
+    return datetime.now(UTC)
+
+
+def quarantine_frame(
+    source_file: str,
+    *,
+    lines: Sequence[int | None],
+    fields: Sequence[str | None],
+    reasons: Sequence[str],
+    records: Sequence[str | None],
+) -> pl.DataFrame:
+    """Build quarantine rows from parallel lists (for record-level problems found in Python)."""
+    stamp = now_utc()
+    frame = pl.DataFrame(
+        {
+            "source_file": [source_file] * len(reasons),
+            "source_line": list(lines),
+            "field": list(fields),
+            "reason": list(reasons),
+            "record": [None if r is None else r[:RECORD_CHARS] for r in records],
+            "ingested_at": [stamp] * len(reasons),
+        },
+        schema=QUARANTINE_SCHEMA,
+    )
+    return frame
+
+
+def file_problem(source_file: str, reason: str, detail: str) -> pl.DataFrame:
+    """One quarantine row for a whole-file problem (empty, unreadable, unknown format)."""
+    if reason not in REASONS:
+        raise ValueError(f"unknown quarantine reason {reason!r}")
+    return quarantine_frame(
+        source_file, lines=[None], fields=[None], reasons=[reason], records=[detail]
+    )
+
+
+def _record_expr(frame: pl.DataFrame) -> pl.Expr:
+    if "_record" in frame.columns:
+        return pl.col("_record").cast(pl.String).str.slice(0, RECORD_CHARS)
+    others = [c for c in frame.columns if not c.startswith("_")]
+    return pl.struct(others).struct.json_encode().str.slice(0, RECORD_CHARS)
+
+
+def split_by_checks(
+    frame: pl.DataFrame,
+    checks: Sequence[tuple[pl.Expr, str, str]],
+    *,
+    source_file: str,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Split ``frame`` into rows passing every check and quarantine rows for the rest.
+
+    Parameters
+    ----------
+    frame
+        Rows to check; must have ``source_line``; ``_record`` (raw text) is used if present.
+    checks
+        ``(bad_expr, field, reason)`` in priority order: a row for which ``bad_expr`` is true
+        fails with that field and reason (the first failing check is reported).
+    source_file
+        File named in the quarantine rows.
+
+    Returns
+    -------
+    good, quarantine
+        ``good`` keeps the input's columns; ``quarantine`` is in ``QUARANTINE_SCHEMA``.
+    """
+    if frame.height == 0 or not checks:
+        return frame, conform(pl.DataFrame(), QUARANTINE_SCHEMA)
+    field_expr: pl.Expr | None = None
+    reason_expr: pl.Expr | None = None
+    for bad, field, reason in reversed(checks):
+        bad = bad.fill_null(False)
+        field_expr = (
+            pl.when(bad)
+            .then(pl.lit(field))
+            .otherwise(field_expr if field_expr is not None else pl.lit(None, pl.String))
+        )
+        reason_expr = (
+            pl.when(bad)
+            .then(pl.lit(reason))
+            .otherwise(reason_expr if reason_expr is not None else pl.lit(None, pl.String))
+        )
+    assert field_expr is not None and reason_expr is not None
+    tagged = frame.with_columns(field_expr.alias("_q_field"), reason_expr.alias("_q_reason"))
+    good = tagged.filter(pl.col("_q_reason").is_null()).drop("_q_field", "_q_reason")
+    bad_rows = tagged.filter(pl.col("_q_reason").is_not_null())
+    quarantine = bad_rows.select(
+        pl.lit(source_file).alias("source_file"),
+        pl.col("source_line").cast(pl.Int64),
+        pl.col("_q_field").alias("field"),
+        pl.col("_q_reason").alias("reason"),
+        _record_expr(frame).alias("record"),
+        pl.lit(now_utc()).cast(QUARANTINE_SCHEMA["ingested_at"]).alias("ingested_at"),
+    )
+    return good, conform(quarantine, QUARANTINE_SCHEMA)
+
+
+def coerce_numeric(
+    frame: pl.DataFrame,
+    dtypes: dict[str, pl.DataType],
+    *,
+    source_file: str,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Cast the named columns to numbers; rows holding text that is not a number are quarantined.
+
+    Strings such as ``"nan"``/``"inf"`` parse (and are caught later as ``non_finite``); a
+    value that was present but does not parse fails as ``non_numeric``.
+    """
+    present = {name: dtype for name, dtype in dtypes.items() if name in frame.columns}
+    if not present or frame.height == 0:
+        return frame, conform(pl.DataFrame(), QUARANTINE_SCHEMA)
+    casts = {}
+    checks = []
+    for name, dtype in present.items():
+        column = frame.schema[name]
+        if column == dtype:
+            continue
+        if column.is_numeric() or column == pl.Boolean or column == pl.Null:
+            casts[name] = pl.col(name).cast(dtype, strict=False)
+            continue
+        text = pl.col(name).cast(pl.String, strict=False).str.strip_chars()
+        parsed = text.cast(pl.Float64, strict=False)
+        if dtype.is_integer():
+            parsed = pl.when(parsed.is_finite()).then(parsed).otherwise(None).cast(dtype)
+        else:
+            parsed = parsed.cast(dtype)
+        casts[name] = parsed
+        checks.append(
+            (
+                pl.col(name).is_not_null() & (text != "") & parsed.is_null(),
+                name,
+                "non_numeric",
+            )
+        )
+    good, quarantine = split_by_checks(frame, checks, source_file=source_file)
+    if casts:
+        good = good.with_columns(**casts)
+    return good, quarantine
+
+
+def metric_checks(frame: pl.DataFrame) -> list[tuple[pl.Expr, str, str]]:
+    """The row-level checks of a metrics frame (see the module docstring)."""
+    checks: list[tuple[pl.Expr, str, str]] = [
+        (pl.col("run_id").is_null() | (pl.col("run_id") == ""), "run_id", "missing_field"),
+        (pl.col("loss").is_null(), "loss", "missing_field"),
+        (~pl.col("loss").is_finite(), "loss", "non_finite"),
+        (
+            (pl.col("loss") < 0) & (pl.col("loss_kind").fill_null("nats") == "nats"),
+            "loss",
+            "negative_loss",
+        ),
+    ]
+    if "step" in frame.columns:
+        checks.append((pl.col("step") < FINAL_STEP, "step", "negative_value"))
+    if "tokens_seen" in frame.columns:
+        checks.append((~pl.col("tokens_seen").is_finite(), "tokens_seen", "non_finite"))
+        checks.append((pl.col("tokens_seen") < 0, "tokens_seen", "negative_value"))
+    if "learning_rate" in frame.columns:
+        checks.append((~pl.col("learning_rate").is_finite(), "learning_rate", "non_finite"))
+        checks.append((pl.col("learning_rate") < 0, "learning_rate", "negative_value"))
+    if "split" in frame.columns:
+        checks.append((~pl.col("split").is_in(list(SPLITS)), "split", "bad_value"))
+    return checks
+
+
+def validate_metrics(frame: pl.DataFrame, *, source_file: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Row-level checks of metrics rows (numbers already coerced): ``(good, quarantine)``."""
+    return split_by_checks(frame, metric_checks(frame), source_file=source_file)
+
+
+def run_checks(
+    frame: pl.DataFrame, *, mixture_tolerance: float = MIXTURE_TOLERANCE
+) -> list[tuple[pl.Expr, str, str]]:
+    """The checks of a runs frame: sizes > 0 and finite, mixture weights valid."""
+    checks: list[tuple[pl.Expr, str, str]] = [
+        (pl.col("run_id").is_null() | (pl.col("run_id") == ""), "run_id", "missing_field"),
+    ]
+    for name in SIZE_COLUMNS:
+        if name not in frame.columns:
+            continue
+        column = pl.col(name)
+        if frame.schema[name].is_float():
+            checks.append((~column.is_finite(), name, "non_finite"))
+        checks.append((column <= 0, name, "non_positive_size"))
+    if "mixture" in frame.columns and isinstance(frame.schema["mixture"], pl.List):
+        weights = pl.col("mixture").list.eval(pl.element().struct.field("weight"))
+        unique = pl.col("mixture").list.eval(pl.element().struct.field("unique_tokens"))
+        has_mixture = pl.col("mixture").list.len() > 0
+        checks.append(
+            (
+                has_mixture
+                & (
+                    weights.list.eval((pl.element() < 0) | ~pl.element().is_finite()).list.any()
+                    | weights.list.eval(pl.element().is_null()).list.any()
+                ),
+                "mixture",
+                "mixture_negative",
+            )
+        )
+        checks.append(
+            (
+                has_mixture & ((weights.list.sum() - 1.0).abs() > mixture_tolerance),
+                "mixture",
+                "mixture_sum",
+            )
+        )
+        checks.append(
+            (unique.list.eval(pl.element() <= 0).list.any(), "mixture", "non_positive_size")
+        )
+    return checks
+
+
+def validate_runs(
+    frame: pl.DataFrame,
+    *,
+    source_file: str,
+    mixture_tolerance: float = MIXTURE_TOLERANCE,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Checks of runs rows: ``(good, quarantine)``."""
+    checks = run_checks(frame, mixture_tolerance=mixture_tolerance)
+    return split_by_checks(frame, checks, source_file=source_file)
+
+
+def normalise_mixture(frame: pl.DataFrame) -> pl.DataFrame:
+    """Rescale each run's mixture weights to sum exactly to 1 (after validation)."""
+    if "mixture" not in frame.columns or frame.height == 0:
+        return frame
+    total = pl.col("mixture").list.eval(pl.element().struct.field("weight")).list.sum()
+    rescaled = pl.col("mixture").list.eval(
+        pl.struct(
+            pl.element().struct.field("source"),
+            pl.element().struct.field("weight") / pl.element().struct.field("weight").sum(),
+            pl.element().struct.field("unique_tokens"),
+        )
+    )
+    return frame.with_columns(
+        pl.when((pl.col("mixture").list.len() > 0) & (total > 0))
+        .then(rescaled)
+        .otherwise(pl.col("mixture"))
+        .alias("mixture")
+    )
+
+
+VALUE_COLUMNS = ("loss", "tokens_seen", "learning_rate", "loss_kind")
+"""Metrics columns compared to tell identical from conflicting duplicates."""
+
+
+def duplicate_split(frame: pl.DataFrame, *, source_file: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Resolve duplicate ``(run_id, step, split, domain)`` rows of one file.
+
+    Identical duplicates collapse to their first row (by ``source_line``); keys whose rows
+    disagree on any of ``VALUE_COLUMNS`` are quarantined entirely (``duplicate_conflict``).
+    """
+    key = list(METRICS_KEY)
+    if frame.height == 0:
+        return frame, conform(pl.DataFrame(), QUARANTINE_SCHEMA)
+    values = [c for c in VALUE_COLUMNS if c in frame.columns]
+    duplicated = pl.struct(key).is_duplicated()
+    if not frame.select(duplicated.any()).item():
+        return frame, conform(pl.DataFrame(), QUARANTINE_SCHEMA)
+    conflicting = pl.struct(values).n_unique().over(key) > 1
+    tagged = frame.with_columns(conflicting.alias("_conflict"))
+    good = (
+        tagged.filter(~pl.col("_conflict"))
+        .sort("source_line")
+        .unique(subset=key, keep="first", maintain_order=True)
+        .drop("_conflict")
+    )
+    _, quarantine = split_by_checks(
+        tagged.filter(pl.col("_conflict")).drop("_conflict"),
+        [(pl.lit(True), "loss", "duplicate_conflict")],
+        source_file=source_file,
+    )
+    return good, quarantine
+
+
+def reject_orphans(
+    metrics: pl.DataFrame, rejected_runs: pl.DataFrame, *, source_file: str
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Quarantine metrics rows whose run was rejected (``run_rejected``)."""
+    if rejected_runs.height == 0 or metrics.height == 0:
+        return metrics, conform(pl.DataFrame(), QUARANTINE_SCHEMA)
+    ids = rejected_runs["run_id"].drop_nulls().unique().to_list()
+    return split_by_checks(
+        metrics, [(pl.col("run_id").is_in(ids), "run_id", "run_rejected")], source_file=source_file
+    )

@@ -1,0 +1,494 @@
+"""The run-log lake: four Delta Lake tables (runs, metrics, quarantine, sources) under one folder.
+
+Every later stage reads the lake only through the helpers here (``read_runs``, ``read_metrics``,
+``final_losses``, ``lake_summary``, ``lake_version``); the ingest stage writes it only through
+``write_source``. These are plain functions (no Prefect import) so that the CLI, the Prefect
+tasks and tests call the same code.
+
+Layout (``lake`` is a local folder or an object-store URL that ``deltalake`` supports, e.g.
+``s3://bucket/lake``)::
+
+    <lake>/runs/        Delta table, schema ``planning.schema.RUNS_SCHEMA``
+    <lake>/metrics/     Delta table, schema ``planning.schema.METRICS_SCHEMA``
+    <lake>/quarantine/  Delta table, schema ``planning.schema.QUARANTINE_SCHEMA``
+    <lake>/sources/     Delta table, schema ``planning.schema.SOURCES_SCHEMA``
+
+How writes stay correct
+-----------------------
+* One source file is the unit of replacement. Its rows are written with a *replace-where*
+  overwrite (``predicate="source_file = '<file>'"``): one atomic Delta commit per table that
+  removes the file's previous rows and adds the new ones. Re-ingesting a file therefore never
+  duplicates rows, and a changed file replaces exactly its own rows.
+* When a file's runs already exist in the lake from *another* file (a run logged across two
+  files), its runs and metrics are upserted with a Delta MERGE on the primary keys
+  (``run_id`` / ``(run_id, step, split, domain)``) instead; the later file wins on equal keys.
+* The ``sources`` row (path, sha256, size, counts) is committed last, so it marks a file as done:
+  a crash mid-file leaves no ``sources`` row and the next ingest simply redoes the file.
+* Row counts always come from the tables (never from globbing Parquet files: old file versions
+  stay on disk until ``vacuum``).
+
+Concurrency (deltalake 1.6): every commit is atomic (a new JSON entry in ``_delta_log`` created
+with put-if-absent). Two writers that touch *different* source files can run at the same time
+on a local file system: a writer whose commit loses the race gets ``CommitFailedError`` and
+``write_source`` retries it (``COMMIT_RETRIES``) against the new table version. On S3, safe
+concurrent writes need a locking provider or conditional puts (``storage_options``), as the
+deltalake documentation describes.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import polars as pl
+import pyarrow as pa
+
+from planning.errors import RunLogError
+from planning.schema import (
+    FINAL_STEP,
+    METRICS_KEY,
+    METRICS_SCHEMA,
+    QUARANTINE_SCHEMA,
+    RUNS_SCHEMA,
+    SOURCES_SCHEMA,
+    conform,
+    empty_frame,
+)
+
+log = logging.getLogger(__name__)
+
+TABLES: dict[str, dict[str, pl.DataType]] = {
+    "runs": RUNS_SCHEMA,
+    "metrics": METRICS_SCHEMA,
+    "quarantine": QUARANTINE_SCHEMA,
+    "sources": SOURCES_SCHEMA,
+}
+"""The lake's tables and their schemas."""
+
+COMMIT_RETRIES = 8
+"""How often a commit that lost a race with a concurrent writer is retried."""
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def _is_url(lake: str | Path) -> bool:
+    return "://" in str(lake)
+
+
+def table_uri(lake: str | Path, table: str) -> str:
+    """The URI of one table of the lake (works for local folders and object-store URLs)."""
+    if table not in TABLES:
+        raise ValueError(f"unknown lake table {table!r}; the lake has {sorted(TABLES)}")
+    if _is_url(lake):
+        return f"{str(lake).rstrip('/')}/{table}"
+    return str(Path(lake) / table)
+
+
+def _exists(lake: str | Path, table: str, storage_options: dict[str, str] | None = None) -> bool:
+    from deltalake import DeltaTable
+
+    return DeltaTable.is_deltatable(table_uri(lake, table), storage_options=storage_options)
+
+
+def _require_lake(lake: str | Path, storage_options: dict[str, str] | None = None) -> None:
+    if not _exists(lake, "runs", storage_options):
+        raise RunLogError(
+            f"no run-log lake at {lake} (no Delta table {table_uri(lake, 'runs')}); "
+            f"create it with `mixplan ingest <logs> --lake {lake}`"
+        )
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _scan(
+    lake: str | Path,
+    table: str,
+    version: int | None = None,
+    storage_options: dict[str, str] | None = None,
+) -> pl.LazyFrame:
+    _require_lake(lake, storage_options)
+    if not _exists(lake, table, storage_options):
+        return empty_frame(TABLES[table]).lazy()
+    return pl.scan_delta(table_uri(lake, table), version=version, storage_options=storage_options)
+
+
+def read_runs(
+    lake: str | Path,
+    *,
+    experiment: str | None = None,
+    version: int | None = None,
+    storage_options: dict[str, str] | None = None,
+) -> pl.DataFrame:
+    """Read the runs table (one row per run, schema ``RUNS_SCHEMA``), sorted by ``run_id``.
+
+    Parameters
+    ----------
+    lake
+        Lake folder or object-store URL.
+    experiment
+        Keep only this experiment's runs.
+    version
+        Read the runs table as it was at this Delta version (see ``lake_version``).
+    storage_options
+        Passed to deltalake for object stores.
+
+    Raises
+    ------
+    RunLogError
+        When there is no lake at ``lake``.
+    """
+    frame = _scan(lake, "runs", version, storage_options)
+    if experiment is not None:
+        frame = frame.filter(pl.col("experiment") == experiment)
+    return conform(frame.collect(), RUNS_SCHEMA).sort("run_id")
+
+
+def read_metrics(
+    lake: str | Path,
+    *,
+    experiment: str | None = None,
+    split: str | None = None,
+    domain: str | None = None,
+    version: int | None = None,
+    storage_options: dict[str, str] | None = None,
+) -> pl.DataFrame:
+    """Read the metrics table (schema ``METRICS_SCHEMA``), sorted by run, split, domain, step.
+
+    ``experiment`` keeps the runs of one experiment (via the runs table); ``split`` and
+    ``domain`` filter the rows; ``version`` reads the metrics table as of that Delta version
+    (the runs table is then read at its latest version for the experiment filter).
+    """
+    frame = _scan(lake, "metrics", version, storage_options)
+    if experiment is not None:
+        run_ids = (
+            _scan(lake, "runs", None, storage_options)
+            .filter(pl.col("experiment") == experiment)
+            .select("run_id")
+        )
+        frame = frame.join(run_ids, on="run_id", how="semi")
+    if split is not None:
+        frame = frame.filter(pl.col("split") == split)
+    if domain is not None:
+        frame = frame.filter(pl.col("domain") == domain)
+    return conform(frame.collect(), METRICS_SCHEMA).sort(["run_id", "split", "domain", "step"])
+
+
+def final_losses(
+    lake: str | Path,
+    *,
+    experiment: str | None = None,
+    split: str | None = None,
+    domain: str | None = None,
+    version: int | None = None,
+    storage_options: dict[str, str] | None = None,
+) -> pl.DataFrame:
+    """The loss at each run's end: one row per ``(run_id, split, domain)`` with the run joined.
+
+    The final row of a (run, split, domain) is the one with ``step == FINAL_STEP`` if the
+    source reported only the final value, otherwise the largest ``step`` (ties broken by the
+    largest ``tokens_seen``). Columns: every ``RUNS_SCHEMA`` column, then ``split``,
+    ``domain``, ``step``, ``tokens_seen``, ``learning_rate_at_step``, ``loss``, ``loss_kind``.
+    Sorted by ``run_id, split, domain``.
+    """
+    metrics = read_metrics(
+        lake,
+        experiment=experiment,
+        split=split,
+        domain=domain,
+        version=version,
+        storage_options=storage_options,
+    )
+    runs = read_runs(lake, experiment=experiment, version=None, storage_options=storage_options)
+    last = (
+        metrics.with_columns((pl.col("step") == FINAL_STEP).alias("_is_final"))
+        .sort(["_is_final", "step", "tokens_seen"], nulls_last=False)
+        .group_by(["run_id", "split", "domain"], maintain_order=True)
+        .last()
+        .select(
+            "run_id",
+            "split",
+            "domain",
+            "step",
+            "tokens_seen",
+            pl.col("learning_rate").alias("learning_rate_at_step"),
+            "loss",
+            "loss_kind",
+        )
+    )
+    return runs.join(last, on="run_id", how="inner").sort(["run_id", "split", "domain"])
+
+
+def read_quarantine(
+    lake: str | Path, *, storage_options: dict[str, str] | None = None
+) -> pl.DataFrame:
+    """Every quarantined record (schema ``QUARANTINE_SCHEMA``), by file and line."""
+    frame = _scan(lake, "quarantine", None, storage_options).collect()
+    return conform(frame, QUARANTINE_SCHEMA).sort(["source_file", "source_line"])
+
+
+def read_sources(
+    lake: str | Path, *, storage_options: dict[str, str] | None = None
+) -> pl.DataFrame:
+    """Every source file the lake has ingested, with its sha256 and counts (``SOURCES_SCHEMA``)."""
+    frame = _scan(lake, "sources", None, storage_options).collect()
+    return conform(frame, SOURCES_SCHEMA).sort("source_file")
+
+
+def lake_version(
+    lake: str | Path, *, storage_options: dict[str, str] | None = None
+) -> dict[str, int]:
+    """The current Delta version of each table (``-1`` for a table not yet created).
+
+    Later stages record this with their outputs, and pass a version back to ``read_runs`` /
+    ``read_metrics`` to see the lake as it was.
+    """
+    from deltalake import DeltaTable
+
+    _require_lake(lake, storage_options)
+    versions: dict[str, int] = {}
+    for table in TABLES:
+        if _exists(lake, table, storage_options):
+            versions[table] = DeltaTable(
+                table_uri(lake, table), storage_options=storage_options
+            ).version()
+        else:
+            versions[table] = -1
+    return versions
+
+
+def lake_summary(lake: str | Path, *, storage_options: dict[str, str] | None = None) -> dict:
+    """Counts of the lake, read through the tables.
+
+    Returns
+    -------
+    dict
+        ``experiments`` (name -> {"runs", "metric_rows"}), ``runs``, ``metric_rows``,
+        ``quarantined`` (reason -> rows), ``quarantined_rows``, ``sources`` (files ingested),
+        ``versions`` (table -> Delta version).
+    """
+    runs = _scan(lake, "runs", None, storage_options).select("run_id", "experiment")
+    metrics = _scan(lake, "metrics", None, storage_options).select("run_id")
+    per_run = metrics.group_by("run_id").agg(pl.len().alias("metric_rows"))
+    per_experiment = (
+        runs.join(per_run, on="run_id", how="left")
+        .group_by("experiment")
+        .agg(pl.len().alias("runs"), pl.col("metric_rows").fill_null(0).sum())
+        .sort("experiment")
+        .collect()
+    )
+    quarantine = (
+        _scan(lake, "quarantine", None, storage_options)
+        .group_by("reason")
+        .agg(pl.len().alias("rows"))
+        .sort("reason")
+        .collect()
+    )
+    n_sources = _scan(lake, "sources", None, storage_options).select(pl.len()).collect().item()
+    n_metrics = metrics.select(pl.len()).collect().item()
+    return {
+        "experiments": {
+            row["experiment"]: {"runs": row["runs"], "metric_rows": row["metric_rows"]}
+            for row in per_experiment.iter_rows(named=True)
+        },
+        "runs": int(per_experiment["runs"].sum()) if per_experiment.height else 0,
+        "metric_rows": int(n_metrics),
+        "quarantined": {row["reason"]: row["rows"] for row in quarantine.iter_rows(named=True)},
+        "quarantined_rows": int(quarantine["rows"].sum()) if quarantine.height else 0,
+        "sources": int(n_sources),
+        "versions": lake_version(lake, storage_options=storage_options),
+    }
+
+
+def source_hashes(
+    lake: str | Path, *, storage_options: dict[str, str] | None = None
+) -> dict[str, str]:
+    """``source_file -> sha256`` of every file the lake has ingested ({} for a new lake)."""
+    if not _exists(lake, "sources", storage_options):
+        return {}
+    frame = pl.scan_delta(table_uri(lake, "sources"), storage_options=storage_options)
+    frame = frame.select("source_file", "sha256").collect()
+    return dict(zip(frame["source_file"].to_list(), frame["sha256"].to_list(), strict=True))
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _arrow_schema(schema: dict[str, pl.DataType]) -> pa.Schema:
+    return empty_frame(schema).to_arrow().schema
+
+
+def ensure_lake(lake: str | Path, *, storage_options: dict[str, str] | None = None) -> None:
+    """Create the lake's empty tables where they do not exist yet (idempotent)."""
+    from deltalake import write_deltalake
+
+    if not _is_url(lake):
+        Path(lake).mkdir(parents=True, exist_ok=True)
+    for table, schema in TABLES.items():
+        if _exists(lake, table, storage_options):
+            continue
+        try:
+            write_deltalake(
+                table_uri(lake, table),
+                empty_frame(schema).to_arrow(),
+                mode="ignore",
+                storage_options=storage_options,
+            )
+        except Exception as error:  # a concurrent writer created it first
+            if not _exists(lake, table, storage_options):
+                raise RunLogError(f"cannot create lake table {table_uri(lake, table)}: {error}")
+
+
+def _retry_commit(action: Callable[[], T], what: str) -> T:
+    from deltalake.exceptions import CommitFailedError
+
+    for attempt in range(COMMIT_RETRIES):
+        try:
+            return action()
+        except CommitFailedError as error:
+            if attempt == COMMIT_RETRIES - 1:
+                raise
+            wait = 0.05 * (2**attempt) * (1 + random.random())
+            log.info("commit of %s lost a race (%s); retrying in %.2fs", what, error, wait)
+            time.sleep(wait)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def sql_literal(text: str) -> str:
+    """A SQL string literal for Delta predicates (single quotes doubled)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _replace_file_rows(
+    lake: str | Path,
+    table: str,
+    data: pa.RecordBatchReader | pa.Table,
+    source_files: list[str],
+    storage_options: dict[str, str] | None,
+) -> None:
+    """One atomic commit: drop ``table``'s rows of ``source_files`` and add ``data``."""
+    from deltalake import write_deltalake
+
+    predicate = _file_predicate(source_files, "")
+
+    def action() -> None:
+        write_deltalake(
+            table_uri(lake, table),
+            data,
+            mode="overwrite",
+            predicate=predicate,
+            storage_options=storage_options,
+        )
+
+    if isinstance(data, pa.RecordBatchReader):
+        action()  # a stream can be consumed once; conflicts on distinct files are rare
+        return
+    _retry_commit(action, f"{table} of {source_files[0]}")
+
+
+def _file_predicate(source_files: list[str], alias: str) -> str:
+    listed = ", ".join(sql_literal(name) for name in source_files)
+    return f"{alias}source_file IN ({listed})"
+
+
+def _merge_file_rows(
+    lake: str | Path,
+    table: str,
+    frame: pl.DataFrame,
+    key: Iterable[str],
+    source_files: list[str],
+    storage_options: dict[str, str] | None,
+) -> None:
+    """One atomic MERGE: upsert ``frame`` on ``key``; drop the file's rows no longer present."""
+    from deltalake import DeltaTable
+
+    predicate = " AND ".join(f"s.{name} = t.{name}" for name in key)
+    data = frame.to_arrow()
+
+    def action() -> None:
+        target = DeltaTable(table_uri(lake, table), storage_options=storage_options)
+        (
+            target.merge(data, predicate=predicate, source_alias="s", target_alias="t")
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .when_not_matched_by_source_delete(predicate=_file_predicate(source_files, "t."))
+            .execute()
+        )
+
+    _retry_commit(action, f"merge {table} of {source_files[0]}")
+
+
+def _runs_elsewhere(
+    lake: str | Path,
+    run_ids: list[str],
+    source_files: list[str],
+    storage_options: dict[str, str] | None,
+) -> bool:
+    """Whether any of ``run_ids`` already has runs rows from files other than ``source_files``."""
+    if not run_ids:
+        return False
+    hits = (
+        pl.scan_delta(table_uri(lake, "runs"), storage_options=storage_options)
+        .filter(pl.col("run_id").is_in(run_ids) & ~pl.col("source_file").is_in(source_files))
+        .select(pl.len())
+        .collect()
+        .item()
+    )
+    return hits > 0
+
+
+def write_source(
+    lake: str | Path,
+    *,
+    source: dict[str, Any],
+    runs: pl.DataFrame,
+    metrics: pl.DataFrame | pa.RecordBatchReader,
+    quarantine: pl.DataFrame,
+    partner_files: list[str] | None = None,
+    storage_options: dict[str, str] | None = None,
+) -> None:
+    """Write one source file's validated rows into the lake, replacing that file's old rows.
+
+    Parameters
+    ----------
+    lake
+        Lake folder or URL (created when missing).
+    source
+        The ``sources`` row (``SOURCES_SCHEMA`` fields; ``source_file`` is the replacement key).
+    runs, quarantine
+        Frames in ``RUNS_SCHEMA`` / ``QUARANTINE_SCHEMA``.
+    metrics
+        A frame in ``METRICS_SCHEMA``, or an Arrow stream of it (large files; streamed to Delta
+        without materialising it).
+    partner_files
+        Further files read together with this one (RegMix's loss file next to its mixture
+        file); their rows are replaced together.
+    """
+    ensure_lake(lake, storage_options=storage_options)
+    files = [str(source["source_file"]), *(partner_files or [])]
+    runs = conform(runs, RUNS_SCHEMA)
+    quarantine = conform(quarantine, QUARANTINE_SCHEMA)
+    _replace_file_rows(lake, "quarantine", quarantine.to_arrow(), files, storage_options)
+
+    shared = _runs_elsewhere(lake, runs["run_id"].to_list(), files, storage_options)
+    if shared:
+        if isinstance(metrics, pa.RecordBatchReader):
+            metrics = pl.from_arrow(metrics.read_all())
+        metrics_frame = conform(metrics, METRICS_SCHEMA)
+        _merge_file_rows(lake, "metrics", metrics_frame, METRICS_KEY, files, storage_options)
+        _merge_file_rows(lake, "runs", runs, ("run_id",), files, storage_options)
+    else:
+        if isinstance(metrics, pl.DataFrame):
+            metrics = conform(metrics, METRICS_SCHEMA).to_arrow()
+        _replace_file_rows(lake, "metrics", metrics, files, storage_options)
+        _replace_file_rows(lake, "runs", runs.to_arrow(), files, storage_options)
+
+    sources = conform(pl.DataFrame([source]), SOURCES_SCHEMA)
+    _replace_file_rows(lake, "sources", sources.to_arrow(), files, storage_options)
