@@ -1,0 +1,28 @@
+"""One fitting engine for every law: vectorised multi-start Huber fits, bootstrap, backtests."""
+
+from planning.fitting.fit import (
+    LawFitter,
+    assemble,
+    decision_values,
+    fit_frame,
+    get_spec,
+    point_fit,
+    predict_with_interval,
+    prepare,
+)
+from planning.fitting.result import FitResult
+from planning.fitting.specs import SPECS, FitSpec
+
+__all__ = [
+    "SPECS",
+    "FitResult",
+    "FitSpec",
+    "LawFitter",
+    "assemble",
+    "decision_values",
+    "fit_frame",
+    "get_spec",
+    "point_fit",
+    "predict_with_interval",
+    "prepare",
+]
