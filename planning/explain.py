@@ -1,0 +1,148 @@
+"""Interpreting a plan: flatness, marginal value of compute, hyperparameters, text rendering."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from planning.laws.hyperparams import STEPLAW
+from planning.programs.budget import CONSTRAINT_LABELS
+
+FLAT_TOLERANCE = 0.005
+"""Flatness: the range of N whose loss is within 0.5% of the best at the same FLOPs."""
+
+
+def flat_params_range(
+    loss_along_isoflop, params: float, *, tolerance: float = FLAT_TOLERANCE, decades: float = 3.0
+) -> tuple[float, float]:
+    """Range of N (at the plan's training FLOPs) whose loss is within ``tolerance`` of the best.
+
+    Parameters
+    ----------
+    loss_along_isoflop
+        Vectorised ``params -> loss`` along the iso-FLOP line ``D = C / (6 N)``.
+    params
+        The plan's N (the centre of the scan).
+    """
+    grid = params * np.logspace(-decades, decades, 6001)
+    losses = np.asarray(loss_along_isoflop(grid), dtype=float)
+    best = np.nanmin(losses)
+    inside = grid[losses <= best * (1 + tolerance)]
+    return float(inside.min()), float(inside.max())
+
+
+def hyperparameters(params: float, tokens: float) -> dict[str, float]:
+    """StepLaw learning rate and batch size (tokens) at the plan's N and D (laws.md 1.7)."""
+    return {
+        "learning_rate": float(STEPLAW.learning_rate(params, tokens)),
+        "batch_size_tokens": float(STEPLAW.batch_size(tokens)),
+    }
+
+
+def binding_labels(names: list[str]) -> list[str]:
+    """Human labels for binding constraint names."""
+    return [CONSTRAINT_LABELS.get(name, name.replace("_", " ")) for name in names]
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "-"
+        if math.isinf(value):
+            return "inf"
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def render_text(plan: dict[str, Any]) -> str:
+    """A plan (``Plan.to_dict()``) as readable text for terminals and logs."""
+    lines = [f"Plan {plan['name']!r} ({plan['mode']} mode): {plan['status']}"]
+    if plan.get("reason"):
+        lines.append(f"  reason: {plan['reason']}")
+    if plan["status"] != "optimal":
+        return "\n".join(lines)
+    lines.append(f"  law: {plan['law']['description']}")
+    rows = [
+        ("parameters N", plan["params"]),
+        ("training tokens D", plan["tokens"]),
+        ("tokens per parameter", plan["tokens_per_param"]),
+        ("training FLOPs", plan["train_flops"]),
+        ("inference FLOPs", plan["inference_flops"]),
+        ("predicted loss", plan["loss"]),
+        ("epochs over unique data", plan.get("epochs")),
+        ("cost ($)", plan.get("cost_dollars")),
+        ("training days", plan.get("train_days")),
+    ]
+    intervals = plan.get("intervals") or {}
+    for label, value in rows:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        key = {
+            "parameters N": "params",
+            "training tokens D": "tokens",
+            "tokens per parameter": "tokens_per_param",
+            "predicted loss": "loss",
+            "training FLOPs": "train_flops",
+        }.get(label)
+        text = f"  {label:<26} {_fmt(value)}"
+        if key in intervals:
+            lo, hi = intervals[key]["low"], intervals[key]["high"]
+            text += f"   (90% interval {_fmt(lo)} .. {_fmt(hi)} over {intervals['draws']} draws)"
+        lines.append(text)
+    voc = plan.get("vocabulary")
+    if voc:
+        line = f"  {'vocabulary size V':<26} {voc['vocab_size']:,.0f} (width {voc['width']:.0f})"
+        if "vocab_size" in intervals:
+            iv = intervals["vocab_size"]
+            line += f"   (90% interval {iv['low']:,.0f} .. {iv['high']:,.0f})"
+        lines.append(line)
+    mix = plan.get("mixture")
+    if mix and mix.get("status") != "optimal":
+        lines.append(f"  mixture: {mix.get('status')}: {mix.get('reason')}")
+    elif mix:
+        lines.append("  mixture (share, epochs):")
+        for name, share in mix["mixture"].items():
+            capped = "  [at its max_epochs cap]" if name in mix["capped"] else ""
+            lines.append(f"    {name:<20} {share:7.2%}  {mix['epochs'][name]:.3g}{capped}")
+        lines.append(
+            f"    with this mixture the best D is {_fmt(mix['tokens'])} (N {_fmt(mix['params'])}); "
+            f"predicted target loss {_fmt(mix['loss'])}"
+        )
+    ex = plan.get("explanation") or {}
+    if ex:
+        lines.append("  why:")
+        lines.append(f"    binding constraints: {', '.join(ex['binding_labels']) or 'none'}")
+        for name, price in ex.get("shadow_prices", {}).items():
+            lines.append(f"    shadow price of {name}: {_fmt(price)} (loss per unit log)")
+        if ex.get("marginal_loss_per_10x") is not None:
+            lines.append(
+                f"    10x more compute lowers the loss by {_fmt(ex['marginal_loss_per_10x'])}"
+            )
+        if ex.get("flops_ratio_for_lower_target") is not None:
+            lines.append(
+                "    a 0.01 lower loss target costs "
+                f"{_fmt(ex['flops_ratio_for_lower_target'])}x the FLOPs"
+            )
+        flat = ex.get("flat_params_range")
+        if flat:
+            lines.append(
+                f"    flatness: any N in {_fmt(flat[0])} .. {_fmt(flat[1])} is within 0.5% of "
+                "the best loss at these FLOPs"
+            )
+        hp = ex.get("hyperparameters")
+        if hp:
+            lines.append(
+                f"    StepLaw learning rate {hp['learning_rate']:.3g}, batch size "
+                f"{hp['batch_size_tokens']:.3g} tokens"
+            )
+    robust = plan.get("robust")
+    if robust:
+        lines.append(
+            f"  robust plan (best worst case over draws): N {_fmt(robust['params'])}, "
+            f"D {_fmt(robust['tokens'])}, worst-case loss {_fmt(robust['worst_loss'])}"
+        )
+    return "\n".join(lines)

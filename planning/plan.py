@@ -1,0 +1,633 @@
+"""make_plan: spec -> laws -> convex programs -> interpretation -> a frozen Plan.
+
+``Planner`` holds the built programs so what-ifs re-solve them with new parameter values
+instead of rebuilding; ``make_plan`` and ``whatif`` are the pure entry points (no Prefect, no
+hidden I/O: a stored fit is read only from the path or lake the caller names).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from planning.errors import FitError, SpecError
+from planning.explain import binding_labels, flat_params_range, hyperparameters, render_text
+from planning.laws.chinchilla import (
+    BESIROGLU,
+    EPOCH,
+    HOFFMANN,
+    HOFFMANN_ROUNDED,
+    SARDANA,
+    ChinchillaLaw,
+)
+from planning.laws.repetition import DATABLATIONS, MuennighoffLaw
+from planning.programs.budget import BudgetProgram, robust_budget
+from planning.programs.common import PlanStatus
+from planning.programs.inference import TargetProgram, inference_equivalent_tokens
+from planning.programs.mixture import ExponentialMixture, MixtureProgram
+from planning.programs.repetition import repetition_allocation
+from planning.programs.vocabulary import VocabularyProgram
+from planning.provenance import code_version
+from planning.spec import PlanSpec
+
+PUBLISHED = {
+    "sardana": SARDANA,
+    "hoffmann": HOFFMANN,
+    "hoffmann_rounded": HOFFMANN_ROUNDED,
+    "besiroglu": BESIROGLU,
+    "epoch": EPOCH,
+    "datablations": DATABLATIONS,
+}
+
+INTERVAL = (5.0, 50.0, 95.0)
+"""Percentiles reported over bootstrap draws (a 90% interval and the median)."""
+
+MAX_VOCAB_DRAWS = 200
+
+
+@dataclass(frozen=True)
+class ResolvedLaw:
+    """The scale law a plan uses, where it came from, and its bootstrap draws (if any)."""
+
+    law: Any
+    description: str
+    draws: tuple = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A plan: the decision, its predicted loss and cost, why, and how sure it is."""
+
+    name: str
+    mode: str
+    status: PlanStatus
+    reason: str = ""
+    params: float = float("nan")
+    tokens: float = float("nan")
+    train_flops: float = float("nan")
+    inference_flops: float = float("nan")
+    loss: float = float("nan")
+    epochs: float | None = None
+    cost_dollars: float | None = None
+    train_days: float | None = None
+    vocabulary: dict[str, float] | None = None
+    mixture: dict[str, Any] | None = None
+    intervals: dict[str, Any] = field(default_factory=dict)
+    robust: dict[str, float] | None = None
+    explanation: dict[str, Any] = field(default_factory=dict)
+    law: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, Any] = field(default_factory=dict)
+    code_version: str = ""
+
+    @property
+    def tokens_per_param(self) -> float:
+        """Training tokens per parameter."""
+        return self.tokens / self.params
+
+    @property
+    def ok(self) -> bool:
+        """True when the plan is optimal."""
+        return self.status is PlanStatus.OPTIMAL
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (NaN becomes None)."""
+        out = asdict(self)
+        out["status"] = self.status.value
+        out["tokens_per_param"] = self.tokens_per_param
+        return _clean(out)
+
+    def to_json(self, **kwargs: Any) -> str:
+        """The plan as JSON."""
+        return json.dumps(self.to_dict(), **kwargs)
+
+    def render(self) -> str:
+        """The plan as readable text."""
+        return render_text(self.to_dict())
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, float | np.floating):
+        value = float(value)
+        return None if math.isnan(value) else value
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+# -- laws -------------------------------------------------------------------------------------
+
+
+def resolve_law(spec: PlanSpec, *, lake: str | Path | None = None) -> ResolvedLaw:
+    """The scale law named by the spec: published constants, inline numbers, or a stored fit."""
+    ls = spec.law
+    if ls.kind == "published":
+        return ResolvedLaw(PUBLISHED[ls.name], f"published constants {ls.name!r}")
+    if ls.kind == "inline":
+        c = ls.constants
+        if "rd_star" in c or "rn_star" in c:
+            law = MuennighoffLaw(
+                **{k: c[k] for k in ("E", "A", "B", "alpha", "beta")},
+                rd_star=c.get("rd_star", DATABLATIONS.rd_star),
+                rn_star=c.get("rn_star", DATABLATIONS.rn_star),
+            )
+        else:
+            law = ChinchillaLaw(**c)
+        return ResolvedLaw(law, "inline constants " + ", ".join(f"{k}={v:g}" for k, v in c.items()))
+    from planning.fitting.result import FitResult
+
+    path = _fit_path(spec, ls.fit, lake, field_name="law.fit")
+    try:
+        fit = FitResult.from_json(path)
+    except (FitError, OSError, KeyError, ValueError) as exc:
+        raise SpecError(f"{spec.origin}: field 'law.fit': cannot read {path}: {exc}") from exc
+    draws = tuple(fit.law_draws()) if fit.n_bootstrap and spec.draws else ()
+    desc = f"stored fit {fit.name!r} ({path}, {fit.n_runs} runs, data {fit.data_hash})"
+    return ResolvedLaw(fit.law, desc, draws)
+
+
+def _fit_path(spec: PlanSpec, name: str, lake, *, field_name: str) -> Path:
+    if name.endswith(".json") or "/" in name:
+        path = Path(name)
+        if not path.is_absolute() and not path.exists() and spec.origin != "<dict>":
+            path = Path(spec.origin).parent / name
+        return path
+    if lake is None:
+        raise SpecError(
+            f"{spec.origin}: field '{field_name}': the stored fit {name!r} lives in a lake; "
+            "pass --lake DIR (or give a path to the fit's JSON)"
+        )
+    return Path(lake) / "fits" / f"{name}.json"
+
+
+def resolve_mixture_law(spec: PlanSpec, *, lake=None):
+    """The mixture law of the spec (inline exponential, or a stored fitted mixture law)."""
+    ms = spec.mixture
+    if ms is None:
+        return None
+    if ms.fit is None:
+        return ExponentialMixture(
+            tuple(s.name for s in spec.sources),
+            ms.domains,
+            np.array(ms.c),
+            np.array(ms.k),
+            np.array(ms.t),
+        )
+    path = _fit_path(spec, ms.fit, lake, field_name="mixture.fit")
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SpecError(f"{spec.origin}: field 'mixture.fit': cannot read {path}: {exc}") from exc
+    from planning.mixture import additive, exponential, per_source
+
+    for module in (exponential, additive, per_source):
+        for obj in vars(module).values():
+            if isinstance(obj, type) and obj.__name__ == payload.get("law"):
+                return obj.from_json(json.dumps(payload))
+    raise SpecError(
+        f"{spec.origin}: field 'mixture.fit': {path} holds an unknown law {payload.get('law')!r}"
+    )
+
+
+# -- the planner ------------------------------------------------------------------------------
+
+
+class Planner:
+    """Builds each program once and re-solves it for every plan and what-if."""
+
+    def __init__(self) -> None:
+        self.budget = BudgetProgram()
+        self.target = TargetProgram()
+        self.vocabulary = VocabularyProgram()
+        self._mixtures: dict[int, MixtureProgram] = {}
+
+    # ---------------------------------------------------------------------------------------
+    def plan(
+        self,
+        spec: PlanSpec,
+        *,
+        lake: str | Path | None = None,
+        resolved: ResolvedLaw | None = None,
+        mixture_law=None,
+    ) -> Plan:
+        """Plan one spec (see `make_plan`)."""
+        resolved = resolved or resolve_law(spec, lake=lake)
+        law = resolved.law
+        inference_tokens = self._inference_tokens(spec)
+        core = self._core(spec, law, inference_tokens)
+        base = Plan(
+            name=spec.name,
+            mode=spec.mode,
+            status=core["status"],
+            reason=core.get("reason", ""),
+            law={"description": resolved.description, **_law_dict(law)},
+            inputs=_inputs(spec, inference_tokens),
+            code_version=code_version(),
+        )
+        if core["status"] is not PlanStatus.OPTIMAL:
+            return base
+        params, tokens = core["params"], core["tokens"]
+        plan = replace(
+            base,
+            params=params,
+            tokens=tokens,
+            train_flops=6 * params * tokens,
+            inference_flops=2 * params * spec.inference.tokens,
+            loss=core["loss"],
+            epochs=tokens / spec.unique_tokens if spec.unique_tokens else None,
+            cost_dollars=_cost(spec, params, tokens),
+            train_days=_days(spec, params, tokens),
+        )
+        explanation = self._explain(spec, law, core, inference_tokens)
+        vocabulary = self._vocabulary(spec, params, tokens)
+        mixture = self._mixture(spec, law, params, tokens, lake=lake, mixture_law=mixture_law)
+        if mixture is not None and mixture.get("status") != "optimal":
+            explanation["mixture_reason"] = mixture.get("reason", "")
+        intervals = self._intervals(spec, resolved, inference_tokens, vocabulary is not None)
+        robust = None
+        if spec.robust and resolved.draws and spec.mode == "budget":
+            result = robust_budget(
+                list(resolved.draws),
+                flops=core["budget_flops"],
+                max_params=spec.limits.max_params,
+                max_tokens=spec.max_tokens,
+            )
+            if result.status is PlanStatus.OPTIMAL:
+                robust = {
+                    "params": result.params,
+                    "tokens": result.tokens,
+                    "worst_loss": result.loss,
+                    "nominal_worst_loss": float(
+                        max(float(d.predict(params, tokens)) for d in resolved.draws)
+                    ),
+                }
+        return replace(
+            plan,
+            vocabulary=vocabulary,
+            mixture=mixture,
+            intervals=intervals,
+            robust=robust,
+            explanation=explanation,
+        )
+
+    # ---------------------------------------------------------------------------------------
+    def _inference_tokens(self, spec: PlanSpec) -> float:
+        """T_inf (FLOP objective) or T_eff (dollar objective)."""
+        inf = spec.inference
+        if inf.tokens <= 0:
+            return 0.0
+        if spec.objective == "flops":
+            return inf.tokens
+        hw = inf.hardware
+        return inference_equivalent_tokens(
+            tokens_in=inf.tokens_in,
+            tokens_out=inf.tokens_out,
+            train_dollars_per_flop=spec.training.dollars_per_flop,
+            train_mfu=spec.training.mfu,
+            infer_dollars_per_flop=hw.dollars_per_flop,
+            prefill_mfu=inf.prefill_mfu or hw.mfu,
+            decode_mfu=inf.decode_mfu or hw.mfu,
+        )
+
+    def _limits(self, spec: PlanSpec) -> dict[str, float | None]:
+        return {
+            "max_params": spec.limits.max_params,
+            "max_tokens": spec.max_tokens,
+            "min_tokens_per_param": spec.limits.min_tokens_per_param,
+            "max_tokens_per_param": spec.limits.max_tokens_per_param,
+            "max_train_flops": spec.max_train_flops,
+        }
+
+    def _core(self, spec: PlanSpec, law, inference_tokens: float, *, flops=None) -> dict:
+        """The N/D decision: budget, loss target, or repetition-aware search."""
+        limits = self._limits(spec)
+        if isinstance(law, MuennighoffLaw):
+            return self._core_repetition(spec, law, flops=flops)
+        if spec.mode == "target":
+            r = self.target.solve(
+                law, target_loss=spec.target_loss, inference_tokens=inference_tokens, **limits
+            )
+            return {
+                "status": r.status,
+                "reason": r.reason,
+                "params": r.params,
+                "tokens": r.tokens,
+                "loss": r.loss,
+                "duals": r.duals,
+                "binding": r.binding,
+                "budget_flops": r.train_flops,
+            }
+        budget = flops if flops is not None else spec.budget_flops
+        if budget is None and limits["max_train_flops"] is None:
+            return {"status": PlanStatus.INFEASIBLE, "reason": "no budget given"}
+        r = self.budget.solve(
+            law,
+            flops=budget if budget is not None else math.inf,
+            inference_tokens=inference_tokens,
+            **limits,
+        )
+        return {
+            "status": r.status,
+            "reason": r.reason,
+            "params": r.params,
+            "tokens": r.tokens,
+            "loss": r.loss,
+            "duals": r.duals,
+            "binding": r.binding,
+            "budget_flops": budget if budget is not None else limits["max_train_flops"],
+        }
+
+    def _core_repetition(self, spec: PlanSpec, law: MuennighoffLaw, *, flops=None) -> dict:
+        if spec.mode == "target":
+            return {
+                "status": PlanStatus.INFEASIBLE,
+                "reason": "loss targets with a repetition (Muennighoff) law are not supported; "
+                "give budget.flops",
+            }
+        if not spec.sources:
+            raise SpecError(f"{spec.origin}: field 'sources': a repetition law needs [[sources]]")
+        budget = flops if flops is not None else spec.budget_flops
+        if budget is None:
+            return {"status": PlanStatus.INFEASIBLE, "reason": "no budget given"}
+        unique = spec.unique_tokens
+        r = repetition_allocation(
+            law,
+            flops=budget,
+            unique_tokens=unique,
+            max_epochs=spec.max_tokens / unique,
+            max_params=spec.limits.max_params,
+        )
+        return {
+            "status": r.status,
+            "reason": r.reason,
+            "params": r.params,
+            "tokens": r.tokens,
+            "loss": r.loss,
+            "duals": {},
+            "binding": list(r.binding),
+            "budget_flops": budget,
+        }
+
+    def _loss_fn(self, spec: PlanSpec, law):
+        if isinstance(law, MuennighoffLaw):
+            return lambda n, d: law.predict(n, d, spec.unique_tokens)
+        return lambda n, d: law.predict(n, d)
+
+    def _explain(self, spec: PlanSpec, law, core: dict, inference_tokens: float) -> dict:
+        params, tokens = core["params"], core["tokens"]
+        loss_fn = self._loss_fn(spec, law)
+        flops = 6 * params * tokens
+        flat = flat_params_range(lambda n: loss_fn(n, flops / (6 * n)), params)
+        out: dict[str, Any] = {
+            "binding": core["binding"],
+            "binding_labels": binding_labels(core["binding"]),
+            "shadow_prices": {k: v for k, v in core["duals"].items() if k in core["binding"]},
+            "flat_params_range": flat,
+            "hyperparameters": hyperparameters(params, tokens),
+            "marginal_loss_per_10x": None,
+            "flops_ratio_for_lower_target": None,
+        }
+        if spec.mode == "budget":
+            more = self._core(spec, law, inference_tokens, flops=10 * core["budget_flops"])
+            if more["status"] is PlanStatus.OPTIMAL:
+                out["marginal_loss_per_10x"] = core["loss"] - more["loss"]
+        else:
+            lower = replace(spec, target_loss=spec.target_loss - 0.01)
+            more = self._core(lower, law, inference_tokens)
+            if more["status"] is PlanStatus.OPTIMAL:
+                out["flops_ratio_for_lower_target"] = (
+                    more["params"] * more["tokens"] / (params * tokens)
+                )
+        return out
+
+    def _vocabulary(self, spec: PlanSpec, params: float, tokens: float) -> dict | None:
+        if spec.vocabulary is None:
+            return None
+        vmin, vmax = spec.vocabulary
+        r = self.vocabulary.solve(
+            flops=6 * params * tokens, non_vocab_params=params, min_vocab=vmin, max_vocab=vmax
+        )
+        if r.status is not PlanStatus.OPTIMAL:
+            return {"status": r.status.value, "reason": r.reason}
+        return {
+            "vocab_size": r.vocab_size,
+            "width": r.width,
+            "non_vocab_params": r.non_vocab_params,
+            "vocab_params": r.vocab_params,
+            "tokens": r.tokens,
+            "characters": r.characters,
+            "loss_unigram": r.loss_unigram,
+        }
+
+    def _mixture(self, spec, law, params, tokens, *, lake, mixture_law) -> dict | None:
+        if spec.mixture is None:
+            return None
+        mixture_law = mixture_law or resolve_mixture_law(spec, lake=lake)
+        key = id(mixture_law)
+        program = self._mixtures.get(key)
+        scale = (
+            law
+            if not isinstance(law, MuennighoffLaw)
+            else ChinchillaLaw(law.E, law.A, law.B, law.alpha, law.beta)
+        )
+        if program is None or program.scale != _constants(scale):
+            reference = None
+            if spec.mixture.reference:
+                reference = np.array(
+                    [spec.mixture.reference.get(s.name, 0.0) for s in spec.sources]
+                )
+            program = MixtureProgram(
+                spec.sources,
+                mixture_law,
+                scale_law=scale,
+                domain_weights=spec.eval_weights,
+                reference=reference,
+            )
+            self._mixtures = {key: program}
+        flops = 6 * params * tokens
+        if spec.mode == "budget":
+            r = program.plan(flops=flops, max_params=spec.limits.max_params)
+        else:
+            r = program.solve_at(tokens, flops=flops)
+        if r.status is not PlanStatus.OPTIMAL:
+            return {"status": r.status.value, "reason": r.reason}
+        return {
+            "status": r.status.value,
+            "mixture": r.mixture,
+            "tokens": r.tokens,
+            "params": r.params,
+            "loss": r.loss,
+            "effective_tokens": r.effective_tokens,
+            "source_tokens": r.source_tokens,
+            "epochs": r.epochs,
+            "capped": list(r.capped),
+            "cap_shadow_prices": {k: v for k, v in r.cap_duals.items() if k in r.capped},
+            "inner_solves": r.solves,
+        }
+
+    def _intervals(self, spec, resolved: ResolvedLaw, inference_tokens, with_vocab) -> dict:
+        if not resolved.draws:
+            return {}
+        rows = []
+        for draw in resolved.draws:
+            core = self._core(spec, draw, inference_tokens)
+            if core["status"] is PlanStatus.OPTIMAL:
+                rows.append((core["params"], core["tokens"], core["loss"]))
+        if not rows:
+            return {"draws": 0}
+        arr = np.array(rows)
+        out: dict[str, Any] = {"draws": len(rows), "failed_draws": len(resolved.draws) - len(rows)}
+        names = ("params", "tokens", "loss")
+        columns = {n: arr[:, i] for i, n in enumerate(names)}
+        columns["tokens_per_param"] = arr[:, 1] / arr[:, 0]
+        columns["train_flops"] = 6 * arr[:, 0] * arr[:, 1]
+        if with_vocab and spec.vocabulary is not None:
+            vmin, vmax = spec.vocabulary
+            vocab = [
+                self.vocabulary.solve(
+                    flops=6 * n * d, non_vocab_params=n, min_vocab=vmin, max_vocab=vmax
+                ).vocab_size
+                for n, d, _ in rows[:MAX_VOCAB_DRAWS]
+            ]
+            columns["vocab_size"] = np.array(vocab)
+        for name, values in columns.items():
+            low, median, high = np.nanpercentile(values, INTERVAL)
+            out[name] = {"low": float(low), "median": float(median), "high": float(high)}
+        return out
+
+
+def _constants(law):
+    from planning.programs.common import as_constants
+
+    return as_constants(law)
+
+
+def _law_dict(law) -> dict[str, Any]:
+    try:
+        return law.to_dict()
+    except AttributeError:
+        return {}
+
+
+def _cost(spec: PlanSpec, params: float, tokens: float) -> float | None:
+    tr = spec.training
+    if tr is None or tr.price_per_hour is None:
+        return None
+    cost = 6 * params * tokens * tr.dollars_per_useful_flop
+    inf = spec.inference
+    if inf.tokens > 0 and inf.hardware is not None and inf.hardware.price_per_hour is not None:
+        prefill = inf.prefill_mfu or inf.hardware.mfu
+        decode = inf.decode_mfu or inf.hardware.mfu
+        cost += (
+            2 * params * inf.hardware.dollars_per_flop
+            * (inf.tokens_in / prefill + inf.tokens_out / decode)
+        )  # fmt: skip
+    return cost
+
+
+def _days(spec: PlanSpec, params: float, tokens: float) -> float | None:
+    tr = spec.training
+    if tr is None or not tr.gpus:
+        return None
+    return 6 * params * tokens / (tr.gpus * tr.peak_flops * tr.mfu) / 86400.0
+
+
+def _inputs(spec: PlanSpec, inference_tokens: float) -> dict[str, Any]:
+    return {
+        "origin": spec.origin,
+        "budget_flops": spec.budget_flops,
+        "dollars": spec.dollars,
+        "target_loss": spec.target_loss,
+        "objective": spec.objective,
+        "inference_tokens": spec.inference.tokens,
+        "inference_equivalent_tokens": inference_tokens,
+        "max_params": spec.limits.max_params,
+        "max_tokens": spec.max_tokens,
+        "max_train_flops": spec.max_train_flops,
+        "flop_convention": "6ND training, 2N per inference token",
+    }
+
+
+# -- pure entry points ------------------------------------------------------------------------
+
+
+def make_plan(
+    spec: PlanSpec,
+    *,
+    lake: str | Path | None = None,
+    planner: Planner | None = None,
+) -> Plan:
+    """Plan a spec: compute-optimal N, D (and V, mixture), with explanations and intervals.
+
+    Parameters
+    ----------
+    spec
+        A validated spec (`planning.spec.load_spec` / `parse_spec`).
+    lake
+        The lake holding stored fits (``<lake>/fits/<name>.json``) when the spec names one.
+    planner
+        Reuse built programs across calls (what-ifs); a new one by default.
+
+    Returns
+    -------
+    Plan
+        ``status`` is OPTIMAL, or INFEASIBLE / UNBOUNDED with ``reason`` naming what binds.
+    """
+    return (planner or Planner()).plan(spec, lake=lake)
+
+
+def whatif(
+    spec: PlanSpec,
+    *,
+    budgets: list[float] | None = None,
+    inference_tokens: list[float] | None = None,
+    target_losses: list[float] | None = None,
+    lake: str | Path | None = None,
+    planner: Planner | None = None,
+    draws: bool = False,
+) -> list[Plan]:
+    """Re-plan over a grid of budgets (or loss targets) x lifetime inference tokens.
+
+    The programs are built once and re-solved with new parameter values. Bootstrap intervals
+    are off by default (``draws=True`` re-plans each point under every draw).
+    """
+    planner = planner or Planner()
+    base = replace(spec, draws=draws, robust=False)
+    resolved = resolve_law(base, lake=lake)
+    mixture_law = resolve_mixture_law(base, lake=lake) if base.mixture is not None else None
+    if target_losses:
+        first = [("target", value) for value in target_losses]
+    elif budgets:
+        first = [("budget", value) for value in budgets]
+    else:
+        first = [(None, None)]
+    tokens = inference_tokens or [None]
+    out = []
+    for (kind, value), t_inf in itertools.product(first, tokens):
+        changes: dict[str, Any] = {}
+        if kind == "budget":
+            changes.update(flops=value, dollars=None, target_loss=None)
+        elif kind == "target":
+            changes.update(target_loss=value, flops=None, dollars=None)
+        if t_inf is not None:
+            inf = base.inference
+            if t_inf > 0 and base.objective == "dollars" and inf.tokens > 0:
+                scale = t_inf / inf.tokens
+                inf = replace(
+                    inf, tokens_in=inf.tokens_in * scale, tokens_out=inf.tokens_out * scale
+                )
+            else:
+                inf = replace(inf, tokens_in=float(t_inf), tokens_out=0.0)
+            changes["inference"] = inf
+        variant = replace(base, **changes)
+        out.append(planner.plan(variant, lake=lake, resolved=resolved, mixture_law=mixture_law))
+    return out

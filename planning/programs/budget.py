@@ -1,0 +1,236 @@
+"""Budget -> lowest loss: ``min A N^-alpha + B D^-beta  s.t.  6ND (+ 2 N T_inf) <= C`` and limits.
+
+A geometric program, written as its convex form in logs (``n = log N``, ``d = log D``) so that
+every constant is a ``cp.Parameter`` (DPP): the problem is built once and a what-if only
+changes parameter values. Limits that the spec leaves out are switched off with a far bound.
+Dual values are in log units: the dual of the budget is ``-dL/dlog C``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import cvxpy as cp
+import numpy as np
+
+from planning.programs.common import (
+    BINDING_TOL,
+    OFF,
+    PlanStatus,
+    ScaleLaw,
+    as_constants,
+    dual,
+    log_or_off,
+    solve,
+)
+
+LOG6 = math.log(6.0)
+LOG2 = math.log(2.0)
+
+CONSTRAINT_LABELS = {
+    "budget": "compute budget",
+    "train_time": "wall-clock training time",
+    "max_params": "maximum parameters",
+    "max_tokens": "available data (sum of unique tokens x max epochs)",
+    "min_tokens_per_param": "minimum tokens per parameter",
+    "max_tokens_per_param": "maximum tokens per parameter",
+}
+
+
+@dataclass(frozen=True)
+class BudgetResult:
+    """The answer of the budget program (``params``/``tokens`` are NaN unless optimal)."""
+
+    status: PlanStatus
+    params: float
+    tokens: float
+    loss: float
+    train_flops: float
+    inference_flops: float
+    duals: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+
+    @property
+    def binding(self) -> list[str]:
+        """Names of the constraints whose dual value is positive (they shape the answer)."""
+        return [name for name, value in self.duals.items() if value > BINDING_TOL]
+
+    @property
+    def tokens_per_param(self) -> float:
+        """Training tokens per parameter."""
+        return self.tokens / self.params
+
+
+class BudgetProgram:
+    """Lowest loss for a compute budget; built once per structure, re-solved per what-if.
+
+    The budget covers training (``6ND``) and, when ``inference_tokens > 0``, lifetime
+    inference (``2 N T_inf``). Two structures exist (with and without the inference term,
+    since a zero coefficient cannot appear inside a log); each is built on first use.
+    """
+
+    def __init__(self) -> None:
+        self._built: dict[bool, tuple[cp.Problem, dict[str, cp.Parameter], dict, tuple]] = {}
+
+    def _build(self, with_inference: bool):
+        n, d = cp.Variable(name="log_params"), cp.Variable(name="log_tokens")
+        p = {
+            name: cp.Parameter(name=name, **kw)
+            for name, kw in {
+                "logA": {},
+                "logB": {},
+                "alpha": {"nonneg": True},
+                "beta": {"nonneg": True},
+                "log_budget": {},
+                "log_inference": {},
+                "log_train_cap": {},
+                "log_max_params": {},
+                "log_max_tokens": {},
+                "log_min_ratio": {},
+                "log_max_ratio": {},
+            }.items()
+        }
+        objective = cp.exp(p["logA"] - p["alpha"] * n) + cp.exp(p["logB"] - p["beta"] * d)
+        if with_inference:
+            total = cp.log_sum_exp(cp.hstack([LOG6 + n + d, p["log_inference"] + n]))
+        else:
+            total = LOG6 + n + d
+        cons = {
+            "budget": total <= p["log_budget"],
+            "train_time": LOG6 + n + d <= p["log_train_cap"],
+            "max_params": n <= p["log_max_params"],
+            "max_tokens": d <= p["log_max_tokens"],
+            "min_tokens_per_param": d - n >= p["log_min_ratio"],
+            "max_tokens_per_param": d - n <= p["log_max_ratio"],
+        }
+        problem = cp.Problem(cp.Minimize(objective), list(cons.values()))
+        assert problem.is_dcp(dpp=True)
+        return problem, p, cons, (n, d)
+
+    def problem(self, with_inference: bool):
+        """The built (problem, parameters, constraints, variables) for one structure."""
+        if with_inference not in self._built:
+            self._built[with_inference] = self._build(with_inference)
+        return self._built[with_inference]
+
+    def solve(
+        self,
+        law: ScaleLaw,
+        *,
+        flops: float,
+        inference_tokens: float = 0.0,
+        max_params: float | None = None,
+        max_tokens: float | None = None,
+        min_tokens_per_param: float | None = None,
+        max_tokens_per_param: float | None = None,
+        max_train_flops: float | None = None,
+    ) -> BudgetResult:
+        """Solve for the loss-optimal (N, D) under ``flops`` (+ limits).
+
+        Parameters
+        ----------
+        law
+            A Chinchilla-form law (E, A, B, alpha, beta).
+        flops
+            Budget in FLOPs (training, plus lifetime inference if ``inference_tokens > 0``).
+            ``inf`` means no budget (only the limits bound the answer).
+        inference_tokens
+            Lifetime inference tokens (``2N`` FLOPs each), in training-FLOP equivalents.
+        max_params, max_tokens, min_tokens_per_param, max_tokens_per_param, max_train_flops
+            Optional limits; ``None`` switches one off.
+        """
+        law = as_constants(law)
+        with_inference = inference_tokens > 0
+        problem, p, cons, (n, d) = self.problem(with_inference)
+        p["logA"].value = math.log(law.A)
+        p["logB"].value = math.log(law.B)
+        p["alpha"].value = law.alpha
+        p["beta"].value = law.beta
+        p["log_budget"].value = log_or_off(flops)
+        p["log_inference"].value = math.log(2 * inference_tokens) if with_inference else 0.0
+        p["log_train_cap"].value = log_or_off(max_train_flops)
+        p["log_max_params"].value = log_or_off(max_params)
+        p["log_max_tokens"].value = log_or_off(max_tokens)
+        p["log_min_ratio"].value = log_or_off(min_tokens_per_param, upper=False)
+        p["log_max_ratio"].value = log_or_off(max_tokens_per_param)
+        if p["log_min_ratio"].value > p["log_max_ratio"].value:
+            return _failed(
+                PlanStatus.INFEASIBLE, "min_tokens_per_param exceeds max_tokens_per_param"
+            )
+        if all(v.value >= OFF for k, v in p.items() if k in ("log_budget", "log_train_cap")) and (
+            p["log_max_params"].value >= OFF or p["log_max_tokens"].value >= OFF
+        ):
+            return _failed(
+                PlanStatus.UNBOUNDED,
+                "no budget and no limit on parameters or tokens: the loss keeps falling "
+                f"towards E = {law.E:.4g} as the model grows",
+            )
+        status = solve(problem)
+        if status is not PlanStatus.OPTIMAL:
+            return _failed(status, f"the budget program ended {problem.status}")
+        params, tokens = float(np.exp(n.value)), float(np.exp(d.value))
+        duals = {name: dual(c) for name, c in cons.items()}
+        return BudgetResult(
+            status=status,
+            params=params,
+            tokens=tokens,
+            loss=law.predict(params, tokens),
+            train_flops=6 * params * tokens,
+            inference_flops=2 * params * inference_tokens,
+            duals=duals,
+        )
+
+
+def _failed(status: PlanStatus, reason: str) -> BudgetResult:
+    nan = float("nan")
+    return BudgetResult(status, nan, nan, nan, nan, nan, {}, reason)
+
+
+def closed_form(law: ScaleLaw, flops: float) -> tuple[float, float, float]:
+    """Chinchilla closed form at ``C = 6ND`` (laws.md 1.1): ``(N_opt, D_opt, G)``."""
+    law = as_constants(law)
+    G = (law.alpha * law.A / (law.beta * law.B)) ** (1 / (law.alpha + law.beta))
+    total = law.alpha + law.beta
+    return G * (flops / 6) ** (law.beta / total), (flops / 6) ** (law.alpha / total) / G, G
+
+
+def robust_budget(
+    draws: list[ScaleLaw],
+    *,
+    flops: float,
+    max_params: float | None = None,
+    max_tokens: float | None = None,
+) -> BudgetResult:
+    """Best worst case over law draws: ``min_{N,D} max_k L_k(N, D)`` s.t. ``6ND <= C`` (convex).
+
+    The epigraph ``t >= E_k + A_k N^-alpha_k + B_k D^-beta_k`` for every draw k stays convex in
+    the logs. The returned loss is the worst case over the draws at the robust (N, D).
+    """
+    laws = [as_constants(law) for law in draws]
+    if not laws:
+        raise ValueError("robust_budget needs at least one law draw")
+    E = np.array([law.E for law in laws])
+    logA = np.log([law.A for law in laws])
+    logB = np.log([law.B for law in laws])
+    alpha = np.array([law.alpha for law in laws])
+    beta = np.array([law.beta for law in laws])
+    n, d, t = cp.Variable(), cp.Variable(), cp.Variable()
+    worst = E + cp.exp(logA - alpha * n) + cp.exp(logB - beta * d)
+    budget = LOG6 + n + d <= math.log(flops)
+    cons = [worst <= t, budget, n <= log_or_off(max_params), d <= log_or_off(max_tokens)]
+    problem = cp.Problem(cp.Minimize(t), cons)
+    status = solve(problem)
+    if status is not PlanStatus.OPTIMAL:
+        return _failed(status, f"the robust program ended {problem.status}")
+    params, tokens = float(np.exp(n.value)), float(np.exp(d.value))
+    losses = [law.predict(params, tokens) for law in laws]
+    return BudgetResult(
+        status=status,
+        params=params,
+        tokens=tokens,
+        loss=float(max(losses)),
+        train_flops=6 * params * tokens,
+        inference_flops=0.0,
+        duals={"budget": dual(budget)},
+    )

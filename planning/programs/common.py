@@ -1,0 +1,136 @@
+"""Shared pieces of the convex programs: statuses, solver options, small law protocol."""
+
+from __future__ import annotations
+
+import enum
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import cvxpy as cp
+
+SOLVER = cp.CLARABEL
+"""The default solver (cvxpy 1.9 ships Clarabel; ECOS is not installed)."""
+
+OFF = 700.0
+"""Log-space value that switches a bound off (e^700 is beyond any budget; still finite)."""
+
+SOLVER_OPTIONS = {"tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10, "tol_feas": 1e-10}
+"""Tighter than Clarabel's defaults: the optimum is flat in N, so N needs a small gap."""
+
+BINDING_TOL = 1e-7
+"""A constraint binds when its dual value exceeds this."""
+
+
+class PlanStatus(enum.StrEnum):
+    """How a planning program ended. Expected outcomes are statuses, never exceptions."""
+
+    OPTIMAL = "optimal"
+    INFEASIBLE = "infeasible"
+    UNBOUNDED = "unbounded"
+    SOLVER_ERROR = "solver_error"
+
+
+@runtime_checkable
+class ScaleLaw(Protocol):
+    """Any Chinchilla-form law ``E + A / N**alpha + B / D**beta`` (ChinchillaLaw fits this)."""
+
+    E: float
+    A: float
+    B: float
+    alpha: float
+    beta: float
+
+
+@dataclass(frozen=True)
+class Constants:
+    """Plain Chinchilla-form constants, for callers without a law object."""
+
+    E: float
+    A: float
+    B: float
+    alpha: float
+    beta: float
+
+    def predict(self, params: float, tokens: float) -> float:
+        """Loss at ``params`` parameters trained on ``tokens`` tokens."""
+        return self.E + self.A / params**self.alpha + self.B / tokens**self.beta
+
+
+def as_constants(law: ScaleLaw) -> Constants:
+    """Read E, A, B, alpha, beta off any law-like object (validated as finite, positive)."""
+    values = {k: float(getattr(law, k)) for k in ("E", "A", "B", "alpha", "beta")}
+    for key, value in values.items():
+        if not math.isfinite(value) or (key != "E" and value <= 0):
+            raise ValueError(f"law constant {key} must be finite and positive, got {value}")
+    return Constants(**values)
+
+
+def status_of(problem: cp.Problem) -> PlanStatus:
+    """Map a cvxpy status to a PlanStatus."""
+    status = problem.status
+    if status in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
+        return PlanStatus.OPTIMAL
+    if status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):
+        return PlanStatus.INFEASIBLE
+    if status in (cp.UNBOUNDED, cp.UNBOUNDED_INACCURATE):
+        return PlanStatus.UNBOUNDED
+    return PlanStatus.SOLVER_ERROR
+
+
+def solve(problem: cp.Problem) -> PlanStatus:
+    """Solve with the default solver; a solver failure becomes a status, not a traceback."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            problem.solve(solver=SOLVER, **SOLVER_OPTIONS)
+    except cp.error.SolverError:
+        return PlanStatus.SOLVER_ERROR
+    return status_of(problem)
+
+
+def log_or_off(value: float | None, *, upper: bool = True) -> float:
+    """Log of a bound, or +-OFF when the bound is absent (None or infinite)."""
+    if value is None or math.isinf(value):
+        return OFF if upper else -OFF
+    if value <= 0:
+        raise ValueError(f"a bound must be positive, got {value}")
+    return math.log(value)
+
+
+def dual(constraint: cp.Constraint) -> float:
+    """The (non-negative) dual value of a scalar inequality, 0.0 when unavailable."""
+    value = constraint.dual_value
+    if value is None:
+        return 0.0
+    return float(abs(float(value)))
+
+
+def golden_section(f, lo: float, hi: float, *, tol: float = 1e-6, max_iter: int = 200):
+    """Minimise a unimodal scalar function on ``[lo, hi]``; returns ``(x, f(x), evaluations)``."""
+    ratio = (math.sqrt(5) - 1) / 2
+    a, b = lo, hi
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    fc, fd = f(c), f(d)
+    evaluations = 2
+    while abs(b - a) > tol and evaluations < max_iter:
+        if fc <= fd:
+            b, d, fd = d, c, fc
+            c = b - ratio * (b - a)
+            fc = f(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + ratio * (b - a)
+            fd = f(d)
+        evaluations += 1
+    return (c, fc, evaluations) if fc <= fd else (d, fd, evaluations)
+
+
+def bracket_on_grid(values, grid) -> tuple[float, float]:
+    """The bracket ``[grid[i-1], grid[i+1]]`` around the smallest finite value on a grid."""
+    import numpy as np
+
+    values = np.asarray(values, dtype=float)
+    i = int(np.nanargmin(np.where(np.isfinite(values), values, np.nan)))
+    return float(grid[max(i - 1, 0)]), float(grid[min(i + 1, len(grid) - 1)])

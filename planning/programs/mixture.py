@@ -1,0 +1,364 @@
+"""Data mixture with per-source caps and the repetition penalty (laws.md 2 and 3).
+
+At a training budget C and a total of D tokens (so ``N = C / (6D)``), the inner problem over
+the tokens each source contributes, ``x_j = r_j D``, is convex (DCP):
+
+    min  E + A N^-alpha + B D_eff^-beta + [M(r) - M(r_ref)]
+    s.t. sum_j x_j = D,  0 <= x_j <= U_j * max_epochs_j,
+         D_eff = sum_j D'_j(x_j)   (Muennighoff effective tokens, concave in x_j)
+
+``M(r)`` is the mixture law's user-weighted target (``loss_expression(weights, domain_weights)``,
+convex) and ``r_ref`` the mixture the scale law was measured on: the scale law gives the level,
+the mixture law the difference a mixture makes, and repeated tokens count through ``D'``. The
+concave ``D'(x) = x`` for ``x <= U`` and ``U + U R* (1 - exp(-(x - U)/(U R*)))`` beyond is
+written as ``max_{s + z = x, s <= U} s + U R* (1 - exp(-z/(U R*)))``; the loss falls in D_eff, so
+the solver picks the split. The outer problem over D is searched in 1-D (golden section on
+``log D``). The inner problem is built once (D is a ``cp.Parameter``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import cvxpy as cp
+import numpy as np
+
+from planning.errors import SpecError
+from planning.programs.common import (
+    PlanStatus,
+    ScaleLaw,
+    as_constants,
+    bracket_on_grid,
+    golden_section,
+    solve,
+)
+
+RD_STAR = 15.387756
+"""Muennighoff et al.'s R_D* (datablations), the default repetition scale."""
+
+UNIT = 1e9
+"""Token unit inside the program (billions) to keep the solver well scaled."""
+
+
+def effective_tokens(tokens: np.ndarray, unique_tokens: np.ndarray, rd_star: float) -> np.ndarray:
+    """Muennighoff's ``D'`` with ``U`` read as ``min(D, U)``: ``D' = D`` until a source repeats.
+
+    (planning.laws.repetition.effective_tokens returns U for D < U, which over-counts a source
+    that is not used up; within one epoch every token is fresh.)
+    """
+    tokens = np.asarray(tokens, dtype=float)
+    used = np.minimum(tokens, unique_tokens)
+    safe = np.where(used > 0, used, 1.0)
+    repeats = np.maximum(tokens / safe - 1.0, 0.0)
+    return used + used * rd_star * (1.0 - np.exp(-repeats / rd_star))
+
+
+@runtime_checkable
+class MixtureTarget(Protocol):
+    """The planner hook every mixture law exposes (see planning/mixture/base.py)."""
+
+    sources_: tuple[str, ...]
+    domains_: tuple[str, ...]
+
+    def loss_expression(self, weights: cp.Expression, domain_weights) -> cp.Expression:
+        """Convex DCP target ``sum_i w_i L_i(weights)``."""
+
+    def target_loss(self, weights: np.ndarray, domain_weights) -> np.ndarray:
+        """Numeric target for one ``(S,)`` or many ``(M, S)`` mixtures."""
+
+
+@dataclass(frozen=True)
+class ExponentialMixture:
+    """Data Mixing Laws' ``L_i(r) = c_i + k_i exp(sum_j t_ij r_j)`` from given numbers.
+
+    Convex in r for ``k_i > 0``. Used for inline specs and tests; fitted laws come from
+    planning/mixture/ and expose the same hook.
+    """
+
+    sources: tuple[str, ...]
+    domains: tuple[str, ...]
+    c: np.ndarray
+    k: np.ndarray
+    t: np.ndarray
+
+    def __post_init__(self) -> None:
+        c, k, t = (np.asarray(a, dtype=float) for a in (self.c, self.k, self.t))
+        shape = (len(self.domains), len(self.sources))
+        if c.shape != shape[:1] or k.shape != shape[:1] or t.shape != shape:
+            raise SpecError(
+                f"mixture.c, mixture.k need {shape[0]} numbers and mixture.t a "
+                f"{shape[0]}x{shape[1]} matrix (domains x sources); got {c.shape}, {k.shape}, "
+                f"{t.shape}"
+            )
+        if np.any(k <= 0):
+            raise SpecError("mixture.k must be positive (the law is convex only for k > 0)")
+        object.__setattr__(self, "c", c)
+        object.__setattr__(self, "k", k)
+        object.__setattr__(self, "t", t)
+
+    @property
+    def sources_(self) -> tuple[str, ...]:
+        """Training sources, in weight order."""
+        return tuple(self.sources)
+
+    @property
+    def domains_(self) -> tuple[str, ...]:
+        """Validation domains, in c/k/t row order."""
+        return tuple(self.domains)
+
+    def _domain_vector(self, domain_weights) -> np.ndarray:
+        if domain_weights is None:
+            return np.full(len(self.domains), 1.0 / len(self.domains))
+        if isinstance(domain_weights, Mapping):
+            unknown = sorted(set(domain_weights) - set(self.domains))
+            if unknown:
+                raise SpecError(f"eval.weights: unknown domain(s) {unknown}; known {self.domains}")
+            return np.array([float(domain_weights.get(d, 0.0)) for d in self.domains])
+        return np.asarray(domain_weights, dtype=float)
+
+    def predict(self, weights: np.ndarray) -> np.ndarray:
+        """Loss per domain for ``(S,)`` or ``(M, S)`` mixtures."""
+        weights = np.asarray(weights, dtype=float)
+        return self.c + self.k * np.exp(weights @ self.t.T)
+
+    def target_loss(self, weights: np.ndarray, domain_weights) -> np.ndarray:
+        """The weighted target for one or many mixtures."""
+        return self.predict(weights) @ self._domain_vector(domain_weights)
+
+    def loss_expression(self, weights: cp.Expression, domain_weights) -> cp.Expression:
+        """Convex DCP ``sum_i w_i (c_i + k_i exp(t_i . weights))``."""
+        w = self._domain_vector(domain_weights)
+        keep = w > 0
+        return float(w @ self.c) + cp.sum(
+            cp.multiply(w[keep] * self.k[keep], cp.exp(self.t[keep] @ weights))
+        )
+
+
+@dataclass(frozen=True)
+class Source:
+    """A training source: unique tokens and how often it may be repeated."""
+
+    name: str
+    unique_tokens: float
+    max_epochs: float = 1.0
+
+    @property
+    def cap(self) -> float:
+        """Most tokens the source can contribute."""
+        return self.unique_tokens * self.max_epochs
+
+
+@dataclass(frozen=True)
+class MixtureResult:
+    """A mixture plan at the chosen D (and N = C / 6D)."""
+
+    status: PlanStatus
+    mixture: dict[str, float]
+    tokens: float
+    params: float
+    loss: float
+    mixture_term: float
+    effective_tokens: float
+    source_tokens: dict[str, float] = field(default_factory=dict)
+    epochs: dict[str, float] = field(default_factory=dict)
+    capped: tuple[str, ...] = ()
+    cap_duals: dict[str, float] = field(default_factory=dict)
+    solves: int = 0
+    reason: str = ""
+
+
+class MixtureProgram:
+    """Inner convex mixture problem, built once per (sources, law); D is a parameter.
+
+    Parameters
+    ----------
+    sources
+        The training sources in the mixture law's source order.
+    mixture_law
+        Anything with the planner hook (`MixtureTarget`).
+    scale_law
+        Chinchilla-form law for the level and the N / effective-data terms; ``None`` plans the
+        mixture alone at a given D.
+    domain_weights
+        Eval-domain weights of the objective (mapping or vector; ``None``: equal).
+    reference
+        The mixture the scale law was measured on (default: proportional to unique tokens).
+    rd_star
+        Repetition scale R_D* of the effective-token formula.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[Source],
+        mixture_law: MixtureTarget,
+        *,
+        scale_law: ScaleLaw | None = None,
+        domain_weights=None,
+        reference: np.ndarray | None = None,
+        rd_star: float = RD_STAR,
+    ) -> None:
+        names = tuple(s.name for s in sources)
+        if tuple(mixture_law.sources_) != names:
+            raise SpecError(
+                f"sources: the mixture law covers {list(mixture_law.sources_)}, the spec lists "
+                f"{list(names)}; list every source of the law once, in the same order"
+            )
+        self.sources = tuple(sources)
+        self.law = mixture_law
+        self.scale = as_constants(scale_law) if scale_law is not None else None
+        self.domain_weights = domain_weights
+        self.rd_star = rd_star
+        self.unique = np.array([s.unique_tokens for s in sources], dtype=float)
+        self.caps = np.array([s.cap for s in sources], dtype=float)
+        if reference is None:
+            reference = self.unique / self.unique.sum()
+        self.reference = np.asarray(reference, dtype=float)
+        self.reference_target = float(self.law.target_loss(self.reference, domain_weights))
+        self._build()
+
+    def _build(self) -> None:
+        count = len(self.sources)
+        unique = self.unique / UNIT
+        self.x = cp.Variable(count, nonneg=True, name="source_tokens")
+        s = cp.Variable(count, nonneg=True)
+        z = cp.Variable(count, nonneg=True)
+        self.total = cp.Parameter(nonneg=True, name="tokens")
+        self.inv_total = cp.Parameter(nonneg=True, name="inverse_tokens")
+        scale_r = unique * self.rd_star
+        self.d_eff = cp.sum(s) + cp.sum(
+            cp.multiply(scale_r, 1 - cp.exp(-cp.multiply(1 / scale_r, z)))
+        )
+        weights = self.inv_total * self.x
+        objective = self.law.loss_expression(weights, self.domain_weights)
+        if self.scale is not None:
+            objective = objective + self.scale.B * UNIT ** (-self.scale.beta) * cp.power(
+                self.d_eff, -self.scale.beta
+            )
+        self.caps_constraint = self.x <= self.caps / UNIT
+        cons = [cp.sum(self.x) == self.total, self.caps_constraint, s + z == self.x, s <= unique]
+        self.problem = cp.Problem(cp.Minimize(objective), cons)
+        if not self.problem.is_dcp(dpp=True):
+            raise SpecError(
+                "mixture: the mixture law's loss_expression is not convex (DCP) in the weights"
+            )
+
+    # -- numeric objective (for searches and checks) ----------------------------------------
+    def objective(self, weights: np.ndarray, tokens: float, flops: float | None) -> np.ndarray:
+        """Predicted loss of many mixtures ``(M, S)`` at D = ``tokens``; inf where over a cap."""
+        weights = np.atleast_2d(np.asarray(weights, dtype=float))
+        x = weights * tokens
+        value = self.law.target_loss(weights, self.domain_weights) - self.reference_target
+        if self.scale is not None:
+            d_eff = effective_tokens(x, self.unique, self.rd_star).sum(axis=1)
+            value = value + self.scale.B * d_eff ** (-self.scale.beta) + self.scale.E
+            if flops is not None:
+                value = value + self.scale.A * (flops / (6 * tokens)) ** (-self.scale.alpha)
+        over = np.any(x > self.caps * (1 + 1e-9), axis=1)
+        return np.where(over, np.inf, value)
+
+    # -- solves ---------------------------------------------------------------------------
+    def solve_at(self, tokens: float, *, flops: float | None = None) -> MixtureResult:
+        """The best mixture at D = ``tokens`` (and N = flops / 6D when ``flops`` is given)."""
+        names = [s.name for s in self.sources]
+        total_cap = float(self.caps.sum())
+        if tokens > total_cap * (1 + 1e-9):
+            return _failed(
+                f"the sources hold at most {total_cap:.3g} tokens at their max_epochs but the "
+                f"plan needs D = {tokens:.3g}; raise max_epochs or add data",
+                tokens,
+            )
+        self.total.value = tokens / UNIT
+        self.inv_total.value = UNIT / tokens
+        status = solve(self.problem)
+        if status is not PlanStatus.OPTIMAL:
+            return _failed(f"the mixture program ended {self.problem.status}", tokens)
+        x = np.maximum(self.x.value, 0.0) * UNIT
+        mixture = x / x.sum()
+        loss = float(self.objective(mixture, tokens, flops)[0])
+        caps = self.caps_constraint.dual_value
+        capped = tuple(
+            n for n, xi, cap in zip(names, x, self.caps, strict=True) if xi >= cap * (1 - 1e-5)
+        )
+        params = flops / (6 * tokens) if flops is not None else float("nan")
+        return MixtureResult(
+            status=PlanStatus.OPTIMAL,
+            mixture=dict(zip(names, mixture.tolist(), strict=True)),
+            tokens=tokens,
+            params=params,
+            loss=loss,
+            mixture_term=float(self.law.target_loss(mixture, self.domain_weights)),
+            effective_tokens=float(effective_tokens(x, self.unique, self.rd_star).sum()),
+            source_tokens=dict(zip(names, x.tolist(), strict=True)),
+            epochs=dict(zip(names, (x / self.unique).tolist(), strict=True)),
+            capped=capped,
+            cap_duals=dict(zip(names, np.abs(caps).tolist(), strict=True)),
+            solves=1,
+        )
+
+    def plan(
+        self,
+        *,
+        flops: float,
+        max_params: float | None = None,
+        min_tokens: float | None = None,
+        grid_points: int = 9,
+        tol: float = 1e-3,
+    ) -> MixtureResult:
+        """Mixture and D jointly at budget ``flops``: golden section on log D over inner solves.
+
+        D ranges from ``max(flops / (6 max_params), min_tokens)`` to the sources' total cap
+        (and ``flops / 6``, N >= 1).
+        """
+        if self.scale is None:
+            raise SpecError("mixture: planning D needs a scale law (the [law] section)")
+        total_cap = float(self.caps.sum())
+        hi = math.log(min(total_cap, flops / 6.0))
+        lo = math.log(max(flops / (6.0 * max_params) if max_params else 1.0, min_tokens or 1.0))
+        lo = max(lo, hi - math.log(1e6))
+        if lo > hi:
+            return _failed(
+                f"the sources hold at most {total_cap:.3g} tokens at their max_epochs but "
+                f"max_params = {max_params:.3g} needs D >= {math.exp(lo):.3g} at this budget",
+                math.exp(lo),
+            )
+        cache: dict[float, MixtureResult] = {}
+
+        def loss(log_tokens: float) -> float:
+            result = self.solve_at(math.exp(log_tokens), flops=flops)
+            cache[log_tokens] = result
+            return result.loss if result.status is PlanStatus.OPTIMAL else math.inf
+
+        grid = np.linspace(lo, hi, grid_points)
+        a, b = bracket_on_grid([loss(g) for g in grid], grid)
+        best_x, _, _ = golden_section(loss, a, b, tol=tol)
+        best = min(
+            (r for r in cache.values() if r.status is PlanStatus.OPTIMAL),
+            key=lambda r: r.loss,
+            default=cache[best_x],
+        )
+        return _replace_solves(best, len(cache))
+
+
+def _replace_solves(result: MixtureResult, solves: int) -> MixtureResult:
+    from dataclasses import replace
+
+    return replace(result, solves=solves)
+
+
+def _failed(reason: str, tokens: float) -> MixtureResult:
+    nan = float("nan")
+    return MixtureResult(PlanStatus.INFEASIBLE, {}, tokens, nan, nan, nan, nan, reason=reason)
+
+
+def simplex_grid(sources: int, steps: int) -> np.ndarray:
+    """Every mixture on the ``1/steps`` simplex grid, shape ``(C(steps+S-1, S-1), S)``."""
+    from itertools import combinations
+
+    rows = []
+    for bars in combinations(range(steps + sources - 1), sources - 1):
+        edges = (-1, *bars, steps + sources - 1)
+        rows.append([edges[i + 1] - edges[i] - 1 for i in range(sources)])
+    return np.asarray(rows, dtype=float) / steps
