@@ -1,9 +1,137 @@
-"""CLI commands of the plan stage."""
+"""CLI commands of the plan stage: ``mixplan plan``, ``mixplan whatif``, ``mixplan api``."""
 
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from planning.errors import MixplanError
+
+console = Console()
+
+
+def _floats(text: str | None, option: str) -> list[float] | None:
+    if not text:
+        return None
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise typer.BadParameter(f"{option}: comma-separated numbers, e.g. 1e22,1e23") from exc
+
+
+def _fail(exc: Exception) -> None:
+    console.print(f"[red]error:[/red] {exc}")
+    raise typer.Exit(2)
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}g}"
+
+
+def plan_command(
+    spec: Annotated[Path, typer.Argument(help="plan spec (TOML), e.g. data/specs/example.toml")],
+    lake: Annotated[str | None, typer.Option(help="lake holding stored fits")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the plan as JSON")] = False,
+    prefect: Annotated[
+        bool, typer.Option(help="run through the Prefect flow (recorded in Prefect)")
+    ] = False,
+) -> None:
+    """Plan compute-optimal N, D, vocabulary and mixture for a spec."""
+    from planning.explain import render_text
+    from planning.plan import make_plan
+    from planning.spec import load_spec
+
+    try:
+        parsed = load_spec(spec)
+        if prefect:
+            import tomllib
+
+            from flows.plan import plan as plan_flow
+
+            result = plan_flow(tomllib.loads(spec.read_text()), lake)
+        else:
+            result = make_plan(parsed, lake=lake).to_dict()
+    except MixplanError as exc:
+        _fail(exc)
+    if as_json:
+        typer.echo(json.dumps(result, indent=1))
+    else:
+        console.print(render_text(result), highlight=False)
+    if result["status"] != "optimal":
+        raise typer.Exit(1)
+
+
+def whatif_command(
+    spec: Annotated[Path, typer.Argument(help="plan spec (TOML)")],
+    budget: Annotated[str | None, typer.Option(help="budgets in FLOPs: 1e22,1e23,1e24")] = None,
+    inference_tokens: Annotated[
+        str | None, typer.Option(help="lifetime inference tokens: 0,1e12")
+    ] = None,
+    target_loss: Annotated[str | None, typer.Option(help="loss targets instead of budgets")] = None,
+    lake: Annotated[str | None, typer.Option(help="lake holding stored fits")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Re-plan a spec over budgets (or loss targets) x inference demand (programs built once)."""
+    from planning.plan import whatif
+    from planning.spec import load_spec
+
+    budgets = _floats(budget, "--budget")
+    tokens = _floats(inference_tokens, "--inference-tokens")
+    targets = _floats(target_loss, "--target-loss")
+    try:
+        plans = whatif(
+            load_spec(spec),
+            budgets=budgets,
+            inference_tokens=tokens,
+            target_losses=targets,
+            lake=lake,
+        )
+    except MixplanError as exc:
+        _fail(exc)
+    rows = [p.to_dict() for p in plans]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=1))
+        return
+    table = Table(title=f"what-if: {spec}")
+    for column in ("budget", "target", "T_inf", "status", "N", "D", "D/N", "loss", "train FLOPs"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        inputs = row["inputs"]
+        table.add_row(
+            _fmt(inputs["budget_flops"], 3),
+            _fmt(inputs["target_loss"]),
+            _fmt(inputs["inference_tokens"], 3),
+            row["status"] if row["status"] == "optimal" else f"{row['status']}: {row['reason']}",
+            _fmt(row["params"]),
+            _fmt(row["tokens"]),
+            _fmt(row["tokens_per_param"], 3),
+            _fmt(row["loss"]),
+            _fmt(row["train_flops"]),
+        )
+    Console(width=max(console.width, 130)).print(table)
+
+
+def api_command(
+    host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    lake: Annotated[str | None, typer.Option(help="lake holding stored fits")] = None,
+) -> None:
+    """Serve the plan / what-if HTTP API (FastAPI + uvicorn)."""
+    from flows.api import serve
+
+    serve(host=host, port=port, lake=lake)
 
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the ``mixplan`` app."""
+    app.command("plan")(plan_command)
+    app.command("whatif")(whatif_command)
+    app.command("api")(api_command)

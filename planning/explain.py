@@ -91,7 +91,9 @@ def render_text(plan: dict[str, Any]) -> str:
         text = f"  {label:<26} {_fmt(value)}"
         if key in intervals:
             lo, hi = intervals[key]["low"], intervals[key]["high"]
-            text += f"   (90% interval {_fmt(lo)} .. {_fmt(hi)} over {intervals['draws']} draws)"
+            text += (
+                f"   (90% interval {_fmt(lo)} .. {_fmt(hi)} over {plan['interval_draws']} draws)"
+            )
         lines.append(text)
     voc = plan.get("vocabulary")
     if voc:
@@ -100,7 +102,7 @@ def render_text(plan: dict[str, Any]) -> str:
             iv = intervals["vocab_size"]
             line += f"   (90% interval {iv['low']:,.0f} .. {iv['high']:,.0f})"
         lines.append(line)
-    mix = plan.get("mixture")
+    mix = plan.get("mixture_plan")
     if mix and mix.get("status") != "optimal":
         lines.append(f"  mixture: {mix.get('status')}: {mix.get('reason')}")
     elif mix:

@@ -77,8 +77,10 @@ class Plan:
     cost_dollars: float | None = None
     train_days: float | None = None
     vocabulary: dict[str, float] | None = None
-    mixture: dict[str, Any] | None = None
+    mixture: dict[str, float] | None = None
+    mixture_plan: dict[str, Any] | None = None
     intervals: dict[str, Any] = field(default_factory=dict)
+    interval_draws: int = 0
     robust: dict[str, float] | None = None
     explanation: dict[str, Any] = field(default_factory=dict)
     law: dict[str, Any] = field(default_factory=dict)
@@ -100,6 +102,8 @@ class Plan:
         out = asdict(self)
         out["status"] = self.status.value
         out["tokens_per_param"] = self.tokens_per_param
+        out["vocab_size"] = (self.vocabulary or {}).get("vocab_size")
+        out["cost"] = self.cost_dollars
         return _clean(out)
 
     def to_json(self, **kwargs: Any) -> str:
@@ -273,8 +277,10 @@ class Planner:
         return replace(
             plan,
             vocabulary=vocabulary,
-            mixture=mixture,
+            mixture=(mixture or {}).get("mixture"),
+            mixture_plan=mixture,
             intervals=intervals,
+            interval_draws=len(resolved.draws) if intervals else 0,
             robust=robust,
             explanation=explanation,
         )
@@ -483,9 +489,9 @@ class Planner:
             if core["status"] is PlanStatus.OPTIMAL:
                 rows.append((core["params"], core["tokens"], core["loss"]))
         if not rows:
-            return {"draws": 0}
+            return {}
         arr = np.array(rows)
-        out: dict[str, Any] = {"draws": len(rows), "failed_draws": len(resolved.draws) - len(rows)}
+        out: dict[str, Any] = {}
         names = ("params", "tokens", "loss")
         columns = {n: arr[:, i] for i, n in enumerate(names)}
         columns["tokens_per_param"] = arr[:, 1] / arr[:, 0]
