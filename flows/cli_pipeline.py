@@ -1,9 +1,137 @@
-"""CLI commands of the pipeline stage."""
+"""CLI commands of the pipeline stage: ``mixplan pipeline`` (run once) and ``mixplan serve``."""
 
 from __future__ import annotations
 
+import contextlib
+import time
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.console import Console
+
+from flows.config import DEFAULT_LAKE, DEFAULT_REPORTS, EXAMPLE_SPECS
+
+console = Console()
+
+
+@contextlib.contextmanager
+def dask_scheduler(dask: bool, dask_address: str | None, workers: int):
+    """The Dask scheduler address to use: the given one, a fresh local cluster, or None."""
+    if dask_address:
+        yield dask_address
+        return
+    if not dask:
+        yield None
+        return
+    from distributed import LocalCluster
+
+    # threads in this process: tasks share the Prefect API settings of the flow run
+    with LocalCluster(
+        n_workers=workers, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
+        console.print(f"[dim]local Dask cluster at {cluster.scheduler_address}[/dim]")
+        yield cluster.scheduler_address
 
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the ``mixplan`` app."""
+
+    @app.command("pipeline")
+    def pipeline_command(
+        inputs: Annotated[
+            list[Path] | None,
+            typer.Argument(help="Run logs (files or folders); default: the bundled real data."),
+        ] = None,
+        lake: Annotated[str, typer.Option(help="Lake folder or object-store URL.")] = str(
+            DEFAULT_LAKE
+        ),
+        specs: Annotated[Path, typer.Option(help="Folder of plan specs (*.toml) or one spec.")] = (
+            EXAMPLE_SPECS
+        ),
+        reports: Annotated[Path, typer.Option(help="Where report.html / report.md go.")] = (
+            DEFAULT_REPORTS
+        ),
+        bootstrap: Annotated[
+            int | None, typer.Option(min=0, help="Bootstrap refits per law [default: 40].")
+        ] = None,
+        mixture: Annotated[bool, typer.Option(help="Also fit mixture laws.")] = True,
+        refit: Annotated[bool, typer.Option(help="Refit even if the lake is unchanged.")] = False,
+        dask: Annotated[
+            bool, typer.Option(help="Run the fit/plan fan-out on a local Dask cluster.")
+        ] = False,
+        dask_address: Annotated[
+            str | None, typer.Option(help="Use an existing Dask scheduler (tcp://host:8786).")
+        ] = None,
+        dask_workers: Annotated[int, typer.Option(min=1, help="Local Dask workers.")] = 2,
+    ) -> None:
+        """Run the whole pipeline once: ingest -> fit -> plan -> drift -> report.
+
+        Runs on the bundled real data by default, in Prefect's ephemeral mode (no server), and
+        prints where the HTML report is.
+        """
+        from flows.pipeline import DEFAULT_BOOTSTRAP, pipeline
+
+        started = time.perf_counter()
+        with dask_scheduler(dask, dask_address, dask_workers) as address:
+            result = pipeline(
+                inputs=[str(p) for p in inputs] if inputs else None,
+                lake=lake,
+                specs=str(specs),
+                reports=str(reports),
+                n_bootstrap=DEFAULT_BOOTSTRAP if bootstrap is None else bootstrap,
+                mixture=mixture,
+                refit=refit,
+                dask_address=address,
+            )
+        elapsed = time.perf_counter() - started
+        for name, status in result["plans"].items():
+            console.print(f"plan [bold]{name}[/bold]: {status}")
+        console.print(result["drift"])
+        for problem in result["problems"]:
+            console.print(f"[yellow]problem:[/yellow] {problem}")
+        fits = "reused (lake unchanged)" if result["cached_fit"] else "refitted"
+        console.print(f"fits {fits}; finished in {elapsed:.0f} s")
+        console.print(f"[bold green]report:[/bold green] {Path(result['report']).resolve()}")
+        console.print(f"markdown: {Path(result['markdown']).resolve()}")
+
+    @app.command("serve")
+    def serve_command(
+        cron: Annotated[str, typer.Option(help="Cron schedule of the runs.")] = "0 * * * *",
+        interval: Annotated[
+            float | None, typer.Option(help="Seconds between runs (instead of --cron).")
+        ] = None,
+        inputs: Annotated[
+            list[Path] | None, typer.Option("--input", help="Run logs to ingest (repeatable).")
+        ] = None,
+        lake: Annotated[str, typer.Option(help="Lake folder or object-store URL.")] = str(
+            DEFAULT_LAKE
+        ),
+        specs: Annotated[Path, typer.Option(help="Folder of plan specs.")] = EXAMPLE_SPECS,
+        reports: Annotated[Path, typer.Option(help="Where reports go.")] = DEFAULT_REPORTS,
+        bootstrap: Annotated[
+            int | None, typer.Option(min=0, help="Bootstrap refits per law [default: 40].")
+        ] = None,
+        mixture: Annotated[bool, typer.Option(help="Also fit mixture laws.")] = True,
+        dask_address: Annotated[
+            str | None, typer.Option(help="Run the fan-out on this Dask scheduler.")
+        ] = None,
+        name: Annotated[str, typer.Option(help="Deployment name.")] = "mixplan-scheduled",
+    ) -> None:
+        """Serve the pipeline on a schedule (needs a Prefect server: `prefect server start`,
+        then `export PREFECT_API_URL=http://127.0.0.1:4200/api`)."""
+        from flows.pipeline import DEFAULT_BOOTSTRAP
+        from flows.serve import serve
+
+        serve(
+            cron=cron,
+            interval=interval,
+            name=name,
+            inputs=[str(p) for p in inputs] if inputs else None,
+            lake=lake,
+            specs=str(specs),
+            reports=str(reports),
+            n_bootstrap=DEFAULT_BOOTSTRAP if bootstrap is None else bootstrap,
+            mixture=mixture,
+            dask_address=dask_address,
+        )
