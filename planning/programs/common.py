@@ -80,14 +80,21 @@ def status_of(problem: cp.Problem) -> PlanStatus:
 
 
 def solve(problem: cp.Problem) -> PlanStatus:
-    """Solve with the default solver; a solver failure becomes a status, not a traceback."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            problem.solve(solver=SOLVER, **SOLVER_OPTIONS)
-    except cp.error.SolverError:
-        return PlanStatus.SOLVER_ERROR
-    return status_of(problem)
+    """Solve with the default solver; a solver failure becomes a status, not a traceback.
+
+    Tight tolerances first (the optimum is flat in N); Clarabel's defaults if that fails.
+    """
+    for options in (SOLVER_OPTIONS, {}):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                problem.solve(solver=SOLVER, **options)
+        except cp.error.SolverError:
+            continue
+        status = status_of(problem)
+        if status is not PlanStatus.SOLVER_ERROR:
+            return status
+    return PlanStatus.SOLVER_ERROR
 
 
 def log_or_off(value: float | None, *, upper: bool = True) -> float:

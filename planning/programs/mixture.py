@@ -235,7 +235,7 @@ class MixtureProgram:
         objective = self.law.loss_expression(weights, self.domain_weights)
         if self.scale is not None:
             objective = objective + self.scale.B * UNIT ** (-self.scale.beta) * cp.power(
-                self.d_eff, -self.scale.beta
+                self.d_eff, -self.scale.beta, approx=False
             )
         self.caps_constraint = self.x <= self.caps / UNIT
         cons = [cp.sum(self.x) == self.total, self.caps_constraint, s + z == self.x, s <= unique]
