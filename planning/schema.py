@@ -160,8 +160,11 @@ def empty_frame(schema: dict[str, pl.DataType]) -> pl.DataFrame:
 def conform(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:
     """Add missing columns as nulls, cast to the schema's types and order columns as the schema.
 
-    Columns not in the schema are dropped: readers keep extra facts in ``tags``.
+    Columns not in the schema are dropped: readers keep extra facts in ``tags``. A frame without
+    columns gives an empty frame (not one row of nulls).
     """
+    if frame.width == 0:
+        return empty_frame(schema)
     columns = [
         (pl.col(name) if name in frame.columns else pl.lit(None)).cast(dtype).alias(name)
         for name, dtype in schema.items()

@@ -1,0 +1,372 @@
+"""Readers: every supported run-log format, format detection, and parse -> validate of one file.
+
+``FORMATS`` names every reader; ``detect_format`` picks one from a file's name and first bytes;
+``parse_source`` runs a reader and the row-level checks, streaming good metric rows into a
+staging Parquet file; ``validate_source`` runs the whole-file checks (runs, duplicates, rows of
+rejected runs) and hands back what the lake should store. Nothing here writes outside the
+staging folder it is given, and raw files are only ever opened for reading.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fnmatch import fnmatch
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from planning.errors import RunLogError
+from planning.mappings import Mapping, find_mapping, load_mappings, read_mapped
+from planning.readers.base import Chunk, ReaderOutput
+from planning.readers.canonical import (
+    read_canonical_csv,
+    read_canonical_jsonl,
+    read_canonical_parquet,
+)
+from planning.readers.regmix import read_regmix
+from planning.readers.tables import (
+    read_datablations,
+    read_epoch_chinchilla,
+    read_sardana,
+    read_steplaw,
+    read_tao_vocab,
+)
+from planning.readers.wandb import SIGNATURE as WANDB_SIGNATURE
+from planning.readers.wandb import read_wandb
+from planning.schema import METRICS_KEY, METRICS_SCHEMA, QUARANTINE_SCHEMA, RUNS_SCHEMA, conform
+from planning.validation import (
+    duplicate_split,
+    normalise_mixture,
+    split_by_checks,
+    validate_metrics,
+    validate_runs,
+)
+
+Reader = Callable[[Path], ReaderOutput]
+
+FORMATS: dict[str, tuple[Reader, str]] = {
+    "jsonl": (read_canonical_jsonl, "canonical per-step JSONL (mixplan column names)"),
+    "csv": (read_canonical_csv, "canonical CSV (mixplan column names)"),
+    "parquet": (read_canonical_parquet, "canonical Parquet (mixplan column names)"),
+    "wandb": (read_wandb, "W&B history export, one JSON object per checkpoint (Gemstones)"),
+    "epoch-chinchilla": (read_epoch_chinchilla, "Epoch AI's Chinchilla CSV (N, C, loss)"),
+    "datablations": (read_datablations, "datablations runs table (N, D, U, val_loss)"),
+    "sardana": (read_sardana, "Sardana et al. training results (beyond-chinchilla)"),
+    "steplaw": (read_steplaw, "StepLaw learning-rate / batch-size sweep"),
+    "tao-vocab": (read_tao_vocab, "Tao et al. vocabulary sweep (Lossu, unigram-normalised)"),
+    "regmix": (read_regmix, "RegMix mixture table + partner per-domain loss table"),
+}
+"""Format name -> (reader, one-line description). ``mapping:<name>`` selects a declared mapping."""
+
+CSV_SIGNATURES: list[tuple[str, set[str]]] = [
+    ("epoch-chinchilla", {"Model Size", "Training FLOP", "loss"}),
+    ("datablations", {"params_N", "tokens_D", "unique_tokens_U", "val_loss"}),
+    ("sardana", {"Model Name", "Parameters", "Tokens/Params", "Smoothed Loss"}),
+    ("steplaw", {"lr", "bs", "ti", "smooth loss", "N", "D"}),
+    ("tao-vocab", {"vocab_size", "embed_dim", "num_characters", "Non_vocab_parameters", "Lossu"}),
+    ("canonical", {"run_id"}),
+]
+"""Header columns that identify each table format (checked in order)."""
+
+LOG_SUFFIXES = {".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet", ".txt", ".log"}
+"""File suffixes that discovery considers run logs (others are ignored, e.g. ``.md``)."""
+
+PARTNER_SUFFIX = "partner"
+"""Pseudo-format of a file that is read together with another (RegMix loss file)."""
+
+
+def _first_line(path: Path) -> str:
+    with open(path, "rb") as handle:
+        for raw in handle:
+            if raw.strip():
+                return raw.decode("utf-8", "replace").strip()
+    return ""
+
+
+def detect_format(path: Path, *, mappings: list[Mapping] | None = None) -> str | None:
+    """The format of ``path`` from its name and first line, or None when none fits.
+
+    Declared mappings are tried first (their ``files`` globs), then the suffix and content.
+    Returns ``"partner"`` for a file that another file's reader consumes (RegMix loss files)
+    and ``"ignore"`` for a file a mapping excludes (``proportions.txt``).
+    """
+    mapping = find_mapping(path, mappings if mappings is not None else load_mappings())
+    if mapping is not None:
+        return "ignore" if mapping.excludes(path) else f"mapping:{mapping.name}"
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return "parquet"
+    try:
+        first = _first_line(path)
+    except OSError:
+        return None
+    if suffix in {".jsonl", ".ndjson", ".json"}:
+        try:
+            keys = set(json.loads(first))
+        except (ValueError, TypeError):
+            return "jsonl"  # malformed first line: let the JSONL reader quarantine it
+        if keys >= WANDB_SIGNATURE and "run_id" not in keys:
+            return "wandb"
+        return "jsonl"
+    if suffix in {".csv", ".tsv"}:
+        header = {c.strip().strip('"') for c in first.split("\t" if suffix == ".tsv" else ",")}
+        if "index" in header and any(c.startswith("train_") for c in header):
+            return "regmix"
+        if "index" in header and any(c.startswith("metric/") for c in header):
+            return PARTNER_SUFFIX
+        for name, signature in CSV_SIGNATURES:
+            if signature <= header:
+                return "csv" if name == "canonical" else name
+        return None
+    return None
+
+
+def partner_of(path: Path, format_name: str) -> Path | None:
+    """The file whose reader consumes ``path`` (RegMix loss file -> its mixture file)."""
+    if format_name != PARTNER_SUFFIX:
+        return None
+    return path.with_name(path.name.replace("pile_loss", "mixture"))
+
+
+def reader_for(format_name: str, *, mappings: list[Mapping] | None = None) -> Reader:
+    """The reader of a format name (``FORMATS`` key or ``mapping:<name>``)."""
+    if format_name.startswith("mapping:"):
+        wanted = format_name.split(":", 1)[1]
+        for mapping in mappings if mappings is not None else load_mappings():
+            if mapping.name == wanted:
+                return lambda path, m=mapping: read_mapped(path, m)
+        raise RunLogError(f"no declared mapping named {wanted!r} (see data/mappings/*.toml)")
+    if format_name not in FORMATS:
+        known = ", ".join([*FORMATS, "mapping:<name>"])
+        raise RunLogError(f"unknown format {format_name!r}; known formats: {known}")
+    return FORMATS[format_name][0]
+
+
+# --------------------------------------------------------------------------- parse -> validate
+
+
+@dataclass
+class ParsedSource:
+    """One file after parsing and row-level checks; metric rows are staged in Parquet."""
+
+    source_file: str
+    format: str
+    staged: list[Path]
+    runs: pl.DataFrame
+    quarantine: pl.DataFrame
+    partner_files: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    mixture_tolerance: float = 1e-3
+    normalise_mixture: bool = False
+    staged_rows: int = 0
+
+
+@dataclass
+class ValidatedSource:
+    """What the lake stores for one file: runs, metrics (a stream), quarantine and counts."""
+
+    source_file: str
+    format: str
+    runs: pl.DataFrame
+    metrics: pa.RecordBatchReader
+    quarantine: pl.DataFrame
+    metric_rows: int
+    partner_files: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    staged: list[Path] = field(default_factory=list)
+
+
+def _combine_runs(fragments: list[pl.DataFrame]) -> pl.DataFrame:
+    fragments = [f for f in fragments if f.height]
+    if not fragments:
+        return conform(pl.DataFrame(), RUNS_SCHEMA)
+    frame = pl.concat([conform(f, RUNS_SCHEMA) for f in fragments], how="vertical")
+    columns = [c for c in RUNS_SCHEMA if c != "run_id"]
+    aggs = [pl.col(c).drop_nulls().first() for c in columns if c != "source_line"]
+    aggs.append(pl.col("source_line").min())
+    combined = frame.group_by("run_id", maintain_order=True).agg(aggs)
+    return conform(combined, RUNS_SCHEMA)
+
+
+def parse_source(
+    path: str | Path,
+    *,
+    format: str | None = None,
+    staging_dir: str | Path,
+    mappings: list[Mapping] | None = None,
+) -> ParsedSource:
+    """Parse one file and run the row-level checks, staging good metric rows as Parquet.
+
+    Parameters
+    ----------
+    path
+        The raw file (opened read-only).
+    format
+        A ``FORMATS`` name or ``mapping:<name>``; detected when None.
+    staging_dir
+        Folder for the staged Parquet file (the caller removes it).
+
+    Raises
+    ------
+    RunLogError
+        When ``format`` is unknown. A file no reader recognises is not an error: it comes back
+        with one ``unknown_format`` quarantine row.
+    """
+    path = Path(path)
+    source_file = str(path)
+    name = format or detect_format(path, mappings=mappings)
+    if name is None:
+        from planning.validation import file_problem
+
+        return ParsedSource(
+            source_file=source_file,
+            format="unknown",
+            staged=[],
+            runs=conform(pl.DataFrame(), RUNS_SCHEMA),
+            quarantine=file_problem(
+                source_file,
+                "unknown_format",
+                f"no reader recognises {path.name}; pass --format (one of {', '.join(FORMATS)})",
+            ),
+        )
+    output = reader_for(name, mappings=mappings)(path)
+    staging = Path(staging_dir) / f"{uuid.uuid4().hex}.parquet"
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    arrow_schema = conform(pl.DataFrame(), METRICS_SCHEMA).to_arrow().schema
+    writer: pq.ParquetWriter | None = None
+    fragments: list[pl.DataFrame] = []
+    quarantines: list[pl.DataFrame] = []
+    staged_rows = 0
+    try:
+        for chunk in output.chunks:
+            assert isinstance(chunk, Chunk)
+            quarantines.append(conform(chunk.quarantine, QUARANTINE_SCHEMA))
+            fragments.append(chunk.runs)
+            if chunk.metrics.height == 0:
+                continue
+            good, bad = validate_metrics(
+                conform_metrics(chunk.metrics), source_file=source_file_of(chunk.metrics, path)
+            )
+            quarantines.append(bad)
+            if good.height == 0:
+                continue
+            if writer is None:
+                writer = pq.ParquetWriter(staging, arrow_schema, compression="lz4")
+            writer.write_table(conform(good, METRICS_SCHEMA).to_arrow())
+            staged_rows += good.height
+    finally:
+        if writer is not None:
+            writer.close()
+    quarantine = (
+        pl.concat(quarantines) if quarantines else conform(pl.DataFrame(), QUARANTINE_SCHEMA)
+    )
+    return ParsedSource(
+        source_file=source_file,
+        format=name,
+        staged=[staging] if writer is not None else [],
+        runs=_combine_runs(fragments),
+        quarantine=quarantine,
+        partner_files=output.partner_files,
+        warnings=output.warnings,
+        mixture_tolerance=output.mixture_tolerance,
+        normalise_mixture=output.normalise_mixture,
+        staged_rows=staged_rows,
+    )
+
+
+def source_file_of(metrics: pl.DataFrame, path: Path) -> str:
+    """The file named in a metrics chunk's quarantine rows (a partner file for RegMix)."""
+    if "source_file" in metrics.columns and metrics.height:
+        value = metrics["source_file"][0]
+        if value:
+            return str(value)
+    return str(path)
+
+
+def conform_metrics(metrics: pl.DataFrame) -> pl.DataFrame:
+    """``METRICS_SCHEMA`` columns plus ``_record`` when the reader kept the raw text."""
+    frame = conform(metrics, METRICS_SCHEMA)
+    if "_record" in metrics.columns:
+        frame = frame.with_columns(metrics["_record"].cast(pl.String))
+    return frame
+
+
+def validate_source(parsed: ParsedSource, *, staging_dir: str | Path) -> ValidatedSource:
+    """Whole-file checks: runs, rows of rejected runs, duplicate keys. Streams the metrics."""
+    staging_dir = Path(staging_dir)
+    source_file = parsed.source_file
+    runs, q_runs = validate_runs(
+        parsed.runs, source_file=source_file, mixture_tolerance=parsed.mixture_tolerance
+    )
+    if parsed.normalise_mixture:
+        runs = normalise_mixture(runs)
+    rejected = sorted(set(parsed.runs["run_id"].drop_nulls()) - set(runs["run_id"]))
+    quarantines = [parsed.quarantine, q_runs]
+    staged = list(parsed.staged)
+    metric_rows = parsed.staged_rows
+    if staged:
+        scan = pl.scan_parquet(staged)
+        key_hash = pl.struct(list(METRICS_KEY)).hash(seed=0)
+        dup_hashes = (
+            scan.select(key_hash.alias("_h"))
+            .filter(pl.col("_h").is_duplicated())
+            .unique()
+            .collect()["_h"]
+        )
+        keep = pl.lit(True)
+        extra: list[pl.DataFrame] = []
+        if rejected:
+            orphans = scan.filter(pl.col("run_id").is_in(rejected)).collect()
+            _, q_orphans = split_by_checks(
+                orphans,
+                [(pl.lit(True), "run_id", "run_rejected")],
+                source_file=source_file,
+            )
+            quarantines.append(q_orphans)
+            keep = keep & ~pl.col("run_id").is_in(rejected)
+        if dup_hashes.len():
+            hashes = dup_hashes.to_list()
+            duplicates = scan.filter(key_hash.is_in(hashes) & keep).collect().sort("source_line")
+            good_dups, q_dups = duplicate_split(duplicates, source_file=source_file)
+            quarantines.append(q_dups)
+            extra.append(good_dups)
+            keep = keep & ~key_hash.is_in(hashes)
+        if rejected or dup_hashes.len():
+            filtered = staging_dir / f"{uuid.uuid4().hex}.parquet"
+            scan.filter(keep).sink_parquet(filtered)
+            staged = [filtered]
+            for frame in extra:
+                if frame.height:
+                    path = staging_dir / f"{uuid.uuid4().hex}.parquet"
+                    conform(frame, METRICS_SCHEMA).write_parquet(path)
+                    staged.append(path)
+            metric_rows = sum(pq.ParquetFile(p).metadata.num_rows for p in staged)
+    if staged:
+        dataset = pads.dataset([str(p) for p in staged], format="parquet")
+        reader = dataset.scanner(batch_size=262_144).to_reader()
+    else:
+        schema = conform(pl.DataFrame(), METRICS_SCHEMA).to_arrow().schema
+        reader = pa.RecordBatchReader.from_batches(schema, [])
+    return ValidatedSource(
+        source_file=source_file,
+        format=parsed.format,
+        runs=runs,
+        metrics=reader,
+        quarantine=pl.concat([conform(q, QUARANTINE_SCHEMA) for q in quarantines]),
+        metric_rows=metric_rows,
+        partner_files=parsed.partner_files,
+        warnings=parsed.warnings,
+        staged=staged + [p for p in parsed.staged if p not in staged],
+    )
+
+
+def matches_any(path: Path, patterns: list[str]) -> bool:
+    """Whether ``path`` (posix form) matches any glob in ``patterns``."""
+    text = path.as_posix()
+    return any(fnmatch(text, pattern) for pattern in patterns)

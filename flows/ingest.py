@@ -1,0 +1,58 @@
+"""The Prefect flow ``ingest``: run logs -> validated Delta lake (discover, parse, validate, write)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+
+from prefect import flow, get_run_logger
+
+from flows.config import DEFAULT_LAKE
+from tasks.ingest import (
+    FileReport,
+    IngestReport,
+    discover_task,
+    parse_task,
+    skipped,
+    summary_task,
+    validate_task,
+    write_task,
+)
+
+
+@flow(name="ingest", log_prints=False)
+def ingest(
+    paths: list[str],
+    lake: str = str(DEFAULT_LAKE),
+    format: str | None = None,
+    mappings_dir: str | None = None,
+) -> dict:
+    """Ingest run logs into the lake; returns the summary dict of ``IngestReport.to_dict``.
+
+    Unchanged files (same sha256 as recorded in the lake) are skipped; each other file is
+    parsed, validated and committed on its own, so one bad file never blocks the others.
+    """
+    logger = get_run_logger()
+    plans = discover_task(paths, lake, format=format, mappings_dir=mappings_dir)
+    reports: list[FileReport] = []
+    for plan in plans:
+        if plan.action != "ingest":
+            reports.append(skipped(plan))
+            continue
+        staging = tempfile.mkdtemp(prefix="mixplan-stage-")
+        try:
+            parsed = parse_task(plan, staging, mappings_dir)
+            validated = validate_task(parsed, staging)
+            report = write_task(validated, plan, lake)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        logger.info(
+            "%s: %s runs, %s metric rows, quarantined %s",
+            plan.path,
+            report.runs,
+            report.metric_rows,
+            report.quarantined or "none",
+        )
+        reports.append(report)
+    summary = summary_task(lake) if reports else {}
+    return IngestReport(lake=lake, files=reports, lake_summary=summary).to_dict()

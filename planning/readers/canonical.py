@@ -1,0 +1,446 @@
+"""Canonical logs: JSONL, CSV or Parquet whose columns are mixplan's own schema names.
+
+A canonical file is *long*: one record per evaluation, with the run's facts repeated (or given
+once) on its records::
+
+    {"run_id": "r1", "experiment": "sweep", "params": 1.2e8, "step": 100, "tokens_seen": 2.6e7,
+     "learning_rate": 3e-4, "split": "train", "domain": "all", "loss": 3.91,
+     "mixture": {"web": 0.7, "code": 0.3}}
+
+Rules
+-----
+* Required: ``run_id``; records without ``loss`` describe runs only (a runs table).
+* Column names are those of ``RUNS_SCHEMA`` / ``METRICS_SCHEMA``. ``learning_rate`` is the
+  per-step value in a long file (the run's ``learning_rate`` is ``peak_learning_rate`` if given,
+  else the largest logged value); in a runs-only file it is the run's peak.
+* Defaults: ``experiment`` = file stem, ``step`` = ``FINAL_STEP`` when the file has no step
+  column, ``split`` = ``"train"``, ``domain`` = ``"all"``, ``loss_kind`` = ``"nats"``.
+  ``run_id`` gets the ``<experiment>/`` prefix when it lacks it.
+* ``mixture`` is either an object ``{source: weight}`` (with optional
+  ``mixture_unique_tokens: {source: tokens}``) or a list of ``{source, weight,
+  unique_tokens}``; in CSV it is that JSON as text.
+* Unknown columns are kept: the first value per run goes into the run's ``tags`` under
+  ``"extra"``, and the file's warnings list them.
+
+JSONL is read in byte chunks (``CHUNK_BYTES``) cut at line ends, so memory does not grow with
+the file. Each chunk is parsed by polars; only a chunk that polars rejects is parsed line by line
+to find the bad lines (``malformed_json``; ``truncated_line`` for an unterminated last line).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import polars as pl
+import pyarrow.parquet as pq
+
+from planning.readers.base import Chunk, ReaderOutput, failed, merge_tags
+from planning.schema import (
+    FINAL_STEP,
+    METRICS_SCHEMA,
+    MIXTURE_DTYPE,
+    QUARANTINE_SCHEMA,
+    RUNS_SCHEMA,
+    conform,
+)
+from planning.validation import coerce_numeric, quarantine_frame
+
+CHUNK_BYTES = 32 * 1024 * 1024
+"""Bytes of JSONL parsed at once."""
+CSV_BATCH_ROWS = 500_000
+"""Rows of CSV / Parquet parsed at once."""
+
+_BOOKKEEPING = {"source_file", "source_line", "_record"}
+RUN_COLUMNS = [c for c in RUNS_SCHEMA if c not in _BOOKKEEPING]
+METRIC_COLUMNS = [c for c in METRICS_SCHEMA if c not in _BOOKKEEPING]
+KNOWN = set(RUN_COLUMNS) | set(METRIC_COLUMNS) | {"peak_learning_rate", "mixture_unique_tokens"}
+NUMERIC: dict[str, pl.DataType] = {
+    name: dtype
+    for name, dtype in {**RUNS_SCHEMA, **METRICS_SCHEMA}.items()
+    if dtype.is_numeric() and name not in _BOOKKEEPING
+} | {"peak_learning_rate": pl.Float64}
+
+
+def _empty_quarantine() -> pl.DataFrame:
+    return conform(pl.DataFrame(), QUARANTINE_SCHEMA)
+
+
+# --------------------------------------------------------------------------- JSONL parsing
+
+
+def _frame_from_objects(objects: list[dict]) -> pl.DataFrame:
+    try:
+        return pl.DataFrame(objects, infer_schema_length=None, strict=False)
+    except Exception:  # mixed nested types: fall back to text for nested values
+        flat = [
+            {k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in obj.items()}
+            for obj in objects
+        ]
+        return pl.DataFrame(flat, infer_schema_length=None, strict=False)
+
+
+def _parse_block(
+    data: bytes, first_line: int, unterminated: bool, source_file: str, keep_record: bool
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Parse complete lines ``data`` starting at line ``first_line``: ``(frame, quarantine)``."""
+    n_lines = data.count(b"\n") + (1 if unterminated else 0)
+    clean = not data.startswith(b"\n") and b"\n\n" not in data and b"\r\n\r\n" not in data
+    if clean:
+        try:
+            frame = pl.read_ndjson(io.BytesIO(data), infer_schema_length=None)
+        except pl.exceptions.PolarsError:
+            frame = None
+        if frame is not None and frame.height == n_lines:
+            frame = frame.with_row_index("source_line", offset=first_line).with_columns(
+                pl.col("source_line").cast(pl.Int64)
+            )
+            if keep_record:
+                lines = data.split(b"\n")[:n_lines]
+                frame = frame.with_columns(
+                    pl.Series("_record", [ln.decode("utf-8", "replace") for ln in lines])
+                )
+            return frame, _empty_quarantine()
+    # slow path: find the bad lines
+    lines = data.split(b"\n")
+    if not unterminated:
+        lines = lines[:-1]
+    objects, numbers, records = [], [], []
+    bad_lines, bad_reasons, bad_records = [], [], []
+    for offset, raw in enumerate(lines):
+        text = raw.strip()
+        if not text:
+            continue
+        try:
+            value = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            try:  # NaN / Infinity literals written by Python's json module
+                value = json.loads(text)
+            except ValueError:
+                value = None
+        if isinstance(value, dict):
+            objects.append(value)
+            numbers.append(first_line + offset)
+            records.append(raw.decode("utf-8", "replace"))
+            continue
+        is_last = offset == len(lines) - 1
+        bad_lines.append(first_line + offset)
+        bad_reasons.append("truncated_line" if unterminated and is_last else "malformed_json")
+        bad_records.append(raw.decode("utf-8", "replace"))
+    quarantine = quarantine_frame(
+        source_file,
+        lines=bad_lines,
+        fields=[None] * len(bad_lines),
+        reasons=bad_reasons,
+        records=bad_records,
+    )
+    if not objects:
+        return pl.DataFrame({"source_line": pl.Series([], dtype=pl.Int64)}), quarantine
+    frame = _frame_from_objects(objects).with_columns(
+        pl.Series("source_line", numbers, dtype=pl.Int64)
+    )
+    if keep_record:
+        frame = frame.with_columns(pl.Series("_record", records))
+    return frame, quarantine
+
+
+def iter_jsonl(
+    path: Path, *, chunk_bytes: int = CHUNK_BYTES, keep_record: bool = False
+) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
+    """Yield ``(frame, quarantine)`` per chunk of a JSONL file, with 1-based ``source_line``.
+
+    Memory is bounded by ``chunk_bytes`` (plus the parsed chunk), whatever the file size.
+    """
+    line = 1
+    carry = b""
+    with open(path, "rb") as handle:
+        while True:
+            block = handle.read(chunk_bytes)
+            if not block:
+                if carry:
+                    yield _parse_block(carry, line, True, str(path), keep_record)
+                return
+            data = carry + block
+            cut = data.rfind(b"\n")
+            if cut == -1:
+                carry = data
+                continue
+            data, carry = data[: cut + 1], data[cut + 1 :]
+            yield _parse_block(data, line, False, str(path), keep_record)
+            line += data.count(b"\n")
+
+
+def jsonl_frames(path: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """A whole (small) JSONL file as one frame with ``source_line`` and ``_record``.
+
+    An empty or unreadable file gives an empty frame and one quarantine row.
+    """
+    try:
+        if path.stat().st_size == 0:
+            return pl.DataFrame(), failed_rows(path, "empty_file", "the file is empty (0 bytes)")
+        parts = list(iter_jsonl(path, keep_record=True))
+    except OSError as error:
+        return pl.DataFrame(), failed_rows(path, "unreadable_file", str(error))
+    frames = [frame for frame, _ in parts if frame.height]
+    quarantine = pl.concat([q for _, q in parts]) if parts else _empty_quarantine()
+    if not frames:
+        if quarantine.height == 0:
+            quarantine = failed_rows(path, "empty_file", "the file has no JSON records")
+        return pl.DataFrame(), quarantine
+    return pl.concat(frames, how="diagonal_relaxed"), quarantine
+
+
+def failed_rows(path: Path, reason: str, detail: str) -> pl.DataFrame:
+    """The quarantine rows of a whole-file failure."""
+    return next(iter(failed(path, reason, detail).chunks)).quarantine
+
+
+# --------------------------------------------------------------------------- normalisation
+
+
+def _mixture_expr(frame: pl.DataFrame) -> pl.Expr | None:
+    """An expression turning the file's ``mixture`` column into ``MIXTURE_DTYPE``."""
+    if "mixture" not in frame.columns:
+        return None
+    dtype = frame.schema["mixture"]
+    unique = frame.schema.get("mixture_unique_tokens")
+    if isinstance(dtype, pl.Struct):
+        items = []
+        for fld in dtype.fields:
+            tokens = (
+                pl.col("mixture_unique_tokens").struct.field(fld.name).cast(pl.Float64)
+                if isinstance(unique, pl.Struct) and fld.name in [f.name for f in unique.fields]
+                else pl.lit(None, pl.Float64)
+            )
+            items.append(
+                pl.struct(
+                    pl.lit(fld.name).alias("source"),
+                    pl.col("mixture").struct.field(fld.name).cast(pl.Float64).alias("weight"),
+                    tokens.alias("unique_tokens"),
+                )
+            )
+        listed = pl.concat_list(items).list.eval(
+            pl.element().filter(pl.element().struct.field("weight").is_not_null())
+        )
+        return pl.when(pl.col("mixture").is_null()).then(None).otherwise(listed)
+    if isinstance(dtype, pl.List) and isinstance(dtype.inner, pl.Struct):
+        names = [f.name for f in dtype.inner.fields]
+        return pl.col("mixture").list.eval(
+            pl.struct(
+                pl.element().struct.field("source").cast(pl.String).alias("source"),
+                pl.element().struct.field("weight").cast(pl.Float64).alias("weight"),
+                (
+                    pl.element().struct.field("unique_tokens").cast(pl.Float64)
+                    if "unique_tokens" in names
+                    else pl.lit(None, pl.Float64)
+                ).alias("unique_tokens"),
+            )
+        )
+    return pl.lit(None, MIXTURE_DTYPE)
+
+
+def _decode_text_mixture(frame: pl.DataFrame) -> pl.DataFrame:
+    for name in ("mixture", "mixture_unique_tokens"):
+        if name in frame.columns and frame.schema[name] == pl.String:
+            values = [json.loads(v) if v else None for v in frame[name].to_list()]
+            frame = frame.with_columns(pl.Series(name, values, strict=False))
+    return frame
+
+
+def canonical_chunk(
+    frame: pl.DataFrame, *, source_file: str, experiment: str, warnings: list[str]
+) -> Chunk:
+    """Turn one parsed chunk of a canonical file into a ``Chunk`` (runs fragments + metrics)."""
+    if frame.height == 0:
+        return Chunk(pl.DataFrame(), pl.DataFrame(), _empty_quarantine())
+    frame = frame.rename({c: c.strip() for c in frame.columns})
+    unknown = [c for c in frame.columns if c not in KNOWN and c not in _BOOKKEEPING]
+    if unknown:
+        note = f"unknown columns kept in tags.extra: {', '.join(sorted(unknown))}"
+        if note not in warnings:
+            warnings.append(note)
+    frame, quarantine = coerce_numeric(frame, NUMERIC, source_file=source_file)
+    if "run_id" not in frame.columns:
+        frame = frame.with_columns(pl.lit(None, pl.String).alias("run_id"))
+    frame = _decode_text_mixture(frame)
+    experiment_col = (
+        pl.col("experiment").cast(pl.String).fill_null(experiment)
+        if "experiment" in frame.columns
+        else pl.lit(experiment)
+    )
+    run_id = pl.col("run_id").cast(pl.String)
+    prefixed = (
+        pl.when(run_id.str.starts_with(experiment_col + "/"))
+        .then(run_id)
+        .otherwise(experiment_col + "/" + run_id)
+    )
+    mixture = _mixture_expr(frame)
+    frame = frame.with_columns(
+        experiment_col.alias("experiment"),
+        prefixed.alias("run_id"),
+        *([mixture.cast(MIXTURE_DTYPE).alias("mixture")] if mixture is not None else []),
+    )
+    long = "loss" in frame.columns
+    metrics = pl.DataFrame()
+    if long:
+        defaults = {
+            "step": pl.lit(FINAL_STEP, pl.Int64),
+            "split": pl.lit("train"),
+            "domain": pl.lit("all"),
+            "loss_kind": pl.lit("nats"),
+        }
+        columns = []
+        for name in METRIC_COLUMNS:
+            if name in frame.columns:
+                expr = pl.col(name)
+                if name in defaults and name != "step":
+                    expr = expr.fill_null(defaults[name])
+                columns.append(expr.alias(name))
+            elif name in defaults:
+                columns.append(defaults[name].alias(name))
+        columns += [pl.lit(source_file).alias("source_file"), pl.col("source_line")]
+        if "_record" in frame.columns:
+            columns.append(pl.col("_record"))
+        metrics = frame.select(columns)
+    # run fragments: first non-null value per run of every run-level column
+    run_level = [c for c in RUN_COLUMNS if c in frame.columns and c not in ("run_id",)]
+    if long:
+        run_level = [c for c in run_level if c != "learning_rate"]
+    aggs = [pl.col(c).drop_nulls().first() for c in run_level]
+    if long and "peak_learning_rate" in frame.columns:
+        aggs.append(pl.col("peak_learning_rate").drop_nulls().first().alias("learning_rate"))
+    elif long and "learning_rate" in frame.columns:
+        aggs.append(pl.col("learning_rate").max().alias("learning_rate"))
+    elif "peak_learning_rate" in frame.columns and "learning_rate" not in frame.columns:
+        aggs.append(pl.col("peak_learning_rate").drop_nulls().first().alias("learning_rate"))
+    if unknown:
+        aggs.append(
+            pl.struct([pl.col(c).drop_nulls().first() for c in unknown])
+            .struct.json_encode()
+            .alias("_extra")
+        )
+    aggs.append(pl.col("source_line").min())
+    runs = frame.filter(pl.col("run_id").is_not_null()).group_by("run_id", maintain_order=True)
+    runs = runs.agg(aggs)
+    if unknown:
+        base = runs["tags"].to_list() if "tags" in runs.columns else [None] * runs.height
+        tags = [
+            merge_tags(b, {"extra": json.loads(e)})
+            for b, e in zip(base, runs["_extra"].to_list(), strict=True)
+        ]
+        runs = runs.drop("_extra").with_columns(pl.Series("tags", tags))
+    elif "tags" in runs.columns and runs.schema["tags"] != pl.String:
+        runs = runs.with_columns(pl.col("tags").struct.json_encode())
+    runs = runs.with_columns(pl.lit(source_file).alias("source_file"))
+    if not long:
+        # a runs-only record with a bad run id still has to show up somewhere
+        missing = frame.filter(pl.col("run_id").is_null())
+        if missing.height:
+            quarantine = pl.concat(
+                [
+                    quarantine,
+                    quarantine_frame(
+                        source_file,
+                        lines=missing["source_line"].to_list(),
+                        fields=["run_id"] * missing.height,
+                        reasons=["missing_field"] * missing.height,
+                        records=[None] * missing.height,
+                    ),
+                ]
+            )
+    return Chunk(runs=runs, metrics=metrics, quarantine=quarantine)
+
+
+# --------------------------------------------------------------------------- readers
+
+
+def read_canonical_jsonl(path: Path) -> ReaderOutput:
+    """Read a canonical JSONL log, streamed in chunks."""
+    warnings: list[str] = []
+    try:
+        size = path.stat().st_size
+    except OSError as error:
+        return failed(path, "unreadable_file", str(error))
+    if size == 0:
+        return failed(path, "empty_file", "the file is empty (0 bytes)")
+
+    def chunks() -> Iterator[Chunk]:
+        seen_rows = 0
+        for frame, quarantine in iter_jsonl(path):
+            seen_rows += frame.height
+            chunk = canonical_chunk(
+                frame, source_file=str(path), experiment=path.stem, warnings=warnings
+            )
+            chunk.quarantine = pl.concat([quarantine, chunk.quarantine])
+            yield chunk
+        if seen_rows == 0:
+            yield Chunk(
+                pl.DataFrame(), pl.DataFrame(), failed_rows(path, "empty_file", "no records")
+            )
+
+    return ReaderOutput(chunks=chunks(), warnings=warnings)
+
+
+def read_canonical_csv(path: Path, *, separator: str = ",") -> ReaderOutput:
+    """Read a canonical CSV (or TSV) log in batches of ``CSV_BATCH_ROWS`` rows."""
+    warnings: list[str] = []
+    try:
+        if path.stat().st_size == 0:
+            return failed(path, "empty_file", "the file is empty (0 bytes)")
+        scan = pl.scan_csv(path, separator=separator, infer_schema=False)
+        scan.collect_schema()
+    except (OSError, pl.exceptions.PolarsError) as error:
+        return failed(path, "unreadable_file", f"{type(error).__name__}: {error}")
+
+    def chunks() -> Iterator[Chunk]:
+        rows = 0
+        batches = scan.with_row_index("source_line", offset=2).collect_batches(
+            chunk_size=CSV_BATCH_ROWS
+        )
+        try:
+            for frame in batches:
+                rows += frame.height
+                frame = frame.with_columns(pl.col("source_line").cast(pl.Int64))
+                yield canonical_chunk(
+                    frame, source_file=str(path), experiment=path.stem, warnings=warnings
+                )
+        except pl.exceptions.PolarsError as error:
+            yield Chunk(
+                pl.DataFrame(),
+                pl.DataFrame(),
+                failed_rows(path, "unreadable_file", f"after row {rows}: {error}"),
+            )
+            return
+        if rows == 0:
+            yield Chunk(pl.DataFrame(), pl.DataFrame(), failed_rows(path, "empty_file", "no rows"))
+
+    return ReaderOutput(chunks=chunks(), warnings=warnings)
+
+
+def read_canonical_parquet(path: Path) -> ReaderOutput:
+    """Read a canonical Parquet log, one row group batch at a time."""
+    warnings: list[str] = []
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as error:  # pyarrow raises several types for a bad file
+        return failed(path, "unreadable_file", f"{type(error).__name__}: {error}")
+    if parquet.metadata.num_rows == 0:
+        return failed(path, "empty_file", "the Parquet file has no rows")
+
+    def chunks() -> Iterator[Chunk]:
+        start = 1
+        for batch in parquet.iter_batches(batch_size=CSV_BATCH_ROWS):
+            frame = pl.from_arrow(batch)
+            assert isinstance(frame, pl.DataFrame)
+            frame = frame.with_row_index("source_line", offset=start).with_columns(
+                pl.col("source_line").cast(pl.Int64)
+            )
+            start += frame.height
+            yield canonical_chunk(
+                frame, source_file=str(path), experiment=path.stem, warnings=warnings
+            )
+
+    return ReaderOutput(chunks=chunks(), warnings=warnings)

@@ -1,0 +1,333 @@
+"""Ingest: discover -> parse -> validate -> write, as plain functions and as Prefect tasks.
+
+``ingest_paths`` is the whole ingest as one plain function (the CLI calls it); the Prefect flow
+``flows.ingest.ingest`` runs the same four steps as tasks (``discover_task``, ``parse_task``,
+``validate_task``, ``write_task``). Both produce the same ``IngestReport``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from prefect import task
+
+from planning.mappings import Mapping, load_mappings
+from planning.readers import (
+    LOG_SUFFIXES,
+    PARTNER_SUFFIX,
+    ParsedSource,
+    ValidatedSource,
+    detect_format,
+    parse_source,
+    partner_of,
+    validate_source,
+)
+from planning.validation import now_utc
+from tasks.lake import lake_summary, source_hashes, write_source
+
+
+@dataclass
+class SourcePlan:
+    """One file discovery found: its path, format, content hash and what to do with it."""
+
+    path: str
+    format: str | None
+    sha256: str
+    size_bytes: int
+    action: str
+    """``"ingest"``, ``"unchanged"`` (same hash as in the lake) or ``"ignored"``."""
+    partner_files: list[str] = field(default_factory=list)
+    note: str = ""
+
+
+@dataclass
+class FileReport:
+    """What happened to one file."""
+
+    path: str
+    format: str | None
+    status: str
+    """``"ingested"``, ``"unchanged"``, ``"ignored"`` or ``"rejected"`` (nothing usable)."""
+    runs: int = 0
+    metric_rows: int = 0
+    quarantined: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    note: str = ""
+
+
+@dataclass
+class IngestReport:
+    """The outcome of one ingest: per-file reports plus the lake's summary afterwards."""
+
+    lake: str
+    files: list[FileReport]
+    lake_summary: dict
+
+    @property
+    def usable(self) -> bool:
+        """Whether anything usable was read (rows accepted, or files already in the lake)."""
+        return any(
+            (f.status == "ingested" and (f.runs or f.metric_rows)) or f.status == "unchanged"
+            for f in self.files
+        )
+
+    def totals(self) -> dict:
+        """Counts over the files of this ingest."""
+        quarantined: dict[str, int] = {}
+        for report in self.files:
+            for reason, rows in report.quarantined.items():
+                quarantined[reason] = quarantined.get(reason, 0) + rows
+        status = [f.status for f in self.files]
+        return {
+            "files": len(self.files),
+            "files_ingested": status.count("ingested"),
+            "files_unchanged": status.count("unchanged"),
+            "files_ignored": status.count("ignored"),
+            "files_rejected": status.count("rejected"),
+            "runs": sum(f.runs for f in self.files),
+            "metric_rows": sum(f.metric_rows for f in self.files),
+            "quarantined": dict(sorted(quarantined.items())),
+            "quarantined_rows": sum(quarantined.values()),
+        }
+
+    def to_dict(self) -> dict:
+        """A JSON-ready summary (what ``mixplan ingest --json`` prints and the flow returns)."""
+        return {
+            "lake": self.lake,
+            "usable": self.usable,
+            "totals": self.totals(),
+            "files": [asdict(f) for f in self.files],
+            "lake_summary": self.lake_summary,
+        }
+
+
+# --------------------------------------------------------------------------- plain steps
+
+
+def file_sha256(paths: Iterable[str | Path]) -> str:
+    """sha256 over the contents of ``paths`` (in order), read in 8 MiB blocks."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as handle:
+            while block := handle.read(8 * 1024 * 1024):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _expand(paths: Iterable[str | Path]) -> list[Path]:
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw).expanduser().resolve()
+        if path.is_dir():
+            found += sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in LOG_SUFFIXES
+            )
+        else:
+            found.append(path)
+    unique: dict[Path, None] = dict.fromkeys(found)
+    return list(unique)
+
+
+def discover(
+    paths: Iterable[str | Path],
+    lake: str | Path,
+    *,
+    format: str | None = None,
+    mappings: list[Mapping] | None = None,
+    storage_options: dict[str, str] | None = None,
+) -> list[SourcePlan]:
+    """Expand folders, detect formats, hash contents and decide which files need ingesting.
+
+    A file whose sha256 equals the one the lake recorded is ``"unchanged"``; a RegMix loss file
+    is read with its mixture file (the pair is hashed together).
+    """
+    mappings = mappings if mappings is not None else load_mappings()
+    known = source_hashes(lake, storage_options=storage_options)
+    files = _expand(paths)
+    listed = set(files)
+    plans: list[SourcePlan] = []
+    seen: set[Path] = set()
+    for path in files:
+        if not path.exists():
+            plans.append(SourcePlan(str(path), None, "", 0, "ingest", note="missing"))
+            continue
+        name = format or detect_format(path, mappings=mappings)
+        partner = partner_of(path, name) if name else None
+        if name == PARTNER_SUFFIX:
+            if partner in listed or partner is None or not partner.exists():
+                continue  # read with its mixture file (or reported by it)
+            path, name = partner, detect_format(partner, mappings=mappings)
+        if path in seen:
+            continue
+        seen.add(path)
+        if name == "ignore":
+            plans.append(
+                SourcePlan(str(path), name, "", path.stat().st_size, "ignored", note="not a log")
+            )
+            continue
+        partners = []
+        if name == "regmix":
+            from planning.readers.regmix import partner_loss_file
+
+            loss = partner_loss_file(path)
+            partners = [str(loss)] if loss.exists() else []
+        try:
+            sha = file_sha256([path, *partners])
+            size = path.stat().st_size + sum(Path(p).stat().st_size for p in partners)
+        except OSError as error:
+            plans.append(SourcePlan(str(path), name, "", 0, "ingest", note=str(error)))
+            continue
+        action = "unchanged" if known.get(str(path)) == sha else "ingest"
+        plans.append(SourcePlan(str(path), name, sha, size, action, partners))
+    return plans
+
+
+def parse(plan: SourcePlan, *, staging_dir: str | Path, mappings=None) -> ParsedSource:
+    """Parse one planned file (row-level checks included); good metric rows are staged."""
+    return parse_source(plan.path, format=plan.format, staging_dir=staging_dir, mappings=mappings)
+
+
+def validate(parsed: ParsedSource, *, staging_dir: str | Path) -> ValidatedSource:
+    """Whole-file checks of a parsed file (runs, duplicates, rows of rejected runs)."""
+    return validate_source(parsed, staging_dir=staging_dir)
+
+
+def write(
+    validated: ValidatedSource,
+    plan: SourcePlan,
+    lake: str | Path,
+    *,
+    storage_options: dict[str, str] | None = None,
+) -> FileReport:
+    """Write one validated file into the lake (one atomic replace per table) and report it."""
+    quarantined = (
+        validated.quarantine.group_by("reason").len().sort("reason").rows()
+        if validated.quarantine.height
+        else []
+    )
+    source = {
+        "source_file": plan.path,
+        "sha256": plan.sha256,
+        "size_bytes": plan.size_bytes,
+        "format": validated.format,
+        "partner_files": json.dumps(validated.partner_files),
+        "runs": validated.runs.height,
+        "metric_rows": validated.metric_rows,
+        "quarantined_rows": validated.quarantine.height,
+        "warnings": json.dumps(validated.warnings),
+        "ingested_at": now_utc(),
+    }
+    write_source(
+        lake,
+        source=source,
+        runs=validated.runs,
+        metrics=validated.metrics,
+        quarantine=validated.quarantine,
+        partner_files=validated.partner_files,
+        storage_options=storage_options,
+    )
+    usable = validated.runs.height > 0 or validated.metric_rows > 0
+    return FileReport(
+        path=plan.path,
+        format=validated.format,
+        status="ingested" if usable else "rejected",
+        runs=validated.runs.height,
+        metric_rows=validated.metric_rows,
+        quarantined={reason: int(n) for reason, n in quarantined},
+        warnings=list(validated.warnings),
+    )
+
+
+def skipped(plan: SourcePlan) -> FileReport:
+    """The report of a file that is not read (unchanged or ignored)."""
+    status = "unchanged" if plan.action == "unchanged" else "ignored"
+    return FileReport(path=plan.path, format=plan.format, status=status, note=plan.note)
+
+
+def ingest_paths(
+    paths: Iterable[str | Path],
+    lake: str | Path,
+    *,
+    format: str | None = None,
+    mappings_dir: str | Path | None = None,
+    on_file: Callable[[SourcePlan, FileReport | None], None] | None = None,
+    storage_options: dict[str, str] | None = None,
+) -> IngestReport:
+    """Ingest run logs into the lake: the plain-function form of the ``ingest`` flow.
+
+    Parameters
+    ----------
+    paths
+        Files or folders (folders are searched recursively for ``LOG_SUFFIXES`` files).
+    lake
+        Lake folder or object-store URL (created when missing).
+    format
+        Force one format for every file (``planning.readers.FORMATS`` key or
+        ``mapping:<name>``); detected per file when None.
+    mappings_dir
+        Folder of declared mappings (default ``data/mappings``).
+    on_file
+        Called with ``(plan, None)`` before and ``(plan, report)`` after each file (progress).
+    """
+    mappings = load_mappings(mappings_dir)
+    plans = discover(paths, lake, format=format, mappings=mappings, storage_options=storage_options)
+    reports: list[FileReport] = []
+    for plan in plans:
+        if on_file:
+            on_file(plan, None)
+        if plan.action != "ingest":
+            report = skipped(plan)
+        else:
+            staging = tempfile.mkdtemp(prefix="mixplan-stage-")
+            try:
+                parsed = parse(plan, staging_dir=staging, mappings=mappings)
+                validated = validate(parsed, staging_dir=staging)
+                report = write(validated, plan, lake, storage_options=storage_options)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+        reports.append(report)
+        if on_file:
+            on_file(plan, report)
+    summary = lake_summary(lake, storage_options=storage_options) if reports else {}
+    return IngestReport(lake=str(lake), files=reports, lake_summary=summary)
+
+
+# --------------------------------------------------------------------------- Prefect tasks
+
+
+@task(name="discover-sources", retries=2, retry_delay_seconds=1)
+def discover_task(
+    paths: list[str], lake: str, format: str | None = None, mappings_dir: str | None = None
+) -> list[SourcePlan]:
+    """Find the files to ingest and which of them are unchanged."""
+    return discover(paths, lake, format=format, mappings=load_mappings(mappings_dir))
+
+
+@task(name="parse-source", retries=2, retry_delay_seconds=1)
+def parse_task(plan: SourcePlan, staging_dir: str, mappings_dir: str | None = None) -> ParsedSource:
+    """Parse one file into staged rows (retried on I/O errors)."""
+    return parse(plan, staging_dir=staging_dir, mappings=load_mappings(mappings_dir))
+
+
+@task(name="validate-source")
+def validate_task(parsed: ParsedSource, staging_dir: str) -> ValidatedSource:
+    """Run the whole-file checks of one parsed file."""
+    return validate(parsed, staging_dir=staging_dir)
+
+
+@task(name="write-source", retries=2, retry_delay_seconds=1)
+def write_task(validated: ValidatedSource, plan: SourcePlan, lake: str) -> FileReport:
+    """Commit one file's rows to the lake."""
+    return write(validated, plan, lake)
+
+
+@task(name="lake-summary")
+def summary_task(lake: str) -> dict:
+    """The lake's counts after the ingest."""
+    return lake_summary(lake)
