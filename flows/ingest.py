@@ -1,4 +1,4 @@
-"""The Prefect flow ``ingest``: run logs -> validated Delta lake (discover, parse, validate, write)."""
+"""The Prefect flow ``ingest``: logs -> validated Delta lake (discover, parse, validate, write)."""
 
 from __future__ import annotations
 

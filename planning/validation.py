@@ -1,4 +1,4 @@
-"""Validation of parsed run logs: every bad record goes to quarantine with a reason, nothing is lost.
+"""Validation of parsed run logs: each bad record goes to quarantine with a reason; none is lost.
 
 Readers turn raw files into frames shaped like the canonical schema (plus a ``_record`` column
 with the raw text and ``source_line``); the functions here split each frame into the good rows

@@ -343,7 +343,9 @@ def ensure_lake(lake: str | Path, *, storage_options: dict[str, str] | None = No
             )
         except Exception as error:  # a concurrent writer created it first
             if not _exists(lake, table, storage_options):
-                raise RunLogError(f"cannot create lake table {table_uri(lake, table)}: {error}")
+                raise RunLogError(
+                    f"cannot create lake table {table_uri(lake, table)}: {error}"
+                ) from error
 
 
 def _retry_commit(action: Callable[[], T], what: str) -> T:
