@@ -58,25 +58,29 @@ class BodyLimit:
         declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
             return await _too_large(self.limit, scope, receive, send)
-        seen = 0
-
-        async def limited_receive():
-            nonlocal seen
+        # Buffer the body (at most ``limit`` bytes) before the app sees it, then replay it.
+        chunks, seen, more = [], 0, True
+        while more:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _BodyTooLargeError
-            return message
+            if message["type"] != "http.request":
+                return await self.app(scope, receive, send)
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.limit:
+                return await _too_large(self.limit, scope, receive, send)
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        replayed = False
 
-        try:
-            return await self.app(scope, limited_receive, send)
-        except _BodyTooLargeError:
-            return await _too_large(self.limit, scope, receive, send)
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
 
-
-class _BodyTooLargeError(Exception):
-    pass
+        return await self.app(scope, replay, send)
 
 
 async def _too_large(limit, scope, receive, send):

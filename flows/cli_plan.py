@@ -64,7 +64,7 @@ def plan_command(
     if as_json:
         typer.echo(json.dumps(result, indent=1))
     else:
-        console.print(render_text(result), highlight=False)
+        console.print(render_text(result), highlight=False, soft_wrap=True)
     if result["status"] != "optimal":
         raise typer.Exit(1)
 

@@ -262,8 +262,10 @@ class Planner:
             result = robust_budget(
                 list(resolved.draws),
                 flops=core["budget_flops"],
+                inference_tokens=inference_tokens,
                 max_params=spec.limits.max_params,
                 max_tokens=spec.max_tokens,
+                max_train_flops=spec.max_train_flops,
             )
             if result.status is PlanStatus.OPTIMAL:
                 robust = {

@@ -199,8 +199,10 @@ def robust_budget(
     draws: list[ScaleLaw],
     *,
     flops: float,
+    inference_tokens: float = 0.0,
     max_params: float | None = None,
     max_tokens: float | None = None,
+    max_train_flops: float | None = None,
 ) -> BudgetResult:
     """Best worst case over law draws: ``min_{N,D} max_k L_k(N, D)`` s.t. ``6ND <= C`` (convex).
 
@@ -217,8 +219,17 @@ def robust_budget(
     beta = np.array([law.beta for law in laws])
     n, d, t = cp.Variable(), cp.Variable(), cp.Variable()
     worst = E + cp.exp(logA - alpha * n) + cp.exp(logB - beta * d)
-    budget = LOG6 + n + d <= math.log(flops)
-    cons = [worst <= t, budget, n <= log_or_off(max_params), d <= log_or_off(max_tokens)]
+    total = LOG6 + n + d
+    if inference_tokens > 0:
+        total = cp.log_sum_exp(cp.hstack([total, math.log(2 * inference_tokens) + n]))
+    budget = total <= math.log(flops)
+    cons = [
+        worst <= t,
+        budget,
+        LOG6 + n + d <= log_or_off(max_train_flops),
+        n <= log_or_off(max_params),
+        d <= log_or_off(max_tokens),
+    ]
     problem = cp.Problem(cp.Minimize(t), cons)
     status = solve(problem)
     if status is not PlanStatus.OPTIMAL:
@@ -231,6 +242,6 @@ def robust_budget(
         tokens=tokens,
         loss=float(max(losses)),
         train_flops=6 * params * tokens,
-        inference_flops=0.0,
+        inference_flops=2 * params * inference_tokens,
         duals={"budget": dual(budget)},
     )

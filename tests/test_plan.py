@@ -1,0 +1,159 @@
+"""make_plan end to end: stored fits from the bundled real data, statuses, what-ifs, rendering."""
+
+from __future__ import annotations
+
+import copy
+import json
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from planning.errors import SpecError
+from planning.fitting import fit_frame
+from planning.laws.chinchilla import SARDANA
+from planning.plan import Planner, make_plan, whatif
+from planning.programs.budget import closed_form
+from planning.spec import load_spec, parse_spec
+
+SPECS = Path(__file__).resolve().parents[1] / "data" / "specs"
+
+
+@pytest.fixture(scope="module")
+def lake(bundled, tmp_path_factory) -> Path:
+    """A lake with a Chinchilla fit (30 bootstrap draws) of the bundled Epoch points."""
+    frame = pl.read_csv(bundled / "epoch-research__analyzing-chinchilla" / "svg_extracted_data.csv")
+    frame = frame.select(
+        pl.col("Model Size").alias("params"),
+        (pl.col("Training FLOP") / (6 * pl.col("Model Size"))).alias("tokens"),
+        pl.col("loss"),
+    )
+    grid = {"alpha": [0.3, 0.5], "beta": [0.3, 0.5], "e": [0.5], "a": [5, 7], "b": [5, 8]}
+    fit = fit_frame(frame, "chinchilla", n_bootstrap=30, backtest_quantile=None, grid=grid, seed=1)
+    root = tmp_path_factory.mktemp("lake")
+    fit.to_json(root / "fits" / "chinchilla.json")
+    return root
+
+
+@pytest.fixture(scope="module")
+def example() -> dict:
+    return tomllib.loads((SPECS / "example.toml").read_text())
+
+
+def test_bundled_spec_plans_with_intervals_and_explanations(lake):
+    spec = load_spec(SPECS / "bundled.toml")
+    plan = make_plan(spec, lake=lake)
+    assert plan.ok, plan.reason
+    assert plan.interval_draws == 30
+    for name in ("params", "tokens", "loss", "tokens_per_param", "vocab_size"):
+        iv = plan.intervals[name]
+        assert iv["low"] <= iv["median"] <= iv["high"]
+    assert plan.intervals["params"]["low"] < plan.intervals["params"]["high"]
+    # the point plan sits inside its own bootstrap interval
+    assert plan.intervals["loss"]["low"] <= plan.loss * 1.001
+    ex = plan.explanation
+    assert ex["binding"] == ["budget"] and ex["shadow_prices"]["budget"] > 0
+    assert ex["marginal_loss_per_10x"] > 0
+    lo, hi = ex["flat_params_range"]
+    assert lo < plan.params < hi
+    assert 1e-5 < ex["hyperparameters"]["learning_rate"] < 1e-2
+    assert plan.robust is not None
+    assert plan.robust["worst_loss"] <= plan.robust["nominal_worst_loss"] + 1e-9
+    text = plan.render()
+    assert "90% interval" in text and "robust plan" in text and "vocabulary size" in text
+    assert json.loads(plan.to_json())["status"] == "optimal"
+
+
+def test_stored_fit_needs_a_lake():
+    spec = load_spec(SPECS / "bundled.toml")
+    with pytest.raises(SpecError, match="law.fit.*--lake"):
+        make_plan(spec)
+
+
+def test_example_plan_has_vocabulary_and_mixture(example):
+    plan = make_plan(parse_spec(example))
+    assert plan.ok
+    assert plan.inference_flops == pytest.approx(2 * plan.params * 5e11)
+    assert plan.train_flops + plan.inference_flops == pytest.approx(1e23, rel=1e-5)
+    assert 8000 <= plan.vocabulary["vocab_size"] <= 512000
+    assert sum(plan.mixture.values()) == pytest.approx(1, abs=1e-6)
+    detail = plan.mixture_plan
+    for name, tokens in detail["source_tokens"].items():
+        cap = next(s.cap for s in parse_spec(example).sources if s.name == name)
+        assert tokens <= cap * (1 + 1e-6)
+    assert plan.cost_dollars > 0 and plan.train_days > 0
+
+
+def test_target_mode_and_infeasible_reason(example):
+    data = copy.deepcopy(example)
+    data["budget"] = {"target_loss": 1.947}
+    data.pop("mixture")
+    data.pop("eval")
+    data["inference"] = {"tokens": 2e12}
+    data["limits"] = {}
+    plan = make_plan(parse_spec(data))
+    assert plan.ok
+    assert plan.params == pytest.approx(2.418e10, rel=1e-3)  # G5 through the spec path
+    assert plan.explanation["flops_ratio_for_lower_target"] > 1
+    data["budget"] = {"target_loss": 1.8}
+    data["sources"] = [{"name": "web", "unique_tokens": 5e11, "max_epochs": 2}]
+    data["limits"] = {"max_params": 1e12}
+    plan = make_plan(parse_spec(data))
+    assert plan.status == "infeasible"
+    assert "no model reaches loss 1.8" in plan.reason and "best reachable" in plan.reason
+    assert "infeasible" in plan.render()
+
+
+def test_dollar_objective_prices_inference(example):
+    data = copy.deepcopy(example)
+    data["budget"] = {"target_loss": 1.947, "objective": "dollars"}
+    data["training"] = {"gpu": "a100", "precision": "bf16", "price_per_hour": 1.4, "mfu": 0.5}
+    data["inference"] = {
+        "requests": 1e10,
+        "tokens_in_per_request": 1000,
+        "tokens_out_per_request": 250,
+        "gpu": "a100",
+        "precision": "int8",
+        "price_per_hour": 0.6,
+        "prefill_mfu": 0.4,
+        "decode_mfu": 0.2,
+    }
+    for key in ("mixture", "eval", "sources", "limits", "vocabulary"):
+        data.pop(key)
+    plan = make_plan(parse_spec(data))
+    assert plan.params == pytest.approx(2.053e10, rel=1e-3)  # G6 through the spec path
+    assert plan.tokens == pytest.approx(3.302e12, rel=1e-3)
+
+
+def test_repetition_law_by_name(example):
+    data = {
+        "law": {"name": "datablations"},
+        "budget": {"flops": 1e22},
+        "sources": [{"name": "web", "unique_tokens": 25e9, "max_epochs": 60}],
+    }
+    plan = make_plan(parse_spec(data))
+    assert plan.tokens == pytest.approx(2.3734e11, rel=1e-3)  # G10 through the spec path
+    assert plan.epochs == pytest.approx(9.4935, rel=1e-3)
+
+
+def test_whatif_grid_reuses_programs(example):
+    planner = Planner()
+    data = copy.deepcopy(example)
+    for key in ("mixture", "eval", "vocabulary", "limits"):
+        data.pop(key)
+    plans = whatif(
+        parse_spec(data), budgets=[1e22, 1e23, 1e24], inference_tokens=[0, 1e12], planner=planner
+    )
+    assert len(plans) == 6
+    no_inf = [p for p in plans if p.inputs["inference_tokens"] == 0]
+    for plan, flops in zip(no_inf, [1e22, 1e23, 1e24], strict=True):
+        assert plan.params == pytest.approx(closed_form(SARDANA, flops)[0], rel=1e-3)
+    with_inf = [p for p in plans if p.inputs["inference_tokens"] == 1e12]
+    assert all(a.params > b.params for a, b in zip(no_inf, with_inf, strict=True))
+    built = planner.budget.problem(False)[0]
+    whatif(parse_spec(data), budgets=[3e22], planner=planner)
+    assert planner.budget.problem(False)[0] is built
+    losses = np.array([p.loss for p in no_inf])
+    assert np.all(np.diff(losses) < 0)
