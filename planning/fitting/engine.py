@@ -295,3 +295,46 @@ def baseline_search(
         if np.isfinite(res.fun) and res.fun < best_f:
             best_x, best_f = res.x, float(res.fun)
     return np.asarray(best_x), best_f
+
+
+def tie_break_relative_mse(
+    spec: FitSpec,
+    columns: Columns,
+    loss: np.ndarray,
+    theta: np.ndarray,
+    objective: float,
+    *,
+    delta: float = DEFAULT_DELTA,
+    tolerance: float = 1e-5,
+) -> np.ndarray:
+    """Among points whose Huber objective is within ``tolerance`` (relative) of the optimum,
+    return the one with the smallest relative MSE (Tao et al. select fits by relative MSE).
+
+    Used only when a fit asks for ``tie_break="relative_mse"``: where the objective is flat
+    (Tao's A2, alpha2), this reproduces the published selection without changing the objective
+    by more than ``tolerance``.
+    """
+    target = residual_target(spec, loss)
+    weights = np.ones_like(target)
+    norm = float(np.mean(target) ** 2)
+
+    def rel_mse(x: np.ndarray) -> float:
+        pred = spec.predict(x[None], columns)[0]
+        return float(np.mean((pred - target) ** 2) / norm * 1e4)
+
+    def slack(x: np.ndarray) -> float:
+        value = objective_values(spec, x[None], columns, target, weights, delta)[0]
+        return float((objective * (1 + tolerance) - value) / objective * 1e6)
+
+    res = minimize(
+        rel_mse,
+        theta,
+        method="SLSQP",
+        constraints=[{"type": "ineq", "fun": slack}],
+        bounds=[tuple(b) for b in spec.bounds_array()],
+        options={"maxiter": 500, "ftol": 1e-12},
+    )
+    if res.success and slack(res.x) >= -1e-6:
+        return np.asarray(res.x, dtype=float)
+    logger.warning("%s: relative-MSE tie-break failed; keeping the Huber optimum", spec.name)
+    return theta

@@ -8,6 +8,7 @@ The pure functions (:func:`prepare`, :func:`point_fit`, :func:`bootstrap_chunk`,
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Mapping, Sequence
@@ -22,9 +23,11 @@ from planning.fitting.bootstrap import bootstrap_chunk, resample_counts
 from planning.fitting.data import FitData, apply_outlier_rule, prepare_frame
 from planning.fitting.engine import (
     SearchResult,
+    objective_values,
     prediction_and_jacobian,
     residual_target,
     search,
+    tie_break_relative_mse,
 )
 from planning.fitting.huber import DEFAULT_DELTA, irls_weights
 from planning.fitting.result import FitResult
@@ -45,6 +48,7 @@ __all__ = [
     "predict_with_interval",
     "prepare",
     "resample_counts",
+    "warm_starts",
 ]
 
 MIN_RUNS_PER_PARAM = 3
@@ -76,11 +80,53 @@ def point_fit(
     delta: float = DEFAULT_DELTA,
     grid: Mapping[str, Sequence[float]] | None = None,
     keep: int = 6,
+    tie_break: str | None = None,
+    tie_tolerance: float = 1e-5,
 ) -> SearchResult:
-    """The full-data fit: vectorised multi-start search over the grid, then L-BFGS-B polish."""
+    """The full-data fit: vectorised multi-start search over the grid, then L-BFGS-B polish.
+
+    ``tie_break="relative_mse"`` then moves along the (flat) optimum to the point of least
+    relative MSE whose objective is within ``tie_tolerance`` of the best (Tao et al.'s selection).
+    """
     spec = get_spec(law)
     starts = spec.grid_points({k: np.asarray(v, float) for k, v in grid.items()}) if grid else None
-    return search(spec, data.columns, data.loss, delta=delta, starts=starts, keep=keep)
+    result = search(spec, data.columns, data.loss, delta=delta, starts=starts, keep=keep)
+    if tie_break is None:
+        return result
+    if tie_break != "relative_mse":
+        raise FitError(f"unknown tie_break {tie_break!r}; use None or 'relative_mse'")
+    theta = tie_break_relative_mse(
+        spec,
+        data.columns,
+        data.loss,
+        result.theta,
+        result.objective,
+        delta=delta,
+        tolerance=tie_tolerance,
+    )
+    target = residual_target(spec, data.loss)
+    value = float(
+        objective_values(spec, theta[None], data.columns, target, np.ones_like(target), delta)[0]
+    )
+    candidates = np.vstack([theta[None], result.candidates])
+    return dataclasses.replace(
+        result,
+        theta=theta,
+        objective=value,
+        candidates=candidates,
+        candidate_objectives=np.concatenate([[value], result.candidate_objectives]),
+    )
+
+
+def warm_starts(result: SearchResult, *, max_starts: int = 3, tol: float = 1e-2) -> np.ndarray:
+    """Distinct polished optima (best first) used as bootstrap warm starts."""
+    chosen = [result.candidates[0]]
+    for cand in result.candidates[1:]:
+        if len(chosen) >= max_starts:
+            break
+        if all(np.max(np.abs(cand - c)) > tol for c in chosen):
+            chosen.append(cand)
+    return np.array(chosen)
 
 
 def decision_values(law: Law, flops: np.ndarray) -> dict[str, np.ndarray]:
@@ -252,6 +298,7 @@ def fit_frame(
     outlier_rule: str = "none",
     selection: Mapping[str, Any] | None = None,
     polish_draws: bool = False,
+    tie_break: str | None = None,
 ) -> FitResult:
     """Fit ``law`` to ``frame`` end to end (point fit, bootstrap by run, backtest, warnings).
 
@@ -268,12 +315,12 @@ def fit_frame(
     """
     spec = get_spec(law)
     data = prepare(frame, spec, outlier_rule=outlier_rule)
-    result = point_fit(data, spec, delta=delta, grid=grid, keep=keep)
+    result = point_fit(data, spec, delta=delta, grid=grid, keep=keep, tie_break=tie_break)
     thetas = objectives = None
     if n_bootstrap > 0:
         counts = resample_counts(data.n_runs, n_bootstrap, seed)
         thetas, objectives = bootstrap_chunk(
-            spec, data, result.candidates, counts, delta=delta, polish_draws=polish_draws
+            spec, data, warm_starts(result), counts, delta=delta, polish_draws=polish_draws
         )
     bt = None
     if backtest_quantile is not None:
@@ -284,6 +331,7 @@ def fit_frame(
     options = {
         "flop_convention": flop_convention,
         "outlier_rule": outlier_rule,
+        "tie_break": tie_break,
         "grid": "default" if grid is None else {k: list(map(float, v)) for k, v in grid.items()},
         "n_bootstrap": n_bootstrap,
         "seed": seed,

@@ -240,7 +240,7 @@ def _tao_predict(theta: np.ndarray, columns: Columns) -> np.ndarray:
         np.exp(a1 - beta * log_n)
         + np.exp(a2 - alpha2 * log_v)
         + np.exp(b - beta * log_d)
-        - np.exp(np.broadcast_to(e, log_n.shape))
+        - np.exp(e)
     )
 
 
