@@ -107,9 +107,15 @@ def render_text(plan: dict[str, Any]) -> str:
         lines.append(f"  mixture: {mix.get('status')}: {mix.get('reason')}")
     elif mix:
         lines.append("  mixture (share, epochs):")
+        spread = intervals.get("mixture", {})
         for name, share in mix["mixture"].items():
             capped = "  [at its max_epochs cap]" if name in mix["capped"] else ""
-            lines.append(f"    {name:<20} {share:7.2%}  {mix['epochs'][name]:.3g}{capped}")
+            band = ""
+            if name in spread:
+                band = f"  (90% interval {spread[name]['low']:.1%} .. {spread[name]['high']:.1%})"
+            lines.append(
+                f"    {name:<20} {share:7.2%}  {mix['epochs'][name]:.3g} epochs{capped}{band}"
+            )
         lines.append(
             f"    with this mixture the best D is {_fmt(mix['tokens'])} (N {_fmt(mix['params'])}); "
             f"predicted target loss {_fmt(mix['loss'])}"
@@ -141,6 +147,11 @@ def render_text(plan: dict[str, Any]) -> str:
                 f"    StepLaw learning rate {hp['learning_rate']:.3g}, batch size "
                 f"{hp['batch_size_tokens']:.3g} tokens"
             )
+    points = plan.get("frontier") or []
+    if points:
+        lines.append("  frontier (budget FLOPs -> loss): " + ", ".join(
+            f"{_fmt(p['flops'], 2)} -> {_fmt(p['loss'])}" for p in points[::2]
+        ))  # fmt: skip
     robust = plan.get("robust")
     if robust:
         lines.append(

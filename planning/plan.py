@@ -29,6 +29,7 @@ from planning.laws.chinchilla import (
 from planning.laws.repetition import DATABLATIONS, MuennighoffLaw
 from planning.programs.budget import BudgetProgram, robust_budget
 from planning.programs.common import PlanStatus
+from planning.programs.frontier import frontier
 from planning.programs.inference import TargetProgram, inference_equivalent_tokens
 from planning.programs.mixture import ExponentialMixture, MixtureProgram
 from planning.programs.repetition import repetition_allocation
@@ -49,6 +50,8 @@ INTERVAL = (5.0, 50.0, 95.0)
 """Percentiles reported over bootstrap draws (a 90% interval and the median)."""
 
 MAX_VOCAB_DRAWS = 200
+MAX_MIXTURE_DRAWS = 50
+"""Draws re-planned for mixture intervals (each is a golden-section search of inner solves)."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ class Plan:
     intervals: dict[str, Any] = field(default_factory=dict)
     interval_draws: int = 0
     robust: dict[str, float] | None = None
+    frontier: list[dict[str, float]] = field(default_factory=list)
     explanation: dict[str, Any] = field(default_factory=dict)
     law: dict[str, Any] = field(default_factory=dict)
     inputs: dict[str, Any] = field(default_factory=dict)
@@ -212,7 +216,8 @@ class Planner:
         self.budget = BudgetProgram()
         self.target = TargetProgram()
         self.vocabulary = VocabularyProgram()
-        self._mixtures: dict[int, MixtureProgram] = {}
+        self._mixtures: dict[tuple, MixtureProgram] = {}
+        self._mixture_last: MixtureProgram | None = None
 
     # ---------------------------------------------------------------------------------------
     def plan(
@@ -278,6 +283,7 @@ class Planner:
                 }
         return replace(
             plan,
+            frontier=self._frontier(spec, law, core, inference_tokens),
             vocabulary=vocabulary,
             mixture=(mixture or {}).get("mixture"),
             mixture_plan=mixture,
@@ -440,27 +446,7 @@ class Planner:
         if spec.mixture is None:
             return None
         mixture_law = mixture_law or resolve_mixture_law(spec, lake=lake)
-        key = id(mixture_law)
-        program = self._mixtures.get(key)
-        scale = (
-            law
-            if not isinstance(law, MuennighoffLaw)
-            else ChinchillaLaw(law.E, law.A, law.B, law.alpha, law.beta)
-        )
-        if program is None or program.scale != _constants(scale):
-            reference = None
-            if spec.mixture.reference:
-                reference = np.array(
-                    [spec.mixture.reference.get(s.name, 0.0) for s in spec.sources]
-                )
-            program = MixtureProgram(
-                spec.sources,
-                mixture_law,
-                scale_law=scale,
-                domain_weights=spec.eval_weights,
-                reference=reference,
-            )
-            self._mixtures = {key: program}
+        program = self._mixture_program(spec, law, mixture_law)
         flops = 6 * params * tokens
         if spec.mode == "budget":
             r = program.plan(flops=flops, max_params=spec.limits.max_params)
@@ -482,14 +468,100 @@ class Planner:
             "inner_solves": r.solves,
         }
 
+    def _frontier(self, spec: PlanSpec, law, core: dict, inference_tokens: float) -> list:
+        """Loss against cost from 1/100x to 100x the plan's budget (the Pareto frontier)."""
+        if spec.mode != "budget" or isinstance(law, MuennighoffLaw):
+            return []
+        price = None
+        if spec.training is not None and spec.training.price_per_hour is not None:
+            price = spec.training.dollars_per_useful_flop
+        points = frontier(
+            law,
+            core["budget_flops"] * np.logspace(-2, 2, 9),
+            dollars_per_flop=price,
+            inference_tokens=inference_tokens,
+            program=self.budget,
+            **self._limits(spec),
+        )
+        return [
+            {
+                "flops": p.flops,
+                "dollars": p.dollars,
+                "loss": p.loss,
+                "params": p.params,
+                "tokens": p.tokens,
+            }
+            for p in points
+            if p.status is PlanStatus.OPTIMAL
+        ]
+
+    def _mixture_program(self, spec: PlanSpec, law, mixture_law) -> MixtureProgram:
+        """The built mixture program for these sources and weights; the scale law is a
+        parameter change (a new program is built only when the sources or weights change)."""
+        scale = (
+            law
+            if not isinstance(law, MuennighoffLaw)
+            else ChinchillaLaw(law.E, law.A, law.B, law.alpha, law.beta)
+        )
+        reference = None
+        if spec.mixture.reference:
+            reference = tuple(spec.mixture.reference.get(s.name, 0.0) for s in spec.sources)
+        key = (
+            id(mixture_law),
+            spec.sources,
+            tuple(sorted((spec.eval_weights or {}).items())),
+            reference,
+        )
+        program = self._mixtures.get(key)
+        if program is None:
+            program = MixtureProgram(
+                spec.sources,
+                mixture_law,
+                scale_law=scale,
+                domain_weights=spec.eval_weights,
+                reference=None if reference is None else np.array(reference),
+            )
+            self._mixtures = {key: program}
+        else:
+            program.set_scale_law(scale)
+        self._mixture_last = program
+        return program
+
+    def _mixture_intervals(self, spec: PlanSpec, draws, rows) -> dict[str, Any]:
+        """Mixture weights re-planned under each draw (the scale law swapped by parameters)."""
+        program = self._mixture_last
+        if program is None:
+            return {}
+        nominal = program.scale
+        weights = []
+        try:
+            for draw, (n, d, _) in list(zip(draws, rows, strict=False))[:MAX_MIXTURE_DRAWS]:
+                program.set_scale_law(draw)
+                if spec.mode == "budget":
+                    r = program.plan(flops=6 * n * d, max_params=spec.limits.max_params)
+                else:
+                    r = program.solve_at(d, flops=6 * n * d)
+                if r.status is PlanStatus.OPTIMAL:
+                    weights.append([r.mixture[s.name] for s in spec.sources])
+        finally:
+            program.set_scale_law(nominal)
+        if not weights:
+            return {}
+        low, median, high = np.percentile(np.array(weights), INTERVAL, axis=0)
+        return {
+            s.name: {"low": float(lo), "median": float(me), "high": float(hi)}
+            for s, lo, me, hi in zip(spec.sources, low, median, high, strict=True)
+        }
+
     def _intervals(self, spec, resolved: ResolvedLaw, inference_tokens, with_vocab) -> dict:
         if not resolved.draws:
             return {}
-        rows = []
+        rows, solved = [], []
         for draw in resolved.draws:
             core = self._core(spec, draw, inference_tokens)
             if core["status"] is PlanStatus.OPTIMAL:
                 rows.append((core["params"], core["tokens"], core["loss"]))
+                solved.append(draw)
         if not rows:
             return {}
         arr = np.array(rows)
@@ -510,6 +582,10 @@ class Planner:
         for name, values in columns.items():
             low, median, high = np.nanpercentile(values, INTERVAL)
             out[name] = {"low": float(low), "median": float(median), "high": float(high)}
+        if spec.mixture is not None:
+            mixture = self._mixture_intervals(spec, solved, rows)
+            if mixture:
+                out["mixture"] = mixture
         return out
 
 

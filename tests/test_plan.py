@@ -84,6 +84,9 @@ def test_example_plan_has_vocabulary_and_mixture(example):
         cap = next(s.cap for s in parse_spec(example).sources if s.name == name)
         assert tokens <= cap * (1 + 1e-6)
     assert plan.cost_dollars > 0 and plan.train_days > 0
+    losses = [p["loss"] for p in plan.frontier]
+    assert len(losses) == 9 and all(a >= b - 1e-9 for a, b in zip(losses, losses[1:], strict=False))
+    assert plan.frontier[4]["loss"] == pytest.approx(plan.loss, rel=1e-6)
 
 
 def test_target_mode_and_infeasible_reason(example):
@@ -157,3 +160,19 @@ def test_whatif_grid_reuses_programs(example):
     assert planner.budget.problem(False)[0] is built
     losses = np.array([p.loss for p in no_inf])
     assert np.all(np.diff(losses) < 0)
+
+
+def test_mixture_intervals_under_bootstrap_draws(lake, example):
+    data = tomllib.loads((SPECS / "bundled.toml").read_text())
+    for key in ("sources", "mixture", "eval"):
+        data[key] = copy.deepcopy(example[key])
+    data.pop("vocabulary")
+    data["uncertainty"] = {"draws": True, "robust": False}
+    plan = make_plan(parse_spec(data), lake=lake)
+    assert plan.ok
+    spread = plan.intervals["mixture"]
+    assert set(spread) == set(plan.mixture)
+    for name, share in plan.mixture.items():
+        assert spread[name]["low"] - 1e-6 <= spread[name]["median"] <= spread[name]["high"] + 1e-6
+        assert 0 <= share <= 1
+    assert "90% interval" in plan.render()

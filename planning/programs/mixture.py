@@ -233,10 +233,13 @@ class MixtureProgram:
         )
         weights = self.inv_total * self.x
         objective = self.law.loss_expression(weights, self.domain_weights)
+        self.log_b = cp.Parameter(name="log_B")
+        self.beta = cp.Parameter(nonneg=True, name="beta")
         if self.scale is not None:
-            objective = objective + self.scale.B * UNIT ** (-self.scale.beta) * cp.power(
-                self.d_eff, -self.scale.beta, approx=False
-            )
+            # B D_eff^-beta = exp(log B - beta log D_eff): convex, and DPP in (B, beta), so a
+            # bootstrap draw of the scale law is a parameter change, not a rebuild.
+            objective = objective + cp.exp(self.log_b - self.beta * cp.log(self.d_eff))
+            self.set_scale_law(self.scale)
         self.caps_constraint = self.x <= self.caps / UNIT
         cons = [cp.sum(self.x) == self.total, self.caps_constraint, s + z == self.x, s <= unique]
         self.problem = cp.Problem(cp.Minimize(objective), cons)
@@ -244,6 +247,14 @@ class MixtureProgram:
             raise SpecError(
                 "mixture: the mixture law's loss_expression is not convex (DCP) in the weights"
             )
+
+    def set_scale_law(self, scale_law: ScaleLaw) -> None:
+        """Swap the scale law (e.g. a bootstrap draw) by changing parameter values."""
+        if self.scale is None:
+            raise SpecError("mixture: this program was built without a scale law")
+        self.scale = as_constants(scale_law)
+        self.log_b.value = math.log(self.scale.B) - self.scale.beta * math.log(UNIT)
+        self.beta.value = self.scale.beta
 
     # -- numeric objective (for searches and checks) ----------------------------------------
     def objective(self, weights: np.ndarray, tokens: float, flops: float | None) -> np.ndarray:
