@@ -176,3 +176,43 @@ def test_mixture_intervals_under_bootstrap_draws(lake, example):
         assert spread[name]["low"] - 1e-6 <= spread[name]["median"] <= spread[name]["high"] + 1e-6
         assert 0 <= share <= 1
     assert "90% interval" in plan.render()
+
+
+def test_stored_mixture_fit_from_bundled_regmix_runs(bundled, lake):
+    """A mixture law fitted by planning.mixture on real RegMix runs, loaded by name."""
+    from planning.mixture.data import MixtureData
+    from planning.mixture.exponential import ExponentialLaw
+
+    keep = ["pile_cc", "github", "arxiv", "wikipedia_en"]
+    mix = pl.read_csv(bundled / "sail-sg__regmix" / "train_mixture_1m.csv")
+    loss = pl.read_csv(bundled / "sail-sg__regmix" / "train_pile_loss_1m.csv")
+    cols = [f"train_the_pile_{k}" for k in keep]
+    weights = np.c_[mix.select(cols).to_numpy(), mix.drop(["index", *cols]).to_numpy().sum(1)]
+    losses = loss.select([f"metric/the_pile_{d}_val_loss" for d in keep]).to_numpy()
+    data = MixtureData.from_arrays(weights, losses, sources=[*keep, "other"], domains=keep)
+    law = ExponentialLaw().fit(data)
+    (lake / "fits" / "regmix_mixture.json").write_text(law.to_json())
+    spec = {
+        "law": {"name": "sardana"},
+        "budget": {"flops": 1e22},
+        "sources": [
+            {"name": name, "unique_tokens": u, "max_epochs": 4}
+            for name, u in zip(
+                [*keep, "other"], [5.7e10, 2.4e10, 1.4e10, 1.6e9, 1.2e11], strict=True
+            )
+        ],
+        "mixture": {"fit": "regmix_mixture"},
+        "eval": {"weights": {"pile_cc": 0.4, "github": 0.2, "arxiv": 0.2, "wikipedia_en": 0.2}},
+    }
+    plan = make_plan(parse_spec(spec), lake=lake)
+    assert plan.ok, plan.reason
+    detail = plan.mixture_plan
+    assert detail["status"] == "optimal"
+    assert sum(plan.mixture.values()) == pytest.approx(1, abs=1e-6)
+    assert detail["source_tokens"]["wikipedia_en"] <= 1.6e9 * 4 * (1 + 1e-6)
+    # the convex answer is at least as good as the best of 5,000 random mixtures at its D
+    program = Planner()._mixture_program(parse_spec(spec), SARDANA, law)
+    draws = np.random.default_rng(0).dirichlet(np.ones(5), 5000)
+    flops = 6 * detail["params"] * detail["tokens"]
+    best = program.objective(draws, detail["tokens"], flops).min()
+    assert detail["loss"] <= best + 1e-7
