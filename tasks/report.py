@@ -783,6 +783,10 @@ def coverage_table(lake: str) -> Table:
     )
 
 
+def _span(low: str, high: str) -> str:
+    return low if low == high else f"{low} – {high}"
+
+
 def _sci(value: float | None) -> str:
     return "—" if value is None or not math.isfinite(value) else f"{value:.1e}".replace("e+", "e")
 

@@ -63,3 +63,104 @@ def test_atomic_write_replaces_whole_file(tmp_path):
     write_text_atomic(target, "second")
     assert read_text(target) == "second"
     assert [p.name for p in target.parent.iterdir()] == ["state.json"]  # no temp files left
+
+
+# ---------------------------------------------------------------------------- whole pipelines
+
+
+def _api_url() -> str:
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value()
+
+
+def _run_pipelines(tmp_path, bundled, names):
+    from test_pipeline_support import (
+        mixplan_command,
+        pipeline_args,
+        small_inputs,
+        small_specs,
+        subprocess_env,
+    )
+
+    logs = small_inputs(tmp_path, bundled)
+    specs = small_specs(tmp_path)
+    env = subprocess_env(PREFECT_API_URL=_api_url())  # share the session's test API server
+    return [
+        subprocess.Popen(
+            mixplan_command("pipeline", *pipeline_args(tmp_path, logs, specs, name=name)),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        for name in names
+    ]
+
+
+@pytest.mark.flow
+@pytest.mark.slow
+def test_two_pipelines_at_once_serialise_on_the_lake(prefect_harness, tmp_path, bundled):
+    from test_pipeline_support import stop
+
+    from tasks.lake import final_losses, read_runs
+
+    processes = _run_pipelines(tmp_path, bundled, ["-a", "-b"])
+    outputs = []
+    try:
+        for process in processes:
+            out, _ = process.communicate(timeout=300)
+            outputs.append(out)
+            assert process.returncode == 0, out[-3000:]
+    finally:
+        for process in processes:
+            stop(process)
+    lake = tmp_path / "lake"
+    runs = read_runs(lake)
+    assert runs.height == runs["run_id"].n_unique() == 245  # each Epoch run once
+    assert final_losses(lake).height == 245
+    # the lock serialised them: whichever ran second found the first one's fits and reused them
+    reused = ["fits reused" in out for out in outputs]
+    assert sorted(reused) == [False, True], outputs
+    for name in ("-a", "-b"):
+        assert (tmp_path / f"reports{name}" / "report.html").exists()
+
+
+@pytest.mark.flow
+@pytest.mark.slow
+def test_killed_run_leaves_a_readable_lake_and_the_next_run_completes(
+    prefect_harness, tmp_path, bundled
+):
+    from test_pipeline_support import SMALL_BOOTSTRAP, small_specs, stop
+
+    from flows.pipeline import pipeline
+    from tasks.lake import read_runs
+
+    (process,) = _run_pipelines(tmp_path, bundled, ["-killed"])
+    lake = tmp_path / "lake"
+    try:
+        deadline = time.monotonic() + 120
+        # wait for the first Delta commit of the runs table, then kill mid-run
+        while not list((lake / "runs" / "_delta_log").glob("*.json")):
+            assert process.poll() is None, process.stdout.read()[-3000:]
+            assert time.monotonic() < deadline, "the pipeline never wrote the lake"
+            time.sleep(0.1)
+        time.sleep(0.5)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+    finally:
+        stop(process)
+    assert process.returncode == -signal.SIGKILL
+    read_runs(lake)  # readable after the kill (whatever had been committed)
+    result = pipeline(
+        inputs=[str(tmp_path / "logs")],
+        lake=str(lake),
+        specs=str(small_specs(tmp_path)),
+        reports=str(tmp_path / "reports"),
+        n_bootstrap=SMALL_BOOTSTRAP,
+        mixture=False,
+    )
+    assert read_runs(lake).height == 245
+    assert result["plans"] == {"example": "optimal"}
+    assert (tmp_path / "reports" / "report.html").exists()

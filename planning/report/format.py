@@ -14,8 +14,9 @@ def _finite(value: float | None) -> bool:
 def format_count(value: float | None, *, digits: int = 1) -> str:
     """A count with a K/M/B/T suffix: ``7.0e9 -> "7.0B"``, ``1.4e12 -> "1.4T"``, ``512 -> "512"``.
 
-    Values of 1e15 and above fall back to scientific notation; ``None`` and non-finite
-    values render as an em dash.
+    Three or more digits before the point drop the decimals (``1.0e8 -> "100M"``). Values of
+    1e15 and above fall back to scientific notation; ``None`` and non-finite values render as
+    an em dash.
     """
     if not _finite(value):
         return "—"
@@ -24,7 +25,9 @@ def format_count(value: float | None, *, digits: int = 1) -> str:
         return f"{value:.{digits}e}".replace("e+", "e")
     for scale, suffix in _SUFFIXES:
         if magnitude >= scale:
-            return f"{value / scale:.{digits}f}{suffix}"
+            scaled = value / scale
+            places = 0 if abs(round(scaled, digits)) >= 100 else digits
+            return f"{scaled:.{places}f}{suffix}"
     if float(value).is_integer():
         return f"{int(value)}"
     return f"{value:.{digits}f}"

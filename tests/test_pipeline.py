@@ -1,0 +1,55 @@
+"""The pipeline flow end to end on a small real input: report, state, fit cache, drift."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from test_pipeline_support import SMALL_BOOTSTRAP, small_inputs, small_specs
+
+from flows.pipeline import pipeline
+from tasks.lake import read_runs
+
+pytestmark = [pytest.mark.flow, pytest.mark.slow]
+
+SARDANA = "nikhilsardana__beyond-chinchilla"
+
+
+def test_pipeline_reports_caches_fits_and_tracks_new_runs(prefect_harness, tmp_path, bundled):
+    logs = small_inputs(tmp_path, bundled)
+    specs = small_specs(tmp_path)
+    lake, reports = tmp_path / "lake", tmp_path / "reports"
+    options = dict(
+        inputs=[str(logs)],
+        lake=str(lake),
+        specs=str(specs),
+        reports=str(reports),
+        n_bootstrap=SMALL_BOOTSTRAP,
+        mixture=False,
+    )
+    first = pipeline(**options)
+    html = (reports / "report.html").read_text(encoding="utf-8")
+    assert first["report"] == str(reports / "report.html")
+    assert first["cached_fit"] is False and first["fits"]
+    assert first["plans"] == {"example": "optimal"}
+    assert first["drift"].startswith("First pipeline run")
+    assert "data:image/png;base64," in html and "plan example" in html
+    assert "chinchilla" in html
+    markdown = (reports / "report.md").read_text(encoding="utf-8")
+    assert markdown.startswith("# mixplan planning report")
+    state = json.loads((lake / "pipeline" / "state.json").read_text())
+    assert state["fit_paths"] == first["fits"] and state["plans"]["example"]["params"][0] > 0
+
+    second = pipeline(**options)  # nothing changed: the stored fits are reused
+    assert second["cached_fit"] is True and second["fits"] == first["fits"]
+    assert "0 new run(s)" in second["drift"]
+
+    runs_before = read_runs(lake).height
+    shutil.copytree(bundled / SARDANA, logs / SARDANA)  # new logs arrive
+    third = pipeline(**options)
+    new_runs = read_runs(lake).height - runs_before
+    assert new_runs > 0
+    assert third["cached_fit"] is False  # new data: refitted
+    assert f"{new_runs} new run(s)" in third["drift"]
+    assert "What changed" in (reports / "report.html").read_text(encoding="utf-8")
