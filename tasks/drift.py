@@ -18,6 +18,7 @@ from typing import Any
 import polars as pl
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
 
 from planning.drift import PlanMove, flag_runs, plan_moves
 from planning.provenance import code_version
@@ -34,7 +35,7 @@ def state_url(lake: str) -> str:
     return join(lake, STATE_FILE)
 
 
-@task(name="load-pipeline-state", retries=2, retry_delay_seconds=1)
+@task(name="load-pipeline-state", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
 def load_state(lake: str) -> dict:
     """The state of the last completed pipeline run on ``lake`` ({} on the first run)."""
     text = read_text(state_url(lake))
@@ -47,7 +48,7 @@ def load_state(lake: str) -> dict:
         return {}
 
 
-@task(name="save-pipeline-state", retries=2, retry_delay_seconds=1)
+@task(name="save-pipeline-state", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
 def save_state(lake: str, state: Mapping[str, Any]) -> str:
     """Write the pipeline state atomically; returns its URL."""
     return write_text_atomic(state_url(lake), json.dumps(state, indent=1, sort_keys=True))
@@ -95,7 +96,7 @@ class DriftResult:
         )
 
 
-@task(name="check-drift")
+@task(name="check-drift", cache_policy=NO_CACHE)
 def check_drift(
     previous: Mapping[str, Any],
     *,
@@ -152,7 +153,7 @@ def check_drift(
     return result
 
 
-@task(name="publish-drift-artifacts")
+@task(name="publish-drift-artifacts", cache_policy=NO_CACHE)
 def publish_drift(result: DriftResult, *, key: str = "mixplan-drift") -> None:
     """Publish the drift check as Prefect artifacts (a Markdown summary and a table of flags)."""
     lines = [f"## mixplan drift\n\n{result.summary()}\n"]

@@ -579,13 +579,37 @@ def plan_section(
         )
     tables = []
     chosen = None
-    if _float(inner.get("train_flops")) and _float(inner.get("loss")):
-        chosen = (float(inner["train_flops"]), float(inner["loss"]))
-    table, frontier = _whatif_table(whatif_rows, chosen)
+    budget = _float((inner.get("inputs") or {}).get("budget_flops")) or _float(
+        inner.get("train_flops")
+    )
+    if budget and _float(inner.get("loss")):
+        chosen = (budget, float(inner["loss"]))
+    table, sweep_frontier = _whatif_table(whatif_rows, chosen)
     if table is not None:
         tables.append(table)
-    if frontier is not None:
-        figures.append(frontier)
+    own = inner.get("frontier")
+    if isinstance(own, list) and len(own) >= 2 and all(isinstance(p, Mapping) for p in own):
+        points = sorted(
+            (_float(p.get("flops")), _float(p.get("loss")))
+            for p in own
+            if _float(p.get("flops")) and _float(p.get("loss"))
+        )
+        png = plots.loss_cost_frontier(
+            cost=[p[0] for p in points],
+            loss=[p[1] for p in points],
+            chosen=chosen,
+            cost_label="compute budget (FLOPs, training + inference)",
+        )
+        figures.append(
+            Figure(
+                "loss-cost frontier",
+                png,
+                "Best predicted loss at 1/100x to 100x this plan's budget, with the plan's "
+                "limits and inference demand (red: this plan).",
+            )
+        )
+    elif sweep_frontier is not None:
+        figures.append(sweep_frontier)
     status = str(_get(plan, "status", default=_get(inner, "status", default="unknown")))
     status = status.split(".")[-1].lower()
     explanations = _explanations(inner) + ([] if inner is plan else _explanations(plan))
