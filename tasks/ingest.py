@@ -22,14 +22,23 @@ from planning.readers import (
     LOG_SUFFIXES,
     PARTNER_SUFFIX,
     ParsedSource,
+    Restage,
+    StreamedSource,
     ValidatedSource,
     detect_format,
     parse_source,
     partner_of,
+    stream_source,
     validate_source,
 )
 from planning.validation import now_utc
-from tasks.lake import lake_summary, source_hashes, write_source
+from tasks.lake import (
+    lake_summary,
+    run_ids_elsewhere,
+    source_hashes,
+    write_source,
+    write_streamed,
+)
 
 
 @dataclass
@@ -198,6 +207,93 @@ def validate(parsed: ParsedSource, *, staging_dir: str | Path) -> ValidatedSourc
     return validate_source(parsed, staging_dir=staging_dir)
 
 
+def _source_row(plan: SourcePlan, result: ValidatedSource | StreamedSource) -> dict:
+    return {
+        "source_file": plan.path,
+        "sha256": plan.sha256,
+        "size_bytes": plan.size_bytes,
+        "format": result.format,
+        "partner_files": json.dumps(result.partner_files),
+        "runs": result.runs.height,
+        "metric_rows": result.metric_rows,
+        "quarantined_rows": result.quarantine.height,
+        "warnings": json.dumps(result.warnings),
+        "ingested_at": now_utc(),
+    }
+
+
+def _report(plan: SourcePlan, result: ValidatedSource | StreamedSource) -> FileReport:
+    quarantined = (
+        result.quarantine.group_by("reason").len().sort("reason").rows()
+        if result.quarantine.height
+        else []
+    )
+    usable = result.runs.height > 0 or result.metric_rows > 0
+    return FileReport(
+        path=plan.path,
+        format=result.format,
+        status="ingested" if usable else "rejected",
+        runs=result.runs.height,
+        metric_rows=result.metric_rows,
+        quarantined={reason: int(n) for reason, n in quarantined},
+        warnings=list(result.warnings),
+    )
+
+
+def ingest_file(
+    plan: SourcePlan,
+    lake: str | Path,
+    *,
+    mappings: list[Mapping] | None = None,
+    storage_options: dict[str, str] | None = None,
+) -> FileReport:
+    """Ingest one planned file: streamed straight into Delta, else through staging.
+
+    The streamed path (``stream_source`` + ``write_streamed``) skips the staging copy; when a
+    file needs whole-file fix-ups (a rejected run, a key repeated across chunks, runs shared
+    with another file) the stream stops before anything is committed and the file goes through
+    ``parse`` -> ``validate`` -> ``write``, the path the Prefect flow uses. Both give the same
+    lake.
+    """
+    files = [plan.path, *plan.partner_files]
+    # read before streaming: the lake cannot be queried from inside the Delta writer's stream
+    elsewhere = run_ids_elsewhere(lake, files, storage_options=storage_options)
+
+    def before_end(runs) -> None:
+        if elsewhere and not elsewhere.isdisjoint(runs["run_id"].to_list()):
+            raise Restage("runs already come from another file (MERGE needed)")
+
+    streamed: StreamedSource | None = None
+    if plan.format is not None:
+        try:
+            streamed = stream_source(
+                plan.path, format=plan.format, mappings=mappings, before_end=before_end
+            )
+        except Restage:
+            streamed = None
+    if streamed is not None:
+        try:
+            write_streamed(
+                lake,
+                metrics=streamed.metrics,
+                finish=lambda: (_source_row(plan, streamed), streamed.runs, streamed.quarantine),
+                partner_files=streamed.partner_files,
+                source_file=plan.path,
+                storage_options=storage_options,
+            )
+            return _report(plan, streamed)
+        except Exception:
+            if not streamed.restaged:
+                raise
+    staging = tempfile.mkdtemp(prefix="mixplan-stage-")
+    try:
+        parsed = parse(plan, staging_dir=staging, mappings=mappings)
+        validated = validate(parsed, staging_dir=staging)
+        return write(validated, plan, lake, storage_options=storage_options)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def write(
     validated: ValidatedSource,
     plan: SourcePlan,
@@ -206,42 +302,16 @@ def write(
     storage_options: dict[str, str] | None = None,
 ) -> FileReport:
     """Write one validated file into the lake (one atomic replace per table) and report it."""
-    quarantined = (
-        validated.quarantine.group_by("reason").len().sort("reason").rows()
-        if validated.quarantine.height
-        else []
-    )
-    source = {
-        "source_file": plan.path,
-        "sha256": plan.sha256,
-        "size_bytes": plan.size_bytes,
-        "format": validated.format,
-        "partner_files": json.dumps(validated.partner_files),
-        "runs": validated.runs.height,
-        "metric_rows": validated.metric_rows,
-        "quarantined_rows": validated.quarantine.height,
-        "warnings": json.dumps(validated.warnings),
-        "ingested_at": now_utc(),
-    }
     write_source(
         lake,
-        source=source,
+        source=_source_row(plan, validated),
         runs=validated.runs,
         metrics=validated.metrics,
         quarantine=validated.quarantine,
         partner_files=validated.partner_files,
         storage_options=storage_options,
     )
-    usable = validated.runs.height > 0 or validated.metric_rows > 0
-    return FileReport(
-        path=plan.path,
-        format=validated.format,
-        status="ingested" if usable else "rejected",
-        runs=validated.runs.height,
-        metric_rows=validated.metric_rows,
-        quarantined={reason: int(n) for reason, n in quarantined},
-        warnings=list(validated.warnings),
-    )
+    return _report(plan, validated)
 
 
 def skipped(plan: SourcePlan) -> FileReport:
@@ -284,13 +354,7 @@ def ingest_paths(
         if plan.action != "ingest":
             report = skipped(plan)
         else:
-            staging = tempfile.mkdtemp(prefix="mixplan-stage-")
-            try:
-                parsed = parse(plan, staging_dir=staging, mappings=mappings)
-                validated = validate(parsed, staging_dir=staging)
-                report = write(validated, plan, lake, storage_options=storage_options)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
+            report = ingest_file(plan, lake, mappings=mappings, storage_options=storage_options)
         reports.append(report)
         if on_file:
             on_file(plan, report)

@@ -494,3 +494,52 @@ def write_source(
 
     sources = conform(pl.DataFrame([source]), SOURCES_SCHEMA)
     _replace_file_rows(lake, "sources", sources.to_arrow(), files, storage_options)
+
+
+def run_ids_elsewhere(
+    lake: str | Path,
+    source_files: list[str],
+    *,
+    storage_options: dict[str, str] | None = None,
+) -> set[str]:
+    """The run ids the lake holds from files other than ``source_files`` (empty for no lake)."""
+    if not _exists(lake, "runs", storage_options):
+        return set()
+    frame = (
+        pl.scan_delta(table_uri(lake, "runs"), storage_options=storage_options)
+        .filter(~pl.col("source_file").is_in(source_files))
+        .select("run_id")
+        .collect()
+    )
+    return set(frame["run_id"].to_list())
+
+
+def write_streamed(
+    lake: str | Path,
+    *,
+    metrics: pa.RecordBatchReader,
+    finish: Callable[[], tuple[dict[str, Any], pl.DataFrame, pl.DataFrame]],
+    partner_files: list[str] | None = None,
+    source_file: str,
+    storage_options: dict[str, str] | None = None,
+) -> None:
+    """Write a file's metrics straight from a stream, then its runs, quarantine and source row.
+
+    The metrics commit consumes the stream; if the stream raises, nothing is committed. Once it
+    is consumed, ``finish()`` gives the ``sources`` row, the runs and the quarantine rows, each
+    committed with the file's replace-where (the ``sources`` row last, marking the file done).
+    """
+    ensure_lake(lake, storage_options=storage_options)
+    files = [source_file, *(partner_files or [])]
+    _replace_file_rows(lake, "metrics", metrics, files, storage_options)
+    source, runs, quarantine = finish()
+    _replace_file_rows(
+        lake,
+        "quarantine",
+        conform(quarantine, QUARANTINE_SCHEMA).to_arrow(),
+        files,
+        storage_options,
+    )
+    _replace_file_rows(lake, "runs", conform(runs, RUNS_SCHEMA).to_arrow(), files, storage_options)
+    sources = conform(pl.DataFrame([source]), SOURCES_SCHEMA)
+    _replace_file_rows(lake, "sources", sources.to_arrow(), files, storage_options)

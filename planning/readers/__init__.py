@@ -42,6 +42,7 @@ from planning.readers.wandb import read_wandb
 from planning.schema import METRICS_KEY, METRICS_SCHEMA, QUARANTINE_SCHEMA, RUNS_SCHEMA, conform
 from planning.validation import (
     duplicate_split,
+    file_problem,
     normalise_mixture,
     split_by_checks,
     validate_metrics,
@@ -220,10 +221,17 @@ def parse_source(
     """
     path = Path(path)
     source_file = str(path)
+    problem = _file_problem(path)
+    if problem is not None:
+        return ParsedSource(
+            source_file=source_file,
+            format=format or "unknown",
+            staged=[],
+            runs=conform(pl.DataFrame(), RUNS_SCHEMA),
+            quarantine=problem,
+        )
     name = format or detect_format(path, mappings=mappings)
     if name is None:
-        from planning.validation import file_problem
-
         return ParsedSource(
             source_file=source_file,
             format="unknown",
@@ -278,6 +286,18 @@ def parse_source(
         normalise_mixture=output.normalise_mixture,
         staged_rows=staged_rows,
     )
+
+
+def _file_problem(path: Path) -> pl.DataFrame | None:
+    """A quarantine row when ``path`` is missing, unreadable or empty, else None."""
+    try:
+        with open(path, "rb") as handle:
+            empty = not handle.read(1)
+    except OSError as error:
+        return file_problem(str(path), "unreadable_file", f"{type(error).__name__}: {error}")
+    if empty:
+        return file_problem(str(path), "empty_file", "the file is empty (0 bytes)")
+    return None
 
 
 def source_file_of(metrics: pl.DataFrame, path: Path) -> str:
@@ -364,6 +384,132 @@ def validate_source(parsed: ParsedSource, *, staging_dir: str | Path) -> Validat
         warnings=parsed.warnings,
         staged=staged + [p for p in parsed.staged if p not in staged],
     )
+
+
+class Restage(Exception):  # noqa: N818 - a signal, not an error
+    """The streamed path cannot finish a file alone; the caller re-reads it through staging."""
+
+
+@dataclass
+class StreamedSource:
+    """A file read on the streamed path: metrics arrive as Arrow batches, the rest afterwards.
+
+    ``metrics`` may raise ``Restage`` while it is consumed (a duplicate key across chunks, a
+    rejected run, or ``before_end`` objecting): the consumer must then discard what it wrote
+    (an uncommitted Delta write is simply never committed) and use the staged path.
+    """
+
+    source_file: str
+    format: str
+    metrics: pa.RecordBatchReader
+    runs: pl.DataFrame = field(default_factory=lambda: conform(pl.DataFrame(), RUNS_SCHEMA))
+    quarantine: pl.DataFrame = field(
+        default_factory=lambda: conform(pl.DataFrame(), QUARANTINE_SCHEMA)
+    )
+    metric_rows: int = 0
+    partner_files: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    restaged: str = ""
+
+
+def stream_source(
+    path: str | Path,
+    *,
+    format: str | None = None,
+    mappings: list[Mapping] | None = None,
+    before_end: Callable[[pl.DataFrame], None] | None = None,
+) -> StreamedSource:
+    """Parse and validate one file chunk by chunk, yielding validated metric batches.
+
+    The same checks as ``parse_source`` + ``validate_source``, without a staging copy: it holds
+    while every run passes its checks and each (run, split, domain) has its steps in increasing
+    order across chunks (so no key can repeat across chunks). Otherwise consuming ``metrics``
+    raises ``Restage``. ``before_end(runs)`` is called after the last chunk and may raise
+    ``Restage`` too (the lake uses it when the file's runs already come from another file).
+    """
+    path = Path(path)
+    source_file = str(path)
+    if _file_problem(path) is not None:
+        raise Restage("missing, unreadable or empty file")
+    name = format or detect_format(path, mappings=mappings)
+    if name is None:
+        raise Restage("format not recognised")
+    output = reader_for(name, mappings=mappings)(path)
+    result = StreamedSource(
+        source_file=source_file,
+        format=name,
+        metrics=pa.RecordBatchReader.from_batches(_METRICS_ARROW, []),
+        partner_files=output.partner_files,
+        warnings=output.warnings,
+    )
+    group = ["run_id", "split", "domain"]
+
+    def batches():
+        fragments: list[pl.DataFrame] = []
+        quarantines: list[pl.DataFrame] = []
+        last_steps: pl.DataFrame | None = None
+        rows = 0
+        for chunk in output.chunks:
+            quarantines.append(conform(chunk.quarantine, QUARANTINE_SCHEMA))
+            if chunk.runs.height:
+                runs = conform(chunk.runs, RUNS_SCHEMA)
+                _, bad_runs = validate_runs(
+                    runs, source_file=source_file, mixture_tolerance=output.mixture_tolerance
+                )
+                if bad_runs.height:
+                    result.restaged = "a run failed validation"
+                    raise Restage(result.restaged)
+                fragments.append(runs)
+            if chunk.metrics.height == 0:
+                continue
+            good, bad = validate_metrics(
+                conform_metrics(chunk.metrics), source_file=source_file_of(chunk.metrics, path)
+            )
+            quarantines.append(bad)
+            steps = good.group_by(group).agg(
+                pl.col("step").min().alias("_min"),
+                pl.col("step").max().alias("_max"),
+                (pl.len() - pl.col("step").n_unique()).alias("_repeats"),
+            )
+            if steps["_repeats"].sum():
+                good, q_dups = duplicate_split(good, source_file=source_file)
+                quarantines.append(q_dups)
+            if good.height == 0:
+                continue
+            if last_steps is not None:
+                clash = steps.join(last_steps, on=group, how="inner").filter(
+                    pl.col("_min") <= pl.col("_last")
+                )
+                if clash.height:
+                    result.restaged = "steps repeat across chunks"
+                    raise Restage(result.restaged)
+                last_steps = (
+                    pl.concat([last_steps, steps.select(*group, pl.col("_max").alias("_last"))])
+                    .group_by(group)
+                    .agg(pl.col("_last").max())
+                )
+            else:
+                last_steps = steps.select(*group, pl.col("_max").alias("_last"))
+            rows += good.height
+            yield from conform(good, METRICS_SCHEMA).to_arrow().to_batches()
+        runs = _combine_runs(fragments)
+        if output.normalise_mixture:
+            runs = normalise_mixture(runs)
+        if before_end is not None:
+            try:
+                before_end(runs)
+            except Restage as signal:
+                result.restaged = str(signal)
+                raise
+        result.runs = runs
+        result.quarantine = pl.concat(quarantines) if quarantines else result.quarantine
+        result.metric_rows = rows
+
+    result.metrics = pa.RecordBatchReader.from_batches(_METRICS_ARROW, batches())
+    return result
+
+
+_METRICS_ARROW = conform(pl.DataFrame(), METRICS_SCHEMA).to_arrow().schema
 
 
 def matches_any(path: Path, patterns: list[str]) -> bool:

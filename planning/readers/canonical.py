@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import io
 import json
+import mmap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,6 +53,9 @@ from planning.validation import coerce_numeric, quarantine_frame
 CHUNK_BYTES = 32 * 1024 * 1024
 """Bytes of JSONL parsed at once."""
 CSV_BATCH_ROWS = 500_000
+INFER_ROWS = 10_000
+"""Rows per JSONL chunk used to infer column types; keys first seen later in a chunk are
+ignored by the fast path (put every key on the first lines, as loggers do)."""
 """Rows of CSV / Parquet parsed at once."""
 
 _BOOKKEEPING = {"source_file", "source_line", "_record"}
@@ -85,25 +89,27 @@ def _frame_from_objects(objects: list[dict]) -> pl.DataFrame:
 
 def _parse_block(
     data: bytes, first_line: int, unterminated: bool, source_file: str, keep_record: bool
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Parse complete lines ``data`` starting at line ``first_line``: ``(frame, quarantine)``."""
+) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """Parse complete lines ``data`` starting at line ``first_line``.
+
+    Returns ``(frame, quarantine, lines)`` where ``lines`` is the number of lines consumed.
+    """
     n_lines = data.count(b"\n") + (1 if unterminated else 0)
-    clean = not data.startswith(b"\n") and b"\n\n" not in data and b"\r\n\r\n" not in data
-    if clean:
-        try:
-            frame = pl.read_ndjson(io.BytesIO(data), infer_schema_length=None)
-        except pl.exceptions.PolarsError:
-            frame = None
-        if frame is not None and frame.height == n_lines:
-            frame = frame.with_row_index("source_line", offset=first_line).with_columns(
-                pl.col("source_line").cast(pl.Int64)
+    try:
+        frame = pl.read_ndjson(io.BytesIO(data), infer_schema_length=INFER_ROWS)
+    except pl.exceptions.PolarsError:
+        frame = None
+    # one row per line means no blank or bad line: row i is line first_line + i
+    if frame is not None and frame.height == n_lines:
+        frame = frame.with_row_index("source_line", offset=first_line).with_columns(
+            pl.col("source_line").cast(pl.Int64)
+        )
+        if keep_record:
+            lines = data.split(b"\n")[:n_lines]
+            frame = frame.with_columns(
+                pl.Series("_record", [ln.decode("utf-8", "replace") for ln in lines])
             )
-            if keep_record:
-                lines = data.split(b"\n")[:n_lines]
-                frame = frame.with_columns(
-                    pl.Series("_record", [ln.decode("utf-8", "replace") for ln in lines])
-                )
-            return frame, _empty_quarantine()
+        return frame, _empty_quarantine(), n_lines
     # slow path: find the bad lines
     lines = data.split(b"\n")
     if not unterminated:
@@ -138,13 +144,14 @@ def _parse_block(
         records=bad_records,
     )
     if not objects:
-        return pl.DataFrame({"source_line": pl.Series([], dtype=pl.Int64)}), quarantine
+        empty = pl.DataFrame({"source_line": pl.Series([], dtype=pl.Int64)})
+        return empty, quarantine, len(lines)
     frame = _frame_from_objects(objects).with_columns(
         pl.Series("source_line", numbers, dtype=pl.Int64)
     )
     if keep_record:
         frame = frame.with_columns(pl.Series("_record", records))
-    return frame, quarantine
+    return frame, quarantine, len(lines)
 
 
 def iter_jsonl(
@@ -152,25 +159,29 @@ def iter_jsonl(
 ) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
     """Yield ``(frame, quarantine)`` per chunk of a JSONL file, with 1-based ``source_line``.
 
-    Memory is bounded by ``chunk_bytes`` (plus the parsed chunk), whatever the file size.
+    The file is memory-mapped and cut at line ends every ``chunk_bytes``; memory is bounded
+    by the chunk (plus its parsed frame), whatever the file size.
     """
-    line = 1
-    carry = b""
-    with open(path, "rb") as handle:
-        while True:
-            block = handle.read(chunk_bytes)
-            if not block:
-                if carry:
-                    yield _parse_block(carry, line, True, str(path), keep_record)
-                return
-            data = carry + block
-            cut = data.rfind(b"\n")
-            if cut == -1:
-                carry = data
-                continue
-            data, carry = data[: cut + 1], data[cut + 1 :]
-            yield _parse_block(data, line, False, str(path), keep_record)
-            line += data.count(b"\n")
+    size = path.stat().st_size
+    if size == 0:
+        return
+    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        start, line = 0, 1
+        while start < size:
+            end = min(start + chunk_bytes, size)
+            if end < size:
+                cut = mm.rfind(b"\n", start, end)
+                if cut == -1:  # a line longer than the chunk: extend to its end
+                    cut = mm.find(b"\n", end)
+                end = size if cut == -1 else cut + 1
+            data = mm[start:end]
+            unterminated = end == size and not data.endswith(b"\n")
+            frame, quarantine, lines = _parse_block(
+                data, line, unterminated, str(path), keep_record
+            )
+            yield frame, quarantine
+            line += lines
+            start = end
 
 
 def jsonl_frames(path: Path) -> tuple[pl.DataFrame, pl.DataFrame]:

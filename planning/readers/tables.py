@@ -17,7 +17,8 @@ format                    experiment             what becomes what
                                                  (assumed MPT sequence length), ``Smoothed
                                                  Loss`` -> split train; evals in tags
 ``steplaw``               ``steplaw``            non-embedding N, D, lr, width/depth/heads;
-                                                 context = round(D / (bs x ti)) (= 2048),
+                                                 context = D / (bs x ti) rounded to a
+                                                 power of two (2048 for every row),
                                                  batch = bs x context tokens; ``smooth loss``
                                                  -> split train (raw ``loss`` in tags)
 ``tao-vocab``             ``tao-vocab``          one run per (N_nv, V); width = embed_dim,
@@ -218,7 +219,9 @@ def read_steplaw(path: Path) -> ReaderOutput:
         return prepared
     table, quarantine = prepared
     experiment = "steplaw"
-    context = (pl.col("D") / (pl.col("bs") * pl.col("ti"))).round().cast(pl.Int64)
+    # D / (bs * ti) is 2043.5..2051.8 because ti is rounded: take the nearest power of two
+    ratio = pl.col("D") / (pl.col("bs") * pl.col("ti"))
+    context = (pl.lit(2.0).pow(ratio.log(2).round())).cast(pl.Int64)
     table = table.with_columns(context.alias("_context"))
     name = pl.col("exp_name")
     runs = table.select(
@@ -241,7 +244,8 @@ def read_steplaw(path: Path) -> ReaderOutput:
                 "iterations": pl.col("ti"),
                 "loss_raw": pl.col("loss"),
                 "assumptions": pl.lit(
-                    "context = round(D / (bs * ti)); batch_size = bs * context tokens; "
+                    "context = D / (bs * ti) rounded to a power of two (2048); "
+                    "batch_size = bs * context tokens; "
                     "loss = the file's 'smooth loss' (raw final loss in loss_raw); "
                     "flops = 6 * non_embedding_params * tokens"
                 ),
