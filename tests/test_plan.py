@@ -216,3 +216,24 @@ def test_stored_mixture_fit_from_bundled_regmix_runs(bundled, lake):
     flops = 6 * detail["params"] * detail["tokens"]
     best = program.objective(draws, detail["tokens"], flops).min()
     assert detail["loss"] <= best + 1e-7
+
+
+def test_explanations_match_closed_forms():
+    plan = make_plan(parse_spec({"law": {"name": "sardana"}, "budget": {"flops": 1e23}}))
+    ex = plan.explanation
+    n1, d1, _ = closed_form(SARDANA, 1e23)
+    n10, d10, _ = closed_form(SARDANA, 1e24)
+    expected = float(SARDANA.predict(n1, d1) - SARDANA.predict(n10, d10))
+    assert ex["marginal_loss_per_10x"] == pytest.approx(expected, rel=1e-4)
+    # first-order check of the shadow price: dL/dlogC over one decade is about price * ln 10
+    assert ex["shadow_prices"]["budget"] * np.log(10) > expected  # convex: tangent overshoots
+    lo, hi = ex["flat_params_range"]
+    best = plan.loss
+
+    def along(n):
+        return float(SARDANA.predict(n, 1e23 / (6 * n)))
+
+    assert along(lo) <= best * 1.005 + 1e-12 and along(hi) <= best * 1.005 + 1e-12
+    assert along(lo * 0.99) > best * 1.005 and along(hi * 1.01) > best * 1.005
+    hp = ex["hyperparameters"]
+    assert hp["batch_size_tokens"] == pytest.approx(0.58069 * plan.tokens**0.57094, rel=1e-9)
