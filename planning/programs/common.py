@@ -16,7 +16,7 @@ SOLVER = cp.CLARABEL
 OFF = 700.0
 """Log-space value that switches a bound off (e^700 is beyond any budget; still finite)."""
 
-SOLVER_OPTIONS = {"tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10, "tol_feas": 1e-10}
+SOLVER_OPTIONS = {"tol_gap_abs": 1e-9, "tol_gap_rel": 1e-9, "tol_feas": 1e-9}
 """Tighter than Clarabel's defaults: the optimum is flat in N, so N needs a small gap."""
 
 BINDING_TOL = 1e-7

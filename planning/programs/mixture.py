@@ -27,6 +27,7 @@ import cvxpy as cp
 import numpy as np
 
 from planning.errors import SpecError
+from planning.programs.budget import closed_form
 from planning.programs.common import (
     PlanStatus,
     ScaleLaw,
@@ -315,20 +316,25 @@ class MixtureProgram:
         flops: float,
         max_params: float | None = None,
         min_tokens: float | None = None,
-        grid_points: int = 9,
-        tol: float = 1e-3,
+        grid_points: int = 7,
+        tol: float = 5e-3,
     ) -> MixtureResult:
         """Mixture and D jointly at budget ``flops``: golden section on log D over inner solves.
 
         D ranges from ``max(flops / (6 max_params), min_tokens)`` to the sources' total cap
-        (and ``flops / 6``, N >= 1).
+        (and ``flops / 6``, N >= 1), within 100x of the scale law's compute-optimal D.
         """
         if self.scale is None:
             raise SpecError("mixture: planning D needs a scale law (the [law] section)")
         total_cap = float(self.caps.sum())
         hi = math.log(min(total_cap, flops / 6.0))
         lo = math.log(max(flops / (6.0 * max_params) if max_params else 1.0, min_tokens or 1.0))
-        lo = max(lo, hi - math.log(1e6))
+        # search within 100x of the scale law's compute-optimal D (a mixture moves D less)
+        _, chinchilla_tokens, _ = closed_form(self.scale, flops)
+        window = math.log(100.0)
+        if hi > lo:
+            centre = min(max(math.log(chinchilla_tokens), lo), hi)
+            lo, hi = max(lo, centre - window), min(hi, centre + window)
         if lo > hi:
             return _failed(
                 f"the sources hold at most {total_cap:.3g} tokens at their max_epochs but "
