@@ -30,7 +30,7 @@ def bootstrap_chunk(
     counts: np.ndarray,
     *,
     delta: float = DEFAULT_DELTA,
-    iterations: int = 200,
+    iterations: int = 120,
     polish_draws: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Refit the draws given by ``counts`` (``(B, n_runs)``); returns ``thetas (B, P)``, objectives.

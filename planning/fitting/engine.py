@@ -185,7 +185,7 @@ def polish(
     weights: np.ndarray,
     *,
     delta: float = DEFAULT_DELTA,
-    max_iter: int = 5000,
+    max_iter: int = 2000,
 ) -> tuple[np.ndarray, float, bool]:
     """Polish one point with scipy L-BFGS-B on the exact summed Huber objective."""
     weights = np.asarray(weights, dtype=float)
@@ -206,7 +206,7 @@ def polish(
         jac=True,
         method="L-BFGS-B",
         bounds=bounds,
-        options={"maxiter": max_iter, "ftol": 1e-15, "gtol": 1e-12, "maxls": 50},
+        options={"maxiter": max_iter, "ftol": 1e-14, "gtol": 1e-11, "maxls": 50},
     )
     return np.asarray(res.x, dtype=float), float(res.fun), bool(res.success)
 

@@ -79,7 +79,7 @@ def point_fit(
     *,
     delta: float = DEFAULT_DELTA,
     grid: Mapping[str, Sequence[float]] | None = None,
-    keep: int = 6,
+    keep: int = 4,
     tie_break: str | None = None,
     tie_tolerance: float = 1e-5,
 ) -> SearchResult:
@@ -118,7 +118,7 @@ def point_fit(
     )
 
 
-def warm_starts(result: SearchResult, *, max_starts: int = 3, tol: float = 1e-2) -> np.ndarray:
+def warm_starts(result: SearchResult, *, max_starts: int = 2, tol: float = 1e-2) -> np.ndarray:
     """Distinct polished optima (best first) used as bootstrap warm starts."""
     chosen = [result.candidates[0]]
     for cand in result.candidates[1:]:
@@ -149,7 +149,7 @@ def _default_budgets(data: FitData) -> list[float]:
     top = float(np.nanmax(data.flops)) if np.isfinite(data.flops).any() else float("nan")
     if not np.isfinite(top):
         return []
-    return [top, 10 * top, 100 * top]
+    return [top, 10 * top]
 
 
 def _diagnose(
@@ -289,7 +289,7 @@ def fit_frame(
     name: str | None = None,
     delta: float = DEFAULT_DELTA,
     grid: Mapping[str, Sequence[float]] | None = None,
-    keep: int = 6,
+    keep: int = 4,
     n_bootstrap: int = 200,
     seed: int = 0,
     backtest_quantile: float | None = DEFAULT_HOLDOUT_QUANTILE,
@@ -310,7 +310,7 @@ def fit_frame(
     grid : start grid per free parameter (default: the spec's grid; 4,500 points for Chinchilla).
     n_bootstrap : bootstrap draws (resampling runs); 0 for none.
     backtest_quantile : compute quantile of the backtest cut-off; ``None`` to skip.
-    budgets : FLOP budgets for decision intervals (default: largest run x 1, 10, 100).
+    budgets : FLOP budgets for decision intervals (default: largest run x 1 and x 10).
     flop_convention, outlier_rule, selection : recorded with the fit (the rule is applied).
     """
     spec = get_spec(law)

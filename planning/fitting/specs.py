@@ -161,7 +161,7 @@ def _muennighoff_predict(theta: np.ndarray, columns: Columns) -> np.ndarray:
     log_g = (np.log(alpha_s) + a - np.log(np.maximum(beta, 1e-9)) - b) / (alpha_s + beta)
     log_n_opt = (np.log(u) + log_g) * (beta / alpha_s) + log_g
     log_un = np.minimum(np.log(n), log_n_opt)
-    r_n = np.maximum(np.exp(np.log(n) - log_un) - 1.0, 0.0)
+    r_n = np.maximum(np.exp(np.minimum(np.log(n) - log_un, 50.0)) - 1.0, 0.0)
     log_n_eff = log_un + np.log1p(rn_star * -np.expm1(-r_n / rn_star))
     r_d = np.maximum(d / u - 1.0, 0.0)
     log_d_eff = np.log(u) + np.log1p(rd_star * -np.expm1(-r_d / rd_star))
@@ -206,12 +206,12 @@ MUENNIGHOFF = FitSpec(
     columns=("params", "tokens", "unique_tokens"),
     scale="log",
     grid={
-        "a": np.array([0.0, 5.0, 10.0, 15.0]),
-        "b": np.array([0.0, 5.0, 10.0, 15.0]),
-        "e": np.array([-0.5, 0.5]),
-        "alpha": np.array([0.25, 0.5, 1.0]),
-        "beta": np.array([0.25, 0.5, 1.0]),
-        "rd_star": np.array([5.0, 15.0, 30.0]),
+        "a": np.array([5.0, 10.0]),
+        "b": np.array([5.0, 10.0]),
+        "e": np.array([0.5]),
+        "alpha": np.array([0.3, 0.6]),
+        "beta": np.array([0.3, 0.6]),
+        "rd_star": np.array([5.0, 15.0, 40.0]),
         "rn_star": np.array([2.0, 5.0, 15.0]),
     },
     bounds={
@@ -231,17 +231,22 @@ MUENNIGHOFF = FitSpec(
 
 
 # ---------------------------------------------------------------- Tao (raw scale)
-def _tao_predict(theta: np.ndarray, columns: Columns) -> np.ndarray:
+def _tao_jac(theta: np.ndarray, columns: Columns) -> tuple[np.ndarray, np.ndarray]:
     a1, a2, b, e, alpha2, beta = (theta[:, i : i + 1] for i in range(6))
     log_n = np.log(_col(columns, "non_vocab_params") / TaoLaw.NON_VOCAB_UNIT)
     log_v = np.log(_col(columns, "vocab_params") / TaoLaw.VOCAB_UNIT)
     log_d = np.log(_col(columns, "tokens") / TaoLaw.TOKENS_UNIT)
-    return (
-        np.exp(a1 - beta * log_n)
-        + np.exp(a2 - alpha2 * log_v)
-        + np.exp(b - beta * log_d)
-        - np.exp(e)
-    )
+    e1 = np.exp(a1 - beta * log_n)
+    e2 = np.exp(a2 - alpha2 * log_v)
+    e3 = np.exp(b - beta * log_d)
+    e4 = np.broadcast_to(np.exp(e), e1.shape)
+    pred = e1 + e2 + e3 - e4
+    jac = np.stack([e1, e2, e3, -e4, -e2 * log_v, -e1 * log_n - e3 * log_d], axis=-1)
+    return pred, jac
+
+
+def _tao_predict(theta: np.ndarray, columns: Columns) -> np.ndarray:
+    return _tao_jac(theta, columns)[0]
 
 
 def _tao_to_law(theta: np.ndarray) -> Law:
@@ -287,6 +292,7 @@ TAO = FitSpec(
         "beta": (0.1, 1.0),
     },
     predict=_tao_predict,
+    jacobian=_tao_jac,
     to_law=_tao_to_law,
     from_law=_tao_from_law,
     notes=(

@@ -1,0 +1,265 @@
+"""Which law to fit to which experiment, and how to turn lake tables into a fit's table.
+
+A :class:`FitRecipe` names the experiment (and split / domain) selected from the lake, the law,
+which rows to use (each run's final loss, or every checkpoint), the outlier rule and other
+recorded options. :data:`DEFAULT_RECIPES` are the fits of the bundled real data;
+:func:`recipe_for` makes a sensible one for any other experiment from the columns it has.
+The functions here are pure: they take the ``runs`` / ``metrics`` / ``final_losses`` frames that
+``tasks.lake`` reads and return the frame :func:`planning.fitting.fit_frame` takes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+
+from planning.laws.loss_curve import DEFAULT_DECAY
+from planning.laws.vocabulary import TPC_COEFFS
+
+RowsKind = Literal["final", "checkpoints"]
+
+
+@dataclass(frozen=True)
+class FitRecipe:
+    """How to fit one law to one experiment (all fields are recorded with the fit)."""
+
+    name: str
+    experiment: str
+    law: str
+    rows: RowsKind = "final"
+    split: str | None = None
+    domain: str | None = None
+    outlier_rule: str = "none"
+    tie_break: str | None = None
+    flop_convention: str = "6ND"
+    min_tokens_fraction: float = 0.0
+    notes: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def selection(self) -> dict[str, Any]:
+        """What was selected from the lake (stored as ``options["selection"]``)."""
+        return {
+            "experiment": self.experiment,
+            "split": self.split,
+            "domain": self.domain,
+            "rows": self.rows,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return asdict(self)
+
+
+DEFAULT_RECIPES: tuple[FitRecipe, ...] = (
+    FitRecipe(
+        name="epoch-chinchilla",
+        experiment="epoch-chinchilla",
+        law="chinchilla",
+        outlier_rule="drop_highest_loss:5",
+        notes="Besiroglu et al. 2024 replication: 245 digitised runs, 5 highest losses dropped",
+    ),
+    FitRecipe(
+        name="sardana-chinchilla",
+        experiment="sardana",
+        law="chinchilla",
+        notes="Sardana et al. 2024 MPT runs, 10-10,000 tokens per parameter",
+    ),
+    FitRecipe(
+        name="datablations-muennighoff",
+        experiment="datablations",
+        law="muennighoff",
+        split="val",
+        notes="Muennighoff et al. 2023 repeated-data runs",
+    ),
+    FitRecipe(
+        name="tao-vocab",
+        experiment="tao-vocab",
+        law="tao",
+        rows="checkpoints",
+        outlier_rule="min_flops:2.18e17",
+        tie_break="relative_mse",
+        flop_convention="6N_nonvocab_plus_Vd_D",
+        notes=(
+            "Tao et al. 2024 recipe: every checkpoint, FLOPs >= 2.18e17, D = characters x "
+            "f(V/1000) as in the released fit (options tao_tokens='true' for characters x f(V))"
+        ),
+        options={"tao_tokens": "paper"},
+    ),
+    FitRecipe(
+        name="gemstones-hot-chinchilla",
+        experiment="gemstones-hot",
+        law="chinchilla",
+        rows="checkpoints",
+        notes="Gemstones constant-LR checkpoints: bootstrap resamples runs, not checkpoints",
+    ),
+    FitRecipe(
+        name="steplaw",
+        experiment="steplaw",
+        law="steplaw",
+        flop_convention="6N_nonemb_D",
+        notes="StepLaw selection rule: within 0.25% of each (N, D) group's best smoothed loss",
+    ),
+)
+
+
+def default_recipe(experiment: str) -> FitRecipe | None:
+    """The bundled recipe of an experiment, if there is one."""
+    return next((r for r in DEFAULT_RECIPES if r.experiment == experiment), None)
+
+
+def recipe_for(experiment: str, runs: pl.DataFrame, metrics: pl.DataFrame) -> FitRecipe | None:
+    """A recipe for ``experiment``: the bundled one, else guessed from the columns it has.
+
+    Returns None when no law in mixplan applies (e.g. no parameter counts or token counts).
+    """
+    known = default_recipe(experiment)
+    if known is not None:
+        return known
+    has = {c for c in runs.columns if runs[c].null_count() < runs.height}
+    if "loss_kind" in metrics.columns and (metrics["loss_kind"] == "unigram_normalized").any():
+        if {"non_embedding_params", "vocab_params"} <= has:
+            return FitRecipe(name=f"{experiment}-tao", experiment=experiment, law="tao")
+        return None
+    if "params" not in has and "non_embedding_params" not in has:
+        return None
+    multi = metrics.group_by("run_id").len()["len"].max() if metrics.height else 0
+    rows: RowsKind = "checkpoints" if (multi or 0) > 1 else "final"
+    if "unique_tokens" in has and (runs["tokens"] > runs["unique_tokens"] * 1.01).any():
+        law = "muennighoff"
+    else:
+        law = "chinchilla"
+    return FitRecipe(name=f"{experiment}-{law}", experiment=experiment, law=law, rows=rows)
+
+
+def _tpc(vocab_size: pl.Expr) -> pl.Expr:
+    log_v = vocab_size.clip(upper_bound=200_000).log()
+    a, b, c = TPC_COEFFS
+    return a * log_v**2 + b * log_v + c
+
+
+def _params_expr(runs: pl.DataFrame) -> pl.Expr:
+    if "params" in runs.columns and runs["params"].null_count() < runs.height:
+        return pl.coalesce(pl.col("params"), pl.col("non_embedding_params"))
+    return pl.col("non_embedding_params")
+
+
+def fit_table(recipe: FitRecipe, runs: pl.DataFrame, metrics: pl.DataFrame) -> pl.DataFrame:
+    """The table a fit of ``recipe`` takes, from the experiment's runs and metrics.
+
+    ``rows="final"``: one row per run, the last metric (``FINAL_STEP`` or the largest step),
+    tokens = the run's planned ``tokens``. ``rows="checkpoints"``: every metric row, tokens =
+    ``tokens_seen`` (checkpoints of one run share its ``run_id``, so the bootstrap keeps them
+    together). ``flops`` follows the recipe's convention.
+    """
+    metrics = metrics.filter(pl.col("loss").is_not_null())
+    if recipe.split is not None:
+        metrics = metrics.filter(pl.col("split") == recipe.split)
+    if recipe.domain is not None:
+        metrics = metrics.filter(pl.col("domain") == recipe.domain)
+    elif metrics["domain"].n_unique() > 1:
+        metrics = metrics.filter(pl.col("domain") == "all")
+    if metrics["split"].n_unique() > 1:
+        preferred = "val" if (metrics["split"] == "val").any() else metrics["split"][0]
+        metrics = metrics.filter(pl.col("split") == preferred)
+    if recipe.rows == "final":
+        metrics = (
+            metrics.with_columns((pl.col("step") == -1).alias("_final"))
+            .sort(["run_id", "_final", "step"])
+            .group_by("run_id", maintain_order=True)
+            .last()
+            .drop("_final")
+        )
+    table = metrics.select(
+        "run_id", "step", pl.col("tokens_seen"), pl.col("learning_rate").alias("lr_at_step"), "loss"
+    ).join(runs, on="run_id", how="inner")
+    if recipe.rows == "checkpoints":
+        tokens = pl.coalesce(pl.col("tokens_seen"), pl.col("tokens"))
+    else:
+        tokens = pl.coalesce(pl.col("tokens"), pl.col("tokens_seen"))
+    table = table.with_columns(tokens.alias("tokens"), _params_expr(runs).alias("params"))
+    if recipe.law == "tao":
+        nv_plus_v = pl.col("non_embedding_params") + pl.col("vocab_params")
+        table = table.with_columns(
+            pl.col("non_embedding_params").alias("non_vocab_params"),
+            (6 * nv_plus_v * pl.col("tokens")).alias("flops"),
+        )
+        if recipe.options.get("tao_tokens", "paper") == "paper":
+            # the published fit used D = characters x f(V / 1000) (see planning.laws.vocabulary)
+            vocab = pl.col("vocab_size").cast(pl.Float64)
+            table = table.with_columns(
+                (pl.col("tokens") / _tpc(vocab) * _tpc(vocab / 1000)).alias("tokens")
+            )
+    elif recipe.law == "steplaw":
+        table = table.with_columns(
+            pl.col("non_embedding_params").alias("params"),
+            (6 * pl.col("non_embedding_params") * pl.col("tokens")).alias("flops"),
+        )
+    elif recipe.rows == "checkpoints" or "flops" not in table.columns:
+        table = table.with_columns((6 * pl.col("params") * pl.col("tokens")).alias("flops"))
+    else:
+        table = table.with_columns(
+            pl.coalesce(pl.col("flops"), 6 * pl.col("params") * pl.col("tokens")).alias("flops")
+        )
+    keep = [
+        c
+        for c in (
+            "run_id",
+            "step",
+            "params",
+            "tokens",
+            "unique_tokens",
+            "non_vocab_params",
+            "vocab_params",
+            "vocab_size",
+            "width",
+            "flops",
+            "learning_rate",
+            "batch_size",
+            "lr_at_step",
+            "loss",
+        )
+        if c in table.columns
+    ]
+    return table.select(keep).sort(["run_id", "step"])
+
+
+def loss_curve_table(metrics: pl.DataFrame, *, decay: float = DEFAULT_DECAY) -> pl.DataFrame:
+    """Per-checkpoint ``s1``, ``s2`` from logged learning rates (Tissue et al. areas).
+
+    Learning rates logged at a subset of steps are held constant between logged steps (the
+    sums are then exact for piecewise-constant schedules logged at every change).
+    """
+    out = []
+    for run_id, group in (
+        metrics.filter(pl.col("learning_rate").is_not_null())
+        .sort("run_id", "step")
+        .group_by("run_id", maintain_order=True)
+    ):
+        steps = group["step"].to_numpy()
+        if steps.size < 3:
+            continue
+        lrs = group["learning_rate"].to_numpy()
+        dense = np.repeat(lrs, np.diff(np.concatenate([[0], steps + 1])).clip(min=1))
+        from planning.laws.loss_curve import schedule_areas
+
+        s1, s2 = schedule_areas(dense, decay)
+        idx = np.minimum(steps, dense.size - 1)
+        out.append(
+            pl.DataFrame(
+                {
+                    "run_id": [run_id[0]] * steps.size,
+                    "step": steps,
+                    "s1": s1[idx],
+                    "s2": s2[idx],
+                    "loss": group["loss"].to_numpy(),
+                }
+            )
+        )
+    if not out:
+        return pl.DataFrame(
+            schema={"run_id": pl.String, "step": pl.Int64, "s1": pl.Float64, "s2": pl.Float64}
+        )
+    return pl.concat(out)
