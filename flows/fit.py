@@ -1,0 +1,82 @@
+"""The Prefect flow ``fit``: lake -> one stored fit per experiment (bootstrap draws fan out)."""
+
+from __future__ import annotations
+
+import numpy as np
+from prefect import flow, get_run_logger
+
+from flows.config import DEFAULT_LAKE
+from planning.fitting import assemble
+from planning.fitting.backtest import DEFAULT_HOLDOUT_QUANTILE
+from planning.fitting.bootstrap import resample_counts
+from planning.fitting.fit import warm_starts
+from planning.fitting.huber import DEFAULT_DELTA
+from tasks.fit import (
+    DEFAULT_CHUNK,
+    backtest_task,
+    bootstrap_task,
+    discover_task,
+    fit_options,
+    load_table_task,
+    point_fit_task,
+    steplaw_task,
+    store_task,
+)
+
+
+@flow(name="fit", log_prints=False)
+def fit(
+    lake: str = str(DEFAULT_LAKE),
+    experiments: list[str] | None = None,
+    n_bootstrap: int = 200,
+    seed: int = 0,
+    chunk_size: int = DEFAULT_CHUNK,
+    delta: float = DEFAULT_DELTA,
+    backtest_quantile: float | None = DEFAULT_HOLDOUT_QUANTILE,
+) -> list[str]:
+    """Fit a law to every experiment in the lake (or to ``experiments``); returns fit paths.
+
+    Per experiment: read the fit table, fit the point estimate, then submit the bootstrap draws
+    (resampled runs) in chunks of ``chunk_size`` and the backtest as concurrent tasks, assemble
+    the :class:`~planning.fitting.FitResult` and store it at ``<lake>/fits/<name>.json``.
+    """
+    logger = get_run_logger()
+    lake = str(lake)
+    recipes = discover_task(lake, experiments)
+    paths: list[str] = []
+    for recipe in recipes:
+        table = load_table_task(lake, recipe)
+        if recipe.law == "steplaw":
+            result = steplaw_task(table, recipe, n_bootstrap, seed, backtest_quantile)
+            paths.append(store_task(result, lake))
+            continue
+        data, search = point_fit_task(table, recipe, delta)
+        starts = warm_starts(search)
+        chunks = []
+        if n_bootstrap > 0:
+            counts = resample_counts(data.n_runs, n_bootstrap, seed)
+            chunks = [
+                bootstrap_task.submit(recipe.law, data, starts, counts[i : i + chunk_size], delta)
+                for i in range(0, n_bootstrap, chunk_size)
+            ]
+        bt = (
+            backtest_task.submit(recipe.law, data, backtest_quantile, delta)
+            if backtest_quantile is not None
+            else None
+        )
+        draws = [c.result() for c in chunks]
+        result = assemble(
+            data,
+            recipe.law,
+            search,
+            name=recipe.name,
+            thetas=np.concatenate([t for t, _ in draws]) if draws else None,
+            draw_objectives=np.concatenate([o for _, o in draws]) if draws else None,
+            backtest_result=bt.result() if bt is not None else None,
+            options=fit_options(recipe, n_bootstrap, seed, backtest_quantile),
+            delta=delta,
+        )
+        for warning in result.warnings:
+            logger.warning("%s: %s", recipe.name, warning)
+        paths.append(store_task(result, lake))
+    return paths

@@ -1,0 +1,280 @@
+"""Fit-stage tasks: read the lake, fit laws (bootstrap draws in chunks), store fits as JSON.
+
+Each fit is stored at ``<lake>/fits/<name>.json`` (:class:`planning.fitting.FitResult` JSON,
+with options, data hash, code version, bootstrap draws and backtest). The plain function
+:func:`fit_lake` is what the CLI calls; the ``fit`` flow runs the same steps as Prefect tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from planning.errors import FitError, RunLogError
+from planning.fitting import assemble, get_spec, point_fit, prepare
+from planning.fitting.backtest import DEFAULT_HOLDOUT_QUANTILE, backtest
+from planning.fitting.bootstrap import bootstrap_chunk, resample_counts
+from planning.fitting.data import FitData
+from planning.fitting.engine import SearchResult
+from planning.fitting.fit import warm_starts
+from planning.fitting.huber import DEFAULT_DELTA
+from planning.fitting.recipes import FitRecipe, fit_table, recipe_for
+from planning.fitting.result import FitResult
+from planning.fitting.steplaw import fit_steplaw
+from tasks.lake import lake_summary, read_metrics, read_runs
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHUNK = 250
+"""Bootstrap draws per task."""
+
+
+def _logger() -> Any:
+    try:
+        return get_run_logger()
+    except Exception:  # noqa: BLE001 - outside a flow/task run (plain function use)
+        return log
+
+
+def fits_dir(lake: str | Path) -> str:
+    """Where fits are stored: ``<lake>/fits``."""
+    return f"{str(lake).rstrip('/')}/fits"
+
+
+def fit_path(lake: str | Path, name: str) -> str:
+    """The JSON path of fit ``name`` in ``lake``."""
+    return f"{fits_dir(lake)}/{name}.json"
+
+
+def write_fit(result: FitResult, lake: str | Path) -> str:
+    """Store ``result`` under ``<lake>/fits/<name>.json`` (atomic locally; fsspec for URLs)."""
+    path = fit_path(lake, result.name)
+    if "://" in path:
+        import fsspec
+
+        with fsspec.open(path, "w") as handle:
+            handle.write(result.to_json())
+    else:
+        result.to_json(path)
+    return path
+
+
+def read_fit(path: str | Path) -> FitResult:
+    """Load a stored fit (local path or URL)."""
+    if "://" in str(path):
+        import fsspec
+
+        with fsspec.open(str(path), "r") as handle:
+            return FitResult.from_json(handle.read())
+    return FitResult.from_json(Path(path))
+
+
+def discover_recipes(lake: str | Path, experiments: Sequence[str] | None = None) -> list[FitRecipe]:
+    """The fits to make: one recipe per experiment in the lake (or per named experiment)."""
+    names = list(experiments) if experiments else sorted(lake_summary(lake)["experiments"])
+    recipes = []
+    for name in names:
+        runs = read_runs(lake, experiment=name)
+        if runs.height == 0:
+            raise RunLogError(f"experiment {name!r} has no runs in the lake at {lake}")
+        recipe = recipe_for(name, runs, read_metrics(lake, experiment=name))
+        if recipe is not None:
+            recipes.append(recipe)
+    return recipes
+
+
+def load_table(lake: str | Path, recipe: FitRecipe) -> pl.DataFrame:
+    """The fit table of ``recipe`` read from the lake."""
+    runs = read_runs(lake, experiment=recipe.experiment)
+    metrics = read_metrics(lake, experiment=recipe.experiment)
+    return fit_table(recipe, runs, metrics)
+
+
+def fit_options(recipe: FitRecipe, n_bootstrap: int, seed: int, quantile: float | None) -> dict:
+    """The options recorded with a fit of ``recipe``."""
+    return {
+        "flop_convention": recipe.flop_convention,
+        "outlier_rule": recipe.outlier_rule,
+        "tie_break": recipe.tie_break,
+        "grid": "default",
+        "n_bootstrap": n_bootstrap,
+        "seed": seed,
+        "backtest_quantile": quantile,
+        "selection": recipe.selection(),
+        "recipe": recipe.to_dict(),
+    }
+
+
+def fit_recipe(
+    lake: str | Path,
+    recipe: FitRecipe,
+    *,
+    n_bootstrap: int = 200,
+    seed: int = 0,
+    delta: float = DEFAULT_DELTA,
+    backtest_quantile: float | None = DEFAULT_HOLDOUT_QUANTILE,
+    chunk_size: int = DEFAULT_CHUNK,
+    on_progress: Callable[[str], None] | None = None,
+) -> FitResult:
+    """Fit one recipe end to end in-process (point fit, bootstrap chunks, backtest)."""
+    table = load_table(lake, recipe)
+    if recipe.law == "steplaw":
+        return fit_steplaw(
+            table,
+            name=recipe.name,
+            n_bootstrap=n_bootstrap,
+            seed=seed,
+            backtest_quantile=backtest_quantile,
+            selection=recipe.selection(),
+        )
+    data = prepare(table, recipe.law, outlier_rule=recipe.outlier_rule)
+    result = point_fit(data, recipe.law, delta=delta, tie_break=recipe.tie_break)
+    if on_progress:
+        on_progress("point fit")
+    thetas, objectives = [], []
+    if n_bootstrap > 0:
+        counts = resample_counts(data.n_runs, n_bootstrap, seed)
+        for start in range(0, n_bootstrap, chunk_size):
+            t, o = bootstrap_chunk(
+                get_spec(recipe.law),
+                data,
+                warm_starts(result),
+                counts[start : start + chunk_size],
+                delta=delta,
+            )
+            thetas.append(t)
+            objectives.append(o)
+            if on_progress:
+                on_progress(f"bootstrap {min(start + chunk_size, n_bootstrap)}/{n_bootstrap}")
+    bt = None
+    if backtest_quantile is not None:
+        bt = backtest(get_spec(recipe.law), data, quantile=backtest_quantile, delta=delta)
+        if on_progress:
+            on_progress("backtest")
+    return assemble(
+        data,
+        recipe.law,
+        result,
+        name=recipe.name,
+        thetas=np.concatenate(thetas) if thetas else None,
+        draw_objectives=np.concatenate(objectives) if objectives else None,
+        backtest_result=bt,
+        options=fit_options(recipe, n_bootstrap, seed, backtest_quantile),
+        delta=delta,
+    )
+
+
+def fit_lake(
+    lake: str | Path,
+    *,
+    experiments: Sequence[str] | None = None,
+    n_bootstrap: int = 200,
+    seed: int = 0,
+    delta: float = DEFAULT_DELTA,
+    backtest_quantile: float | None = DEFAULT_HOLDOUT_QUANTILE,
+    on_fit: Callable[[FitRecipe, FitResult | None, str | None], None] | None = None,
+) -> list[tuple[FitResult, str]]:
+    """Fit every recipe of the lake and store each fit; the plain-function form of ``fit``.
+
+    ``on_fit(recipe, None, None)`` is called before and ``(recipe, result, path)`` after each
+    fit (progress). A recipe that cannot be fitted is logged and skipped.
+    """
+    out = []
+    for recipe in discover_recipes(lake, experiments):
+        if on_fit:
+            on_fit(recipe, None, None)
+        try:
+            result = fit_recipe(
+                lake,
+                recipe,
+                n_bootstrap=n_bootstrap,
+                seed=seed,
+                delta=delta,
+                backtest_quantile=backtest_quantile,
+            )
+        except FitError as err:
+            _logger().warning("fit %s skipped: %s", recipe.name, err)
+            continue
+        path = write_fit(result, lake)
+        out.append((result, path))
+        if on_fit:
+            on_fit(recipe, result, path)
+    return out
+
+
+# --------------------------------------------------------------------------- Prefect tasks
+
+
+@task(name="discover-fits", retries=2, retry_delay_seconds=1)
+def discover_task(lake: str, experiments: list[str] | None = None) -> list[FitRecipe]:
+    """The recipes to fit in ``lake``."""
+    return discover_recipes(lake, experiments)
+
+
+@task(name="load-fit-table", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
+def load_table_task(lake: str, recipe: FitRecipe) -> pl.DataFrame:
+    """Read the fit table of a recipe from the lake."""
+    table = load_table(lake, recipe)
+    _logger().info("%s: %d rows from experiment %s", recipe.name, table.height, recipe.experiment)
+    return table
+
+
+@task(name="point-fit", cache_policy=NO_CACHE)
+def point_fit_task(
+    table: pl.DataFrame, recipe: FitRecipe, delta: float = DEFAULT_DELTA
+) -> tuple[FitData, SearchResult]:
+    """Full-data fit (vectorised multi-start + polish)."""
+    data = prepare(table, recipe.law, outlier_rule=recipe.outlier_rule)
+    result = point_fit(data, recipe.law, delta=delta, tie_break=recipe.tie_break)
+    _logger().info("%s: objective %.6g over %d runs", recipe.name, result.objective, data.n_runs)
+    return data, result
+
+
+@task(name="bootstrap-chunk", cache_policy=NO_CACHE)
+def bootstrap_task(
+    law: str, data: FitData, starts: np.ndarray, counts: np.ndarray, delta: float = DEFAULT_DELTA
+) -> tuple[np.ndarray, np.ndarray]:
+    """Refit one chunk of bootstrap draws (resampled runs)."""
+    return bootstrap_chunk(get_spec(law), data, starts, counts, delta=delta)
+
+
+@task(name="backtest", cache_policy=NO_CACHE)
+def backtest_task(
+    law: str, data: FitData, quantile: float, delta: float = DEFAULT_DELTA
+) -> dict[str, Any]:
+    """Fit below the compute cut-off, predict the runs above it."""
+    return backtest(get_spec(law), data, quantile=quantile, delta=delta)
+
+
+@task(name="steplaw-fit", cache_policy=NO_CACHE)
+def steplaw_task(
+    table: pl.DataFrame,
+    recipe: FitRecipe,
+    n_bootstrap: int,
+    seed: int,
+    backtest_quantile: float | None,
+) -> FitResult:
+    """StepLaw fit (selection rule + least squares, bootstrap by run)."""
+    return fit_steplaw(
+        table,
+        name=recipe.name,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        backtest_quantile=backtest_quantile,
+        selection=recipe.selection(),
+    )
+
+
+@task(name="store-fit", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
+def store_task(result: FitResult, lake: str) -> str:
+    """Write the fit JSON into the lake; returns its path."""
+    path = write_fit(result, lake)
+    _logger().info("stored %s (%d bootstrap draws) at %s", result.name, result.n_bootstrap, path)
+    return path
