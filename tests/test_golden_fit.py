@@ -1,0 +1,126 @@
+"""Golden fits on the bundled real data, read through the ingest path (laws.md section 4)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from planning.fitting import fit_frame
+from planning.fitting.recipes import default_recipe
+from planning.fitting.steplaw import fit_steplaw
+from planning.laws import BESIROGLU, STEPLAW, TAO
+from planning.laws.hyperparams import STEPLAW_LOG_INTERCEPT_SE
+from tasks.fit import load_table
+
+FILES = {
+    "epoch-chinchilla": "epoch-research__analyzing-chinchilla/svg_extracted_data.csv",
+    "tao-vocab": "sail-sg__scaling-with-vocab/exp_data.csv",
+    "steplaw": "step-law__steplaw/dense_lr_bs_loss.csv",
+}
+
+
+@pytest.fixture(scope="module")
+def lake(bundled, tmp_path_factory):
+    """A real Delta lake holding three bundled sources, written by the ingest stage."""
+    from tasks.ingest import ingest_paths
+
+    path = tmp_path_factory.mktemp("fit-golden") / "lake"
+    report = ingest_paths([bundled / f for f in FILES.values()], path)
+    assert set(report.lake_summary["experiments"]) == set(FILES)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def epoch_fit(lake):
+    recipe = default_recipe("epoch-chinchilla")
+    table = load_table(lake, recipe)
+    assert table.height == 245
+    return fit_frame(
+        table,
+        "chinchilla",
+        outlier_rule=recipe.outlier_rule,
+        n_bootstrap=300,
+        budgets=[5.88e23],
+        selection=recipe.selection(),
+    )
+
+
+def test_g8_epoch_replication_through_the_lake(epoch_fit):
+    """G8: the 240 Epoch points reproduce Besiroglu et al.'s "replicate exactly" fit.
+
+    Tolerances of laws.md G8: E, alpha, beta 0.1%; A, B 1%; objective 0.00101827.
+    """
+    law = epoch_fit.law
+    assert epoch_fit.n_runs == 240
+    tolerances = {"E": 1e-3, "alpha": 1e-3, "beta": 1e-3, "A": 1e-2, "B": 1e-2}
+    for name, rel in tolerances.items():
+        assert getattr(law, name) == pytest.approx(getattr(BESIROGLU, name), rel=rel), name
+    assert epoch_fit.objective == pytest.approx(0.00101827, rel=1e-5)
+    assert epoch_fit.options["outlier_rule"] == "drop_highest_loss:5"
+    assert epoch_fit.options["selection"]["experiment"] == "epoch-chinchilla"
+
+
+def test_epoch_bootstrap_intervals_match_the_published_spread(epoch_fit):
+    """Bootstrap by run gives intervals close to Besiroglu et al.'s (laws.md 1.1)."""
+    published = {
+        "E": (1.769, 1.871),
+        "alpha": (0.317, 0.373),
+        "beta": (0.331, 0.415),
+        "A": (285.2, 743.6),
+    }
+    intervals = epoch_fit.intervals()
+    for name, (lo, hi) in published.items():
+        _, our_lo, our_hi = intervals[name]
+        assert our_lo == pytest.approx(lo, rel=0.1), name
+        assert our_hi == pytest.approx(hi, rel=0.1), name
+    point, lo, hi = intervals["tokens_per_param@5.88e+23"]
+    assert lo < point < hi
+    assert any("extrapolating" in w for w in epoch_fit.warnings)
+
+
+def test_epoch_backtest(epoch_fit):
+    """Fit on C below the top 20% of compute, predict the rest (issue 3, "done when")."""
+    bt = epoch_fit.backtest
+    assert bt["status"] == "ok"
+    assert bt["n_test_runs"] == 48
+    assert bt["median_relative_error"] < 0.02
+    assert bt["max_relative_error"] < 0.06
+    assert all(run["flops"] > bt["cutoff_flops"] for run in bt["runs"])
+
+
+def test_tao_constants_refit_within_2_percent(lake):
+    """Tao et al. constants within 2% when refitted from exp_data.csv with their recipe."""
+    recipe = default_recipe("tao-vocab")
+    table = load_table(lake, recipe)
+    result = fit_frame(
+        table,
+        "tao",
+        outlier_rule=recipe.outlier_rule,
+        tie_break=recipe.tie_break,
+        n_bootstrap=0,
+        backtest_quantile=None,
+    )
+    assert result.n_points == 1054  # FLOPs < 2.18e17 dropped
+    for name in TAO.param_names():
+        assert getattr(result.law, name) == pytest.approx(getattr(TAO, name), rel=0.02), name
+
+
+def test_g15_steplaw_refit_within_the_published_spread(lake):
+    """G15: StepLaw refitted with the selection rule (laws.md 1.7) agrees with the published law.
+
+    The published N- and batch exponents lie in our 95% bootstrap intervals, and the fitted
+    laws' log-predictions at N = 7e9, D = 1.4e12 are within one published bootstrap SE of
+    the log-intercepts. (The D exponent of the learning rate, 0.197 here vs 0.307, does not:
+    the released CSV holds 17 (N, D) groups.)
+    """
+    recipe = default_recipe("steplaw")
+    table = load_table(lake, recipe)
+    result = fit_steplaw(table, n_bootstrap=500, seed=1)
+    iv = result.intervals()
+    assert iv["lr_params_exp"][1] < STEPLAW.lr_params_exp < iv["lr_params_exp"][2]
+    assert iv["bs_tokens_exp"][1] < STEPLAW.bs_tokens_exp < iv["bs_tokens_exp"][2]
+    lr_gap = np.log(result.law.learning_rate(7e9, 1.4e12) / STEPLAW.learning_rate(7e9, 1.4e12))
+    bs_gap = np.log(result.law.batch_size(1.4e12) / STEPLAW.batch_size(1.4e12))
+    assert abs(lr_gap) < STEPLAW_LOG_INTERCEPT_SE["lr"]
+    assert abs(bs_gap) < STEPLAW_LOG_INTERCEPT_SE["bs"]
+    assert result.n_runs == 129
