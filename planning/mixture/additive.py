@@ -1,0 +1,303 @@
+"""Additive mixture law (Shukor et al. 2025; laws.md section 2).
+
+``L(N, D, h) = E + 1 / (sum_j C_j h_j^gamma_j) + A / N^alpha + B / D^beta``
+
+- :class:`AdditiveLaw` is the law at one scale (``A/N^alpha + B/D^beta`` folds into ``E``):
+  ``L_i(h) = E_i + 1 / (sum_j C_ij h_j^gamma_ij)``.
+- :class:`AdditiveScaleLaw` is the full law in N, D and h; ``joint=True`` is the joint variant in
+  which ``A(h) = sum_j A_j h_j`` and ``B(h) = sum_j B_j h_j`` depend on the mixture, so the best
+  mixture moves with compute.
+
+Convexity: with ``C_j > 0`` and ``gamma_j`` in (0, 1] the sum is concave in h, ``inv_pos`` of a
+concave expression is convex (DCP), and ``A(h), B(h)`` are linear: the law is convex in h. The
+bounds below enforce exactly this (``gamma`` in ``[GAMMA_MIN, 1]``, amplitudes as logs).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cvxpy as cp
+import numpy as np
+
+from planning.errors import SpecError
+from planning.mixture.base import MixtureLaw
+from planning.mixture.data import MixtureData
+
+GAMMA_MIN = 0.02
+PARAMS_UNIT = 1e8
+"""N is divided by this inside the law (conditioning only)."""
+TOKENS_UNIT = 1e10
+"""D is divided by this inside the law (conditioning only)."""
+
+
+def _mixture_term(
+    log_c: np.ndarray, gamma: np.ndarray, mixture: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``s = sum_j C_j h_j^gamma_j`` for batched parameters; also ``C_j h_j^g`` and ``log h``."""
+    with np.errstate(divide="ignore"):
+        log_h = np.where(mixture > 0, np.log(np.where(mixture > 0, mixture, 1.0)), -np.inf)
+    # (..., runs, sources)
+    exponent = log_c[..., None, :] + gamma[..., None, :] * log_h
+    terms = np.where(mixture > 0, np.exp(np.minimum(exponent, 700.0)), 0.0)
+    return terms.sum(axis=-1), terms, np.where(mixture > 0, log_h, 0.0)
+
+
+def additive_model(
+    theta: np.ndarray, mixture: np.ndarray, *, jac: bool = False
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """``E + 1/(sum_j exp(logC_j) h_j^gamma_j)``; ``theta = [E, logC_1..S, gamma_1..S]``."""
+    theta = np.asarray(theta, dtype=float)
+    sources = mixture.shape[1]
+    energy = theta[..., 0]
+    log_c, gamma = theta[..., 1 : sources + 1], theta[..., sources + 1 :]
+    total, terms, log_h = _mixture_term(log_c, gamma, mixture)
+    prediction = energy[..., None] + 1.0 / total
+    if not jac:
+        return prediction
+    scale = (-1.0 / total**2)[..., None]  # (..., runs, 1)
+    jacobian = np.concatenate([np.ones(scale.shape), scale * terms, scale * terms * log_h], axis=-1)
+    return prediction, jacobian
+
+
+class AdditiveLaw(MixtureLaw):
+    """``L_i(h) = E_i + 1/(sum_j C_ij h_j^gamma_ij)`` per domain (one scale)."""
+
+    name = "additive"
+
+    def param_names(self, n_sources: int) -> list[str]:
+        """``E``, ``logC[source]``, ``gamma[source]``."""
+        return (
+            ["E"]
+            + [f"logC[{s}]" for s in self.sources_ or range(n_sources)]
+            + [f"gamma[{s}]" for s in self.sources_ or range(n_sources)]
+        )
+
+    def model(
+        self, theta: np.ndarray, mixture: np.ndarray, *, jac: bool = False
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """See :func:`additive_model`."""
+        return additive_model(theta, mixture, jac=jac)
+
+    def starts(self, losses: np.ndarray, inputs: Any) -> np.ndarray:
+        """E at fractions of the lowest loss x a shared gamma; C matched to the mean loss."""
+        mixture = np.asarray(inputs)
+        grid = []
+        for fraction in (0.0, 0.4, 0.7, 0.9):
+            energy = fraction * losses.min()
+            for gamma in (0.25, 0.5, 1.0):
+                scale = np.mean(np.sum(mixture**gamma, axis=1))
+                log_c = -np.log(max(losses.mean() - energy, 1e-3)) - np.log(scale)
+                sources = mixture.shape[1]
+                grid.append(np.r_[energy, np.full(sources, log_c), np.full(sources, gamma)])
+        return np.array(grid)
+
+    def bounds(self, losses: np.ndarray, n_sources: int) -> np.ndarray:
+        """``0 <= E < min loss``, ``-30 <= logC <= 30``, ``GAMMA_MIN <= gamma <= 1``."""
+        return np.array(
+            [(0.0, losses.min() * (1 - 1e-9))]
+            + [(-30.0, 30.0)] * n_sources
+            + [(GAMMA_MIN, 1.0)] * n_sources
+        )
+
+    def domain_expression(self, theta: np.ndarray, weights: cp.Expression) -> cp.Expression:
+        """``E + inv_pos(sum_j C_j power(h_j, gamma_j))``: convex for gamma in (0, 1]."""
+        sources = len(self.sources_)
+        coefficients = np.exp(theta[1 : sources + 1])
+        gammas = theta[sources + 1 :]
+        parts = [
+            c * (weights[j] if g >= 1.0 - 1e-12 else cp.power(weights[j], g))
+            for j, (c, g) in enumerate(zip(coefficients, gammas, strict=True))
+        ]
+        return theta[0] + cp.inv_pos(cp.sum(cp.hstack(parts)))
+
+
+def additive_scale_model(
+    theta: np.ndarray, inputs: tuple[np.ndarray, np.ndarray, np.ndarray], *, jac: bool = False
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Full additive law; ``theta = [E, logC(S), gamma(S), logA(k), alpha, logB(k), beta]``.
+
+    ``k = 1`` (shared A, B) or ``k = S`` (joint variant: ``A(h) = sum_j A_j h_j``).
+    ``inputs = (mixture, params / PARAMS_UNIT, tokens / TOKENS_UNIT)``.
+    """
+    mixture, params, tokens = inputs
+    theta = np.asarray(theta, dtype=float)
+    sources = mixture.shape[1]
+    k = (theta.shape[-1] - 1 - 2 * sources - 2) // 2
+    energy = theta[..., 0]
+    log_c, gamma = theta[..., 1 : sources + 1], theta[..., sources + 1 : 2 * sources + 1]
+    start = 2 * sources + 1
+    log_a, alpha = theta[..., start : start + k], theta[..., start + k]
+    log_b, beta = theta[..., start + k + 1 : start + 2 * k + 1], theta[..., start + 2 * k + 1]
+    total, terms, log_h = _mixture_term(log_c, gamma, mixture)
+    basis = mixture if k == sources else np.ones((len(params), 1))  # (runs, k)
+    a_parts = np.exp(log_a)[..., None, :] * basis  # (..., runs, k)
+    b_parts = np.exp(log_b)[..., None, :] * basis
+    n_power = params ** (-alpha[..., None])  # (..., runs)
+    d_power = tokens ** (-beta[..., None])
+    a_h, b_h = a_parts.sum(axis=-1), b_parts.sum(axis=-1)
+    prediction = energy[..., None] + 1.0 / total + a_h * n_power + b_h * d_power
+    if not jac:
+        return prediction
+    scale = (-1.0 / total**2)[..., None]
+    jacobian = np.concatenate(
+        [
+            np.ones(scale.shape),
+            scale * terms,
+            scale * terms * log_h,
+            a_parts * n_power[..., None],
+            (-a_h * n_power * np.log(params))[..., None],
+            b_parts * d_power[..., None],
+            (-b_h * d_power * np.log(tokens))[..., None],
+        ],
+        axis=-1,
+    )
+    return prediction, jacobian
+
+
+class AdditiveScaleLaw(MixtureLaw):
+    """``E + 1/(sum_j C_j h_j^gamma_j) + A(h)/N^alpha + B(h)/D^beta`` per domain.
+
+    Parameters
+    ----------
+    joint
+        ``False``: A and B are constants (the optimal mixture is scale-invariant). ``True``: the
+        joint variant, ``A(h) = sum_j A_j h_j`` and ``B(h) = sum_j B_j h_j``.
+    params, tokens
+        The target scale at which :meth:`predict` and :meth:`loss_expression` evaluate the law
+        (change with :meth:`at`).
+    """
+
+    name = "additive (N, D, h)"
+
+    def __init__(
+        self,
+        *,
+        joint: bool = False,
+        params: float = 1e9,
+        tokens: float = 2e10,
+        delta: float = 1e-3,
+        n_bootstrap: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(delta=delta, n_bootstrap=n_bootstrap, seed=seed)
+        self.joint = joint
+        self.params = float(params)
+        self.tokens = float(tokens)
+        if joint:
+            self.name = "additive joint (N, D, h)"
+
+    def options(self) -> dict[str, Any]:
+        """Constructor options."""
+        return {
+            **super().options(),
+            "joint": self.joint,
+            "params": self.params,
+            "tokens": self.tokens,
+        }
+
+    def at(self, *, params: float, tokens: float) -> AdditiveScaleLaw:
+        """Set the target scale (model parameters, training tokens) and return self."""
+        if params <= 0 or tokens <= 0:
+            raise SpecError("AdditiveScaleLaw.at: params and tokens must be positive")
+        self.params, self.tokens = float(params), float(tokens)
+        return self
+
+    def _k(self, n_sources: int) -> int:
+        return n_sources if self.joint else 1
+
+    def param_names(self, n_sources: int) -> list[str]:
+        """Names of the entries of theta."""
+        names = list(self.sources_) or [str(j) for j in range(n_sources)]
+        k_names = names if self.joint else [""]
+        return (
+            ["E"]
+            + [f"logC[{s}]" for s in names]
+            + [f"gamma[{s}]" for s in names]
+            + [f"logA[{s}]" if s else "logA" for s in k_names]
+            + ["alpha"]
+            + [f"logB[{s}]" if s else "logB" for s in k_names]
+            + ["beta"]
+        )
+
+    def inputs(self, data: MixtureData) -> Any:
+        """(mixture, N / PARAMS_UNIT, D / TOKENS_UNIT) per run."""
+        if not (np.all(np.isfinite(data.params)) and np.all(np.isfinite(data.tokens))):
+            raise SpecError(f"{self.name}: every run needs params and tokens")
+        return data.mixture, data.params / PARAMS_UNIT, data.tokens / TOKENS_UNIT
+
+    def inputs_for(self, weights: np.ndarray) -> Any:
+        """Mixtures at the target scale."""
+        runs = len(weights)
+        return (
+            weights,
+            np.full(runs, self.params / PARAMS_UNIT),
+            np.full(runs, self.tokens / TOKENS_UNIT),
+        )
+
+    def model(
+        self, theta: np.ndarray, inputs: Any, *, jac: bool = False
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """See :func:`additive_scale_model`."""
+        return additive_scale_model(theta, inputs, jac=jac)
+
+    def starts(self, losses: np.ndarray, inputs: Any) -> np.ndarray:
+        """A small grid over E, gamma and the scale exponents."""
+        mixture = inputs[0]
+        sources = mixture.shape[1]
+        k = self._k(sources)
+        grid = []
+        for fraction in (0.2, 0.5, 0.8):
+            energy = fraction * losses.min()
+            for gamma in (0.3, 1.0):
+                for exponent in (0.3, 0.7):
+                    rest = max(losses.mean() - energy, 1e-3) / 3
+                    scale = np.mean(np.sum(mixture**gamma, axis=1))
+                    log_c = -np.log(rest) - np.log(scale)
+                    grid.append(
+                        np.r_[
+                            energy,
+                            np.full(sources, log_c),
+                            np.full(sources, gamma),
+                            np.full(k, np.log(rest)),
+                            exponent,
+                            np.full(k, np.log(rest)),
+                            exponent,
+                        ]
+                    )
+        return np.array(grid)
+
+    def bounds(self, losses: np.ndarray, n_sources: int) -> np.ndarray:
+        """Convexity-preserving bounds (see the module docstring)."""
+        k = self._k(n_sources)
+        return np.array(
+            [(0.0, losses.min() * (1 - 1e-9))]
+            + [(-30.0, 30.0)] * n_sources
+            + [(GAMMA_MIN, 1.0)] * n_sources
+            + [(-30.0, 10.0)] * k
+            + [(0.0, 3.0)]
+            + [(-30.0, 10.0)] * k
+            + [(0.0, 3.0)]
+        )
+
+    def domain_expression(self, theta: np.ndarray, weights: cp.Expression) -> cp.Expression:
+        """Mixture term as in :class:`AdditiveLaw` plus the scale terms, linear in h."""
+        sources = len(self.sources_)
+        k = self._k(sources)
+        coefficients = np.exp(theta[1 : sources + 1])
+        gammas = theta[sources + 1 : 2 * sources + 1]
+        start = 2 * sources + 1
+        a, alpha = np.exp(theta[start : start + k]), theta[start + k]
+        b, beta = np.exp(theta[start + k + 1 : start + 2 * k + 1]), theta[start + 2 * k + 1]
+        parts = [
+            c * (weights[j] if g >= 1.0 - 1e-12 else cp.power(weights[j], g))
+            for j, (c, g) in enumerate(zip(coefficients, gammas, strict=True))
+        ]
+        n_power = (self.params / PARAMS_UNIT) ** (-alpha)
+        d_power = (self.tokens / TOKENS_UNIT) ** (-beta)
+        scale_term = (
+            (a * n_power + b * d_power) @ weights
+            if self.joint
+            else float(a[0] * n_power + b[0] * d_power)
+        )
+        return theta[0] + cp.inv_pos(cp.sum(cp.hstack(parts))) + scale_term

@@ -1,0 +1,149 @@
+"""Regression baselines for mixture laws, in the same code path as the laws.
+
+- :class:`LightGBMBaseline`: RegMix's regression (Liu et al. 2025): one LightGBM regressor per
+  domain on the mixture weights, with RegMix's hyper-parameters. Early stopping uses a split of
+  the *training* runs (RegMix's released code stopped on the test set). Not convex: no
+  ``loss_expression``; it is here for comparison only.
+- :class:`LinearBaseline`: least squares ``L_i(r) = b_i . r`` (r on the simplex, so the
+  intercept is absorbed). Affine, hence convex: it exposes ``loss_expression``.
+
+Both follow the mixture-law interface: ``fit(data) -> self``, ``predict(weights)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Self
+
+import cvxpy as cp
+import numpy as np
+
+from planning.errors import FitError, NotFittedError, SpecError
+from planning.mixture.data import MixtureData, domain_weight_vector
+
+LIGHTGBM_PARAMS = {
+    "boosting_type": "gbdt",
+    "objective": "regression",
+    "n_estimators": 1000,
+    "learning_rate": 1e-2,
+    "verbosity": -1,
+}
+"""RegMix's hyper-parameters (regmix/regression_fitting); their ``seed`` comes from ``seed``."""
+
+
+class _Baseline:
+    name = "baseline"
+
+    def __init__(self) -> None:
+        self.sources_: tuple[str, ...] = ()
+        self.domains_: tuple[str, ...] = ()
+
+    def _check(self, weights: np.ndarray) -> tuple[np.ndarray, bool]:
+        if not self.domains_:
+            raise NotFittedError(f"{self.name}: call fit(data) before predicting")
+        weights = np.asarray(weights, dtype=float)
+        single = weights.ndim == 1
+        weights = np.atleast_2d(weights)
+        if weights.shape[1] != len(self.sources_):
+            raise SpecError(
+                f"{self.name}: mixture has {weights.shape[1]} sources, fitted on "
+                f"{len(self.sources_)}"
+            )
+        return weights, single
+
+    def target_weights(self, domain_weights: np.ndarray | Mapping[str, float] | None) -> np.ndarray:
+        """Domain weights in ``domains_`` order, normalised."""
+        if domain_weights is None or isinstance(domain_weights, Mapping):
+            return domain_weight_vector(self.domains_, domain_weights)
+        vector = np.asarray(domain_weights, dtype=float)
+        return vector / vector.sum()
+
+
+class LightGBMBaseline(_Baseline):
+    """RegMix-style LightGBM regression per domain.
+
+    Parameters
+    ----------
+    validation_fraction
+        Share of the training runs held out for early stopping.
+    stopping_rounds
+        Early-stopping patience (RegMix: 3).
+    seed
+        Seed of the split and of LightGBM.
+    """
+
+    name = "LightGBM (RegMix)"
+
+    def __init__(
+        self, *, validation_fraction: float = 0.1, stopping_rounds: int = 3, seed: int = 42
+    ) -> None:
+        super().__init__()
+        if not 0 < validation_fraction < 1:
+            raise SpecError("validation_fraction must be in (0, 1)")
+        self.validation_fraction = validation_fraction
+        self.stopping_rounds = stopping_rounds
+        self.seed = seed
+        self.models_: list[object] = []
+
+    def fit(self, data: MixtureData) -> Self:
+        """Fit one regressor per domain; early stopping on a split of ``data``'s runs."""
+        import lightgbm as lgb
+
+        runs = len(data.run_ids)
+        if runs < 10:
+            raise FitError(f"{self.name}: needs at least 10 runs, got {runs}")
+        rng = np.random.default_rng(self.seed)
+        order = rng.permutation(runs)
+        n_val = max(1, round(self.validation_fraction * runs))
+        val, train = order[:n_val], order[n_val:]
+        self.models_ = []
+        for column in range(len(data.domains)):
+            model = lgb.LGBMRegressor(**LIGHTGBM_PARAMS, random_state=self.seed)
+            model.fit(
+                data.mixture[train],
+                data.losses[train, column],
+                eval_set=[(data.mixture[val], data.losses[val, column])],
+                eval_metric="l2",
+                callbacks=[lgb.early_stopping(self.stopping_rounds, verbose=False)],
+            )
+            self.models_.append(model)
+        self.sources_, self.domains_ = data.sources, data.domains
+        return self
+
+    def predict(self, weights: np.ndarray) -> np.ndarray:
+        """Loss per domain for one or many mixtures."""
+        weights, single = self._check(weights)
+        out = np.stack([m.predict(weights) for m in self.models_], axis=-1)
+        return out[0] if single else out
+
+
+class LinearBaseline(_Baseline):
+    """Least-squares linear law per domain, ``L_i(r) = b_i . r`` (convex: affine)."""
+
+    name = "linear"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.coef_: np.ndarray | None = None
+
+    def fit(self, data: MixtureData) -> Self:
+        """Ordinary least squares on the mixture weights (no separate intercept)."""
+        coef, *_ = np.linalg.lstsq(data.mixture, data.losses, rcond=None)
+        self.coef_ = coef  # (sources, domains)
+        self.sources_, self.domains_ = data.sources, data.domains
+        return self
+
+    def predict(self, weights: np.ndarray) -> np.ndarray:
+        """Loss per domain for one or many mixtures."""
+        weights, single = self._check(weights)
+        assert self.coef_ is not None
+        out = weights @ self.coef_
+        return out[0] if single else out
+
+    def loss_expression(
+        self, weights: cp.Expression, domain_weights: np.ndarray | Mapping[str, float] | None
+    ) -> cp.Expression:
+        """``(B w) . r``: affine in the mixture."""
+        self._check(np.zeros(len(self.sources_)))
+        assert self.coef_ is not None
+        return (self.coef_ @ self.target_weights(domain_weights)) @ weights

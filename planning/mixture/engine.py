@@ -1,0 +1,191 @@
+"""Adapter from the mixture laws to the shared fitting engine (planning/fitting).
+
+The scale laws and the mixture laws are fitted by one engine: summed Huber on log-loss residuals
+(laws.md 1.1), every start advanced at once by a batched Levenberg-Marquardt iteration, the best
+distinct candidates polished with L-BFGS-B, and the bootstrap refitting all draws in one batch.
+The engine reads data as named 1-D columns; a mixture law reads a matrix (runs x sources), so
+this adapter wraps each law in a :class:`planning.fitting.specs.FitSpec` whose single column
+``"inputs"`` carries whatever the law needs (the engine hands columns to the law untouched).
+
+A law here is a pure function ``model(theta, inputs, jac=False)``: ``theta`` has shape
+``(..., n_params)`` and the prediction ``(..., runs)``; with ``jac=True`` it also returns
+``d prediction / d theta`` of shape ``(..., runs, n_params)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import polars as pl
+
+from planning.errors import FitError
+from planning.fitting.bootstrap import bootstrap_chunk, resample_counts
+from planning.fitting.data import FitData
+from planning.fitting.engine import search
+from planning.fitting.huber import DEFAULT_DELTA
+from planning.fitting.specs import FitSpec
+
+__all__ = ["DEFAULT_DELTA", "EngineResult", "LawFunction", "bootstrap_law", "fit_law", "law_spec"]
+
+
+class LawFunction(Protocol):
+    """A law ``model(theta, inputs, jac=False)``; see the module docstring."""
+
+    def __call__(
+        self, theta: np.ndarray, inputs: Any, *, jac: bool = False
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class EngineResult:
+    """The best optimum of one fit.
+
+    Attributes
+    ----------
+    theta
+        Best parameter vector (the law's internal parametrisation).
+    objective
+        Summed Huber objective at ``theta``.
+    converged
+        Whether the L-BFGS-B polish reported success.
+    n_starts
+        How many starts were searched.
+    """
+
+    theta: np.ndarray
+    objective: float
+    converged: bool
+    n_starts: int
+
+
+def law_spec(
+    name: str, model: LawFunction, bounds: np.ndarray, param_names: Sequence[str]
+) -> FitSpec:
+    """Wrap a mixture law as a :class:`FitSpec` on the log-loss scale (column ``"inputs"``)."""
+    bounds = np.asarray(bounds, dtype=float)
+    names = tuple(param_names)
+    if len(names) != len(bounds):
+        raise FitError(f"{name}: {len(names)} parameter names for {len(bounds)} bounds")
+
+    def predict(theta: np.ndarray, columns: Any) -> np.ndarray:
+        with np.errstate(all="ignore"):
+            return np.log(model(theta, columns["inputs"]))
+
+    def jacobian(theta: np.ndarray, columns: Any) -> tuple[np.ndarray, np.ndarray]:
+        with np.errstate(all="ignore"):
+            prediction, jac = model(theta, columns["inputs"], jac=True)
+            return np.log(prediction), jac / prediction[..., None]
+
+    return FitSpec(
+        name=name,
+        law_cls=object,  # type: ignore[arg-type]  # mixture laws build their own objects
+        theta_names=names,
+        columns=("inputs",),
+        scale="log",
+        grid={},
+        bounds={n: (float(lo), float(hi)) for n, (lo, hi) in zip(names, bounds, strict=True)},
+        predict=predict,
+        to_law=lambda theta: theta,  # type: ignore[arg-type,return-value]
+        from_law=lambda law: law,  # type: ignore[arg-type,return-value]
+        jacobian=jacobian,
+        notes="mixture law (planning/mixture)",
+    )
+
+
+def _check_losses(name: str, losses: np.ndarray) -> np.ndarray:
+    losses = np.asarray(losses, dtype=float)
+    if losses.ndim != 1 or not np.all(np.isfinite(losses)) or np.any(losses <= 0):
+        raise FitError(
+            f"{name}: losses must be a 1-D array of positive finite nats; "
+            "drop or fix non-positive / missing losses before fitting"
+        )
+    return losses
+
+
+def fit_law(
+    spec: FitSpec,
+    starts: np.ndarray,
+    inputs: Any,
+    losses: np.ndarray,
+    *,
+    delta: float = DEFAULT_DELTA,
+    keep: int = 2,
+    weights: np.ndarray | None = None,
+) -> EngineResult:
+    """Fit one law (one domain) with the shared engine.
+
+    Parameters
+    ----------
+    spec
+        From :func:`law_spec`.
+    starts
+        Start grid ``(n_starts, n_params)`` (clipped into the bounds by the engine).
+    inputs
+        What the law reads.
+    losses
+        Observed losses ``(runs,)``, positive nats.
+    delta
+        Huber threshold on log residuals.
+    keep
+        Distinct candidates polished with L-BFGS-B.
+    weights
+        Optional per-row weights.
+
+    Raises
+    ------
+    FitError
+        If the losses are unusable or no start reaches a finite objective.
+    """
+    losses = _check_losses(spec.name, losses)
+    result = search(
+        spec,
+        {"inputs": inputs},
+        losses,
+        weights=weights,
+        delta=delta,
+        starts=np.atleast_2d(starts),
+        keep=keep,
+    )
+    return EngineResult(
+        theta=result.theta,
+        objective=result.objective,
+        converged=result.converged,
+        n_starts=result.n_starts,
+    )
+
+
+def bootstrap_law(
+    spec: FitSpec,
+    theta: np.ndarray,
+    inputs: Any,
+    losses: np.ndarray,
+    run_ids: Sequence[str],
+    *,
+    n_bootstrap: int,
+    seed: int = 0,
+    delta: float = DEFAULT_DELTA,
+) -> np.ndarray:
+    """Bootstrap by run: resample runs (rows of one run move together), refit all draws at once.
+
+    Returns
+    -------
+    numpy.ndarray
+        Refitted parameters, shape ``(n_bootstrap, n_params)``.
+    """
+    losses = _check_losses(spec.name, losses)
+    unique, run_index = np.unique(np.asarray(run_ids), return_inverse=True)
+    data = FitData(
+        columns={"inputs": inputs},
+        loss=losses,
+        run_index=run_index.astype(np.int64),
+        run_ids=tuple(str(u) for u in unique),
+        flops=np.full(len(losses), np.nan),
+        frame=pl.DataFrame(),
+        spec_name=spec.name,
+    )
+    counts = resample_counts(len(unique), n_bootstrap, seed)
+    thetas, _ = bootstrap_chunk(spec, data, np.asarray(theta)[None, :], counts, delta=delta)
+    return thetas
