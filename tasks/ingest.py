@@ -12,10 +12,9 @@ import json
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-from prefect import task
 
 from planning.mappings import Mapping, load_mappings
 from planning.readers import (
@@ -150,11 +149,13 @@ def discover(
     format: str | None = None,
     mappings: list[Mapping] | None = None,
     storage_options: dict[str, str] | None = None,
+    hash_now: bool = True,
 ) -> list[SourcePlan]:
     """Expand folders, detect formats, hash contents and decide which files need ingesting.
 
     A file whose sha256 equals the one the lake recorded is ``"unchanged"``; a RegMix loss file
-    is read with its mixture file (the pair is hashed together).
+    is read with its mixture file (the pair is hashed together). With ``hash_now=False`` the
+    hashes are left to the caller (``action == "pending"``; see ``settle``).
     """
     mappings = mappings if mappings is not None else load_mappings()
     known = source_hashes(lake, storage_options=storage_options)
@@ -186,15 +187,23 @@ def discover(
 
             loss = partner_loss_file(path)
             partners = [str(loss)] if loss.exists() else []
-        try:
-            sha = file_sha256([path, *partners])
-            size = path.stat().st_size + sum(Path(p).stat().st_size for p in partners)
-        except OSError as error:
-            plans.append(SourcePlan(str(path), name, "", 0, "ingest", note=str(error)))
-            continue
-        action = "unchanged" if known.get(str(path)) == sha else "ingest"
-        plans.append(SourcePlan(str(path), name, sha, size, action, partners))
+        plan = SourcePlan(str(path), name, "", 0, "pending", partners)
+        plans.append(settle(plan, known) if hash_now else plan)
     return plans
+
+
+def settle(plan: SourcePlan, known: dict[str, str]) -> SourcePlan:
+    """Hash a pending plan's file(s) and decide: ``"unchanged"`` (same sha256) or ``"ingest"``."""
+    if plan.action != "pending":
+        return plan
+    try:
+        plan.sha256 = file_sha256([plan.path, *plan.partner_files])
+        plan.size_bytes = sum(Path(p).stat().st_size for p in [plan.path, *plan.partner_files])
+    except OSError as error:
+        plan.action, plan.note = "ingest", str(error)
+        return plan
+    plan.action = "unchanged" if known.get(plan.path) == plan.sha256 else "ingest"
+    return plan
 
 
 def parse(plan: SourcePlan, *, staging_dir: str | Path, mappings=None) -> ParsedSource:
@@ -346,9 +355,22 @@ def ingest_paths(
         Called with ``(plan, None)`` before and ``(plan, report)`` after each file (progress).
     """
     mappings = load_mappings(mappings_dir)
-    plans = discover(paths, lake, format=format, mappings=mappings, storage_options=storage_options)
+    plans = discover(
+        paths,
+        lake,
+        format=format,
+        mappings=mappings,
+        storage_options=storage_options,
+        hash_now=False,
+    )
+    known = source_hashes(lake, storage_options=storage_options)
+    # hash the next files in a background thread while the current one is ingested
+    hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mixplan-sha256")
+    settled = [hasher.submit(settle, plan, known) for plan in plans]
+    hasher.shutdown(wait=False)
     reports: list[FileReport] = []
-    for plan in plans:
+    for future in settled:
+        plan = future.result()
         if on_file:
             on_file(plan, None)
         if plan.action != "ingest":
@@ -365,33 +387,56 @@ def ingest_paths(
 # --------------------------------------------------------------------------- Prefect tasks
 
 
-@task(name="discover-sources", retries=2, retry_delay_seconds=1)
-def discover_task(
+# The Prefect tasks are built on first use (PEP 562 module ``__getattr__``), so that the plain
+# path above (the CLI, the bench) does not pay Prefect's import time (~1.5 s).
+
+
+def _discover(
     paths: list[str], lake: str, format: str | None = None, mappings_dir: str | None = None
 ) -> list[SourcePlan]:
     """Find the files to ingest and which of them are unchanged."""
     return discover(paths, lake, format=format, mappings=load_mappings(mappings_dir))
 
 
-@task(name="parse-source", retries=2, retry_delay_seconds=1)
-def parse_task(plan: SourcePlan, staging_dir: str, mappings_dir: str | None = None) -> ParsedSource:
+def _parse(plan: SourcePlan, staging_dir: str, mappings_dir: str | None = None) -> ParsedSource:
     """Parse one file into staged rows (retried on I/O errors)."""
     return parse(plan, staging_dir=staging_dir, mappings=load_mappings(mappings_dir))
 
 
-@task(name="validate-source")
-def validate_task(parsed: ParsedSource, staging_dir: str) -> ValidatedSource:
+def _validate(parsed: ParsedSource, staging_dir: str) -> ValidatedSource:
     """Run the whole-file checks of one parsed file."""
     return validate(parsed, staging_dir=staging_dir)
 
 
-@task(name="write-source", retries=2, retry_delay_seconds=1)
-def write_task(validated: ValidatedSource, plan: SourcePlan, lake: str) -> FileReport:
+def _write(validated: ValidatedSource, plan: SourcePlan, lake: str) -> FileReport:
     """Commit one file's rows to the lake."""
     return write(validated, plan, lake)
 
 
-@task(name="lake-summary")
-def summary_task(lake: str) -> dict:
+def _summary(lake: str) -> dict:
     """The lake's counts after the ingest."""
     return lake_summary(lake)
+
+
+_TASKS = {
+    "discover_task": (_discover, {"name": "discover-sources", "retries": 2}),
+    "parse_task": (_parse, {"name": "parse-source", "retries": 2}),
+    "validate_task": (_validate, {"name": "validate-source"}),
+    "write_task": (_write, {"name": "write-source", "retries": 2}),
+    "summary_task": (_summary, {"name": "lake-summary"}),
+}
+_BUILT: dict = {}
+
+
+def __getattr__(name: str):
+    """Build the Prefect tasks (``discover_task``, ``parse_task``, ``validate_task``,
+    ``write_task``, ``summary_task``) on first access."""
+    if name not in _TASKS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name not in _BUILT:
+        from prefect import task
+
+        function, options = _TASKS[name]
+        retry = {"retry_delay_seconds": 1} if options.get("retries") else {}
+        _BUILT[name] = task(function, **options, **retry)
+    return _BUILT[name]

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from planning.errors import RunLogError
 from planning.mappings import Mapping, find_mapping, load_mappings, read_mapped
-from planning.readers.base import Chunk, ReaderOutput
+from planning.readers.base import Chunk, ReaderOutput, prefetch
 from planning.readers.canonical import (
     read_canonical_csv,
     read_canonical_jsonl,
@@ -449,7 +449,7 @@ def stream_source(
         quarantines: list[pl.DataFrame] = []
         last_steps: pl.DataFrame | None = None
         rows = 0
-        for chunk in output.chunks:
+        for chunk in prefetch(output.chunks):
             quarantines.append(conform(chunk.quarantine, QUARANTINE_SCHEMA))
             if chunk.runs.height:
                 runs = conform(chunk.runs, RUNS_SCHEMA)

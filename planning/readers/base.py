@@ -144,3 +144,52 @@ def merge_tags(base: str | None, extra: dict[str, Any]) -> str:
             value = str(value)
         tags[key] = value
     return json.dumps(tags, sort_keys=True, default=str)
+
+
+def prefetch(items: Iterable[Any], *, depth: int = 1) -> Iterator[Any]:
+    """Iterate ``items`` while a background thread produces the next ``depth`` ones.
+
+    Parsing (polars releases the GIL) then overlaps with whatever the consumer does, e.g. the
+    Delta writer encoding the previous chunk. Exceptions of the producer are re-raised here;
+    when the consumer stops early the producer is told to stop and its thread ends.
+    """
+    import queue
+    import threading
+
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        buffer.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            outcome = (done, None)
+        except BaseException as error:  # handed to the consumer
+            outcome = (done, error)
+        while not stop.is_set():
+            try:
+                buffer.put(outcome, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    thread = threading.Thread(target=produce, name="mixplan-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = buffer.get()
+            if item is done:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()

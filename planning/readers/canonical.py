@@ -29,7 +29,6 @@ to find the bad lines (``malformed_json``; ``truncated_line`` for an unterminate
 
 from __future__ import annotations
 
-import io
 import json
 import mmap
 from collections.abc import Iterator
@@ -96,7 +95,7 @@ def _parse_block(
     """
     n_lines = data.count(b"\n") + (1 if unterminated else 0)
     try:
-        frame = pl.read_ndjson(io.BytesIO(data), infer_schema_length=INFER_ROWS)
+        frame = pl.read_ndjson(data, infer_schema_length=INFER_ROWS)
     except pl.exceptions.PolarsError:
         frame = None
     # one row per line means no blank or bad line: row i is line first_line + i
