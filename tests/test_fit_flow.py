@@ -1,0 +1,103 @@
+"""The fit stage's tasks (through .fn), the ``fit`` flow and the ``mixplan fit / predict`` CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from planning.fitting import FitResult
+from tasks.fit import (
+    discover_task,
+    fit_path,
+    load_table_task,
+    point_fit_task,
+    read_fit,
+    steplaw_task,
+    store_task,
+)
+
+FILES = (
+    "epoch-research__analyzing-chinchilla/svg_extracted_data.csv",
+    "step-law__steplaw/dense_lr_bs_loss.csv",
+    "nikhilsardana__beyond-chinchilla/trainingresults.csv",
+)
+
+
+@pytest.fixture(scope="module")
+def lake(bundled, tmp_path_factory):
+    """A real Delta lake with three bundled sources ingested."""
+    from tasks.ingest import ingest_paths
+
+    path = tmp_path_factory.mktemp("fit-flow") / "lake"
+    ingest_paths([bundled / f for f in FILES], path)
+    return str(path)
+
+
+def test_discover_and_load_tasks(lake):
+    recipes = {r.experiment: r for r in discover_task.fn(lake)}
+    assert set(recipes) == {"epoch-chinchilla", "steplaw", "sardana"}
+    assert recipes["steplaw"].law == "steplaw"
+    table = load_table_task.fn(lake, recipes["sardana"])
+    assert table.height == 47
+    assert {"run_id", "params", "tokens", "flops", "loss"} <= set(table.columns)
+
+
+def test_point_fit_and_store_tasks(lake):
+    recipe = next(r for r in discover_task.fn(lake, ["steplaw"]))
+    table = load_table_task.fn(lake, recipe)
+    result = steplaw_task.fn(table, recipe, 50, 0, 0.8)
+    path = store_task.fn(result, lake)
+    assert path == fit_path(lake, "steplaw")
+    again = read_fit(path)
+    assert again.law == result.law
+    assert again.n_bootstrap == 50
+    recipe = next(r for r in discover_task.fn(lake, ["sardana"]))
+    data, search = point_fit_task.fn(load_table_task.fn(lake, recipe), recipe)
+    assert data.n_runs == 47 and np.isfinite(search.objective)
+
+
+@pytest.mark.flow
+def test_fit_flow_stores_fits_with_bootstrap_chunks(lake, prefect_harness):
+    from flows.fit import fit
+
+    paths = fit(lake, experiments=["epoch-chinchilla"], n_bootstrap=60, chunk_size=25)
+    assert paths == [fit_path(lake, "epoch-chinchilla")]
+    result = FitResult.from_json(paths[0])
+    assert result.n_bootstrap == 60
+    assert result.n_runs == 240
+    assert result.backtest["status"] == "ok"
+    assert result.options["selection"]["experiment"] == "epoch-chinchilla"
+    assert result.code_version
+
+
+def test_cli_fit_and_predict(lake, tmp_path):
+    from flows.cli import app
+
+    runner = CliRunner()
+    out = runner.invoke(
+        app, ["fit", "--lake", lake, "--experiment", "sardana", "--bootstrap", "30", "--json"]
+    )
+    assert out.exit_code == 0, out.output
+    fits = json.loads(out.stdout)
+    assert [f["name"] for f in fits] == ["sardana-chinchilla"]
+    assert fits[0]["n_bootstrap"] == 30
+    assert "alpha" in fits[0]["intervals"]
+
+    table = runner.invoke(app, ["fit", "--lake", lake, "-e", "sardana", "--bootstrap", "10"])
+    assert table.exit_code == 0
+    assert "backtest" in table.output and "tokens_per_param" in table.output
+
+    rows = tmp_path / "rows.csv"
+    pl.DataFrame({"params": [1e9, 7e10], "tokens": [2e10, 1.4e12]}).write_csv(rows)
+    pred = runner.invoke(app, ["predict", "--fit", fits[0]["path"], "--at", str(rows), "--json"])
+    assert pred.exit_code == 0, pred.output
+    predicted = json.loads(pred.stdout)
+    assert len(predicted) == 2
+    assert predicted[0]["loss_low"] <= predicted[0]["predicted_loss"] <= predicted[0]["loss_high"]
+
+    bad = runner.invoke(app, ["predict", "--fit", str(tmp_path / "nope.json"), "--at", str(rows)])
+    assert bad.exit_code == 2
