@@ -42,10 +42,10 @@ def generate(folder: Path, gigabytes: float, *, files: int = 8, seed: int = 0) -
                 steps = np.arange(1, 20_001)
                 loss = 2.0 + 8.0 * steps**-0.3 + rng.normal(0, 0.01, steps.size)
                 lr = 3e-4 * np.minimum(1.0, steps / 500)
+                head = f'{{"run_id":"{run_id}","experiment":"bench","params":124000000,"step":'
                 lines = [
-                    '{"run_id":"%s","experiment":"bench","params":%d,"step":%d,'
-                    '"tokens_seen":%d,"learning_rate":%.6g,"split":"train","domain":"all",'
-                    '"loss":%.6f}\n' % (run_id, 124_000_000, s, s * 524_288, r, x)
+                    f'{head}{s},"tokens_seen":{s * 524_288},"learning_rate":{r:.6g},'
+                    f'"split":"train","domain":"all","loss":{x:.6f}}}\n'
                     for s, r, x in zip(steps.tolist(), lr.tolist(), loss.tolist(), strict=True)
                 ]
                 block = "".join(lines)

@@ -83,7 +83,7 @@ def test_missing_required_fields(tmp_path):
     ],
 )
 def test_bad_loss_values(tmp_path, bad, reason):
-    bad_line = '{"run_id": "r1", "experiment": "t", "step": 2, "loss": %s}' % bad
+    bad_line = f'{{"run_id": "r1", "experiment": "t", "step": 2, "loss": {bad}}}'
     text = "\n".join([_line(step=1), bad_line, _line(step=3)]) + "\n"
     _, lake, _ = _ingest(tmp_path, "a.jsonl", text)
     assert _reasons(lake) == [(2, "loss", reason)]
