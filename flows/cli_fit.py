@@ -116,6 +116,9 @@ def fit_command(
         int, typer.Option("--bootstrap", "-b", min=0, help="Bootstrap draws (resampled runs).")
     ] = 200,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap resampling.")] = 0,
+    by_domain: Annotated[
+        bool, typer.Option("--by-domain", help="One fit per evaluation domain.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the fits as JSON.")] = False,
 ) -> None:
     """Fit scaling laws with intervals and backtests."""
@@ -124,7 +127,7 @@ def fit_command(
 
     console = Console(stderr=as_json)
     try:
-        recipes = discover_recipes(lake, experiment)
+        recipes = discover_recipes(lake, experiment, by_domain=by_domain)
     except MixplanError as err:
         console.print(f"[red]error[/red]: {err}")
         raise typer.Exit(2) from err
@@ -147,9 +150,10 @@ def fit_command(
 
         done = fit_lake(
             lake,
-            experiments=[r.experiment for r in recipes],
+            experiments=list(dict.fromkeys(r.experiment for r in recipes)),
             n_bootstrap=bootstrap,
             seed=seed,
+            by_domain=by_domain,
             on_fit=on_fit,
         )
         progress.update(bar, description="done")

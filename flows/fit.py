@@ -6,6 +6,7 @@ import numpy as np
 from prefect import flow, get_run_logger
 
 from flows.config import DEFAULT_LAKE
+from planning.errors import FitError
 from planning.fitting import assemble
 from planning.fitting.backtest import DEFAULT_HOLDOUT_QUANTILE
 from planning.fitting.bootstrap import resample_counts
@@ -33,16 +34,19 @@ def fit(
     chunk_size: int = DEFAULT_CHUNK,
     delta: float = DEFAULT_DELTA,
     backtest_quantile: float | None = DEFAULT_HOLDOUT_QUANTILE,
+    by_domain: bool = False,
 ) -> list[str]:
     """Fit a law to every experiment in the lake (or to ``experiments``); returns fit paths.
 
     Per experiment: read the fit table, fit the point estimate, then submit the bootstrap draws
     (resampled runs) in chunks of ``chunk_size`` and the backtest as concurrent tasks, assemble
     the :class:`~planning.fitting.FitResult` and store it at ``<lake>/fits/<name>.json``.
+    ``by_domain`` fits each evaluation domain separately (``<name>@<domain>``). A recipe whose
+    data cannot support a fit is logged and skipped.
     """
     logger = get_run_logger()
     lake = str(lake)
-    recipes = discover_task(lake, experiments)
+    recipes = discover_task(lake, experiments, by_domain)
     paths: list[str] = []
     for recipe in recipes:
         table = load_table_task(lake, recipe)
@@ -50,7 +54,11 @@ def fit(
             result = steplaw_task(table, recipe, n_bootstrap, seed, backtest_quantile)
             paths.append(store_task(result, lake))
             continue
-        data, search = point_fit_task(table, recipe, delta)
+        try:
+            data, search = point_fit_task(table, recipe, delta)
+        except FitError as err:
+            logger.warning("%s skipped: %s", recipe.name, err)
+            continue
         starts = warm_starts(search)
         chunks = []
         if n_bootstrap > 0:

@@ -25,7 +25,7 @@ from planning.fitting.data import FitData
 from planning.fitting.engine import SearchResult
 from planning.fitting.fit import warm_starts
 from planning.fitting.huber import DEFAULT_DELTA
-from planning.fitting.recipes import FitRecipe, fit_table, recipe_for
+from planning.fitting.recipes import FitRecipe, fit_table, per_domain, recipe_for
 from planning.fitting.result import FitResult
 from planning.fitting.steplaw import fit_steplaw
 from tasks.lake import lake_summary, read_metrics, read_runs
@@ -76,16 +76,30 @@ def read_fit(path: str | Path) -> FitResult:
     return FitResult.from_json(Path(path))
 
 
-def discover_recipes(lake: str | Path, experiments: Sequence[str] | None = None) -> list[FitRecipe]:
-    """The fits to make: one recipe per experiment in the lake (or per named experiment)."""
+def discover_recipes(
+    lake: str | Path,
+    experiments: Sequence[str] | None = None,
+    *,
+    by_domain: bool = False,
+) -> list[FitRecipe]:
+    """The fits to make: one recipe per experiment in the lake (or per named experiment).
+
+    ``by_domain`` makes one fit per evaluation domain of experiments that log several
+    (per-domain / per-source laws); otherwise the aggregate domain ``all`` is fitted.
+    """
     names = list(experiments) if experiments else sorted(lake_summary(lake)["experiments"])
     recipes = []
     for name in names:
         runs = read_runs(lake, experiment=name)
         if runs.height == 0:
             raise RunLogError(f"experiment {name!r} has no runs in the lake at {lake}")
-        recipe = recipe_for(name, runs, read_metrics(lake, experiment=name))
-        if recipe is not None:
+        metrics = read_metrics(lake, experiment=name)
+        recipe = recipe_for(name, runs, metrics)
+        if recipe is None:
+            continue
+        if by_domain and recipe.law != "steplaw":
+            recipes.extend(per_domain(recipe, metrics["domain"].unique().to_list()))
+        else:
             recipes.append(recipe)
     return recipes
 
@@ -179,6 +193,7 @@ def fit_lake(
     seed: int = 0,
     delta: float = DEFAULT_DELTA,
     backtest_quantile: float | None = DEFAULT_HOLDOUT_QUANTILE,
+    by_domain: bool = False,
     on_fit: Callable[[FitRecipe, FitResult | None, str | None], None] | None = None,
 ) -> list[tuple[FitResult, str]]:
     """Fit every recipe of the lake and store each fit; the plain-function form of ``fit``.
@@ -187,7 +202,7 @@ def fit_lake(
     fit (progress). A recipe that cannot be fitted is logged and skipped.
     """
     out = []
-    for recipe in discover_recipes(lake, experiments):
+    for recipe in discover_recipes(lake, experiments, by_domain=by_domain):
         if on_fit:
             on_fit(recipe, None, None)
         try:
@@ -213,9 +228,11 @@ def fit_lake(
 
 
 @task(name="discover-fits", retries=2, retry_delay_seconds=1)
-def discover_task(lake: str, experiments: list[str] | None = None) -> list[FitRecipe]:
+def discover_task(
+    lake: str, experiments: list[str] | None = None, by_domain: bool = False
+) -> list[FitRecipe]:
     """The recipes to fit in ``lake``."""
-    return discover_recipes(lake, experiments)
+    return discover_recipes(lake, experiments, by_domain=by_domain)
 
 
 @task(name="load-fit-table", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)

@@ -10,7 +10,7 @@ The functions here are pure: they take the ``runs`` / ``metrics`` / ``final_loss
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -119,6 +119,8 @@ def recipe_for(experiment: str, runs: pl.DataFrame, metrics: pl.DataFrame) -> Fi
     if known is not None:
         return known
     has = {c for c in runs.columns if runs[c].null_count() < runs.height}
+    if "mixture" in has and runs["mixture"].drop_nulls().n_unique() > 1:
+        return None  # the runs vary the data mixture: mixture laws (planning.mixture) apply
     if "loss_kind" in metrics.columns and (metrics["loss_kind"] == "unigram_normalized").any():
         if {"non_embedding_params", "vocab_params"} <= has:
             return FitRecipe(name=f"{experiment}-tao", experiment=experiment, law="tao")
@@ -132,6 +134,15 @@ def recipe_for(experiment: str, runs: pl.DataFrame, metrics: pl.DataFrame) -> Fi
     else:
         law = "chinchilla"
     return FitRecipe(name=f"{experiment}-{law}", experiment=experiment, law=law, rows=rows)
+
+
+def per_domain(recipe: FitRecipe, domains: list[str]) -> list[FitRecipe]:
+    """One recipe per evaluation domain (names ``<recipe>@<domain>``); ``recipe`` if one domain."""
+    if len(domains) <= 1:
+        return [recipe]
+    return [
+        replace(recipe, name=f"{recipe.name}@{domain}", domain=domain) for domain in sorted(domains)
+    ]
 
 
 def _tpc(vocab_size: pl.Expr) -> pl.Expr:
