@@ -291,8 +291,11 @@ def ingest_file(
                 storage_options=storage_options,
             )
             return _report(plan, streamed)
-        except Exception:
-            if not streamed.restaged:
+        except Exception as error:
+            from deltalake.exceptions import CommitFailedError
+
+            # a restage signal, or a lost commit race (a stream cannot be replayed): staging
+            if not streamed.restaged and not isinstance(error, CommitFailedError):
                 raise
     staging = tempfile.mkdtemp(prefix="mixplan-stage-")
     try:

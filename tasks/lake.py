@@ -378,11 +378,15 @@ def sql_literal(text: str) -> str:
 def _replace_file_rows(
     lake: str | Path,
     table: str,
-    data: pa.RecordBatchReader | pa.Table,
+    data: pa.RecordBatchReader | pa.Table | Callable[[], pa.RecordBatchReader],
     source_files: list[str],
     storage_options: dict[str, str] | None,
 ) -> None:
-    """One atomic commit: drop ``table``'s rows of ``source_files`` and add ``data``."""
+    """One atomic commit: drop ``table``'s rows of ``source_files`` and add ``data``.
+
+    A table, or a callable giving a fresh stream, is retried when a concurrent commit wins
+    the race; a bare stream can be consumed once, so its ``CommitFailedError`` propagates.
+    """
     from deltalake import write_deltalake
 
     predicate = _file_predicate(source_files, "")
@@ -390,7 +394,7 @@ def _replace_file_rows(
     def action() -> None:
         write_deltalake(
             table_uri(lake, table),
-            data,
+            data() if callable(data) else data,
             mode="overwrite",
             predicate=predicate,
             storage_options=storage_options,
@@ -398,7 +402,7 @@ def _replace_file_rows(
         )
 
     if isinstance(data, pa.RecordBatchReader):
-        action()  # a stream can be consumed once; conflicts on distinct files are rare
+        action()
         return
     _retry_commit(action, f"{table} of {source_files[0]}")
 
@@ -459,7 +463,7 @@ def write_source(
     *,
     source: dict[str, Any],
     runs: pl.DataFrame,
-    metrics: pl.DataFrame | pa.RecordBatchReader,
+    metrics: pl.DataFrame | Callable[[], pa.RecordBatchReader],
     quarantine: pl.DataFrame,
     partner_files: list[str] | None = None,
     storage_options: dict[str, str] | None = None,
@@ -475,8 +479,8 @@ def write_source(
     runs, quarantine
         Frames in ``RUNS_SCHEMA`` / ``QUARANTINE_SCHEMA``.
     metrics
-        A frame in ``METRICS_SCHEMA``, or an Arrow stream of it (large files; streamed to Delta
-        without materialising it).
+        A frame in ``METRICS_SCHEMA``, or a callable returning a fresh Arrow stream of it (large
+        files are streamed to Delta without materialising them; retried on commit races).
     partner_files
         Further files read together with this one (RegMix's loss file next to its mixture
         file); their rows are replaced together.
@@ -489,8 +493,8 @@ def write_source(
 
     shared = _runs_elsewhere(lake, runs["run_id"].to_list(), files, storage_options)
     if shared:
-        if isinstance(metrics, pa.RecordBatchReader):
-            metrics = pl.from_arrow(metrics.read_all())
+        if callable(metrics):
+            metrics = pl.from_arrow(metrics().read_all())
         metrics_frame = conform(metrics, METRICS_SCHEMA)
         _merge_file_rows(lake, "metrics", metrics_frame, METRICS_KEY, files, storage_options)
         _merge_file_rows(lake, "runs", runs, ("run_id",), files, storage_options)

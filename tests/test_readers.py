@@ -21,7 +21,7 @@ from planning.readers.tables import tao_tokens_per_character
 def _read(path: Path, tmp_path: Path):
     parsed = parse_source(path, staging_dir=tmp_path)
     validated = validate_source(parsed, staging_dir=tmp_path)
-    metrics = pl.from_arrow(validated.metrics.read_all())
+    metrics = pl.from_arrow(validated.metrics().read_all())
     return validated, metrics
 
 

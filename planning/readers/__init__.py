@@ -170,17 +170,23 @@ class ParsedSource:
 
 @dataclass
 class ValidatedSource:
-    """What the lake stores for one file: runs, metrics (a stream), quarantine and counts."""
+    """What the lake stores for one file: runs, metrics (staged Parquet), quarantine, counts."""
 
     source_file: str
     format: str
     runs: pl.DataFrame
-    metrics: pa.RecordBatchReader
+    metric_files: list[Path]
     quarantine: pl.DataFrame
     metric_rows: int
     partner_files: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    staged: list[Path] = field(default_factory=list)
+
+    def metrics(self) -> pa.RecordBatchReader:
+        """A fresh stream of the accepted metric rows (call again to re-read, e.g. on retry)."""
+        if not self.metric_files:
+            return pa.RecordBatchReader.from_batches(_METRICS_ARROW, [])
+        dataset = pads.dataset([str(p) for p in self.metric_files], format="parquet")
+        return dataset.scanner(batch_size=262_144).to_reader()
 
 
 def _combine_runs(fragments: list[pl.DataFrame]) -> pl.DataFrame:
@@ -367,22 +373,15 @@ def validate_source(parsed: ParsedSource, *, staging_dir: str | Path) -> Validat
                     conform(frame, METRICS_SCHEMA).write_parquet(path)
                     staged.append(path)
             metric_rows = sum(pq.ParquetFile(p).metadata.num_rows for p in staged)
-    if staged:
-        dataset = pads.dataset([str(p) for p in staged], format="parquet")
-        reader = dataset.scanner(batch_size=262_144).to_reader()
-    else:
-        schema = conform(pl.DataFrame(), METRICS_SCHEMA).to_arrow().schema
-        reader = pa.RecordBatchReader.from_batches(schema, [])
     return ValidatedSource(
         source_file=source_file,
         format=parsed.format,
         runs=runs,
-        metrics=reader,
+        metric_files=staged,
         quarantine=pl.concat([conform(q, QUARANTINE_SCHEMA) for q in quarantines]),
         metric_rows=metric_rows,
         partner_files=parsed.partner_files,
         warnings=parsed.warnings,
-        staged=staged + [p for p in parsed.staged if p not in staged],
     )
 
 
