@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from pathlib import Path
 from typing import Annotated
@@ -13,6 +14,31 @@ from rich.console import Console
 from flows.config import DEFAULT_LAKE, DEFAULT_REPORTS, EXAMPLE_SPECS
 
 console = Console()
+
+
+EPHEMERAL_STARTUP_SECONDS = 120
+"""Prefect's default (20 s) is too short for a first start on a busy 2-core machine (the
+ephemeral server migrates a fresh SQLite database before it answers)."""
+
+
+@contextlib.contextmanager
+def patient_ephemeral_server():
+    """Give Prefect's ephemeral API server time to start, unless the user configured it."""
+    if "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" in os.environ:
+        yield
+        return
+    from prefect.settings import (
+        PREFECT_SERVER_ANALYTICS_ENABLED,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+        temporary_settings,
+    )
+
+    updates = {PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: EPHEMERAL_STARTUP_SECONDS}
+    if "PREFECT_SERVER_ANALYTICS_ENABLED" not in os.environ:
+        # the throwaway server's telemetry writes race the run's writes on its SQLite file
+        updates[PREFECT_SERVER_ANALYTICS_ENABLED] = False
+    with temporary_settings(updates=updates):
+        yield
 
 
 @contextlib.contextmanager
@@ -73,7 +99,10 @@ def register(app: typer.Typer) -> None:
         from flows.pipeline import DEFAULT_BOOTSTRAP, pipeline
 
         started = time.perf_counter()
-        with dask_scheduler(dask, dask_address, dask_workers) as address:
+        with (
+            patient_ephemeral_server(),
+            dask_scheduler(dask, dask_address, dask_workers) as address,
+        ):
             result = pipeline(
                 inputs=[str(p) for p in inputs] if inputs else None,
                 lake=lake,

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, task, unmapped
 from prefect.cache_policies import NO_CACHE
 
 from flows.config import BUNDLED_DATA, DEFAULT_LAKE, DEFAULT_REPORTS, EXAMPLE_SPECS
@@ -30,7 +30,8 @@ from tasks.report import (
     prediction_intervals,
     publish_report,
     render_report,
-    whatif_sweep,
+    whatif_grid,
+    whatif_point,
 )
 
 DEFAULT_BOOTSTRAP = 40
@@ -67,6 +68,14 @@ def lake_fingerprint(lake: str) -> dict[str, Any]:
     return {"versions": lake_version(lake), "sources": source_hashes(lake)}
 
 
+@task(name="lake-experiments", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
+def lake_experiments(lake: str) -> list[str]:
+    """Every experiment in the lake, sorted."""
+    from tasks.lake import read_runs
+
+    return read_runs(lake).get_column("experiment").unique().sort().to_list()
+
+
 @task(name="mixture-experiments", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
 def mixture_experiments(lake: str) -> list[str]:
     """Experiments whose runs trained on more than one source (mixture laws apply)."""
@@ -96,6 +105,47 @@ def _task_runner(dask_address: str | None):
 
 def _with_runner(subflow, runner):
     return subflow if runner is None else subflow.with_options(task_runner=runner)
+
+
+@flow(name="plan-specs", description="plan every spec and sweep its what-ifs (fans out)")
+def plan_specs(
+    specs: dict[str, dict], lake: str | None = None
+) -> tuple[dict[str, Any], dict[str, list[dict]], list[str]]:
+    """Plan every spec and re-plan it over its what-if grid.
+
+    The what-if points are mapped as tasks, so they run on whatever task runner this flow is
+    given (a DaskTaskRunner when the pipeline has a Dask address). Returns the plans and the
+    what-if rows by spec name, and the problems met (a failing spec does not stop the others).
+    """
+    from flows.plan import plan as plan_flow
+
+    logger = get_run_logger()
+    plans: dict[str, Any] = {}
+    futures = {}
+    problems: list[str] = []
+    for name, spec in specs.items():
+        try:
+            plans[name] = plan_flow(spec, lake)
+            grid = whatif_grid(spec)
+        except Exception as error:  # a broken spec is reported, the other plans still run
+            problems.append(f"plan {name} failed: {error}")
+            logger.exception("plan %s failed", name)
+            continue
+        if grid:
+            budgets, tokens = zip(*grid, strict=True)
+            futures[name] = whatif_point.map(
+                unmapped(spec), list(budgets), list(tokens), unmapped(lake)
+            )
+    whatifs: dict[str, list[dict]] = {}
+    for name, mapped in futures.items():
+        rows = []
+        for future in mapped:
+            try:
+                rows.append(future.result())
+            except Exception as error:  # noqa: BLE001 - one failed what-if point is a gap
+                problems.append(f"what-if point of {name} failed: {error}")
+        whatifs[name] = rows
+    return plans, whatifs, problems
 
 
 @flow(name="mixplan-pipeline", description="ingest -> fit -> plan -> drift -> report")
@@ -139,7 +189,6 @@ def pipeline(
     """
     from flows.fit import fit as fit_flow
     from flows.ingest import ingest as ingest_flow
-    from flows.plan import plan as plan_flow
 
     logger = get_run_logger()
     inputs = [str(path) for path in (inputs or [BUNDLED_DATA])]
@@ -171,9 +220,19 @@ def pipeline(
             fit_paths = list(previous["fit_paths"])
             mixture_paths = list(previous.get("mixture_paths", []))
         else:
-            fit_paths = [
-                str(p) for p in _with_runner(fit_flow, runner)(lake, n_bootstrap=n_bootstrap)
-            ]
+            fit_paths = []
+            for experiment in lake_experiments(lake):
+                # one subflow per experiment: a law that cannot be fitted to one experiment
+                # is reported, and the other experiments' fits still land
+                try:
+                    written = _with_runner(fit_flow, runner)(
+                        lake, experiments=[experiment], n_bootstrap=n_bootstrap
+                    )
+                except Exception as error:
+                    problems.append(f"fit of experiment {experiment} failed: {error}")
+                    logger.exception("fit of experiment %s failed", experiment)
+                    continue
+                fit_paths.extend(str(path) for path in written)
             mixture_paths = []
             if mixture:
                 from flows.fit_mixture import fit_mixture as mixture_flow
@@ -190,15 +249,10 @@ def pipeline(
                     mixture_paths.extend(
                         str(p) for p in (result if isinstance(result, list) else [result])
                     )
-        plans: dict[str, Any] = {}
-        whatifs: dict[str, list[dict[str, Any]]] = {}
-        for name, spec in discover_specs(specs).items():
-            try:
-                plans[name] = _with_runner(plan_flow, runner)(spec, lake)
-                whatifs[name] = whatif_sweep(spec, lake)
-            except Exception as error:  # a broken spec is reported, the other plans still run
-                problems.append(f"plan {name} failed: {error}")
-                logger.exception("plan %s failed", name)
+        plans, whatifs, plan_problems = _with_runner(plan_specs, runner)(
+            discover_specs(specs), lake
+        )
+        problems.extend(plan_problems)
         fits = load_fits(fit_paths)
         mixture_fits = load_fits(mixture_paths)
         new_runs = new_runs_since(lake, previous.get("versions", {}).get("runs"))

@@ -102,6 +102,7 @@ def plan_moves(
     current: PlanQuantities,
     *,
     rel_tolerance: float = 0.1,
+    min_change: float = 0.01,
 ) -> list[PlanMove]:
     """The quantities of a plan that moved beyond their intervals.
 
@@ -119,6 +120,9 @@ def plan_moves(
         The two plans flattened by quantity name (see :data:`PlanQuantities`).
     rel_tolerance
         Fallback threshold when no interval is known.
+    min_change
+        A smaller relative change (absolute for mixture shares) never counts as a move, even
+        when a point estimate sits outside its own interval (skewed bootstrap distributions).
     """
     moves = []
     for quantity in sorted(set(previous) & set(current)):
@@ -127,6 +131,13 @@ def plan_moves(
         if prev_value is None or value is None:
             continue
         if not (np.isfinite(prev_value) and np.isfinite(value)):
+            continue
+        change = (
+            abs(value - prev_value)
+            if quantity.startswith("mixture:")
+            else abs(value - prev_value) / max(abs(prev_value), 1e-300)
+        )
+        if change <= min_change:
             continue
         intervals = [
             (lo, hi)

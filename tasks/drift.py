@@ -91,8 +91,12 @@ class DriftResult:
         return (
             f"Compared with the run of {self.previous_run_at}: {self.new_runs} new run(s), "
             f"{self.checked_runs.height} checked against the previous fit, {flagged} outside "
-            f"its prediction interval; {len(self.moves)} plan quantit"
-            f"{'y' if len(self.moves) == 1 else 'ies'} moved beyond their intervals."
+            f"its prediction interval; {len(self.moves)} plan "
+            + (
+                "quantity moved beyond its interval."
+                if len(self.moves) == 1
+                else "quantities moved beyond their intervals."
+            )
         )
 
 

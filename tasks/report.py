@@ -35,6 +35,7 @@ from planning.report import (
     Table,
     format_count,
     format_flops,
+    format_interval,
     format_loss,
     format_percent,
     format_quantity,
@@ -51,7 +52,20 @@ FORMULAS = {
     "muennighoff": "L(N, D, U) = E + A / N'^alpha + B / D'^beta  (effective repeated data)",
     "tao": "L_u(N_nv, V, D) = -E + A1 / N_nv^alpha1 + A2 / (V d)^alpha2 + B / D^beta",
     "loss_curve": "L(s) = L0 + A S1^(-alpha) - C S2  (learning-rate areas)",
+    "steplaw": "lr_opt = lr_coef N^lr_params_exp D^lr_tokens_exp,  B_opt = bs_coef D^bs_tokens_exp",
 }
+
+
+def _plan_level() -> float:
+    try:
+        from planning.plan import INTERVAL
+    except ImportError:  # pragma: no cover - the planner is part of the project
+        return 0.9
+    return (INTERVAL[-1] - INTERVAL[0]) / 100
+
+
+PLAN_LEVEL = _plan_level()
+"""Coverage of the planner's intervals (its percentiles, e.g. 5-95 -> 0.90)."""
 
 DECISION_UNITS = {
     "params": "params",
@@ -210,7 +224,9 @@ def law_section(fit: FitResult, frame: pl.DataFrame | None = None) -> LawSection
     charts; without it the section has tables only.
     """
     selection = _selection(fit)
-    where = ", ".join(f"{k} {v}" for k, v in selection.items() if v and k != "outlier_rule")
+    where = ", ".join(
+        f"{k} {v}" for k, v in selection.items() if v and k in ("experiment", "split", "domain")
+    )
     title = f"{fit.law.name} law" + (f" · {where}" if where else "") + f" ({fit.name})"
     intervals = fit.intervals() if fit.n_bootstrap else {}
     parameters = []
@@ -218,27 +234,33 @@ def law_section(fit: FitResult, frame: pl.DataFrame | None = None) -> LawSection
         point, low, high = intervals.get(name, (getattr(fit.law, name), None, None))
         parameters.append(Estimate(name, _float(point), _float(low), _float(high)))
     decisions = []
+    decision_rows = []
     budgets = list(fit.decisions.get("flops", []))
-    if budgets:
-        j = len(budgets) - 1  # the largest budget the fit reports
+    labels = {"params": "optimal N", "tokens": "optimal D", "loss": "loss"}
+    for j, budget in enumerate(budgets):
+        row = [format_flops(budget)]
         for key in ("params", "tokens", "tokens_per_param", "loss"):
             if key not in fit.decisions:
+                row.append("—")
                 continue
             point, low, high = intervals.get(
-                f"{key}@{budgets[j]:.3g}", (fit.decisions[key][j], None, None)
+                f"{key}@{budget:.3g}", (fit.decisions[key][j], None, None)
             )
-            label = {"params": "optimal N", "tokens": "optimal D", "loss": "loss"}.get(
-                key, "tokens / param"
+            estimate = Estimate(
+                f"{labels.get(key, 'tokens / param')} at {format_flops(budget)}",
+                _float(point),
+                _float(low),
+                _float(high),
+                DECISION_UNITS[key],
             )
-            decisions.append(
-                Estimate(
-                    f"{label} at {format_flops(budgets[j])}",
-                    _float(point),
-                    _float(low),
-                    _float(high),
-                    DECISION_UNITS[key],
-                )
+            if j == min(1, len(budgets) - 1):  # headline: one decade past the largest run
+                decisions.append(estimate)
+            interval = format_interval(estimate.low, estimate.high, estimate.unit)
+            row.append(
+                format_quantity(estimate.value, estimate.unit)
+                + ("" if interval == "—" else f" ({interval})")
             )
+        decision_rows.append(tuple(row))
     bt = fit.backtest or {}
     backtest: list[Estimate] = []
     notes = list(fit.warnings)
@@ -295,6 +317,14 @@ def law_section(fit: FitResult, frame: pl.DataFrame | None = None) -> LawSection
             iso = _isoflop_figure(fit, flops)
             if iso is not None:
                 figures.append(iso)
+    if len(decision_rows) > 1:
+        tables.append(
+            Table(
+                ("budget", "optimal N", "optimal D", "tokens / param", "loss"),
+                tuple(decision_rows),
+                "compute-optimal decisions at each budget, with 95% bootstrap intervals",
+            )
+        )
     if bt.get("runs"):
         worst = sorted(bt["runs"], key=lambda run: -run["relative_error"])[:8]
         tables.append(
@@ -555,7 +585,7 @@ def plan_section(
     for key, _names, unit, label in PLAN_QUANTITIES:
         if key in flat:
             value, low, high = flat[key]
-            decisions.append(Estimate(label, value, low, high, unit))
+            decisions.append(Estimate(label, value, low, high, unit, level=PLAN_LEVEL))
     if "params" in flat and "tokens" in flat and flat["params"][0]:
         decisions.append(Estimate("tokens per parameter", flat["tokens"][0] / flat["params"][0]))
     figures = []
@@ -573,8 +603,8 @@ def plan_section(
             Figure(
                 "planned mixture",
                 png,
-                "Planned share of training tokens per source (whiskers: 95% "
-                "interval over bootstrap re-plans).",
+                "Planned share of training tokens per source (whiskers: "
+                f"{PLAN_LEVEL:.0%} interval over bootstrap re-plans).",
             )
         )
     tables = []
@@ -613,6 +643,14 @@ def plan_section(
     status = str(_get(plan, "status", default=_get(inner, "status", default="unknown")))
     status = status.split(".")[-1].lower()
     explanations = _explanations(inner) + ([] if inner is plan else _explanations(plan))
+    law = inner.get("law")
+    if isinstance(law, Mapping) and law.get("description"):
+        draws = inner.get("interval_draws")
+        explanations.insert(
+            0,
+            f"Law: {law['description']}"
+            + (f"; intervals from {draws} bootstrap re-plans." if draws else "."),
+        )
     return PlanSection(
         title=f"plan {name}",
         status=status,
@@ -917,41 +955,41 @@ def publish_report(markdown_path: str, *, key: str = "mixplan-report") -> str:
     return str(create_markdown_artifact(text, key=key, description="mixplan planning report"))
 
 
-@task(name="whatif-sweep", retries=1, cache_policy=NO_CACHE)
-def whatif_sweep(spec: Mapping[str, Any], lake: str | None = None) -> list[dict[str, Any]]:
-    """The spec re-planned across budgets (0.01x-100x its own) and inference demand (none, its
-    own): rows of ``budget, inference_tokens, params, tokens, loss, train_flops, status``.
+def whatif_grid(spec: Mapping[str, Any]) -> list[tuple[float, float]]:
+    """The (budget, inference tokens) points of a spec's what-if sweep: 0.01x-100x its FLOP
+    budget, with no inference demand and with its own. Empty for specs without a FLOP budget."""
+    from planning.spec import parse_spec
 
-    Only budget-mode specs with a FLOP budget get a sweep; others return [].
-    """
+    budget = (spec.get("budget") or {}).get("flops")
+    if not budget:
+        return []
+    parsed = parse_spec(spec, origin=str(spec.get("name", "<spec>")))
+    inference = float(parsed.inference.tokens) if parsed.inference is not None else 0.0
+    return [
+        (float(budget) * factor, tokens)
+        for factor in (0.01, 0.1, 1.0, 10.0, 100.0)
+        for tokens in sorted({0.0, inference})
+    ]
+
+
+@task(name="whatif-point", retries=1, cache_policy=NO_CACHE)
+def whatif_point(
+    spec: Mapping[str, Any], budget: float, inference_tokens: float, lake: str | None = None
+) -> dict[str, Any]:
+    """The spec re-planned at one budget and lifetime inference demand (one what-if row:
+    ``budget, inference_tokens, params, tokens, loss, train_flops, status``)."""
     from planning.plan import whatif
     from planning.spec import parse_spec
 
     parsed = parse_spec(spec, origin=str(spec.get("name", "<spec>")))
-    budget = (spec.get("budget") or {}).get("flops")
-    if not budget:
-        return []
-    inference = parsed.inference.tokens if parsed.inference is not None else 0.0
-    budgets = [float(budget) * factor for factor in (0.01, 0.1, 1.0, 10.0, 100.0)]
-    plans = whatif(
-        parsed,
-        budgets=budgets,
-        inference_tokens=sorted({0.0, float(inference or 0.0)}),
-        lake=lake,
-    )
-    rows = []
-    for variant in plans:
-        data = variant.to_dict()
-        inference_tokens = (data.get("inputs") or {}).get("inference_tokens")
-        rows.append(
-            {
-                "budget": data.get("inputs", {}).get("budget_flops", data.get("train_flops")),
-                "inference_tokens": inference_tokens,
-                "params": data.get("params"),
-                "tokens": data.get("tokens"),
-                "loss": data.get("loss"),
-                "train_flops": data.get("train_flops"),
-                "status": data.get("status"),
-            }
-        )
-    return rows
+    (variant,) = whatif(parsed, budgets=[budget], inference_tokens=[inference_tokens], lake=lake)
+    data = variant.to_dict()
+    return {
+        "budget": budget,
+        "inference_tokens": inference_tokens,
+        "params": data.get("params"),
+        "tokens": data.get("tokens"),
+        "loss": data.get("loss"),
+        "train_flops": data.get("train_flops"),
+        "status": data.get("status"),
+    }

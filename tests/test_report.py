@@ -50,7 +50,8 @@ def test_units_are_printed():
     assert format_flops(5.76e23) == "5.8e23 FLOPs"
     assert format_quantity(7e9, "params") == "7.0B params"
     assert format_quantity(0.0123, "fraction") == "1.2%"
-    assert format_interval(6e9, 8e9, "params") == "[6.0B params, 8.0B params]"
+    assert format_interval(6e9, 8e9, "params") == "6.0B – 8.0B params"
+    assert format_interval(1e22, 3e22, "flops") == "1.0e22 – 3.0e22 FLOPs"
     assert format_interval(None, 8e9, "params") == "—"
 
 
@@ -164,7 +165,7 @@ def test_html_is_self_contained_with_every_chart_inlined():
 def test_markdown_has_the_tables_and_no_images():
     text = render_markdown(sample_report())
     assert text.startswith("# mixplan report")
-    assert "| parameters | 41.7B params | [39.0B params, 44.0B params] |" in text
+    assert "| parameters | 41.7B params | 39.0B – 44.0B params |" in text
     assert "## What changed" in text and "a/run-1" in text
     assert "data:image" not in text
 

@@ -159,3 +159,10 @@ def test_plans_flatten_with_intervals_and_render():
     assert [f.title for f in section.figures] == ["planned mixture", "loss-cost frontier"]
     assert section.tables[0].rows[1][2] == "14.0B"
     assert np.isclose(section.decisions[-1].value, 1e12 / 1.4e10)
+
+
+def test_a_point_outside_its_own_interval_is_not_a_move():
+    skewed = {"vocab_size": (128_367.0, 109_442.0, 127_242.0)}  # seen in a real plan
+    assert plan_moves("p", skewed, skewed) == []
+    nudged = {"vocab_size": (128_400.0, 109_442.0, 127_242.0)}
+    assert plan_moves("p", skewed, nudged) == []

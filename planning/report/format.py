@@ -83,7 +83,16 @@ def format_quantity(value: float | None, unit: str) -> str:
 
 
 def format_interval(low: float | None, high: float | None, unit: str) -> str:
-    """An interval as ``[low, high]`` in the unit's format (em dash when unknown)."""
+    """An interval with its unit written once: ``16.9B – 22.1B params``, ``2.037 – 2.057``.
+
+    An em dash when either end is unknown.
+    """
     if not (_finite(low) and _finite(high)):
         return "—"
-    return f"[{format_quantity(low, unit)}, {format_quantity(high, unit)}]"
+    bare = "count" if unit in ("params", "tokens") else unit
+    text = f"{format_quantity(low, bare)} – {format_quantity(high, bare)}"
+    if unit in ("params", "tokens"):
+        return f"{text} {unit}"
+    if unit == "flops":
+        return text.replace(" FLOPs", "") + " FLOPs"
+    return text

@@ -115,7 +115,11 @@ def _kpis(estimates: tuple[Estimate, ...]) -> str:
     cells = []
     for estimate in estimates:
         interval = format_interval(estimate.low, estimate.high, estimate.unit)
-        interval_html = f'<div class="i">95% {escape(interval)}</div>' if interval != "—" else ""
+        interval_html = (
+            f'<div class="i">{estimate.level:.0%}: {escape(interval)}</div>'
+            if interval != "—"
+            else ""
+        )
         cells.append(
             f'<div class="kpi"><div class="k">{escape(estimate.name)}</div>'
             f'<div class="v">{escape(format_quantity(estimate.value, estimate.unit))}</div>'
@@ -124,12 +128,23 @@ def _kpis(estimates: tuple[Estimate, ...]) -> str:
     return f'<div class="kpis">{"".join(cells)}</div>' if cells else ""
 
 
-def _estimate_table(estimates: tuple[Estimate, ...], caption: str) -> str:
+def estimate_table(estimates: tuple[Estimate, ...], caption: str = "") -> Table:
+    """Estimates as a table; the interval column only when some estimate has an interval."""
+    intervals = [format_interval(e.low, e.high, e.unit) for e in estimates]
+    if all(text == "—" for text in intervals):
+        rows = tuple((e.name, format_quantity(e.value, e.unit)) for e in estimates)
+        return Table(("quantity", "estimate"), rows, caption)
+    levels = {e.level for e in estimates}
+    header = f"{levels.pop():.0%} interval" if len(levels) == 1 else "interval"
     rows = tuple(
-        (e.name, format_quantity(e.value, e.unit), format_interval(e.low, e.high, e.unit))
-        for e in estimates
+        (e.name, format_quantity(e.value, e.unit), text)
+        for e, text in zip(estimates, intervals, strict=True)
     )
-    return _table(Table(("quantity", "estimate", "95% interval"), rows, caption))
+    return Table(("quantity", "estimate", header), rows, caption)
+
+
+def _estimate_table(estimates: tuple[Estimate, ...], caption: str) -> str:
+    return _table(estimate_table(estimates, caption))
 
 
 def _figures(figures: tuple[Figure, ...]) -> str:
@@ -228,6 +243,7 @@ def render_html(report: Report) -> str:
         f'<div class="sub">generated {escape(report.generated_at)}</div><nav>{nav}</nav></header>'
         f'<div class="facts">{facts}</div>{body}'
         "<footer>mixplan: scaling-law fits and compute-optimal plans from your run logs. "
-        "Intervals are 95% bootstrap percentile intervals, resampled by run.</footer>"
+        "Intervals are bootstrap percentile intervals (runs resampled, never checkpoints); "
+        "each states its coverage.</footer>"
         "</main></body></html>\n"
     )

@@ -6,7 +6,6 @@ them.
 
 from __future__ import annotations
 
-from planning.report.format import format_interval, format_quantity
 from planning.report.model import Estimate, Report, Table
 
 
@@ -24,11 +23,9 @@ def markdown_table(table: Table) -> str:
 
 
 def _estimates(estimates: tuple[Estimate, ...]) -> str:
-    rows = tuple(
-        (e.name, format_quantity(e.value, e.unit), format_interval(e.low, e.high, e.unit))
-        for e in estimates
-    )
-    return markdown_table(Table(("quantity", "estimate", "95% interval"), rows))
+    from planning.report.html import estimate_table
+
+    return markdown_table(estimate_table(estimates))
 
 
 def render_markdown(report: Report) -> str:

@@ -20,6 +20,8 @@ class Estimate:
     low: float | None = None
     high: float | None = None
     unit: str = ""
+    level: float = 0.95
+    """Coverage of the interval (0.95 for a 2.5-97.5 percentile bootstrap interval)."""
 
 
 @dataclass(frozen=True)
