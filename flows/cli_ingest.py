@@ -19,14 +19,14 @@ Formats (detected from the file name and first line, or forced with --format):
 
 * jsonl / csv / parquet: canonical logs with mixplan's column names (run_id, step, loss, ...)
 
-* wandb: W&B history exports (Gemstones wandb_df_*.jsonl)
+* wandb: W&B history exports (Gemstones `wandb_df_*.jsonl`)
 
 * epoch-chinchilla, datablations, sardana, steplaw, tao-vocab: one-row-per-run tables
 
-* regmix: RegMix mixture table (its *_pile_loss_* partner is read with it)
+* regmix: RegMix mixture table (its `*_pile_loss_*` partner is read with it)
 
-* mapping:NAME: raw dumps read through a declared mapping in data/mappings/*.toml
-  (e.g. mapping:mixinglaws-5mix for the Data Mixing Laws 5Mix/*.txt files)
+* mapping:NAME: raw dumps read through a declared mapping in `data/mappings/*.toml`
+  (e.g. `mapping:mixinglaws-5mix` for the Data Mixing Laws `5Mix/*.txt` files)
 
 Bad records go to the lake's quarantine table with file, line, field and reason; good records
 of the same file go through. Files whose sha256 is unchanged since the last ingest are skipped.
@@ -34,11 +34,11 @@ Exits non-zero only when nothing usable was read.
 
 Examples:
 
-  mixplan ingest data/public                      # every bundled real log
+* `mixplan ingest data/public` - every bundled real log, into the default lake
 
-  mixplan ingest runs/*.jsonl --lake out/lake      # your own logs
+* `mixplan ingest runs/ --lake out/lake` - your own logs
 
-  mixplan ingest dump.txt --format mapping:mixinglaws-5mix --json
+* `mixplan ingest dump.txt --format mapping:mixinglaws-5mix --json` - forced format, JSON summary
 """
 
 

@@ -272,3 +272,27 @@ def test_duplicate_split_keeps_first_identical():
     good, bad = duplicate_split(frame, source_file="f")
     assert good["source_line"].to_list() == [5, 7]
     assert bad.height == 0
+
+
+def test_the_bundled_malformed_sample_matches_its_readme(tmp_path):
+    # data/samples/README.md documents line by line what this file should produce
+    sample = Path(__file__).resolve().parents[1] / "data" / "samples" / "malformed"
+    before = (sample / "training_log.jsonl").read_bytes()
+    lake = tmp_path / "lake"
+    report = ingest_paths([sample], lake)
+    assert _reasons(lake) == [
+        (3, "loss", "non_finite"),
+        (4, None, "malformed_json"),
+        (5, "loss", "duplicate_conflict"),
+        (6, "loss", "duplicate_conflict"),
+        (7, "loss", "negative_loss"),
+        (8, "loss", "missing_field"),
+        (9, "mixture", "mixture_sum"),
+        (9, "run_id", "run_rejected"),
+        (11, None, "truncated_line"),
+    ]
+    metrics = read_metrics(lake)
+    assert metrics["step"].to_list() == [100, 200, 800]
+    assert json.loads(read_runs(lake)["tags"][0])["extra"] == {"grad_norm": 1.2}
+    assert report.files[0].warnings == ["unknown columns kept in tags.extra: grad_norm"]
+    assert (sample / "training_log.jsonl").read_bytes() == before
