@@ -106,7 +106,7 @@ class AdditiveLaw(MixtureLaw):
         coefficients = np.exp(theta[1 : sources + 1])
         gammas = theta[sources + 1 :]
         parts = [
-            c * (weights[j] if g >= 1.0 - 1e-12 else cp.power(weights[j], g))
+            c * (weights[j] if g >= 1.0 - 1e-12 else cp.power(weights[j], g, approx=False))
             for j, (c, g) in enumerate(zip(coefficients, gammas, strict=True))
         ]
         return theta[0] + cp.inv_pos(cp.sum(cp.hstack(parts)))
@@ -290,7 +290,7 @@ class AdditiveScaleLaw(MixtureLaw):
         a, alpha = np.exp(theta[start : start + k]), theta[start + k]
         b, beta = np.exp(theta[start + k + 1 : start + 2 * k + 1]), theta[start + 2 * k + 1]
         parts = [
-            c * (weights[j] if g >= 1.0 - 1e-12 else cp.power(weights[j], g))
+            c * (weights[j] if g >= 1.0 - 1e-12 else cp.power(weights[j], g, approx=False))
             for j, (c, g) in enumerate(zip(coefficients, gammas, strict=True))
         ]
         n_power = (self.params / PARAMS_UNIT) ** (-alpha)

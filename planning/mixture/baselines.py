@@ -24,11 +24,14 @@ from planning.mixture.data import MixtureData, domain_weight_vector
 LIGHTGBM_PARAMS = {
     "boosting_type": "gbdt",
     "objective": "regression",
-    "n_estimators": 1000,
+    "metric": "l2",
     "learning_rate": 1e-2,
     "verbosity": -1,
+    "num_threads": 1,
 }
 """RegMix's hyper-parameters (regmix/regression_fitting); their ``seed`` comes from ``seed``."""
+LIGHTGBM_ROUNDS = 1000
+"""RegMix's ``num_iterations``."""
 
 
 class _Baseline:
@@ -98,22 +101,25 @@ class LightGBMBaseline(_Baseline):
         val, train = order[:n_val], order[n_val:]
         self.models_ = []
         for column in range(len(data.domains)):
-            model = lgb.LGBMRegressor(**LIGHTGBM_PARAMS, random_state=self.seed)
-            model.fit(
-                data.mixture[train],
-                data.losses[train, column],
-                eval_set=[(data.mixture[val], data.losses[val, column])],
-                eval_metric="l2",
+            train_set = lgb.Dataset(data.mixture[train], data.losses[train, column])
+            val_set = lgb.Dataset(data.mixture[val], data.losses[val, column], reference=train_set)
+            booster = lgb.train(
+                {**LIGHTGBM_PARAMS, "seed": self.seed},
+                train_set,
+                num_boost_round=LIGHTGBM_ROUNDS,
+                valid_sets=[val_set],
                 callbacks=[lgb.early_stopping(self.stopping_rounds, verbose=False)],
             )
-            self.models_.append(model)
+            self.models_.append(booster)
         self.sources_, self.domains_ = data.sources, data.domains
         return self
 
     def predict(self, weights: np.ndarray) -> np.ndarray:
         """Loss per domain for one or many mixtures."""
         weights, single = self._check(weights)
-        out = np.stack([m.predict(weights) for m in self.models_], axis=-1)
+        out = np.stack(
+            [m.predict(weights, num_iteration=m.best_iteration) for m in self.models_], axis=-1
+        )
         return out[0] if single else out
 
 

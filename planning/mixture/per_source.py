@@ -150,5 +150,8 @@ class PerSourceLaw(MixtureLaw):
         offset = np.exp(theta[sources + 1 : 2 * sources + 1])
         gamma = theta[2 * sources + 1 :]
         units = self._tokens_units()
-        parts = [b[j] * cp.power(offset[j] + units * weights[j], -gamma[j]) for j in range(sources)]
+        parts = [
+            b[j] * cp.power(offset[j] + units * weights[j], -gamma[j], approx=False)
+            for j in range(sources)
+        ]
         return theta[0] + cp.sum(cp.hstack(parts))

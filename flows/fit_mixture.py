@@ -1,0 +1,262 @@
+"""The Prefect flow ``fit-mixture``: mixture runs in the lake -> fitted mixture laws + scores.
+
+``fit_mixture`` fits every law family (exponential, additive, per-source) and the regression
+baselines (LightGBM as in RegMix, linear) on one experiment's runs, scores them on a held-out
+experiment when given (Spearman and mean relative error per domain), optionally compares the
+nested and joint routes across model sizes (holding out the largest size), and stores each law
+at ``<lake>/fits/<experiment>-mixture-<family>.json`` where the planner finds it.
+``mixture_fit_report`` prints the result with rich (``mixplan fit --mixture``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import polars as pl
+from prefect import flow, get_run_logger
+from rich.console import Console
+from rich.table import Table
+
+from flows.config import DEFAULT_LAKE
+from planning.errors import SpecError
+from planning.mixture.evaluation import comparison_table
+from planning.mixture.nested import NestedRoute
+from tasks.mixture import (
+    BASELINES,
+    LAW_FAMILIES,
+    compare_scale_routes,
+    fit_mixture_family,
+    fit_name,
+    load_mixture_curves,
+    load_mixture_data,
+    score_mixture_family,
+    store_mixture_fit,
+)
+
+LAW_FORMS = {
+    "exponential": "L_i(r) = c_i + k_i exp(t_i . r)",
+    "additive": "L_i(h) = E_i + 1 / sum_j C_ij h_j^gamma_ij",
+    "per_source": "L_i(p) = L_inf,i + sum_j B_ij (N0_ij + D p_j)^-gamma_ij",
+    "lightgbm": "LightGBM regression on the mixture (RegMix; not convex, comparison only)",
+    "linear": "L_i(r) = b_i . r (least squares)",
+    "nested": "step law -> size law -> additive mixture law at the target (N, D)",
+}
+HEADLINE = {"exponential": "c", "additive": "E", "per_source": "L_inf"}
+"""The parameter shown with its interval per domain (the loss floor of each law)."""
+
+
+@flow(name="fit-mixture", log_prints=False)
+def fit_mixture(
+    lake: str = str(DEFAULT_LAKE),
+    experiment: str = "regmix-1m-train",
+    held_out_experiment: str | None = None,
+    families: list[str] | None = None,
+    domains: list[str] | None = None,
+    n_bootstrap: int = 0,
+    seed: int = 0,
+    hold_out_largest: bool = False,
+    save: bool = True,
+) -> dict[str, Any]:
+    """Fit mixture laws (and baselines) on ``experiment``; score them on held-out runs.
+
+    Parameters
+    ----------
+    lake
+        Lake folder or URL.
+    experiment
+        Experiment whose runs the laws are fitted on (final loss per run and domain).
+    held_out_experiment
+        Experiment scored with the fitted laws (e.g. ``regmix-1m-test``); ``None`` skips scoring.
+    families
+        Law families and baselines to fit (default: all of ``LAW_FAMILIES`` and ``BASELINES``).
+    domains
+        Validation domains to fit (default: every domain logged for all runs).
+    n_bootstrap
+        Bootstrap draws (resampling runs) per law family, for intervals.
+    seed
+        Seed of the bootstrap and of the baselines.
+    hold_out_largest
+        For experiments with several model sizes: also fit the nested and the joint routes on
+        the smaller sizes and score each on the largest size's final checkpoints.
+    save
+        Store each fitted law under ``<lake>/fits/``.
+
+    Returns
+    -------
+    dict
+        JSON-ready: ``experiment``, ``sources``, ``domains``, ``fits`` (family -> form, path,
+        per-domain parameter rows), ``scores`` (held-out rows), ``routes`` (route rows).
+    """
+    logger = get_run_logger()
+    lake = str(lake)
+    families = list(families) if families else [*LAW_FAMILIES, *BASELINES]
+    unknown = sorted(set(families) - set(LAW_FAMILIES) - set(BASELINES))
+    if unknown:
+        raise SpecError(f"fit-mixture: unknown families {unknown}")
+    data, data_hash = load_mixture_data(lake, experiment, domains=domains)
+    held_out = None
+    if held_out_experiment is not None:
+        held_out, _ = load_mixture_data(lake, held_out_experiment, domains=list(data.domains))
+    futures = {
+        family: fit_mixture_family.submit(
+            family, data, n_bootstrap if family in LAW_FAMILIES else 0, seed
+        )
+        for family in families
+    }
+    result: dict[str, Any] = {
+        "experiment": experiment,
+        "held_out_experiment": held_out_experiment,
+        "sources": list(data.sources),
+        "domains": list(data.domains),
+        "runs": len(data.run_ids),
+        "fits": {},
+        "scores": [],
+        "routes": [],
+    }
+    for family, future in futures.items():
+        model = future.result()
+        scores = None
+        if held_out is not None:
+            scores = score_mixture_family(model, held_out, family)
+            result["scores"].extend(scores.to_dicts())
+        entry: dict[str, Any] = {"form": LAW_FORMS[family], "path": None, "params": []}
+        if family in LAW_FAMILIES:
+            entry["params"] = model.params_table()
+            if save:
+                entry["path"] = store_mixture_fit(
+                    lake, fit_name(experiment, family), model, data_hash, scores
+                )
+        result["fits"][family] = entry
+    if hold_out_largest:
+        curves = load_mixture_curves(lake, experiment, domains=list(data.domains))
+        sizes = np.unique(curves.params)
+        if len(sizes) < 3:
+            raise SpecError(
+                f"fit-mixture: hold_out_largest needs three or more model sizes; "
+                f"{experiment} has {sizes.tolist()}"
+            )
+        routes = compare_scale_routes(curves, float(sizes[-2]))
+        result["routes"] = routes.to_dicts()
+        if save:
+            largest = curves.runs_where(curves.params == sizes[-1]).final()
+            nested = NestedRoute(params=float(sizes[-1]), tokens=float(np.max(largest.tokens)))
+            nested.fit(curves.runs_where(curves.params < sizes[-1]))
+            assert nested.law_ is not None
+            result["fits"]["nested"] = {
+                "form": LAW_FORMS["nested"],
+                "params": nested.law_.params_table(),
+                "path": store_mixture_fit(
+                    lake, fit_name(experiment, "nested"), nested.law_, data_hash
+                ),
+            }
+    logger.info("fit-mixture %s: %s", experiment, ", ".join(result["fits"]))
+    return result
+
+
+# ------------------------------------------------------------------------------- report
+
+
+def _interval(row: dict[str, Any], name: str) -> str:
+    value = row.get(name)
+    if value is None:
+        return "-"
+    low, high = row.get(f"{name}_lo"), row.get(f"{name}_hi")
+    if low is None:
+        return f"{value:.4g}"
+    return f"{value:.4g} [{low:.4g}, {high:.4g}]"
+
+
+def _top_sources(row: dict[str, Any], prefix: str, *, largest: bool = True) -> str:
+    values = {k[len(prefix) + 1 : -1]: v for k, v in row.items() if k.startswith(prefix + "[")}
+    values = {k: v for k, v in values.items() if not k.endswith("_lo") and "]_" not in k}
+    order = sorted(values, key=values.get, reverse=largest)[:3]
+    return ", ".join(order)
+
+
+def mixture_fit_report(result: dict[str, Any], *, console: Console | None = None) -> None:
+    """Print each domain's law, parameter intervals and held-out errors (rich tables).
+
+    Parameters
+    ----------
+    result
+        What :func:`fit_mixture` returns.
+    console
+        Where to print (default: a new stdout console).
+    """
+    console = console or Console()
+    console.print(
+        f"[bold]Mixture laws[/bold] fitted on {result['experiment']} "
+        f"({result['runs']} runs, {len(result['sources'])} sources, "
+        f"{len(result['domains'])} domains)"
+    )
+    scores = pl.DataFrame(result["scores"]) if result["scores"] else None
+    for family, entry in result["fits"].items():
+        table = Table(title=f"{family}: {entry['form']}", title_justify="left")
+        table.add_column("domain")
+        headline = HEADLINE.get(family, "E" if family == "nested" else "")
+        if entry["params"]:
+            table.add_column(f"{headline} [95% CI]" if headline else "floor")
+            table.add_column("objective", justify="right")
+            key = {"additive": "logC", "nested": "logC", "exponential": "t", "per_source": "logB"}
+            table.add_column(f"largest {key.get(family, '')} (sources)")
+        if scores is not None:
+            table.add_column("held-out Spearman", justify="right")
+            table.add_column("held-out MRE %", justify="right")
+        family_scores = (
+            {r["domain"]: r for r in scores.filter(pl.col("model") == family).to_dicts()}
+            if scores is not None
+            else {}
+        )
+        rows = entry["params"] or [{"domain": d} for d in result["domains"]]
+        for row in rows:
+            cells = [row["domain"]]
+            if entry["params"]:
+                prefix = {"exponential": "t", "per_source": "logB"}.get(family, "logC")
+                cells += [
+                    _interval(row, headline),
+                    f"{row['objective']:.3g}",
+                    _top_sources(row, prefix),
+                ]
+            if scores is not None:
+                s = family_scores.get(row["domain"])
+                cells += [f"{s['spearman']:.4f}", f"{100 * s['mre']:.3f}"] if s else ["-", "-"]
+            table.add_row(*cells)
+        if entry.get("path"):
+            table.caption = f"stored at {entry['path']}"
+        console.print(table)
+    if scores is not None:
+        for metric, label in (("spearman", "Spearman"), ("mre", "mean relative error %")):
+            wide = comparison_table(scores, metric=metric)
+            table = Table(title=f"Held-out {label} ({result['held_out_experiment']})")
+            for column in wide.columns:
+                table.add_column(column, justify="left" if column == "domain" else "right")
+            for row in wide.iter_rows():
+                scale = 100 if metric == "mre" else 1
+                table.add_row(row[0], *[f"{scale * v:.4f}" for v in row[1:]])
+            console.print(table)
+    if result["routes"]:
+        routes = pl.DataFrame(result["routes"])
+        summary = (
+            routes.group_by("route")
+            .agg(
+                pl.col("abs_error").mean().alias("mae"),
+                pl.col("abs_error").max().alias("max"),
+                pl.col("rel_error").mean().alias("mre"),
+                pl.len().alias("points"),
+            )
+            .sort("mae")
+        )
+        table = Table(title="Scale routes: held-out largest model, last step")
+        for column in ("route", "MAE (nats)", "max error", "MRE %", "points"):
+            table.add_column(column, justify="left" if column == "route" else "right")
+        for row in summary.iter_rows(named=True):
+            table.add_row(
+                row["route"],
+                f"{row['mae']:.4f}",
+                f"{row['max']:.4f}",
+                f"{100 * row['mre']:.3f}",
+                str(row["points"]),
+            )
+        table.caption = f"better on held-out runs: {summary['route'][0]}"
+        console.print(table)

@@ -1,0 +1,201 @@
+"""Mixture-law tasks: read mixture runs from the lake, fit laws and baselines, score, store.
+
+Fitted mixture laws are stored like the scale-law fits, at ``<lake>/fits/<name>.json`` (the
+law's own JSON, which the planner loads by its ``law`` class name, plus provenance: data hash,
+code version, held-out scores). Plain functions do the work; the ``@task`` wrappers add
+retries on lake I/O and logging.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from planning.errors import RunLogError, SpecError
+from planning.mixture.additive import AdditiveLaw
+from planning.mixture.baselines import LightGBMBaseline, LinearBaseline
+from planning.mixture.data import MixtureData
+from planning.mixture.evaluation import evaluate
+from planning.mixture.exponential import ExponentialLaw
+from planning.mixture.nested import MixtureCurves, compare_routes
+from planning.mixture.per_source import PerSourceLaw
+from planning.provenance import code_version, frame_hash
+from tasks.lake import read_metrics, read_runs
+from tasks.locking import write_text_atomic
+
+log = logging.getLogger(__name__)
+
+Family = Literal["additive", "exponential", "per_source", "lightgbm", "linear"]
+LAW_FAMILIES: tuple[str, ...] = ("additive", "exponential", "per_source")
+BASELINES: tuple[str, ...] = ("lightgbm", "linear")
+
+
+def _logger() -> Any:
+    try:
+        return get_run_logger()
+    except Exception:  # noqa: BLE001 - outside a flow/task run (plain function use)
+        return log
+
+
+def make_model(family: str, *, n_bootstrap: int = 0, seed: int = 0) -> Any:
+    """A fresh, unfitted mixture law or baseline by family name."""
+    if family == "additive":
+        return AdditiveLaw(n_bootstrap=n_bootstrap, seed=seed)
+    if family == "exponential":
+        return ExponentialLaw(n_bootstrap=n_bootstrap, seed=seed)
+    if family == "per_source":
+        return PerSourceLaw(n_bootstrap=n_bootstrap, seed=seed)
+    if family == "lightgbm":
+        return LightGBMBaseline(seed=42 + seed)
+    if family == "linear":
+        return LinearBaseline()
+    raise SpecError(f"unknown mixture family {family!r}; one of {LAW_FAMILIES + BASELINES}")
+
+
+def read_mixture_data(
+    lake: str | Path,
+    experiment: str,
+    *,
+    split: str = "val",
+    domains: Sequence[str] | None = None,
+) -> tuple[MixtureData, str]:
+    """Final losses of an experiment's mixture runs, and the data hash of what was read."""
+    runs = read_runs(lake, experiment=experiment)
+    if runs.height == 0:
+        raise RunLogError(f"experiment {experiment!r} has no runs in the lake at {lake}")
+    metrics = read_metrics(lake, experiment=experiment, split=split)
+    data = MixtureData.from_lake(runs, metrics, split=split, domains=domains)
+    return data, frame_hash(metrics.select("run_id", "step", "domain", "loss"))
+
+
+def read_mixture_curves(
+    lake: str | Path,
+    experiment: str,
+    *,
+    split: str = "val",
+    domains: Sequence[str] | None = None,
+) -> MixtureCurves:
+    """Every checkpoint of an experiment's mixture runs."""
+    runs = read_runs(lake, experiment=experiment)
+    if runs.height == 0:
+        raise RunLogError(f"experiment {experiment!r} has no runs in the lake at {lake}")
+    metrics = read_metrics(lake, experiment=experiment, split=split)
+    return MixtureCurves.from_lake(runs, metrics, split=split, domains=domains)
+
+
+def fit_family(family: str, data: MixtureData, *, n_bootstrap: int = 0, seed: int = 0) -> Any:
+    """Fit one law family or baseline on ``data``."""
+    model = make_model(family, n_bootstrap=n_bootstrap, seed=seed)
+    return model.fit(data)
+
+
+def score(model: Any, held_out: MixtureData, *, name: str) -> pl.DataFrame:
+    """Spearman, mean relative and absolute error per domain on held-out runs."""
+    return evaluate(model, held_out, name=name)
+
+
+def fit_name(experiment: str, family: str) -> str:
+    """Stored name of a mixture fit: ``<experiment>-mixture-<family>``."""
+    return f"{experiment.replace('/', '_')}-mixture-{family}"
+
+
+def write_mixture_fit(
+    lake: str | Path,
+    name: str,
+    law: Any,
+    *,
+    data_hash: str,
+    scores: pl.DataFrame | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> str:
+    """Store a fitted mixture law at ``<lake>/fits/<name>.json`` with provenance."""
+    payload = json.loads(law.to_json())
+    payload.update(
+        {
+            "name": name,
+            "data_hash": data_hash,
+            "code_version": code_version(),
+            "held_out": scores.to_dicts() if scores is not None else [],
+            **dict(extra or {}),
+        }
+    )
+    path = f"{str(lake).rstrip('/')}/fits/{name}.json"
+    return write_text_atomic(path, json.dumps(payload, indent=1))
+
+
+# --------------------------------------------------------------------------- Prefect tasks
+
+
+@task(name="read-mixture-data", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
+def load_mixture_data(
+    lake: str, experiment: str, split: str = "val", domains: list[str] | None = None
+) -> tuple[MixtureData, str]:
+    """Read an experiment's final losses against mixtures (retried: remote lakes)."""
+    data, data_hash = read_mixture_data(lake, experiment, split=split, domains=domains)
+    _logger().info(
+        "%s: %d runs, %d sources, %d domains",
+        experiment,
+        len(data.run_ids),
+        len(data.sources),
+        len(data.domains),
+    )
+    return data, data_hash
+
+
+@task(name="read-mixture-curves", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
+def load_mixture_curves(
+    lake: str, experiment: str, split: str = "val", domains: list[str] | None = None
+) -> MixtureCurves:
+    """Read an experiment's checkpoints (retried: remote lakes)."""
+    return read_mixture_curves(lake, experiment, split=split, domains=domains)
+
+
+@task(name="fit-mixture-family", cache_policy=NO_CACHE)
+def fit_mixture_family(family: str, data: MixtureData, n_bootstrap: int = 0, seed: int = 0) -> Any:
+    """Fit one mixture law family (or baseline)."""
+    model = fit_family(family, data, n_bootstrap=n_bootstrap, seed=seed)
+    _logger().info("fitted %s on %d runs", family, len(data.run_ids))
+    return model
+
+
+@task(name="score-mixture-family", cache_policy=NO_CACHE)
+def score_mixture_family(model: Any, held_out: MixtureData, name: str) -> pl.DataFrame:
+    """Score a fitted model on held-out runs."""
+    table = score(model, held_out, name=name)
+    _logger().info(
+        "%s: mean Spearman %.4f, mean relative error %.3f%%",
+        name,
+        table["spearman"].mean(),
+        100 * table["mre"].mean(),
+    )
+    return table
+
+
+@task(name="compare-scale-routes", cache_policy=NO_CACHE)
+def compare_scale_routes(curves: MixtureCurves, train_params_max: float) -> pl.DataFrame:
+    """Nested vs joint route, scored on the runs larger than ``train_params_max``."""
+    table = compare_routes(curves, train_params_max=train_params_max)
+    _logger().info(
+        "held-out MAE by route: %s",
+        table.group_by("route").agg(pl.col("abs_error").mean()).sort("route").to_dicts(),
+    )
+    return table
+
+
+@task(name="write-mixture-fit", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
+def store_mixture_fit(
+    lake: str,
+    name: str,
+    law: Any,
+    data_hash: str,
+    scores: pl.DataFrame | None = None,
+) -> str:
+    """Store a fitted law as JSON under ``<lake>/fits/`` (retried: remote lakes)."""
+    return write_mixture_fit(lake, name, law, data_hash=data_hash, scores=scores)
