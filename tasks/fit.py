@@ -25,7 +25,7 @@ from planning.fitting.data import FitData
 from planning.fitting.engine import SearchResult
 from planning.fitting.fit import warm_starts
 from planning.fitting.huber import DEFAULT_DELTA
-from planning.fitting.recipes import FitRecipe, fit_table, per_domain, recipe_for
+from planning.fitting.recipes import FitRecipe, fit_table, per_domain, per_size, recipe_for
 from planning.fitting.result import FitResult
 from planning.fitting.steplaw import fit_steplaw
 from tasks.lake import lake_summary, read_metrics, read_runs
@@ -97,7 +97,9 @@ def discover_recipes(
         recipe = recipe_for(name, runs, metrics)
         if recipe is None:
             continue
-        if by_domain and recipe.law != "steplaw":
+        if recipe.law == "loss_curve":
+            recipes.extend(per_size(recipe, runs))
+        elif by_domain and recipe.law != "steplaw":
             recipes.extend(per_domain(recipe, metrics["domain"].unique().to_list()))
         else:
             recipes.append(recipe)

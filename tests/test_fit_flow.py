@@ -101,3 +101,44 @@ def test_cli_fit_and_predict(lake, tmp_path):
 
     bad = runner.invoke(app, ["predict", "--fit", str(tmp_path / "nope.json"), "--at", str(rows)])
     assert bad.exit_code == 2
+
+
+def test_loss_curves_are_fitted_from_logged_learning_rates(tmp_path):
+    """Runs logging the learning rate at every step get a Tissue et al. loss-curve fit."""
+    from planning.laws import LossCurveLaw, schedule_areas
+    from tasks.fit import fit_lake
+    from tasks.ingest import ingest_paths
+
+    truth = LossCurveLaw(L0=2.0, A=0.8, alpha=0.45, C=2e-4)
+    lines = []
+    for run, cooldown in enumerate([0.0, 0.15, 0.3]):
+        lr = np.ones(1500)
+        start = int(1500 * (1 - cooldown))
+        lr[start:] = np.linspace(1.0, 0.05, 1500 - start)
+        s1, s2 = schedule_areas(lr)
+        loss = truth.predict_areas(s1, s2)
+        lines += [
+            json.dumps(
+                {
+                    "run_id": f"curve/r{run}",
+                    "experiment": "curve",
+                    "params": 1.24e8,
+                    "step": s,
+                    "tokens_seen": (s + 1) * 524_288,
+                    "learning_rate": float(lr[s]),
+                    "split": "train",
+                    "domain": "all",
+                    "loss": float(loss[s]),
+                }
+            )
+            for s in range(0, 1500, 5)
+        ]
+    log = tmp_path / "curves.jsonl"
+    log.write_text("\n".join(lines) + "\n")
+    lake = tmp_path / "lake"
+    ingest_paths([log], lake)
+    [(result, path)] = fit_lake(lake, n_bootstrap=20)
+    assert result.name == "curve-loss_curve"
+    assert result.law.alpha == pytest.approx(truth.alpha, rel=0.05)
+    assert result.backtest["status"] == "ok"
+    assert result.backtest["max_relative_error"] < 0.01

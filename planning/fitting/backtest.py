@@ -40,6 +40,8 @@ def backtest(
     """
     flops = run_flops(data)
     if not np.all(np.isfinite(flops)):
+        if "s1" in data.columns:
+            return _backtest_steps(spec, data, quantile=quantile, delta=delta, starts=starts)
         return {"status": "skipped: runs have no compute (flops) to order them by"}
     cutoff = float(np.quantile(flops, quantile))
     train_runs = flops <= cutoff
@@ -85,6 +87,52 @@ def backtest(
         "law": spec.to_law(result.theta).to_dict(),
         "objective": result.objective,
         "runs": runs,
+        "median_relative_error": float(np.median(np.abs(rel))),
+        "max_relative_error": float(np.max(np.abs(rel))),
+        "mean_signed_relative_error": float(np.mean(rel)),
+    }
+
+
+def _backtest_steps(
+    spec: FitSpec,
+    data: FitData,
+    *,
+    quantile: float,
+    delta: float,
+    starts: np.ndarray | None,
+) -> dict[str, Any]:
+    """Loss curves: fit the steps before the ``quantile`` of the forward area S1 (a proxy of
+    compute within one model size), predict the later steps of every run."""
+    s1 = data.columns["s1"]
+    cutoff = float(np.quantile(s1, quantile))
+    train_rows = s1 <= cutoff
+    if train_rows.all() or train_rows.sum() <= len(spec.theta_names):
+        return {"status": "skipped: too few steps on one side of the cut-off"}
+    try:
+        result = search(
+            spec,
+            {k: v[train_rows] for k, v in data.columns.items()},
+            data.loss[train_rows],
+            delta=delta,
+            starts=starts,
+            keep=2,
+        )
+    except FitError as err:
+        return {"status": f"failed: {err}"}
+    test_cols = {k: v[~train_rows] for k, v in data.columns.items()}
+    predicted = spec.predict_loss(result.theta[None], test_cols)[0]
+    observed = data.loss[~train_rows]
+    rel = (predicted - observed) / np.abs(observed)
+    return {
+        "status": "ok",
+        "quantile": quantile,
+        "cutoff": "forward area S1 (steps x learning rate)",
+        "cutoff_flops": cutoff,
+        "n_train_runs": int(np.unique(data.run_index[train_rows]).size),
+        "n_test_runs": int(np.unique(data.run_index[~train_rows]).size),
+        "n_test_points": int((~train_rows).sum()),
+        "law": spec.to_law(result.theta).to_dict(),
+        "objective": result.objective,
         "median_relative_error": float(np.median(np.abs(rel))),
         "max_relative_error": float(np.max(np.abs(rel))),
         "mean_signed_relative_error": float(np.mean(rel)),

@@ -128,12 +128,47 @@ def recipe_for(experiment: str, runs: pl.DataFrame, metrics: pl.DataFrame) -> Fi
     if "params" not in has and "non_embedding_params" not in has:
         return None
     multi = metrics.group_by("run_id").len()["len"].max() if metrics.height else 0
+    if (multi or 0) > 2 and metrics["learning_rate"].null_count() < metrics.height:
+        # learning rates logged per step: whole loss curves (Tissue et al.) can be fitted
+        return FitRecipe(
+            name=f"{experiment}-loss_curve",
+            experiment=experiment,
+            law="loss_curve",
+            rows="checkpoints",
+            notes="Tissue et al. loss-curve law on every logged step, one fit per model size",
+        )
     rows: RowsKind = "checkpoints" if (multi or 0) > 1 else "final"
     if "unique_tokens" in has and (runs["tokens"] > runs["unique_tokens"] * 1.01).any():
         law = "muennighoff"
     else:
         law = "chinchilla"
     return FitRecipe(name=f"{experiment}-{law}", experiment=experiment, law=law, rows=rows)
+
+
+def _one_split_domain(recipe: FitRecipe, metrics: pl.DataFrame) -> pl.DataFrame:
+    if recipe.split is not None:
+        metrics = metrics.filter(pl.col("split") == recipe.split)
+    if recipe.domain is not None:
+        metrics = metrics.filter(pl.col("domain") == recipe.domain)
+    elif metrics["domain"].n_unique() > 1:
+        metrics = metrics.filter(pl.col("domain") == "all")
+    if metrics["split"].n_unique() > 1:
+        preferred = "val" if (metrics["split"] == "val").any() else metrics["split"][0]
+        metrics = metrics.filter(pl.col("split") == preferred)
+    return metrics
+
+
+def per_size(recipe: FitRecipe, runs: pl.DataFrame) -> list[FitRecipe]:
+    """One loss-curve recipe per model size (``<recipe>@<params>``); L0 and A depend on N."""
+    sizes = runs.select(_params_expr(runs).alias("p"))["p"].drop_nulls().unique().sort()
+    if sizes.len() <= 1:
+        return [recipe]
+    return [
+        replace(
+            recipe, name=f"{recipe.name}@{size:.3g}", options={**recipe.options, "params": size}
+        )  # noqa: E501
+        for size in sizes.to_list()
+    ]
 
 
 def per_domain(recipe: FitRecipe, domains: list[str]) -> list[FitRecipe]:
@@ -166,15 +201,13 @@ def fit_table(recipe: FitRecipe, runs: pl.DataFrame, metrics: pl.DataFrame) -> p
     together). ``flops`` follows the recipe's convention.
     """
     metrics = metrics.filter(pl.col("loss").is_not_null())
-    if recipe.split is not None:
-        metrics = metrics.filter(pl.col("split") == recipe.split)
-    if recipe.domain is not None:
-        metrics = metrics.filter(pl.col("domain") == recipe.domain)
-    elif metrics["domain"].n_unique() > 1:
-        metrics = metrics.filter(pl.col("domain") == "all")
-    if metrics["split"].n_unique() > 1:
-        preferred = "val" if (metrics["split"] == "val").any() else metrics["split"][0]
-        metrics = metrics.filter(pl.col("split") == preferred)
+    if recipe.law == "loss_curve":
+        size = recipe.options.get("params")
+        if size is not None:
+            chosen = runs.filter(_params_expr(runs) == size)["run_id"]
+            metrics = metrics.filter(pl.col("run_id").is_in(chosen.to_list()))
+        return loss_curve_table(_one_split_domain(recipe, metrics))
+    metrics = _one_split_domain(recipe, metrics)
     if recipe.rows == "final":
         metrics = (
             metrics.with_columns((pl.col("step") == -1).alias("_final"))
