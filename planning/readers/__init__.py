@@ -490,7 +490,9 @@ def stream_source(
             else:
                 last_steps = steps.select(*group, pl.col("_max").alias("_last"))
             rows += good.height
-            yield from conform(good, METRICS_SCHEMA).to_arrow().to_batches()
+            yield from (
+                conform(good, METRICS_SCHEMA).to_arrow(compat_level=_ARROW_LEVEL).to_batches()
+            )
         runs = _combine_runs(fragments)
         if output.normalise_mixture:
             runs = normalise_mixture(runs)
@@ -508,7 +510,9 @@ def stream_source(
     return result
 
 
-_METRICS_ARROW = conform(pl.DataFrame(), METRICS_SCHEMA).to_arrow().schema
+_ARROW_LEVEL = pl.CompatLevel.newest()
+"""Arrow string_view columns: converting 6M repeated strings per GB to large_string costs ~1 s."""
+_METRICS_ARROW = conform(pl.DataFrame(), METRICS_SCHEMA).to_arrow(compat_level=_ARROW_LEVEL).schema
 
 
 def matches_any(path: Path, patterns: list[str]) -> bool:
