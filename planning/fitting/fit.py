@@ -360,7 +360,13 @@ def predict_with_interval(
     Adds ``predicted_loss``, ``loss_low``, ``loss_high`` and ``extrapolation`` (how many times
     the row's compute exceeds the largest fitted run; > 10 deserves caution).
     """
-    spec = get_spec(fit.options.get("law", fit.law.name))
+    law_name = fit.options.get("law", fit.law.name)
+    if law_name not in SPECS:
+        raise FitError(
+            f"fit {fit.name!r} is a {law_name} law, which does not predict loss; "
+            "use the law's own methods (e.g. StepLaw.learning_rate, .batch_size)"
+        )
+    spec = get_spec(law_name)
     missing = [c for c in spec.columns if c not in frame.columns]
     if missing:
         raise FitError(
