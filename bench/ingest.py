@@ -3,7 +3,8 @@
 Run as ``python bench/ingest.py [--gb 1.0]``. Generates canonical per-step JSONL logs under
 ``bench/_work`` (git-ignored), then, each in its own subprocess so peak RSS is measured per
 job: (1) the baseline ``polars.scan_ndjson(files).sink_parquet(out)``; (2) ``mixplan ingest``'s
-plain function ``tasks.ingest.ingest_paths`` into a fresh lake. Prints rows/s, MB/s, peak RSS
+plain function ``tasks.ingest.ingest_paths`` (what ``mixplan ingest`` runs) into a fresh lake;
+each job reports its own ``ru_maxrss``. Prints rows/s, MB/s, peak RSS
 and the ratio of mixplan to the baseline. Goals: throughput >= 0.5x baseline, RSS < 1.5 GB.
 """
 
@@ -12,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -55,29 +55,38 @@ def generate(folder: Path, gigabytes: float, *, files: int = 8, seed: int = 0) -
     return rows
 
 
-BASELINE = """
+PEAK = """
+import resource
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
+"""
+BASELINE = (
+    """
 import polars as pl, sys
 pl.scan_ndjson(sys.argv[1]).sink_parquet(sys.argv[2])
+print(0)
 """
-MIXPLAN = """
+    + PEAK
+)
+MIXPLAN = (
+    """
 import sys
 from tasks.ingest import ingest_paths
 report = ingest_paths([sys.argv[1]], sys.argv[2])
 print(report.totals()["metric_rows"])
 """
+    + PEAK
+)
 
 
 def timed(code: str, *args: str) -> tuple[float, float, str]:
-    """Run ``code`` in a fresh interpreter: (seconds, peak RSS in GB, stdout)."""
+    """Run ``code`` in a fresh interpreter: (seconds, its own peak RSS in GB, its stdout)."""
     start = time.perf_counter()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     done = subprocess.run(
         [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT, check=True
     )
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    # ru_maxrss of children is the max over all children so far: run the baseline first
-    return seconds, max(peak, before) / 1e6, done.stdout.strip()
+    lines = done.stdout.strip().splitlines()
+    return seconds, int(lines[-1]) * 1024 / 1e9, lines[-2]
 
 
 def main() -> None:
@@ -97,7 +106,7 @@ def main() -> None:
     results["baseline"] = (base_s, base_rss)
     mix_s, mix_rss, out = timed(MIXPLAN, str(logs), str(WORK / "lake"))
     results["mixplan"] = (mix_s, mix_rss)
-    accepted = int(out.splitlines()[-1])
+    accepted = int(out)
     if accepted != rows:
         raise SystemExit(f"mixplan accepted {accepted:,} rows, expected {rows:,}")
 
@@ -109,8 +118,7 @@ def main() -> None:
         )
     ratio = base_s / mix_s
     print(f"throughput ratio mixplan/baseline = {ratio:.2f} (goal >= 0.5)")
-    print(f"mixplan peak RSS = {mix_rss:.2f} GB (goal < 1.5 GB; ru_maxrss of children, the max")
-    print("  over both jobs, so it is an upper bound for mixplan if the baseline peaked higher)")
+    print(f"mixplan peak RSS = {mix_rss:.2f} GB (goal < 1.5 GB; ru_maxrss of each job's process)")
     print(f"cpu count {os.cpu_count()} (shared with other processes; timings are noisy)")
     print(
         json.dumps(
