@@ -129,13 +129,16 @@ def batched_lm(
         active = ~converged
         if not active.any():
             break
-        idx = np.flatnonzero(active)
-        r = resid[idx]
-        w = weights[idx]
-        j = jac[idx]
-        grad = np.einsum("snp,sn->sp", j, w * huber_psi(r, delta))
-        hess = np.einsum("snp,snq->spq", j * (w * irls_weights(r, delta))[..., None], j)
-        diag = np.einsum("spp->sp", hess)
+        if active.all():
+            idx = np.arange(s)
+            r, w, j = resid, weights, jac
+        else:
+            idx = np.flatnonzero(active)
+            r, w, j = resid[idx], weights[idx], jac[idx]
+        jt = j.transpose(0, 2, 1)
+        grad = np.matmul(jt, (w * huber_psi(r, delta))[..., None])[..., 0]
+        hess = np.matmul(jt * (w * irls_weights(r, delta))[:, None, :], j)
+        diag = np.diagonal(hess, axis1=1, axis2=2)
         scale = np.maximum(diag, 1e-12 * (diag.max(axis=1, keepdims=True) + 1e-300))
         system = hess + damping[idx, None, None] * eye[None] * scale[:, None, :]
         step = _batched_solve(system, -grad)
@@ -219,10 +222,11 @@ def search(
     weights: np.ndarray | None = None,
     delta: float = DEFAULT_DELTA,
     starts: np.ndarray | None = None,
-    keep: int = 6,
-    screen_iterations: int = 8,
+    keep: int = 3,
+    screen_iterations: int = 5,
     refine_iterations: int = 40,
-    screen_fraction: float = 0.1,
+    screen_fraction: float = 0.05,
+    min_screened: int = 20,
 ) -> SearchResult:
     """Fit ``spec`` to the data: vectorised multi-start search, pruning, L-BFGS-B polish.
 
@@ -233,6 +237,9 @@ def search(
     weights : optional per-point weights (default 1).
     starts : ``(S, P)`` start points; default the spec's grid (4,500 for Chinchilla).
     keep : number of distinct candidates polished with L-BFGS-B.
+    screen_iterations, screen_fraction, min_screened : every start gets ``screen_iterations``
+        batched iterations; the best ``screen_fraction`` (at least ``min_screened``) continue
+        for ``refine_iterations``.
     """
     target = residual_target(spec, loss)
     w = np.ones_like(target) if weights is None else np.asarray(weights, dtype=float)
@@ -241,7 +248,7 @@ def search(
     theta, f, _ = batched_lm(
         spec, theta, columns, target, w, delta=delta, iterations=screen_iterations
     )
-    n_screen = max(keep, int(np.ceil(screen_fraction * n_starts)))
+    n_screen = max(keep, min(n_starts, max(min_screened, int(np.ceil(screen_fraction * n_starts)))))
     order = np.argsort(f)[:n_screen]
     theta, f, _ = batched_lm(
         spec, theta[order], columns, target, w, delta=delta, iterations=refine_iterations

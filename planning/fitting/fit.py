@@ -79,7 +79,7 @@ def point_fit(
     *,
     delta: float = DEFAULT_DELTA,
     grid: Mapping[str, Sequence[float]] | None = None,
-    keep: int = 4,
+    keep: int = 3,
     tie_break: str | None = None,
     tie_tolerance: float = 1e-5,
 ) -> SearchResult:
@@ -289,7 +289,7 @@ def fit_frame(
     name: str | None = None,
     delta: float = DEFAULT_DELTA,
     grid: Mapping[str, Sequence[float]] | None = None,
-    keep: int = 4,
+    keep: int = 3,
     n_bootstrap: int = 200,
     seed: int = 0,
     backtest_quantile: float | None = DEFAULT_HOLDOUT_QUANTILE,
