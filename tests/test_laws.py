@@ -213,3 +213,10 @@ def test_from_dict_names_missing_parameters():
         ChinchillaLaw.from_dict({"E": 1, "A": 1, "B": 1, "beta": 1})
     with pytest.raises(SpecError, match="unknown law"):
         law_from_dict({"law": "nope", "params": {}})
+
+
+def test_epoch_tokens_per_parameter_closed_form():
+    """laws.md 1.1: 18.33 tokens per parameter at C = 5.88e23 from the Epoch point estimate."""
+    from planning.laws import EPOCH
+
+    assert float(EPOCH.tokens_per_param(5.88e23)) == pytest.approx(18.33, rel=1e-3)
