@@ -158,6 +158,7 @@ class MixtureLaw(ABC):
         return self.fits_
 
     def _weights(self, weights: np.ndarray) -> tuple[np.ndarray, bool]:
+        self._fits()
         weights = np.asarray(weights, dtype=float)
         single = weights.ndim == 1
         weights = np.atleast_2d(weights)

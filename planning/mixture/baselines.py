@@ -61,6 +61,12 @@ class _Baseline:
         vector = np.asarray(domain_weights, dtype=float)
         return vector / vector.sum()
 
+    def target_loss(
+        self, weights: np.ndarray, domain_weights: np.ndarray | Mapping[str, float] | None
+    ) -> np.ndarray:
+        """Numeric value of the user-weighted target for one or many mixtures."""
+        return self.predict(weights) @ self.target_weights(domain_weights)
+
 
 class LightGBMBaseline(_Baseline):
     """RegMix-style LightGBM regression per domain.

@@ -30,7 +30,7 @@ from planning.errors import FitError, NotFittedError, SchemaError, SpecError
 from planning.mixture.additive import AdditiveLaw, AdditiveScaleLaw
 from planning.mixture.base import MixtureLaw
 from planning.mixture.data import MixtureData
-from planning.mixture.engine import DEFAULT_DELTA
+from planning.mixture.engine import DEFAULT_DELTA, single_threaded_blas
 from planning.mixture.exponential import ExponentialLaw
 from planning.schema import FINAL_STEP
 
@@ -238,6 +238,29 @@ def fit_floor_power_laws(
     FitError
         If a group has fewer than two points or a loss is not positive.
     """
+    with single_threaded_blas():
+        return _fit_floor_power_laws(
+            x,
+            losses,
+            group,
+            n_groups,
+            delta=delta,
+            iterations=iterations,
+            alpha_bounds=alpha_bounds,
+        )
+
+
+def _fit_floor_power_laws(
+    x: np.ndarray,
+    losses: np.ndarray,
+    group: np.ndarray,
+    n_groups: int,
+    *,
+    delta: float = DEFAULT_DELTA,
+    iterations: int = 300,
+    alpha_bounds: tuple[float, float] = (0.01, 3.0),
+) -> FloorPowerFits:
+    """Implementation of :func:`fit_floor_power_laws`."""
     x, losses, group = np.asarray(x, float), np.asarray(losses, float), np.asarray(group, int)
     counts = np.bincount(group, minlength=n_groups)
     if np.any(counts < 2):

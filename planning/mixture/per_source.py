@@ -142,7 +142,11 @@ class PerSourceLaw(MixtureLaw):
         )
 
     def domain_expression(self, theta: np.ndarray, weights: cp.Expression) -> cp.Expression:
-        """``L_inf + sum_j B_j power(N0_j + D p_j, -gamma_j)``: convex."""
+        """``L_inf + sum_j K_j power(1 + (D / N0_j) p_j, -gamma_j)``, ``K_j = B_j N0_j^-gamma_j``.
+
+        The same law scaled so that each term's coefficient is its loss at ``p_j = 0`` (better
+        conditioned for the conic solver than ``B_j (N0_j + D p_j)^-gamma_j``); convex.
+        """
         sources = len(self.sources_)
         if sources == 0:
             raise SpecError(f"{self.name}: not fitted")
@@ -151,7 +155,9 @@ class PerSourceLaw(MixtureLaw):
         gamma = theta[2 * sources + 1 :]
         units = self._tokens_units()
         parts = [
-            b[j] * cp.power(offset[j] + units * weights[j], -gamma[j], approx=False)
+            b[j]
+            * offset[j] ** (-gamma[j])
+            * cp.power(1 + (units / offset[j]) * weights[j], -gamma[j], approx=False)
             for j in range(sources)
         ]
         return theta[0] + cp.sum(cp.hstack(parts))
