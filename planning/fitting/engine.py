@@ -223,7 +223,7 @@ def search(
     delta: float = DEFAULT_DELTA,
     starts: np.ndarray | None = None,
     keep: int = 3,
-    screen_iterations: int = 5,
+    screen_iterations: int = 3,
     refine_iterations: int = 40,
     screen_fraction: float = 0.05,
     min_screened: int = 20,
