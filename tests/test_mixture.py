@@ -305,3 +305,24 @@ def test_curves_from_lake_keep_every_checkpoint(mixture_lake: str) -> None:
     assert len(curves.run_ids) == 104 and len(curves.domains) == 22
     assert np.isfinite(curves.losses).sum() == metrics.height
     assert json.dumps(sorted(curves.sources)) == json.dumps(list(curves.sources))
+
+
+@pytest.mark.parametrize("family", [AdditiveLaw, ExponentialLaw, PerSourceLaw])
+def test_planner_program_accepts_every_law(family, regmix: tuple[MixtureData, MixtureData]) -> None:
+    """The hook as the planner uses it: DPP-compliant inside its MixtureProgram (x / D)."""
+    from planning.programs.mixture import MixtureProgram, Source
+
+    train, _ = regmix
+    data = train.select_domains(["pile_cc", "github"]).subset(np.arange(96))
+    law = family().fit(data)
+    # each source may supply at most its largest training share of a 2B-token run
+    caps = data.mixture.max(axis=0) * 2e9
+    sources = [Source(name, cap, 1.0) for name, cap in zip(data.sources, caps, strict=True)]
+    program = MixtureProgram(sources, law, domain_weights={"pile_cc": 1.0})
+    result = program.solve_at(2e9)
+    assert result.status.value == "optimal"
+    mixture = np.array([result.mixture[s] for s in data.sources])
+    assert mixture.sum() == pytest.approx(1.0, abs=1e-6)
+    assert np.all(mixture * 2e9 <= caps * (1 + 1e-5) + 1e-3)
+    best_run = law.target_loss(data.mixture, {"pile_cc": 1.0}).min()
+    assert law.target_loss(mixture, {"pile_cc": 1.0}) <= best_run + 1e-6
