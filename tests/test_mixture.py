@@ -326,3 +326,34 @@ def test_planner_program_accepts_every_law(family, regmix: tuple[MixtureData, Mi
     assert np.all(mixture * 2e9 <= caps * (1 + 1e-5) + 1e-3)
     best_run = law.target_loss(data.mixture, {"pile_cc": 1.0}).min()
     assert law.target_loss(mixture, {"pile_cc": 1.0}) <= best_run + 1e-6
+
+
+def test_joint_variant_is_convex_at_any_scale(five_mix: MixtureCurves) -> None:
+    """The additive law's joint variant (A, B linear in h) stays DCP at every (N, D)."""
+    column = five_mix.domains.index("Pile-CC")
+    curves = replace(five_mix, domains=("Pile-CC",), losses=five_mix.losses[:, [column]])
+    law = AdditiveScaleLaw(joint=True).fit(curves.checkpoints())
+    weights = cp.Variable(len(curves.sources), nonneg=True)
+    for params, tokens in ((1e8, 2e10), (3e8, 3e10), (1e10, 2e11)):
+        law.at(params=params, tokens=tokens)
+        problem = cp.Problem(
+            cp.Minimize(law.loss_expression(weights, None)), [cp.sum(weights) == 1]
+        )
+        problem.solve()
+        assert problem.status == cp.OPTIMAL
+        assert problem.value == pytest.approx(float(law.predict(weights.value)[0]), rel=1e-5)
+    fitted = law.predict(curves.checkpoints().mixture[:5])
+    assert np.all(np.isfinite(fitted))
+
+
+def test_runs_without_a_mixture_are_rejected(mixture_lake: str) -> None:
+    from planning.errors import SchemaError
+    from planning.schema import MIXTURE_DTYPE
+
+    runs = read_runs(mixture_lake, experiment=REGMIX_TEST)
+    metrics = read_metrics(mixture_lake, experiment=REGMIX_TEST)
+    bare = runs.with_columns(pl.lit(None, dtype=MIXTURE_DTYPE).alias("mixture"))
+    with pytest.raises(SchemaError, match="no run has a `mixture`"):
+        MixtureData.from_lake(bare, metrics)
+    with pytest.raises(SchemaError, match="no val loss for domains"):
+        MixtureData.from_lake(runs, metrics, domains=["not_a_domain"])
