@@ -34,6 +34,13 @@ from tasks.report import (
     whatif_point,
 )
 
+MIXTURE_FAMILIES = ("additive", "exponential", "linear")
+"""Mixture laws the pipeline fits: the two convex families the planner optimises, and the
+linear baseline for comparison (LightGBM and the per-source law are left to `mixplan fit
+--mixture`, they take minutes)."""
+MIXTURE_BOOTSTRAP_CAP = 8
+"""Bootstrap draws per mixture law in the pipeline (each draw refits every domain)."""
+
 DEFAULT_BOOTSTRAP = 40
 """Bootstrap refits per law in the default pipeline: enough for 95% intervals that are stable to
 a few percent, small enough that the main job finishes in a few minutes on 2 cores."""
@@ -77,8 +84,12 @@ def lake_experiments(lake: str) -> list[str]:
 
 
 @task(name="mixture-experiments", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
-def mixture_experiments(lake: str) -> list[str]:
-    """Experiments whose runs trained on more than one source (mixture laws apply)."""
+def mixture_experiments(lake: str) -> list[tuple[str, str | None]]:
+    """Experiments whose runs trained on more than one source, each with its held-out partner.
+
+    An ``X-test`` experiment next to an ``X-train`` one (RegMix's split) scores the laws fitted
+    on ``X-train`` instead of being fitted itself.
+    """
     import polars as pl
 
     from tasks.lake import read_runs
@@ -86,13 +97,20 @@ def mixture_experiments(lake: str) -> list[str]:
     runs = read_runs(lake)
     if runs.height == 0:
         return []
-    return (
+    names = (
         runs.filter(pl.col("mixture").list.len() > 1)
         .get_column("experiment")
         .unique()
         .sort()
         .to_list()
     )
+    pairs = []
+    for name in names:
+        if name.endswith("-test") and name.removesuffix("-test") + "-train" in names:
+            continue
+        partner = name.removesuffix("-train") + "-test" if name.endswith("-train") else None
+        pairs.append((name, partner if partner in names else None))
+    return pairs
 
 
 def _task_runner(dask_address: str | None):
@@ -219,6 +237,7 @@ def pipeline(
             )
             fit_paths = list(previous["fit_paths"])
             mixture_paths = list(previous.get("mixture_paths", []))
+            mixture_results = list(previous.get("mixture_results", []))
         else:
             fit_paths = []
             for experiment in lake_experiments(lake):
@@ -234,27 +253,36 @@ def pipeline(
                     continue
                 fit_paths.extend(str(path) for path in written)
             mixture_paths = []
+            mixture_results = []
+            mixture_flow = None
             if mixture:
-                from flows.fit_mixture import fit_mixture as mixture_flow
-
-                for experiment in mixture_experiments(lake):
+                try:
+                    from flows.fit_mixture import fit_mixture as mixture_flow
+                except ImportError as error:
+                    problems.append(f"mixture laws not fitted: {error}")
+            if mixture_flow is not None:
+                for experiment, held_out in mixture_experiments(lake):
                     try:
                         result = _with_runner(mixture_flow, runner)(
-                            lake, experiment, n_bootstrap=n_bootstrap
+                            lake,
+                            experiment,
+                            held_out_experiment=held_out,
+                            families=list(MIXTURE_FAMILIES),
+                            n_bootstrap=min(n_bootstrap, MIXTURE_BOOTSTRAP_CAP),
                         )
                     except Exception as error:  # one failing mixture fit must not hide the rest
                         problems.append(f"mixture fit for {experiment} failed: {error}")
                         logger.exception("mixture fit for %s failed", experiment)
                         continue
+                    mixture_results.append(result)
                     mixture_paths.extend(
-                        str(p) for p in (result if isinstance(result, list) else [result])
+                        entry["path"] for entry in result["fits"].values() if entry.get("path")
                     )
         plans, whatifs, plan_problems = _with_runner(plan_specs, runner)(
             discover_specs(specs), lake
         )
         problems.extend(plan_problems)
         fits = load_fits(fit_paths)
-        mixture_fits = load_fits(mixture_paths)
         new_runs = new_runs_since(lake, previous.get("versions", {}).get("runs"))
         drift = check_drift(
             previous,
@@ -267,7 +295,7 @@ def pipeline(
             lake=lake,
             reports=reports,
             fits=fits,
-            mixture_fits=mixture_fits,
+            mixture_fits=mixture_results,
             plans=plans,
             drift=drift,
             whatifs=whatifs,
@@ -287,6 +315,7 @@ def pipeline(
                 "fit_key": key,
                 "fit_paths": fit_paths,
                 "mixture_paths": mixture_paths,
+                "mixture_results": mixture_results,
                 "plans": {name: flatten_plan(result) for name, result in plans.items()},
                 "report": paths["html"],
             },

@@ -355,41 +355,89 @@ def law_section(fit: FitResult, frame: pl.DataFrame | None = None) -> LawSection
     )
 
 
-def mixture_section(fit: Any) -> LawSection:
-    """A stored mixture-law fit (dict) as a section: per-domain errors and the law's form."""
-    data = _as_dict(fit)
-    name = str(_get(data, "name", "law", default="mixture law"))
-    experiment = _get(data, "experiment", default="")
-    law = _get(data, "law", "family", default=name)
-    title = f"mixture law {law}" + (f" · experiment {experiment}" if experiment else "")
-    tables = []
-    domains = _get(data, "domains", "per_domain", default=None)
-    rows = []
-    if isinstance(domains, Mapping):
-        domains = [
-            dict(v, domain=k) if isinstance(v, Mapping) else {"domain": k, "value": v}
-            for k, v in domains.items()
-        ]
-    if isinstance(domains, list):
-        for entry in domains:
-            if not isinstance(entry, Mapping):
-                continue
+HEADLINE_PARAMETER = {"exponential": "c", "additive": "E", "per_source": "L_inf", "nested": "E"}
+"""The loss floor each mixture law family reports per domain (shown with its interval)."""
+
+
+def mixture_section(result: Mapping[str, Any]) -> LawSection:
+    """A ``fit_mixture`` result: each family's form, per-domain floors with intervals, and the
+    held-out comparison (Spearman, mean relative error) against the regression baselines."""
+    experiment = result.get("experiment", "")
+    held_out = result.get("held_out_experiment")
+    fits = result.get("fits") or {}
+    title = f"mixture laws · experiment {experiment}" + (
+        f" (scored on {held_out})" if held_out else ""
+    )
+    formula = "; ".join(f"{family}: {entry.get('form', '')}" for family, entry in fits.items())
+    notes = [
+        f"{result.get('runs', '?')} runs, {len(result.get('sources', []))} training sources, "
+        f"{len(result.get('domains', []))} validation domains."
+    ]
+    tables: list[Table] = []
+    scores = result.get("scores") or []
+    if scores:
+        models = list(dict.fromkeys(row["model"] for row in scores))
+        by_domain: dict[str, dict[str, Mapping[str, Any]]] = {}
+        for row in scores:
+            by_domain.setdefault(row["domain"], {})[row["model"]] = row
+        columns = ["domain"]
+        for model in models:
+            columns += [f"{model} Spearman", f"{model} MRE"]
+        rows = []
+        for domain, per_model in by_domain.items():
+            cells = [domain]
+            for model in models:
+                row = per_model.get(model, {})
+                cells += [
+                    format_number_or_dash(row.get("spearman")),
+                    format_percent(_float(row.get("mre")), digits=2),
+                ]
+            rows.append(tuple(cells))
+        mean = ["mean"]
+        for model in models:
+            values = [r for r in scores if r["model"] == model]
+            mean += [
+                format_number_or_dash(
+                    np.mean([_float(r.get("spearman")) or np.nan for r in values])
+                ),
+                format_percent(
+                    float(np.mean([_float(r.get("mre")) or np.nan for r in values])), digits=2
+                ),
+            ]
+        rows.append(tuple(mean))
+        tables.append(
+            Table(
+                tuple(columns),
+                tuple(rows),
+                f"held-out accuracy on {held_out}: rank correlation (Spearman) and mean relative "
+                "error per validation domain",
+            )
+        )
+    for family, entry in fits.items():
+        headline = HEADLINE_PARAMETER.get(family)
+        params = entry.get("params") or []
+        if not headline or not params:
+            continue
+        rows = []
+        for row in params:
+            low, high = _float(row.get(f"{headline}_lo")), _float(row.get(f"{headline}_hi"))
             rows.append(
                 (
-                    str(entry.get("domain", "")),
-                    format_percent(
-                        _float(_get(entry, "mre", "mean_relative_error", "heldout_mre"))
-                    ),
-                    format_number_or_dash(_get(entry, "spearman", "heldout_spearman")),
-                    format_loss(_float(_get(entry, "objective"))),
+                    str(row.get("domain", "")),
+                    format_loss(_float(row.get(headline))),
+                    "—" if low is None or high is None else f"{low:.3f} – {high:.3f}",
+                    format_number_or_dash(row.get("objective")),
                 )
             )
-    if rows:
-        tables.append(Table(("domain", "held-out MRE", "Spearman", "objective"), tuple(rows)))
-    notes = tuple(str(w) for w in _get(data, "warnings", default=()) or ())
-    formula = str(_get(data, "formula", default=f"{law}: loss of each domain from the mixture"))
+        tables.append(
+            Table(
+                ("domain", f"loss floor {headline}", "95% interval", "objective"),
+                tuple(rows),
+                f"{family} law per validation domain: {entry.get('form', '')}",
+            )
+        )
     return LawSection(
-        title=title, formula=formula, parameters=(), notes=notes, tables=tuple(tables)
+        title=title, formula=formula, parameters=(), notes=tuple(notes), tables=tuple(tables)
     )
 
 
@@ -878,9 +926,11 @@ def build_report(
                 laws.append(law_section(fit, _fit_frame(lake, fit)))
             except Exception as error:  # noqa: BLE001 - one broken section must not sink all
                 problems.append(f"fit {fit.name}: could not be shown ({error})")
-        else:
-            laws.append(mixture_section(fit))
-    laws.extend(mixture_section(fit) for fit in mixture_fits)
+    for result in mixture_fits:
+        try:
+            laws.append(mixture_section(result))
+        except Exception as error:  # noqa: BLE001
+            problems.append(f"mixture fit of {result.get('experiment')}: not shown ({error})")
     plan_sections = []
     for name, result in plans.items():
         try:
