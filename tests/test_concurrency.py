@@ -164,3 +164,13 @@ def test_killed_run_leaves_a_readable_lake_and_the_next_run_completes(
     assert read_runs(lake).height == 245
     assert result["plans"] == {"example": "optimal"}
     assert (tmp_path / "reports" / "report.html").exists()
+
+
+def test_state_and_lock_work_for_object_store_urls():
+    """fsspec URLs (memory:// stands in for s3://): atomic state writes and a local lock."""
+    url = "memory://mixplan-test-lake"
+    with lake_lock(url, timeout=5) as path:
+        assert path.parent.name == "mixplan-locks"  # lock kept locally, keyed by the URL
+        write_text_atomic(f"{url}/pipeline/state.json", '{"ok": true}')
+    assert read_text(f"{url}/pipeline/state.json") == '{"ok": true}'
+    assert read_text(f"{url}/pipeline/missing.json") is None

@@ -53,3 +53,27 @@ def test_pipeline_reports_caches_fits_and_tracks_new_runs(prefect_harness, tmp_p
     assert third["cached_fit"] is False  # new data: refitted
     assert f"{new_runs} new run(s)" in third["drift"]
     assert "What changed" in (reports / "report.html").read_text(encoding="utf-8")
+
+
+def test_pipeline_report_opens_in_chromium(prefect_harness, tmp_path, bundled):
+    """The report the pipeline writes (not a hand-built one) loads with every chart."""
+    from test_browser import CHROMIUM, open_in_chromium
+
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    result = pipeline(
+        inputs=[str(small_inputs(tmp_path, bundled))],
+        lake=str(tmp_path / "lake"),
+        specs=str(small_specs(tmp_path)),
+        reports=str(tmp_path / "reports"),
+        n_bootstrap=SMALL_BOOTSTRAP,
+        mixture=False,
+    )
+    facts = open_in_chromium(
+        tmp_path / "reports" / "report.html", tmp_path / "shot.png", tmp_path / "profile"
+    )
+    assert result["problems"] == []
+    # one law (loss vs compute, isoFLOPs) and one plan (mixture bars, frontier): 4 charts
+    assert facts["images"] == 4 and facts["broken"] == 0, facts
+    assert facts["errors"] == []
+    assert facts["title"] == "mixplan planning report"
