@@ -57,6 +57,7 @@ def fit_mixture(
     seed: int = 0,
     hold_out_largest: bool = False,
     save: bool = True,
+    all_sizes: bool = False,
 ) -> dict[str, Any]:
     """Fit mixture laws (and baselines) on ``experiment``; score them on held-out runs.
 
@@ -81,6 +82,9 @@ def fit_mixture(
         the smaller sizes and score each on the largest size's final checkpoints.
     save
         Store each fitted law under ``<lake>/fits/``.
+    all_sizes
+        The law families describe one scale: when the experiment has runs of several model
+        sizes, only the largest size's runs are fitted unless this is set.
 
     Returns
     -------
@@ -95,6 +99,17 @@ def fit_mixture(
     if unknown:
         raise SpecError(f"fit-mixture: unknown families {unknown}")
     data, data_hash = load_mixture_data(lake, experiment, domains=domains)
+    sizes = np.unique(data.params[np.isfinite(data.params)])
+    size_note = "all runs"
+    if len(sizes) > 1 and not all_sizes:
+        data = data.subset(data.params == sizes[-1])
+        size_note = f"largest model size only ({sizes[-1]:.4g} params, {len(data.run_ids)} runs)"
+        logger.warning(
+            "%s has %d model sizes: the one-scale laws are fitted on the %s",
+            experiment,
+            len(sizes),
+            size_note,
+        )
     held_out = None
     if held_out_experiment is not None:
         held_out, _ = load_mixture_data(lake, held_out_experiment, domains=list(data.domains))
@@ -110,6 +125,7 @@ def fit_mixture(
         "sources": list(data.sources),
         "domains": list(data.domains),
         "runs": len(data.run_ids),
+        "fitted_on": size_note,
         "fits": {},
         "scores": [],
         "routes": [],
@@ -188,10 +204,12 @@ def mixture_fit_report(result: dict[str, Any], *, console: Console | None = None
     console.print(
         f"[bold]Mixture laws[/bold] fitted on {result['experiment']} "
         f"({result['runs']} runs, {len(result['sources'])} sources, "
-        f"{len(result['domains'])} domains)"
+        f"{len(result['domains'])} domains; {result.get('fitted_on', 'all runs')})"
     )
     scores = pl.DataFrame(result["scores"]) if result["scores"] else None
     for family, entry in result["fits"].items():
+        if not entry["params"] and scores is None:
+            continue  # a baseline without held-out runs has nothing to show
         table = Table(title=f"{family}: {entry['form']}", title_justify="left")
         table.add_column("domain")
         headline = HEADLINE.get(family, "E" if family == "nested" else "")
