@@ -146,16 +146,17 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option(help="Run the fan-out on this Dask scheduler.")
         ] = None,
         name: Annotated[str, typer.Option(help="Deployment name.")] = "mixplan-scheduled",
+        work_pool: Annotated[
+            str | None,
+            typer.Option(help="Register on this work pool and exit (a worker runs the runs)."),
+        ] = None,
     ) -> None:
         """Serve the pipeline on a schedule (needs a Prefect server: `prefect server start`,
         then `export PREFECT_API_URL=http://127.0.0.1:4200/api`)."""
         from flows.pipeline import DEFAULT_BOOTSTRAP
-        from flows.serve import serve
+        from flows.serve import deploy_to_work_pool, serve
 
-        serve(
-            cron=cron,
-            interval=interval,
-            name=name,
+        parameters = dict(
             inputs=[str(p) for p in inputs] if inputs else None,
             lake=lake,
             specs=str(specs),
@@ -164,3 +165,11 @@ def register(app: typer.Typer) -> None:
             mixture=mixture,
             dask_address=dask_address,
         )
+        if work_pool:
+            deployment = deploy_to_work_pool(
+                work_pool, cron=cron, interval=interval, name=name, **parameters
+            )
+            console.print(f"deployment {name} ({deployment}) registered on work pool {work_pool}")
+            console.print(f"start a worker:  prefect worker start --pool {work_pool}")
+            return
+        serve(cron=cron, interval=interval, name=name, **parameters)

@@ -14,7 +14,7 @@ import signal
 from datetime import timedelta
 from typing import Any
 
-from flows.config import DEFAULT_LAKE, DEFAULT_REPORTS, EXAMPLE_SPECS
+from flows.config import DEFAULT_LAKE, DEFAULT_REPORTS, EXAMPLE_SPECS, REPO_ROOT
 from flows.pipeline import DEFAULT_BOOTSTRAP, pipeline
 
 DEPLOYMENT_NAME = "mixplan-scheduled"
@@ -95,26 +95,31 @@ def serve(
 def deploy_to_work_pool(
     work_pool: str,
     *,
-    cron: str = DEFAULT_CRON,
+    cron: str | None = DEFAULT_CRON,
+    interval: float | None = None,
     name: str = DEPLOYMENT_NAME,
     source: str | None = None,
     **parameters: Any,
 ) -> Any:
     """Register the deployment on a work pool instead of serving it in this process.
 
-    A worker (``prefect worker start --pool <work_pool>``) then runs the scheduled runs. With
-    ``source`` (a git URL or folder) the worker fetches the code from there; without it the
-    worker must run where this project is installed.
+    A worker (``prefect worker start --pool <work_pool>``) then runs the scheduled runs. The
+    code comes from ``source`` (a git URL or a folder; default: this checkout), so a process
+    worker on this machine needs nothing else; for Docker or Kubernetes pools give a git URL.
+    Returns the deployment id.
     """
-    flow = (
-        pipeline if source is None else pipeline.from_source(source, "flows/pipeline.py:pipeline")
+    schedule: dict[str, Any] = (
+        {"interval": timedelta(seconds=interval)} if interval else {"cron": cron or DEFAULT_CRON}
     )
+    flow = pipeline.from_source(source or str(REPO_ROOT), "flows/pipeline.py:pipeline")
     return flow.deploy(
         name=name,
         work_pool_name=work_pool,
-        cron=cron,
         parameters=deployment_parameters(**parameters),
         tags=["mixplan"],
+        description="mixplan: ingest new run logs, refit, re-plan, report what changed",
         build=False,
         push=False,
+        print_next_steps=False,
+        **schedule,
     )

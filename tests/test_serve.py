@@ -48,6 +48,14 @@ def _completed_runs(api: str) -> list[dict]:
         return json.loads(response.read())
 
 
+def _post(url: str, payload: dict) -> dict | list:
+    request = urllib.request.Request(
+        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
 def _tail(path) -> str:
     text = path.read_text(errors="replace") if path.exists() else ""
     return text[-3000:]
@@ -118,6 +126,26 @@ def test_served_deployment_runs_on_schedule_and_writes_report(tmp_path, bundled)
             ]
         assert completed[0]["auto_scheduled"] is True  # created by the schedule, not by hand
         assert "mixplan planning report" in report.read_text(encoding="utf-8")
+
+        # the work-pool route: register the deployment on a process pool instead of serving
+        _post(f"{api}/work_pools/", {"name": "mixplan-pool", "type": "process"})
+        registered = subprocess.run(
+            mixplan_command(
+                "serve", *serve_args, "--work-pool", "mixplan-pool", "--name", "pooled"
+            ),
+            env=env,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert registered.returncode == 0, registered.stdout + registered.stderr
+        assert "prefect worker start --pool mixplan-pool" in registered.stdout
+        deployments = _post(
+            f"{api}/deployments/filter", {"deployments": {"name": {"any_": ["pooled"]}}}
+        )
+        assert [d["work_pool_name"] for d in deployments] == ["mixplan-pool"]
+        assert deployments[0]["entrypoint"] == "flows/pipeline.py:pipeline"
     finally:
         if served is not None:
             stop(served)
