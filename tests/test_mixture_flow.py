@@ -79,3 +79,23 @@ def test_fit_mixture_flow_reports_laws_and_held_out_errors(
     mixture_fit_report(result, console=console)
     text = console.export_text()
     assert "pile_cc" in text and "Held-out Spearman" in text and "E [95% CI]" in text
+
+
+@pytest.mark.flow
+def test_fit_mixture_flow_fits_one_scale_laws_on_the_largest_size(
+    prefect_harness: None, bundled: Path, tmp_path: Path
+) -> None:
+    from flows.fit_mixture import fit_mixture
+
+    lake = str(tmp_path / "lake")
+    assert ingest_paths([bundled / "yegcjs__mixinglaws" / "5Mix"], lake).usable
+    result = fit_mixture(
+        lake=lake,
+        experiment="mixinglaws-5mix",
+        families=["exponential"],
+        domains=["Pile-CC"],
+        save=False,
+    )
+    assert result["runs"] == 26  # the 410M runs, not 104 runs of four sizes
+    assert "largest model size" in result["fitted_on"]
+    assert result["fits"]["exponential"]["path"] is None
