@@ -21,7 +21,7 @@ from planning.errors import NotFittedError, SpecError
 from planning.mixture.additive import AdditiveLaw, AdditiveScaleLaw
 from planning.mixture.baselines import LightGBMBaseline, LinearBaseline
 from planning.mixture.data import MixtureData, domain_weight_vector, match_domains
-from planning.mixture.evaluation import comparison_table, evaluate
+from planning.mixture.evaluation import compare, comparison_table, evaluate
 from planning.mixture.exponential import ExponentialLaw
 from planning.mixture.nested import (
     JointRoute,
@@ -158,15 +158,9 @@ def test_baselines_in_the_same_code_path(
     """LightGBM stops early on a split of the training runs only; the additive law beats it."""
     train, test = regmix
     train = train.select_domains(["pile_cc"])
-    lightgbm = LightGBMBaseline().fit(train)
-    linear = LinearBaseline().fit(train)
-    scores = pl.concat(
-        [
-            evaluate(pile_cc_additive, test, name="additive"),
-            evaluate(lightgbm, test, name="lightgbm"),
-            evaluate(linear, test, name="linear"),
-        ]
-    )
+    lightgbm = LightGBMBaseline()
+    baselines = compare({"lightgbm": lightgbm, "linear": LinearBaseline()}, train, test)
+    scores = pl.concat([evaluate(pile_cc_additive, test, name="additive"), baselines])
     spearman = dict(zip(scores["model"], scores["spearman"], strict=True))
     assert spearman["lightgbm"] == pytest.approx(0.9883, abs=0.003)
     assert spearman["linear"] == pytest.approx(0.9018, abs=0.003)
@@ -206,6 +200,24 @@ def test_loss_expression_is_convex_and_exact(
         return  # an affine law's optimum is a vertex: often the same one for both domains
     # the user's weighting of domains changes the answer
     assert np.abs(optima[("pile_cc",)] - optima[("github",)]).max() > 0.1
+
+
+@pytest.mark.parametrize(
+    "law",
+    [
+        AdditiveScaleLaw(joint=True, params=4e8, tokens=3e10, seed=3),
+        PerSourceLaw(tokens=5e9, delta=1e-2),
+    ],
+    ids=["additive_scale", "per_source"],
+)
+def test_law_options_round_trip_through_json(law, regmix: tuple[MixtureData, MixtureData]) -> None:
+    train, test = regmix
+    data = train.select_domains(["github"]).subset(np.arange(64))
+    data = replace(data, params=np.geomspace(1e6, 1e8, 64), tokens=np.full(64, 1e9))
+    law.fit(data)
+    again = type(law).from_json(law.to_json())
+    assert again.options() == law.options()
+    np.testing.assert_array_equal(again.predict(test.mixture), law.predict(test.mixture))
 
 
 def test_fitted_law_round_trips_through_json(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -293,11 +293,3 @@ class MixtureLaw(ABC):
             for f in payload["fits"]
         )
         return law
-
-
-def check_sources(law_sources: Sequence[str], data: MixtureData) -> None:
-    """Raise if ``data`` has other sources than the law was fitted on."""
-    if tuple(law_sources) != data.sources:
-        raise SpecError(
-            f"mixture sources differ: law {list(law_sources)} vs data {list(data.sources)}"
-        )
