@@ -33,7 +33,7 @@ def lake(bundled, tmp_path_factory) -> Path:
     grid = {"alpha": [0.3, 0.5], "beta": [0.3, 0.5], "e": [0.5], "a": [5, 7], "b": [5, 8]}
     fit = fit_frame(frame, "chinchilla", n_bootstrap=30, backtest_quantile=None, grid=grid, seed=1)
     root = tmp_path_factory.mktemp("lake")
-    fit.to_json(root / "fits" / "chinchilla.json")
+    fit.to_json(root / "fits" / "epoch-chinchilla.json")
     return root
 
 
