@@ -21,6 +21,7 @@ from prefect import flow, get_run_logger, task, unmapped
 from prefect.cache_policies import NO_CACHE
 
 from flows.config import BUNDLED_DATA, DEFAULT_LAKE, DEFAULT_REPORTS, EXAMPLE_SPECS
+from planning.errors import MixplanError
 from tasks.drift import cache_key, check_drift, load_state, publish_drift, save_state
 from tasks.locking import is_local, lake_lock, local_path
 from tasks.report import (
@@ -113,6 +114,14 @@ def mixture_experiments(lake: str) -> list[tuple[str, str | None]]:
     return pairs
 
 
+def _log_failure(logger, what: str, error: Exception) -> None:
+    """Expected failures (bad spec, unfittable data) get one line; anything else a traceback."""
+    if isinstance(error, MixplanError):
+        logger.error("%s failed: %s", what, error)
+    else:
+        logger.exception("%s failed", what)
+
+
 def _task_runner(dask_address: str | None):
     if not dask_address:
         return None
@@ -147,7 +156,7 @@ def plan_specs(
             grid = whatif_grid(spec)
         except Exception as error:  # a broken spec is reported, the other plans still run
             problems.append(f"plan {name} failed: {error}")
-            logger.exception("plan %s failed", name)
+            _log_failure(logger, f"plan {name}", error)
             continue
         if grid:
             budgets, tokens = zip(*grid, strict=True)
@@ -249,7 +258,7 @@ def pipeline(
                     )
                 except Exception as error:
                     problems.append(f"fit of experiment {experiment} failed: {error}")
-                    logger.exception("fit of experiment %s failed", experiment)
+                    _log_failure(logger, f"fit of experiment {experiment}", error)
                     continue
                 fit_paths.extend(str(path) for path in written)
             mixture_paths = []
@@ -272,7 +281,7 @@ def pipeline(
                         )
                     except Exception as error:  # one failing mixture fit must not hide the rest
                         problems.append(f"mixture fit for {experiment} failed: {error}")
-                        logger.exception("mixture fit for %s failed", experiment)
+                        _log_failure(logger, f"mixture fit for {experiment}", error)
                         continue
                     mixture_results.append(result)
                     mixture_paths.extend(

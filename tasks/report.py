@@ -850,11 +850,12 @@ def coverage_table(lake: str) -> Table:
 
     summary = lake_summary(lake)
     runs = read_runs(lake)
+    size = pl.coalesce("params", "non_embedding_params")  # some sources give only one
     ranges = (
         runs.group_by("experiment")
         .agg(
-            pl.col("params").min().alias("n_lo"),
-            pl.col("params").max().alias("n_hi"),
+            size.min().alias("n_lo"),
+            size.max().alias("n_hi"),
             pl.col("tokens").min().alias("d_lo"),
             pl.col("tokens").max().alias("d_hi"),
             pl.col("flops").min().alias("c_lo"),
@@ -871,9 +872,9 @@ def coverage_table(lake: str) -> Table:
                 row["experiment"],
                 f"{counts.get('runs', 0):,}",
                 f"{counts.get('metric_rows', 0):,}",
-                f"{format_count(row['n_lo'])} – {format_count(row['n_hi'])}",
-                f"{format_count(row['d_lo'])} – {format_count(row['d_hi'])}",
-                f"{_sci(row['c_lo'])} – {_sci(row['c_hi'])}",
+                _span(format_count(row["n_lo"]), format_count(row["n_hi"])),
+                _span(format_count(row["d_lo"]), format_count(row["d_hi"])),
+                _span(_sci(row["c_lo"]), _sci(row["c_hi"])),
                 "yes" if row["mix"] else "",
             )
         )

@@ -36,6 +36,7 @@ def test_pipeline_reports_caches_fits_and_tracks_new_runs(prefect_harness, tmp_p
     assert first["drift"].startswith("First pipeline run")
     assert "data:image/png;base64," in html and "plan example" in html
     assert "chinchilla" in html
+    assert "57.3M – 16.2B" in html  # lake coverage: the Epoch runs' parameter range
     markdown = (reports / "report.md").read_text(encoding="utf-8")
     assert markdown.startswith("# mixplan planning report")
     state = json.loads((lake / "pipeline" / "state.json").read_text())
