@@ -74,6 +74,12 @@ def test_effective_data_multipliers():
     )
 
 
+def test_effective_tokens_within_one_epoch_are_the_tokens():
+    """A source not used up is all fresh: D' = D for D <= U (datablations' U_D = min(D, U))."""
+    tokens = np.array([1e6, 1e9, 24.9e9, 25e9])
+    np.testing.assert_allclose(effective_tokens(tokens, 25e9, DATABLATIONS.rd_star), tokens)
+
+
 def test_single_epoch_reduces_to_chinchilla():
     law = DATABLATIONS
     chin = ChinchillaLaw(E=law.E, A=law.A, B=law.B, alpha=law.alpha, beta=law.beta)

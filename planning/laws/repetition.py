@@ -23,14 +23,17 @@ from planning.laws.base import Law, as_float_array, register_law
 def effective_tokens(
     tokens: np.ndarray | float, unique_tokens: np.ndarray | float, rd_star: float
 ) -> np.ndarray:
-    """Effective data ``D' = U + U R_D* (1 - exp(-R_D/R_D*))`` with ``R_D = max(D/U - 1, 0)``.
+    """Effective data ``D' = U_D + U_D R_D* (1 - exp(-R_D/R_D*))``.
 
-    Concave and non-decreasing in D; tends to ``U (1 + R_D*)`` as epochs grow.
+    ``U_D = min(D, U)`` are the fresh tokens seen (as in the datablations code: within the first
+    epoch every token is fresh, so ``D' = D``) and ``R_D = D/U_D - 1`` the repetitions past the
+    first epoch. Concave and non-decreasing in D; tends to ``U (1 + R_D*)`` as epochs grow.
     """
     d = as_float_array(tokens)
-    u = as_float_array(unique_tokens)
-    repeats = np.maximum(d / u - 1.0, 0.0)
-    return u + u * rd_star * (1.0 - np.exp(-repeats / rd_star))
+    fresh = np.minimum(d, as_float_array(unique_tokens))
+    safe = np.where(fresh > 0, fresh, 1.0)
+    repeats = np.maximum(d / safe - 1.0, 0.0)
+    return fresh + fresh * rd_star * (1.0 - np.exp(-repeats / rd_star))
 
 
 def optimal_params_for_tokens(

@@ -27,6 +27,7 @@ import cvxpy as cp
 import numpy as np
 
 from planning.errors import SpecError
+from planning.laws.repetition import effective_tokens
 from planning.programs.budget import closed_form
 from planning.programs.common import (
     PlanStatus,
@@ -42,19 +43,6 @@ RD_STAR = 15.387756
 
 UNIT = 1e9
 """Token unit inside the program (billions) to keep the solver well scaled."""
-
-
-def effective_tokens(tokens: np.ndarray, unique_tokens: np.ndarray, rd_star: float) -> np.ndarray:
-    """Muennighoff's ``D'`` with ``U`` read as ``min(D, U)``: ``D' = D`` until a source repeats.
-
-    (planning.laws.repetition.effective_tokens returns U for D < U, which over-counts a source
-    that is not used up; within one epoch every token is fresh.)
-    """
-    tokens = np.asarray(tokens, dtype=float)
-    used = np.minimum(tokens, unique_tokens)
-    safe = np.where(used > 0, used, 1.0)
-    repeats = np.maximum(tokens / safe - 1.0, 0.0)
-    return used + used * rd_star * (1.0 - np.exp(-repeats / rd_star))
 
 
 @runtime_checkable
