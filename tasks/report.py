@@ -369,11 +369,12 @@ def mixture_section(result: Mapping[str, Any]) -> LawSection:
         f" (scored on {held_out})" if held_out else ""
     )
     formula = "; ".join(f"{family}: {entry.get('form', '')}" for family, entry in fits.items())
-    notes = [
+    summary = (
         f"{result.get('runs', '?')} runs, {len(result.get('sources', []))} training sources, "
         f"{len(result.get('domains', []))} validation domains."
-    ]
+    )
     tables: list[Table] = []
+    figures: list[Figure] = []
     scores = result.get("scores") or []
     if scores:
         models = list(dict.fromkeys(row["model"] for row in scores))
@@ -413,6 +414,23 @@ def mixture_section(result: Mapping[str, Any]) -> LawSection:
                 "error per validation domain",
             )
         )
+        domains = list(by_domain)
+        png = plots.grouped_bars(
+            categories=domains,
+            series={
+                model: [_float(by_domain[d].get(model, {}).get("mre")) or np.nan for d in domains]
+                for model in models
+            },
+            xlabel=f"mean relative error on {held_out} (lower is better)",
+            percent=True,
+        )
+        figures.append(
+            Figure(
+                "held-out error by law",
+                png,
+                "Each law fitted on the training runs predicts the held-out runs' losses.",
+            )
+        )
     for family, entry in fits.items():
         headline = HEADLINE_PARAMETER.get(family)
         params = entry.get("params") or []
@@ -437,7 +455,12 @@ def mixture_section(result: Mapping[str, Any]) -> LawSection:
             )
         )
     return LawSection(
-        title=title, formula=formula, parameters=(), notes=tuple(notes), tables=tuple(tables)
+        title=title,
+        formula=formula,
+        parameters=(),
+        summary=summary,
+        tables=tuple(tables),
+        figures=tuple(figures),
     )
 
 

@@ -154,9 +154,12 @@ def _figures(figures: tuple[Figure, ...]) -> str:
 def _law(section: LawSection) -> str:
     parts = [f'<div class="card"><h3>{escape(section.title)}</h3>']
     parts.append(f'<div class="formula">{escape(section.formula)}</div>')
+    if section.summary:
+        parts.append(f'<p class="sub">{escape(section.summary)}</p>')
     parts.extend(f'<div class="note">{escape(note)}</div>' for note in section.notes)
     if section.decisions:
         parts.append(_kpis(section.decisions))
+    parts.append(_figures(section.figures))
     if section.parameters:
         parts.append(_estimate_table(section.parameters, "fitted parameters (bootstrap by run)"))
     if section.backtest:
@@ -166,7 +169,6 @@ def _law(section: LawSection) -> str:
             )
         )
     parts.extend(_table(table) for table in section.tables)
-    parts.append(_figures(section.figures))
     parts.append("</div>")
     return "".join(parts)
 

@@ -50,6 +50,8 @@ def render_markdown(report: Report) -> str:
         out += ["", "## Fitted laws"]
         for law in report.laws:
             out += ["", f"### {law.title}", "", f"`{law.formula}`", ""]
+            if law.summary:
+                out += [law.summary, ""]
             out.extend(f"> {note}" for note in law.notes)
             for estimates in (law.decisions, law.parameters, law.backtest):
                 if estimates:

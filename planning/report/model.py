@@ -49,6 +49,7 @@ class LawSection:
     title: str
     formula: str
     parameters: tuple[Estimate, ...]
+    summary: str = ""
     decisions: tuple[Estimate, ...] = ()
     backtest: tuple[Estimate, ...] = ()
     notes: tuple[str, ...] = ()

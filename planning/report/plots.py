@@ -199,3 +199,37 @@ def mixture_bars(
     if title:
         axes.set_title(title, color=INK, fontsize=10, loc="left")
     return _png(figure)
+
+
+def grouped_bars(
+    *,
+    categories: Sequence[str],
+    series: dict[str, Sequence[float]],
+    xlabel: str,
+    percent: bool = False,
+    title: str = "",
+) -> bytes:
+    """Horizontal grouped bars: one group per category, one bar per series (e.g. per law)."""
+    count = len(categories)
+    height = max(2.4, 0.22 * count * max(1, len(series)) ** 0.5 + 1.2)
+    figure, axes = _figure(height=height)
+    positions = np.arange(count)
+    width = 0.8 / max(1, len(series))
+    for index, (name, values) in enumerate(series.items()):
+        axes.barh(
+            positions + (index - (len(series) - 1) / 2) * width,
+            np.asarray(values, dtype=float),
+            height=width,
+            color=PALETTE[index % len(PALETTE)],
+            label=name,
+        )
+    axes.set_yticks(positions, labels=list(categories), fontsize=8)
+    axes.invert_yaxis()
+    if percent:
+        axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{100 * value:.0f}%"))
+    axes.set_xlabel(xlabel, color=INK)
+    axes.grid(False, axis="y")
+    axes.legend(frameon=False, fontsize=8)
+    if title:
+        axes.set_title(title, color=INK, fontsize=10, loc="left")
+    return _png(figure)
