@@ -1,0 +1,65 @@
+"""Report sections built from the stages' real return shapes (fit_mixture's result dict)."""
+
+from __future__ import annotations
+
+from planning.report import render_html
+from planning.report.model import Report
+from tasks.report import mixture_section
+
+MIXTURE_RESULT = {  # the shape flows.fit_mixture.fit_mixture returns (two domains, two laws)
+    "experiment": "regmix-1m-train",
+    "held_out_experiment": "regmix-1m-test",
+    "sources": ["arxiv", "github", "pile_cc"],
+    "domains": ["arxiv", "pile_cc"],
+    "runs": 512,
+    "fits": {
+        "additive": {
+            "form": "L_i(h) = E_i + 1 / sum_j C_ij h_j^gamma_ij",
+            "path": "lake/fits/regmix-1m-train-mixture-additive.json",
+            "params": [
+                {"domain": "arxiv", "objective": 0.0089, "E": 3.44, "E_lo": 3.426, "E_hi": 3.449},
+                {"domain": "pile_cc", "objective": 0.0025, "E": 4.681},
+            ],
+        },
+        "linear": {"form": "L_i(r) = b_i . r (least squares)", "path": None, "params": []},
+    },
+    "scores": [
+        {"model": "additive", "domain": "arxiv", "spearman": 0.9947, "mre": 0.0179},
+        {"model": "additive", "domain": "pile_cc", "spearman": 0.9937, "mre": 0.0052},
+        {"model": "linear", "domain": "arxiv", "spearman": 0.7381, "mre": 0.1041},
+        {"model": "linear", "domain": "pile_cc", "spearman": 0.9018, "mre": 0.0216},
+    ],
+    "routes": [],
+}
+
+
+def test_mixture_section_compares_laws_on_held_out_runs():
+    section = mixture_section(MIXTURE_RESULT)
+    assert section.title == "mixture laws · experiment regmix-1m-train (scored on regmix-1m-test)"
+    assert section.summary == "512 runs, 3 training sources, 2 validation domains."
+    comparison, floors = section.tables
+    assert comparison.columns == (
+        "domain",
+        "additive Spearman",
+        "additive MRE",
+        "linear Spearman",
+        "linear MRE",
+    )
+    assert comparison.rows[0] == ("arxiv", "0.9947", "1.79%", "0.7381", "10.41%")
+    assert comparison.rows[-1][0] == "mean" and comparison.rows[-1][2] == "1.16%"
+    assert floors.rows == (
+        ("arxiv", "3.440", "3.426 – 3.449", "0.0089"),
+        ("pile_cc", "4.681", "—", "0.0025"),
+    )
+    assert [figure.title for figure in section.figures] == ["held-out error by law"]
+    page = render_html(Report(title="t", generated_at="now", laws=(section,)))
+    assert page.count("data:image/png;base64,") == 1
+
+
+def test_mixture_section_without_held_out_runs_has_no_comparison():
+    result = {**MIXTURE_RESULT, "held_out_experiment": None, "scores": []}
+    section = mixture_section(result)
+    assert [table.caption.split(":")[0] for table in section.tables] == [
+        "additive law per validation domain"
+    ]
+    assert section.figures == ()
