@@ -6,7 +6,7 @@ import json
 import shutil
 
 import pytest
-from test_pipeline_support import SMALL_BOOTSTRAP, small_inputs, small_specs
+from test_pipeline_support import EPOCH, SMALL_BOOTSTRAP, small_inputs, small_specs
 
 from flows.pipeline import pipeline
 from tasks.lake import read_runs
@@ -14,6 +14,7 @@ from tasks.lake import read_runs
 pytestmark = [pytest.mark.flow, pytest.mark.slow]
 
 SARDANA = "nikhilsardana__beyond-chinchilla"
+REGMIX = "sail-sg__regmix"
 
 
 def test_pipeline_reports_caches_fits_and_tracks_new_runs(prefect_harness, tmp_path, bundled):
@@ -57,24 +58,30 @@ def test_pipeline_reports_caches_fits_and_tracks_new_runs(prefect_harness, tmp_p
 
 
 def test_pipeline_report_opens_in_chromium(prefect_harness, tmp_path, bundled):
-    """The report the pipeline writes (not a hand-built one) loads with every chart."""
+    """The report the pipeline writes (not a hand-built one, mixture laws included) loads in
+    Chromium with every chart and no console errors."""
     from test_browser import CHROMIUM, open_in_chromium
 
     if CHROMIUM is None:
         pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    logs = small_inputs(tmp_path, bundled, (EPOCH, REGMIX))
     result = pipeline(
-        inputs=[str(small_inputs(tmp_path, bundled))],
+        inputs=[str(logs)],
         lake=str(tmp_path / "lake"),
         specs=str(small_specs(tmp_path)),
         reports=str(tmp_path / "reports"),
         n_bootstrap=SMALL_BOOTSTRAP,
-        mixture=False,
+        mixture=True,
     )
     facts = open_in_chromium(
         tmp_path / "reports" / "report.html", tmp_path / "shot.png", tmp_path / "profile"
     )
     assert result["problems"] == []
-    # one law (loss vs compute, isoFLOPs) and one plan (mixture bars, frontier): 4 charts
-    assert facts["images"] == 4 and facts["broken"] == 0, facts
+    assert any("regmix-1m-train-mixture-additive" in path for path in result["mixture_fits"])
+    # Epoch law (loss vs compute, isoFLOPs), plan (mixture bars, frontier), RegMix mixture
+    # laws (held-out error by law): 5 charts
+    assert facts["images"] == 5 and facts["broken"] == 0, facts
     assert facts["errors"] == []
     assert facts["title"] == "mixplan planning report"
+    html = (tmp_path / "reports" / "report.html").read_text(encoding="utf-8")
+    assert "scored on regmix-1m-test" in html
