@@ -85,3 +85,22 @@ def test_pipeline_report_opens_in_chromium(prefect_harness, tmp_path, bundled):
     assert facts["title"] == "mixplan planning report"
     html = (tmp_path / "reports" / "report.html").read_text(encoding="utf-8")
     assert "scored on regmix-1m-test" in html
+
+
+def test_pipeline_on_a_url_lake(prefect_harness, tmp_path, bundled):
+    """A lake given as a URL (file:// here; s3:// goes through the same fsspec/deltalake code)."""
+    lake = f"file://{tmp_path / 'lake'}"
+    result = pipeline(
+        inputs=[str(small_inputs(tmp_path, bundled))],
+        lake=lake,
+        specs=str(small_specs(tmp_path)),
+        reports=str(tmp_path / "reports"),
+        n_bootstrap=SMALL_BOOTSTRAP,
+        mixture=False,
+    )
+    assert result["problems"] == [] and result["plans"] == {"example": "optimal"}
+    assert result["fits"] == [f"{lake}/fits/epoch-chinchilla.json"]
+    assert read_runs(lake).height == 245
+    state = json.loads((tmp_path / "lake" / "pipeline" / "state.json").read_text())
+    assert state["fit_paths"] == result["fits"]
+    assert "epoch-chinchilla" in (tmp_path / "reports" / "report.html").read_text()
