@@ -16,11 +16,27 @@ from flows.config import DEFAULT_LAKE
 
 FIT_HELP = """Fit scaling laws to the runs in the lake, with bootstrap intervals and a backtest.
 
+A scaling law predicts final loss from model size N (params), training tokens D and, where the
+runs vary them, unique tokens U or vocabulary size:
+
+  Chinchilla   L(N, D) = E + A / N^alpha + B / D^beta
+
+  Muennighoff  the same with effective N', D' when data repeats (D > U)
+
+  Tao          unigram-normalised loss with a vocabulary term (N_nv, V d, D)
+
 One law per experiment (Chinchilla on epoch-chinchilla / sardana / gemstones, Muennighoff on
 datablations, Tao on tao-vocab, StepLaw on steplaw; other experiments get a law chosen from
-their columns). Each fit is stored as JSON at <lake>/fits/<name>.json with its options, data
-hash, code version, bootstrap draws (resampling runs, never checkpoints) and backtest (fit on
-runs below the 80th percentile of compute, predict the rest).
+their columns), fitted with a Huber loss on log loss from a grid of starts. Each fit is stored
+as JSON at <lake>/fits/<name>.json with its options, data hash, code version, bootstrap draws
+(resampling runs, never checkpoints) and backtest (fit on runs below the 80th percentile of
+compute, predict the rest).
+
+With --mixture, fit mixture laws instead: how each validation domain's loss depends on the
+training mixture (exponential L_i(r) = c_i + k_i exp(t_i . r), additive, per-source), with the
+linear and LightGBM baselines for comparison, scored on a held-out experiment (Spearman, mean
+relative error). Each law is stored at <lake>/fits/<experiment>-mixture-<family>.json, where
+`mixplan plan` finds it.
 
 Examples:
 
@@ -29,6 +45,10 @@ Examples:
   mixplan fit --experiment epoch-chinchilla --bootstrap 1000
 
   mixplan fit --json > fits.json
+
+  mixplan fit --mixture                          # every mixture experiment, paired train/test
+
+  mixplan fit --mixture -e regmix-1m-train --held-out regmix-1m-test --domain github
 """
 
 PREDICT_HELP = """Predict loss with a 95% bootstrap interval for the rows of a CSV file.
@@ -39,6 +59,15 @@ plus unique_tokens (Muennighoff), or non_vocab_params, vocab_params and tokens (
 Example:
 
   mixplan predict --fit out/lake/fits/epoch-chinchilla.json --at rows.csv
+
+with rows.csv
+
+  params,tokens
+
+  7e10,1.4e12
+
+prints the predicted loss, its interval and how far each row lies past the largest fitted run
+("extrapolation", a ratio of compute; a warning is printed past 10x).
 """
 
 
@@ -119,13 +148,41 @@ def fit_command(
     by_domain: Annotated[
         bool, typer.Option("--by-domain", help="One fit per evaluation domain.")
     ] = False,
+    mixture: Annotated[
+        bool, typer.Option("--mixture", help="Fit mixture laws (per domain) instead.")
+    ] = False,
+    held_out: Annotated[
+        str | None,
+        typer.Option(
+            "--held-out", help="With --mixture: experiment the laws are scored on (held out)."
+        ),
+    ] = None,
+    domain: Annotated[
+        list[str] | None,
+        typer.Option("--domain", "-d", help="With --mixture: fit only this domain (repeatable)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the fits as JSON.")] = False,
 ) -> None:
-    """Fit scaling laws with intervals and backtests."""
+    """Fit scaling laws (or, with --mixture, mixture laws) with intervals and backtests."""
     from planning.errors import MixplanError
     from tasks.fit import discover_recipes, fit_lake
 
     console = Console(stderr=as_json)
+    if mixture:
+        _fit_mixture_command(
+            console,
+            lake,
+            experiment,
+            held_out,
+            domain,
+            min(bootstrap, MIXTURE_BOOTSTRAP),
+            seed,
+            as_json=as_json,
+        )
+        return
+    if held_out is not None or domain:
+        console.print("[red]error[/red]: --held-out and --domain go with --mixture")
+        raise typer.Exit(2)
     try:
         recipes = discover_recipes(lake, experiment, by_domain=by_domain)
     except MixplanError as err:
@@ -167,6 +224,58 @@ def fit_command(
         raise typer.Exit(1)
 
 
+MIXTURE_BOOTSTRAP = 8
+"""Bootstrap draws per mixture law at most (each draw refits every domain)."""
+
+
+def _fit_mixture_command(
+    console: Console,
+    lake: str,
+    experiments: list[str] | None,
+    held_out: str | None,
+    domains: list[str] | None,
+    n_bootstrap: int,
+    seed: int,
+    *,
+    as_json: bool,
+) -> None:
+    """``mixplan fit --mixture``: the ``fit-mixture`` flow per experiment, printed or as JSON."""
+    from flows.fit_mixture import fit_mixture, mixture_fit_report
+    from flows.pipeline import mixture_experiments
+    from planning.errors import MixplanError
+
+    try:
+        if experiments:
+            pairs = [(name, held_out) for name in experiments]
+        else:
+            pairs = [(name, held_out or partner) for name, partner in mixture_experiments(lake)]
+        if not pairs:
+            console.print(
+                f"[red]error[/red]: no experiment in {lake} trains on more than one source; "
+                "ingest mixture runs first (e.g. mixplan ingest data/public/sail-sg__regmix)"
+            )
+            raise typer.Exit(1)
+        results = [
+            fit_mixture(
+                lake=lake,
+                experiment=name,
+                held_out_experiment=partner,
+                domains=domains,
+                n_bootstrap=n_bootstrap,
+                seed=seed,
+            )
+            for name, partner in pairs
+        ]
+    except MixplanError as err:
+        console.print(f"[red]error[/red]: {err}")
+        raise typer.Exit(2) from err
+    if as_json:
+        typer.echo(json.dumps(results, indent=1, default=str))
+        return
+    for result in results:
+        mixture_fit_report(result, console=console)
+
+
 def predict_command(
     fit: Annotated[Path, typer.Option("--fit", help="A stored fit (JSON).")],
     at: Annotated[Path, typer.Option("--at", help="CSV of rows to predict.")],
@@ -204,8 +313,8 @@ def predict_command(
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the ``mixplan`` app.
 
-    ``mixplan fit`` covers scale laws; a ``--mixture`` option (mixture laws) is added by the
-    mixture stage's own command module, which can reuse :func:`render_fit` / :func:`fit_summary`.
+    ``mixplan fit`` fits scale laws, ``mixplan fit --mixture`` mixture laws (the ``fit-mixture``
+    flow); ``mixplan predict`` reads a stored scale-law fit.
     """
     app.command("fit", help=FIT_HELP)(fit_command)
     app.command("predict", help=PREDICT_HELP)(predict_command)

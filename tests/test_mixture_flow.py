@@ -99,3 +99,33 @@ def test_fit_mixture_flow_fits_one_scale_laws_on_the_largest_size(
     assert result["runs"] == 26  # the 410M runs, not 104 runs of four sizes
     assert "largest model size" in result["fitted_on"]
     assert result["fits"]["exponential"]["path"] is None
+
+
+@pytest.mark.flow
+def test_fit_mixture_command_prints_laws_and_held_out_errors(
+    prefect_harness: None, regmix_lake: str
+) -> None:
+    """``mixplan fit --mixture`` on a lake ingested from the bundled RegMix files."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    args = ["fit", "--mixture", "--lake", regmix_lake, "-e", "regmix-1m-train"]
+    args += ["--held-out", "regmix-1m-test", "--domain", "github", "--bootstrap", "0"]
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    (fitted,) = json.loads(result.stdout)
+    assert fitted["domains"] == ["github"] and fitted["held_out_experiment"] == "regmix-1m-test"
+    scores = {r["model"]: r for r in fitted["scores"]}
+    assert scores["additive"]["spearman"] > 0.99  # the tasks test above measures 0.9961
+    text = CliRunner().invoke(app, args).stdout
+    assert "additive" in text and "github" in text and "Held-out Spearman" in text
+
+
+def test_mixture_options_need_mixture(regmix_lake: str) -> None:
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    result = CliRunner().invoke(app, ["fit", "--lake", regmix_lake, "--held-out", "x"])
+    assert result.exit_code == 2 and "--mixture" in result.output
