@@ -28,14 +28,14 @@ runs vary them, unique tokens U or vocabulary size:
 One law per experiment (Chinchilla on epoch-chinchilla / sardana / gemstones, Muennighoff on
 datablations, Tao on tao-vocab, StepLaw on steplaw; other experiments get a law chosen from
 their columns), fitted with a Huber loss on log loss from a grid of starts. Each fit is stored
-as JSON at <lake>/fits/<name>.json with its options, data hash, code version, bootstrap draws
+as JSON at LAKE/fits/NAME.json with its options, data hash, code version, bootstrap draws
 (resampling runs, never checkpoints) and backtest (fit on runs below the 80th percentile of
 compute, predict the rest).
 
 With --mixture, fit mixture laws instead: how each validation domain's loss depends on the
 training mixture (exponential L_i(r) = c_i + k_i exp(t_i . r), additive, per-source), with the
 linear and LightGBM baselines for comparison, scored on a held-out experiment (Spearman, mean
-relative error). Each law is stored at <lake>/fits/<experiment>-mixture-<family>.json, where
+relative error). Each law is stored at LAKE/fits/EXPERIMENT-mixture-FAMILY.json, where
 `mixplan plan` finds it.
 
 Examples:
