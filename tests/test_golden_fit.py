@@ -10,12 +10,14 @@ from planning.fitting.recipes import default_recipe
 from planning.fitting.steplaw import fit_steplaw
 from planning.laws import BESIROGLU, STEPLAW, TAO
 from planning.laws.hyperparams import STEPLAW_LOG_INTERCEPT_SE
+from planning.laws.repetition import DATABLATIONS
 from tasks.fit import load_table
 
 FILES = {
     "epoch-chinchilla": "epoch-research__analyzing-chinchilla/svg_extracted_data.csv",
     "tao-vocab": "sail-sg__scaling-with-vocab/exp_data.csv",
     "steplaw": "step-law__steplaw/dense_lr_bs_loss.csv",
+    "datablations": "huggingface__datablations/parametric_fit_runs.csv",
 }
 
 
@@ -124,3 +126,29 @@ def test_g15_steplaw_refit_within_the_published_spread(lake):
     assert abs(lr_gap) < STEPLAW_LOG_INTERCEPT_SE["lr"]
     assert abs(bs_gap) < STEPLAW_LOG_INTERCEPT_SE["bs"]
     assert result.n_runs == 129
+
+
+def test_datablations_default_fit_against_the_published_constants(lake):
+    """laws.md 1.4 (G9 constants): what the bundled 296 runs can and cannot reproduce.
+
+    The published E, A, B, alpha = beta were fitted on 54 points read off Chinchilla's C4
+    isoFLOP figure, not on these runs (datablations utils/parametric_fit.ipynb), and describe
+    them poorly (median error 8.2%); the free seven-parameter fit describes them four times
+    better (2.0%). The loss floor and the parameter exponent are pinned by the runs and agree
+    with the published ones within 5% and 0.03 (about the bootstrap SE of alpha in laws.md 1.1,
+    0.026); beta, A, B, R_D* and R_N* are not (see the recipe's notes).
+    """
+    recipe = default_recipe("datablations")
+    table = load_table(lake, recipe)
+    assert table.height == 296
+    law = fit_frame(table, recipe.law, n_bootstrap=0, backtest_quantile=None).law
+    n, d, u = (table[c].to_numpy() for c in ("params", "tokens", "unique_tokens"))
+    loss = table["loss"].to_numpy()
+
+    def median_error(model):
+        return float(np.median(np.abs(model.predict(n, d, u) / loss - 1)))
+
+    assert median_error(DATABLATIONS) > 0.06  # measured 0.0815
+    assert median_error(law) < 0.03  # measured 0.0201
+    assert pytest.approx(DATABLATIONS.E, rel=0.05) == law.E  # measured 1.821 vs 1.869
+    assert law.alpha == pytest.approx(DATABLATIONS.alpha, abs=0.03)  # measured 0.344 vs 0.353
