@@ -13,7 +13,15 @@ Joint route: one law in N, D and the mixture per domain (the additive law's join
 
 The many small step and size laws are fitted all at once by a batched (per-group)
 Levenberg-Marquardt iteration on the summed Huber objective of log residuals: one numpy array
-holds every curve's parameters.
+holds every curve's parameters. This is the one solver in planning/mixture that is not the shared
+engine (planning/fitting/engine.py, which the mixture laws themselves use through
+planning/mixture/engine.py), and on purpose: the engine's ``batched_lm`` advances S parameter
+vectors against one shared data set (grid starts or bootstrap draws of the same runs), so its
+arrays are ``(S, points)``. Here every group (one run and domain, or one mixture and domain) has
+its own few points; fed to the engine, each group would be a row weighted by a 0/1 mask over all
+points, i.e. ``(groups, groups x points per group)`` arrays: hundreds of groups make that
+hundreds of times the work and memory of the grouped sums below (``np.bincount`` by group). The
+Huber pieces (:mod:`planning.fitting.huber`) are shared.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import numpy as np
 import polars as pl
 
 from planning.errors import FitError, NotFittedError, SchemaError, SpecError
+from planning.fitting.huber import huber, huber_psi, irls_weights
 from planning.mixture.additive import AdditiveLaw, AdditiveScaleLaw
 from planning.mixture.base import MixtureLaw
 from planning.mixture.data import MixtureData
@@ -287,8 +296,7 @@ def _fit_floor_power_laws(
         with np.errstate(all="ignore"):
             prediction, _ = floor_power_model(theta[group], log_x)
             r = np.log(prediction) - log_y
-            value = np.where(np.abs(r) <= delta, 0.5 * r**2, delta * (np.abs(r) - 0.5 * delta))
-            total = np.bincount(group, weights=value, minlength=n_groups)
+            total = np.bincount(group, weights=huber(r, delta), minlength=n_groups)
         return np.where(np.isfinite(total), total, np.inf)
 
     # start grid: E fraction x alpha; log x0 by least squares of log(L - E) on log x
@@ -317,9 +325,8 @@ def _fit_floor_power_laws(
             prediction, jacobian = floor_power_model(theta[group], log_x)
             r = np.log(prediction) - log_y
             jr = jacobian / prediction[:, None]
-            psi = np.clip(r, -delta, delta)
-            w = np.where(np.abs(r) <= delta, 1.0, delta / np.maximum(np.abs(r), 1e-300))
-            grad = _group_sum(jr * psi[:, None], group, n_groups)
+            w = irls_weights(r, delta)
+            grad = _group_sum(jr * huber_psi(r, delta)[:, None], group, n_groups)
             hess = _group_sum(jr[:, :, None] * jr[:, None, :] * w[:, None, None], group, n_groups)
         diag = np.einsum("gpp->gp", hess)
         system = hess + damping[:, None, None] * np.eye(3)[None] * np.maximum(diag, 1e-12)[:, None]
