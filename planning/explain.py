@@ -33,11 +33,41 @@ def flat_params_range(
     return float(inside.min()), float(inside.max())
 
 
-def hyperparameters(params: float, tokens: float) -> dict[str, float]:
-    """StepLaw learning rate and batch size (tokens) at the plan's N and D (laws.md 1.7)."""
+def hyperparameters(
+    params: float, tokens: float, *, embedding_params: float | None = None
+) -> dict[str, Any]:
+    """StepLaw learning rate and batch size (tokens) for the plan (laws.md 1.7).
+
+    StepLaw's N counts non-embedding parameters, so the learning rate is taken at
+    ``N - V d`` when the plan's vocabulary is planned (``embedding_params = V d``); without one
+    the plan's N is used as is (and ``params_basis`` says so).
+
+    Parameters
+    ----------
+    params
+        The plan's N (total parameters, as the scale law counts them).
+    tokens
+        The plan's D.
+    embedding_params
+        ``V d`` of the planned vocabulary, or ``None``.
+
+    Returns
+    -------
+    dict
+        ``learning_rate``, ``batch_size_tokens``, ``non_embedding_params`` (the N used) and
+        ``params_basis`` (how it was obtained, in words).
+    """
+    if embedding_params is not None and 0 < embedding_params < params:
+        non_embedding = params - embedding_params
+        basis = "N - V d, without the planned vocabulary's embeddings"
+    else:
+        non_embedding = params
+        basis = "the plan's N: no vocabulary planned"
     return {
-        "learning_rate": float(STEPLAW.learning_rate(params, tokens)),
+        "learning_rate": float(STEPLAW.learning_rate(non_embedding, tokens)),
         "batch_size_tokens": float(STEPLAW.batch_size(tokens)),
+        "non_embedding_params": float(non_embedding),
+        "params_basis": basis,
     }
 
 
@@ -145,7 +175,8 @@ def render_text(plan: dict[str, Any]) -> str:
         if hp:
             lines.append(
                 f"    StepLaw learning rate {hp['learning_rate']:.3g}, batch size "
-                f"{hp['batch_size_tokens']:.3g} tokens"
+                f"{hp['batch_size_tokens']:.3g} tokens, at non-embedding N "
+                f"{_fmt(hp['non_embedding_params'])} ({hp['params_basis']})"
             )
     points = plan.get("frontier") or []
     if points:

@@ -14,37 +14,28 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import numpy as np
 
 from planning.errors import FitError, SpecError
 from planning.explain import binding_labels, flat_params_range, hyperparameters, render_text
-from planning.laws.chinchilla import (
-    BESIROGLU,
-    EPOCH,
-    HOFFMANN,
-    HOFFMANN_ROUNDED,
-    SARDANA,
-    ChinchillaLaw,
-)
-from planning.laws.repetition import DATABLATIONS, MuennighoffLaw
+from planning.fitting.result import FitResult
+from planning.laws import DATABLATIONS, ChinchillaLaw, MuennighoffLaw
+from planning.mixture import AdditiveLaw, AdditiveScaleLaw, ExponentialLaw, PerSourceLaw
 from planning.programs.budget import BudgetProgram, robust_budget
 from planning.programs.common import PlanStatus
 from planning.programs.frontier import frontier
 from planning.programs.inference import TargetProgram, inference_equivalent_tokens
 from planning.programs.mixture import ExponentialMixture, MixtureProgram
 from planning.programs.repetition import repetition_allocation
-from planning.programs.vocabulary import VocabularyProgram
+from planning.programs.vocabulary import VocabularyProgram, VocabularyResult
 from planning.provenance import code_version
-from planning.spec import PlanSpec
+from planning.spec import PUBLISHED_LAWS, PlanSpec
 
-PUBLISHED = {
-    "sardana": SARDANA,
-    "hoffmann": HOFFMANN,
-    "hoffmann_rounded": HOFFMANN_ROUNDED,
-    "besiroglu": BESIROGLU,
-    "epoch": EPOCH,
-    "datablations": DATABLATIONS,
+MIXTURE_LAWS = {
+    cls.__name__: cls for cls in (ExponentialLaw, AdditiveLaw, AdditiveScaleLaw, PerSourceLaw)
 }
+"""Stored mixture-law classes by the ``law`` name their JSON carries (planning/mixture)."""
 
 INTERVAL = (5.0, 50.0, 95.0)
 """Percentiles reported over bootstrap draws (a 90% interval and the median)."""
@@ -61,6 +52,34 @@ class ResolvedLaw:
     law: Any
     description: str
     draws: tuple = ()
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """The N/D decision of one solve (budget, loss-target or repetition-aware program)."""
+
+    status: PlanStatus
+    reason: str = ""
+    params: float = float("nan")
+    tokens: float = float("nan")
+    loss: float = float("nan")
+    duals: dict[str, float] = field(default_factory=dict)
+    binding: tuple[str, ...] = ()
+    budget_flops: float | None = None
+
+    @classmethod
+    def of(cls, result, *, budget_flops: float | None) -> Allocation:
+        """From a `BudgetResult` or `TargetResult` (duals and binding constraints included)."""
+        return cls(
+            status=result.status,
+            reason=result.reason,
+            params=result.params,
+            tokens=result.tokens,
+            loss=result.loss,
+            duals=result.duals,
+            binding=tuple(result.binding),
+            budget_flops=budget_flops,
+        )
 
 
 @dataclass(frozen=True)
@@ -132,14 +151,28 @@ def _clean(value: Any) -> Any:
     return value
 
 
-# -- laws -------------------------------------------------------------------------------------
+# -- laws ----------------------------------------------------------------------------------
 
 
 def resolve_law(spec: PlanSpec, *, lake: str | Path | None = None) -> ResolvedLaw:
-    """The scale law named by the spec: published constants, inline numbers, or a stored fit."""
+    """The scale law named by the spec: published constants, inline numbers, or a stored fit.
+
+    Parameters
+    ----------
+    spec
+        A validated spec; ``spec.law`` says where the law comes from.
+    lake
+        The lake (local directory or URL) holding stored fits, when ``law.fit`` names one.
+
+    Returns
+    -------
+    ResolvedLaw
+        The law, a one-line description of its origin and, for a stored fit with bootstrap
+        draws and ``uncertainty.draws`` on, the draws.
+    """
     ls = spec.law
     if ls.kind == "published":
-        return ResolvedLaw(PUBLISHED[ls.name], f"published constants {ls.name!r}")
+        return ResolvedLaw(PUBLISHED_LAWS[ls.name], f"published constants {ls.name!r}")
     if ls.kind == "inline":
         c = ls.constants
         if "rd_star" in c or "rn_star" in c:
@@ -151,34 +184,60 @@ def resolve_law(spec: PlanSpec, *, lake: str | Path | None = None) -> ResolvedLa
         else:
             law = ChinchillaLaw(**c)
         return ResolvedLaw(law, "inline constants " + ", ".join(f"{k}={v:g}" for k, v in c.items()))
-    from planning.fitting.result import FitResult
-
-    path = _fit_path(spec, ls.fit, lake, field_name="law.fit")
+    location, text = _read_stored_fit(spec, ls.fit, lake, field_name="law.fit")
     try:
-        fit = FitResult.from_json(path)
-    except (FitError, OSError, KeyError, ValueError) as exc:
-        raise SpecError(f"{spec.origin}: field 'law.fit': cannot read {path}: {exc}") from exc
+        fit = FitResult.from_dict(json.loads(text))
+    except (FitError, KeyError, TypeError, ValueError) as exc:
+        raise SpecError(
+            f"{spec.origin}: field 'law.fit': {location} is not a stored scale-law fit ({exc}); "
+            "name a fit written by `mixplan fit`"
+        ) from exc
     draws = tuple(fit.law_draws()) if fit.n_bootstrap and spec.draws else ()
-    desc = f"stored fit {fit.name!r} ({path}, {fit.n_runs} runs, data {fit.data_hash})"
+    desc = f"stored fit {fit.name!r} ({location}, {fit.n_runs} runs, data {fit.data_hash})"
     return ResolvedLaw(fit.law, desc, draws)
 
 
-def _fit_path(spec: PlanSpec, name: str, lake, *, field_name: str) -> Path:
+def stored_fit_location(
+    spec: PlanSpec, name: str, lake: str | Path | None, *, field_name: str
+) -> str:
+    """Where a spec's stored fit lives: ``<lake>/fits/<name>.json``, or ``name`` itself when it
+    is a path or URL (a relative path is taken from the spec file's folder if not found as is).
+
+    The lake may be a local directory or an fsspec URL (``file://``, ``s3://``, ...): locations
+    are joined as strings, never through ``pathlib`` (which would turn ``file://x`` into
+    ``file:/x``).
+    """
     if name.endswith(".json") or "/" in name:
+        if "://" in name:
+            return name
         path = Path(name)
         if not path.is_absolute() and not path.exists() and spec.origin != "<dict>":
             path = Path(spec.origin).parent / name
-        return path
+        return str(path)
     if lake is None:
         raise SpecError(
             f"{spec.origin}: field '{field_name}': the stored fit {name!r} lives in a lake; "
             "pass --lake DIR (or give a path to the fit's JSON)"
         )
-    return Path(lake) / "fits" / f"{name}.json"
+    return f"{str(lake).rstrip('/')}/fits/{name}.json"
 
 
-def resolve_mixture_law(spec: PlanSpec, *, lake=None):
-    """The mixture law of the spec (inline exponential, or a stored fitted mixture law)."""
+def _read_stored_fit(spec: PlanSpec, name: str, lake, *, field_name: str) -> tuple[str, str]:
+    """``(location, JSON text)`` of a stored fit, read through fsspec (local path or URL)."""
+    location = stored_fit_location(spec, name, lake, field_name=field_name)
+    try:
+        with fsspec.open(location, "r", encoding="utf-8") as handle:
+            return location, handle.read()
+    except OSError as exc:
+        raise SpecError(
+            f"{spec.origin}: field '{field_name}': cannot read {location}: {exc}; run "
+            "`mixplan fit` (or `mixplan pipeline`) to write it, or check --lake"
+        ) from exc
+
+
+def resolve_mixture_law(spec: PlanSpec, *, lake: str | Path | None = None):
+    """The mixture law of the spec: inline exponential numbers, or a stored fitted mixture law
+    (``None`` when the spec has no ``[mixture]``)."""
     ms = spec.mixture
     if ms is None:
         return None
@@ -190,20 +249,18 @@ def resolve_mixture_law(spec: PlanSpec, *, lake=None):
             np.array(ms.k),
             np.array(ms.t),
         )
-    path = _fit_path(spec, ms.fit, lake, field_name="mixture.fit")
+    location, text = _read_stored_fit(spec, ms.fit, lake, field_name="mixture.fit")
     try:
-        payload = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise SpecError(f"{spec.origin}: field 'mixture.fit': cannot read {path}: {exc}") from exc
-    from planning.mixture import additive, exponential, per_source
-
-    for module in (exponential, additive, per_source):
-        for obj in vars(module).values():
-            if isinstance(obj, type) and obj.__name__ == payload.get("law"):
-                return obj.from_json(json.dumps(payload))
-    raise SpecError(
-        f"{spec.origin}: field 'mixture.fit': {path} holds an unknown law {payload.get('law')!r}"
-    )
+        kind = json.loads(text).get("law")
+    except (AttributeError, ValueError) as exc:
+        raise SpecError(f"{spec.origin}: field 'mixture.fit': {location}: {exc}") from exc
+    law_class = MIXTURE_LAWS.get(kind)
+    if law_class is None:
+        raise SpecError(
+            f"{spec.origin}: field 'mixture.fit': {location} holds an unknown law {kind!r}; "
+            f"stored mixture laws are {sorted(MIXTURE_LAWS)}"
+        )
+    return law_class.from_json(text)
 
 
 # -- the planner ------------------------------------------------------------------------------
@@ -236,62 +293,66 @@ class Planner:
         base = Plan(
             name=spec.name,
             mode=spec.mode,
-            status=core["status"],
-            reason=core.get("reason", ""),
+            status=core.status,
+            reason=core.reason,
             law={"description": resolved.description, **_law_dict(law)},
             inputs=_inputs(spec, inference_tokens),
             code_version=code_version(),
         )
-        if core["status"] is not PlanStatus.OPTIMAL:
+        if core.status is not PlanStatus.OPTIMAL:
             return base
-        params, tokens = core["params"], core["tokens"]
-        plan = replace(
+        params, tokens = core.params, core.tokens
+        vocabulary = self._vocabulary(spec, params, tokens)
+        explanation = self._explain(spec, law, core, inference_tokens, vocabulary)
+        mixture = self._mixture(spec, law, params, tokens, lake=lake, mixture_law=mixture_law)
+        if mixture is not None and mixture.get("status") != "optimal":
+            explanation["mixture_reason"] = mixture.get("reason", "")
+        width = (vocabulary or {}).get("width")
+        intervals = self._intervals(spec, resolved, inference_tokens, vocab_width=width)
+        return replace(
             base,
             params=params,
             tokens=tokens,
             train_flops=6 * params * tokens,
             inference_flops=2 * params * spec.inference.tokens,
-            loss=core["loss"],
+            loss=core.loss,
             epochs=tokens / spec.unique_tokens if spec.unique_tokens else None,
             cost_dollars=_cost(spec, params, tokens),
             train_days=_days(spec, params, tokens),
-        )
-        explanation = self._explain(spec, law, core, inference_tokens)
-        vocabulary = self._vocabulary(spec, params, tokens)
-        mixture = self._mixture(spec, law, params, tokens, lake=lake, mixture_law=mixture_law)
-        if mixture is not None and mixture.get("status") != "optimal":
-            explanation["mixture_reason"] = mixture.get("reason", "")
-        intervals = self._intervals(spec, resolved, inference_tokens, vocabulary is not None)
-        robust = None
-        if spec.robust and resolved.draws and spec.mode == "budget":
-            result = robust_budget(
-                list(resolved.draws),
-                flops=core["budget_flops"],
-                inference_tokens=inference_tokens,
-                max_params=spec.limits.max_params,
-                max_tokens=spec.max_tokens,
-                max_train_flops=spec.max_train_flops,
-            )
-            if result.status is PlanStatus.OPTIMAL:
-                robust = {
-                    "params": result.params,
-                    "tokens": result.tokens,
-                    "worst_loss": result.loss,
-                    "nominal_worst_loss": float(
-                        max(float(d.predict(params, tokens)) for d in resolved.draws)
-                    ),
-                }
-        return replace(
-            plan,
             frontier=self._frontier(spec, law, core, inference_tokens),
             vocabulary=vocabulary,
             mixture=(mixture or {}).get("mixture"),
             mixture_plan=mixture,
             intervals=intervals,
             interval_draws=len(resolved.draws) if intervals else 0,
-            robust=robust,
+            robust=self._robust(spec, resolved, core, inference_tokens),
             explanation=explanation,
         )
+
+    def _robust(
+        self, spec: PlanSpec, resolved: ResolvedLaw, core: Allocation, inference_tokens: float
+    ) -> dict[str, float] | None:
+        """The plan with the best worst case over the bootstrap draws (budget mode only)."""
+        if not (spec.robust and resolved.draws and spec.mode == "budget"):
+            return None
+        result = robust_budget(
+            list(resolved.draws),
+            flops=core.budget_flops,
+            inference_tokens=inference_tokens,
+            max_params=spec.limits.max_params,
+            max_tokens=spec.max_tokens,
+            max_train_flops=spec.max_train_flops,
+        )
+        if result.status is not PlanStatus.OPTIMAL:
+            return None
+        return {
+            "params": result.params,
+            "tokens": result.tokens,
+            "worst_loss": result.loss,
+            "nominal_worst_loss": max(
+                float(d.predict(core.params, core.tokens)) for d in resolved.draws
+            ),
+        }
 
     # ---------------------------------------------------------------------------------------
     def _inference_tokens(self, spec: PlanSpec) -> float:
@@ -321,7 +382,9 @@ class Planner:
             "max_train_flops": spec.max_train_flops,
         }
 
-    def _core(self, spec: PlanSpec, law, inference_tokens: float, *, flops=None) -> dict:
+    def _core(
+        self, spec: PlanSpec, law, inference_tokens: float, *, flops: float | None = None
+    ) -> Allocation:
         """The N/D decision: budget, loss target, or repetition-aware search."""
         limits = self._limits(spec)
         if isinstance(law, MuennighoffLaw):
@@ -330,48 +393,34 @@ class Planner:
             r = self.target.solve(
                 law, target_loss=spec.target_loss, inference_tokens=inference_tokens, **limits
             )
-            return {
-                "status": r.status,
-                "reason": r.reason,
-                "params": r.params,
-                "tokens": r.tokens,
-                "loss": r.loss,
-                "duals": r.duals,
-                "binding": r.binding,
-                "budget_flops": r.train_flops,
-            }
+            return Allocation.of(r, budget_flops=r.train_flops)
         budget = flops if flops is not None else spec.budget_flops
         if budget is None and limits["max_train_flops"] is None:
-            return {"status": PlanStatus.INFEASIBLE, "reason": "no budget given"}
+            return Allocation(PlanStatus.INFEASIBLE, "no budget given")
         r = self.budget.solve(
             law,
             flops=budget if budget is not None else math.inf,
             inference_tokens=inference_tokens,
             **limits,
         )
-        return {
-            "status": r.status,
-            "reason": r.reason,
-            "params": r.params,
-            "tokens": r.tokens,
-            "loss": r.loss,
-            "duals": r.duals,
-            "binding": r.binding,
-            "budget_flops": budget if budget is not None else limits["max_train_flops"],
-        }
+        return Allocation.of(
+            r, budget_flops=budget if budget is not None else limits["max_train_flops"]
+        )
 
-    def _core_repetition(self, spec: PlanSpec, law: MuennighoffLaw, *, flops=None) -> dict:
+    def _core_repetition(
+        self, spec: PlanSpec, law: MuennighoffLaw, *, flops: float | None = None
+    ) -> Allocation:
         if spec.mode == "target":
-            return {
-                "status": PlanStatus.INFEASIBLE,
-                "reason": "loss targets with a repetition (Muennighoff) law are not supported; "
+            return Allocation(
+                PlanStatus.INFEASIBLE,
+                "loss targets with a repetition (Muennighoff) law are not supported; "
                 "give budget.flops",
-            }
+            )
         if not spec.sources:
             raise SpecError(f"{spec.origin}: field 'sources': a repetition law needs [[sources]]")
         budget = flops if flops is not None else spec.budget_flops
         if budget is None:
-            return {"status": PlanStatus.INFEASIBLE, "reason": "no budget given"}
+            return Allocation(PlanStatus.INFEASIBLE, "no budget given")
         unique = spec.unique_tokens
         r = repetition_allocation(
             law,
@@ -380,56 +429,62 @@ class Planner:
             max_epochs=spec.max_tokens / unique,
             max_params=spec.limits.max_params,
         )
-        return {
-            "status": r.status,
-            "reason": r.reason,
-            "params": r.params,
-            "tokens": r.tokens,
-            "loss": r.loss,
-            "duals": {},
-            "binding": list(r.binding),
-            "budget_flops": budget,
-        }
+        return Allocation(
+            status=r.status,
+            reason=r.reason,
+            params=r.params,
+            tokens=r.tokens,
+            loss=r.loss,
+            binding=r.binding,
+            budget_flops=budget,
+        )
 
     def _loss_fn(self, spec: PlanSpec, law):
         if isinstance(law, MuennighoffLaw):
             return lambda n, d: law.predict(n, d, spec.unique_tokens)
         return lambda n, d: law.predict(n, d)
 
-    def _explain(self, spec: PlanSpec, law, core: dict, inference_tokens: float) -> dict:
-        params, tokens = core["params"], core["tokens"]
+    def _explain(
+        self,
+        spec: PlanSpec,
+        law,
+        core: Allocation,
+        inference_tokens: float,
+        vocabulary: dict | None,
+    ) -> dict[str, Any]:
+        """Why this plan: binding limits, shadow prices, flatness, marginal value of compute,
+        and StepLaw hyperparameters (at non-embedding N when the vocabulary is planned)."""
+        params, tokens = core.params, core.tokens
         loss_fn = self._loss_fn(spec, law)
         flops = 6 * params * tokens
         flat = flat_params_range(lambda n: loss_fn(n, flops / (6 * n)), params)
         out: dict[str, Any] = {
-            "binding": core["binding"],
-            "binding_labels": binding_labels(core["binding"]),
-            "shadow_prices": {k: v for k, v in core["duals"].items() if k in core["binding"]},
+            "binding": list(core.binding),
+            "binding_labels": binding_labels(core.binding),
+            "shadow_prices": {k: v for k, v in core.duals.items() if k in core.binding},
             "flat_params_range": flat,
-            "hyperparameters": hyperparameters(params, tokens),
+            "hyperparameters": hyperparameters(
+                params, tokens, embedding_params=(vocabulary or {}).get("vocab_params")
+            ),
             "marginal_loss_per_10x": None,
             "flops_ratio_for_lower_target": None,
         }
         if spec.mode == "budget":
-            more = self._core(spec, law, inference_tokens, flops=10 * core["budget_flops"])
-            if more["status"] is PlanStatus.OPTIMAL:
-                out["marginal_loss_per_10x"] = core["loss"] - more["loss"]
+            more = self._core(spec, law, inference_tokens, flops=10 * core.budget_flops)
+            if more.status is PlanStatus.OPTIMAL:
+                out["marginal_loss_per_10x"] = core.loss - more.loss
         else:
             lower = replace(spec, target_loss=spec.target_loss - 0.01)
             more = self._core(lower, law, inference_tokens)
-            if more["status"] is PlanStatus.OPTIMAL:
-                out["flops_ratio_for_lower_target"] = (
-                    more["params"] * more["tokens"] / (params * tokens)
-                )
+            if more.status is PlanStatus.OPTIMAL:
+                out["flops_ratio_for_lower_target"] = more.params * more.tokens / (params * tokens)
         return out
 
     def _vocabulary(self, spec: PlanSpec, params: float, tokens: float) -> dict | None:
+        """Tao's approach 3 at the plan's N and FLOPs (``None`` without a [vocabulary])."""
         if spec.vocabulary is None:
             return None
-        vmin, vmax = spec.vocabulary
-        r = self.vocabulary.solve(
-            flops=6 * params * tokens, non_vocab_params=params, min_vocab=vmin, max_vocab=vmax
-        )
+        r = self._solve_vocabulary(spec, params, tokens)
         if r.status is not PlanStatus.OPTIMAL:
             return {"status": r.status.value, "reason": r.reason}
         return {
@@ -441,6 +496,18 @@ class Planner:
             "characters": r.characters,
             "loss_unigram": r.loss_unigram,
         }
+
+    def _solve_vocabulary(
+        self, spec: PlanSpec, params: float, tokens: float, *, width: float | None = None
+    ) -> VocabularyResult:
+        vmin, vmax = spec.vocabulary
+        return self.vocabulary.solve(
+            flops=6 * params * tokens,
+            non_vocab_params=params,
+            width=width,
+            min_vocab=vmin,
+            max_vocab=vmax,
+        )
 
     def _mixture(self, spec, law, params, tokens, *, lake, mixture_law) -> dict | None:
         if spec.mixture is None:
@@ -468,7 +535,7 @@ class Planner:
             "inner_solves": r.solves,
         }
 
-    def _frontier(self, spec: PlanSpec, law, core: dict, inference_tokens: float) -> list:
+    def _frontier(self, spec: PlanSpec, law, core: Allocation, inference_tokens: float) -> list:
         """Loss against cost from 1/100x to 100x the plan's budget (the Pareto frontier)."""
         if spec.mode != "budget" or isinstance(law, MuennighoffLaw):
             return []
@@ -477,7 +544,7 @@ class Planner:
             price = spec.training.dollars_per_useful_flop
         points = frontier(
             law,
-            core["budget_flops"] * np.logspace(-2, 2, 9),
+            core.budget_flops * np.logspace(-2, 2, 9),
             dollars_per_flop=price,
             inference_tokens=inference_tokens,
             program=self.budget,
@@ -553,32 +620,47 @@ class Planner:
             for s, lo, me, hi in zip(spec.sources, low, median, high, strict=True)
         }
 
-    def _intervals(self, spec, resolved: ResolvedLaw, inference_tokens, with_vocab) -> dict:
+    def _intervals(
+        self,
+        spec: PlanSpec,
+        resolved: ResolvedLaw,
+        inference_tokens: float,
+        *,
+        vocab_width: float | None,
+    ) -> dict[str, Any]:
+        """5/50/95% of the plan re-solved under every bootstrap draw.
+
+        The vocabulary is re-planned at the point plan's width ``vocab_width`` (the architecture
+        the plan recommends): Tao's width rule is a step function of N, so letting each draw
+        pick its own width mixes two architectures and V jumps ~35% across a step (a point plan
+        just above the 50e9 step then fell below its own interval).
+        """
         if not resolved.draws:
             return {}
         rows, solved = [], []
         for draw in resolved.draws:
             core = self._core(spec, draw, inference_tokens)
-            if core["status"] is PlanStatus.OPTIMAL:
-                rows.append((core["params"], core["tokens"], core["loss"]))
+            if core.status is PlanStatus.OPTIMAL:
+                rows.append((core.params, core.tokens, core.loss))
                 solved.append(draw)
         if not rows:
             return {}
         arr = np.array(rows)
+        columns = {
+            "params": arr[:, 0],
+            "tokens": arr[:, 1],
+            "loss": arr[:, 2],
+            "tokens_per_param": arr[:, 1] / arr[:, 0],
+            "train_flops": 6 * arr[:, 0] * arr[:, 1],
+        }
+        if vocab_width is not None:
+            columns["vocab_size"] = np.array(
+                [
+                    self._solve_vocabulary(spec, n, d, width=vocab_width).vocab_size
+                    for n, d, _ in rows[:MAX_VOCAB_DRAWS]
+                ]
+            )
         out: dict[str, Any] = {}
-        names = ("params", "tokens", "loss")
-        columns = {n: arr[:, i] for i, n in enumerate(names)}
-        columns["tokens_per_param"] = arr[:, 1] / arr[:, 0]
-        columns["train_flops"] = 6 * arr[:, 0] * arr[:, 1]
-        if with_vocab and spec.vocabulary is not None:
-            vmin, vmax = spec.vocabulary
-            vocab = [
-                self.vocabulary.solve(
-                    flops=6 * n * d, non_vocab_params=n, min_vocab=vmin, max_vocab=vmax
-                ).vocab_size
-                for n, d, _ in rows[:MAX_VOCAB_DRAWS]
-            ]
-            columns["vocab_size"] = np.array(vocab)
         for name, values in columns.items():
             low, median, high = np.nanpercentile(values, INTERVAL)
             out[name] = {"low": float(low), "median": float(median), "high": float(high)}
@@ -587,12 +669,6 @@ class Planner:
             if mixture:
                 out["mixture"] = mixture
         return out
-
-
-def _constants(law):
-    from planning.programs.common import as_constants
-
-    return as_constants(law)
 
 
 def _law_dict(law) -> dict[str, Any]:

@@ -17,11 +17,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 from planning.errors import SpecError
+from planning.laws import BESIROGLU, DATABLATIONS, EPOCH, HOFFMANN, HOFFMANN_ROUNDED, SARDANA
 from planning.programs.inference import PEAK_FLOPS, dollars_per_flop
 from planning.programs.mixture import Source
 
-PUBLISHED_LAWS = ("sardana", "hoffmann", "hoffmann_rounded", "besiroglu", "epoch", "datablations")
-"""Published constant sets a spec can name (laws.md 1.1 and 1.4)."""
+PUBLISHED_LAWS = {
+    "sardana": SARDANA,
+    "hoffmann": HOFFMANN,
+    "hoffmann_rounded": HOFFMANN_ROUNDED,
+    "besiroglu": BESIROGLU,
+    "epoch": EPOCH,
+    "datablations": DATABLATIONS,
+}
+"""Published constant sets a spec can name as ``law.name`` (laws.md 1.1 and 1.4)."""
 
 _SECTIONS = {
     "name",

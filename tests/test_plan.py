@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 from planning.errors import SpecError
 from planning.fitting import fit_frame
 from planning.laws.chinchilla import SARDANA
-from planning.plan import Planner, make_plan, whatif
+from planning.plan import Planner, ResolvedLaw, make_plan, whatif
 from planning.programs.budget import closed_form
 from planning.spec import load_spec, parse_spec
 
@@ -204,7 +205,7 @@ def test_stored_mixture_fit_from_bundled_regmix_runs(bundled, lake):
         "mixture": {"fit": "regmix_mixture"},
         "eval": {"weights": {"pile_cc": 0.4, "github": 0.2, "arxiv": 0.2, "wikipedia_en": 0.2}},
     }
-    plan = make_plan(parse_spec(spec), lake=lake)
+    plan = make_plan(parse_spec(spec), lake=lake.as_uri())  # a URL lake reads mixture fits too
     assert plan.ok, plan.reason
     detail = plan.mixture_plan
     assert detail["status"] == "optimal"
@@ -237,3 +238,56 @@ def test_explanations_match_closed_forms():
     assert along(lo * 0.99) > best * 1.005 and along(hi * 1.01) > best * 1.005
     hp = ex["hyperparameters"]
     assert hp["batch_size_tokens"] == pytest.approx(0.58069 * plan.tokens**0.57094, rel=1e-9)
+
+
+def test_stored_fits_read_from_a_url_lake(lake):
+    """A ``file://`` lake (the fsspec form object stores use) reads like a local one."""
+    spec = load_spec(SPECS / "bundled.toml")
+    local = make_plan(spec, lake=lake)
+    remote = make_plan(spec, lake=lake.as_uri())
+    assert remote.ok and f"{lake.as_uri()}/fits/epoch-chinchilla.json" in remote.law["description"]
+    assert remote.params == local.params and remote.interval_draws == local.interval_draws
+    with pytest.raises(SpecError, match="cannot read file://.*missing.json.*mixplan fit"):
+        make_plan(replace(spec, law=replace(spec.law, fit="missing")), lake=lake.as_uri())
+
+
+def test_vocabulary_point_lies_inside_its_interval_across_a_width_step():
+    """Draws whose N straddles a step of Tao's width rule (50e9 -> 6048 | 8192) used to pick
+    their own width, so V jumped ~35% and the point fell outside its own interval."""
+    spec = parse_spec(
+        {
+            "law": {"name": "sardana"},
+            "budget": {"flops": 1.0},
+            "vocabulary": {"min": 8000, "max": 512000},
+        }
+    )
+    # the budget whose compute-optimal N is 5.1e10, just above the 50e9 width step
+    lo, hi = 1e22, 1e26
+    for _ in range(60):
+        mid = np.sqrt(lo * hi)
+        lo, hi = (mid, hi) if closed_form(SARDANA, mid)[0] < 5.1e10 else (lo, mid)
+    spec = replace(spec, flops=hi)
+    draws = tuple(SARDANA.replace(A=SARDANA.A * f) for f in np.linspace(0.8, 1.25, 31))
+    resolved = ResolvedLaw(SARDANA, "sardana with draws of A", draws)
+    plan = Planner().plan(spec, resolved=resolved)
+    assert plan.ok and plan.vocabulary["width"] == 8192
+    assert plan.intervals["params"]["low"] < 50e9 < plan.intervals["params"]["high"]
+    iv = plan.intervals["vocab_size"]
+    assert iv["low"] <= plan.vocabulary["vocab_size"] <= iv["high"]
+
+
+def test_learning_rate_uses_non_embedding_params(lake):
+    """StepLaw's N is non-embedding: N - V d when the vocabulary is planned, N otherwise."""
+    from planning.laws import STEPLAW
+
+    plan = make_plan(load_spec(SPECS / "bundled.toml"), lake=lake)
+    hp = plan.explanation["hyperparameters"]
+    non_embedding = plan.params - plan.vocabulary["vocab_params"]
+    assert hp["non_embedding_params"] == pytest.approx(non_embedding, rel=1e-12)
+    assert hp["learning_rate"] == pytest.approx(
+        float(STEPLAW.learning_rate(non_embedding, plan.tokens)), rel=1e-12
+    )
+    assert "N - V d" in plan.render()
+    bare = make_plan(parse_spec({"law": {"name": "sardana"}, "budget": {"flops": 1e23}}))
+    assert bare.explanation["hyperparameters"]["non_embedding_params"] == bare.params
+    assert "no vocabulary planned" in bare.render()
