@@ -209,6 +209,7 @@ class FloorPowerFits:
         return floor_power_model(self.theta, log_x)[0]
 
 
+@single_threaded_blas()
 def fit_floor_power_laws(
     x: np.ndarray,
     losses: np.ndarray,
@@ -247,29 +248,6 @@ def fit_floor_power_laws(
     FitError
         If a group has fewer than two points or a loss is not positive.
     """
-    with single_threaded_blas():
-        return _fit_floor_power_laws(
-            x,
-            losses,
-            group,
-            n_groups,
-            delta=delta,
-            iterations=iterations,
-            alpha_bounds=alpha_bounds,
-        )
-
-
-def _fit_floor_power_laws(
-    x: np.ndarray,
-    losses: np.ndarray,
-    group: np.ndarray,
-    n_groups: int,
-    *,
-    delta: float = DEFAULT_DELTA,
-    iterations: int = 300,
-    alpha_bounds: tuple[float, float] = (0.01, 3.0),
-) -> FloorPowerFits:
-    """Implementation of :func:`fit_floor_power_laws`."""
     x, losses, group = np.asarray(x, float), np.asarray(losses, float), np.asarray(group, int)
     counts = np.bincount(group, minlength=n_groups)
     if np.any(counts < 2):
