@@ -16,26 +16,21 @@ import numpy as np
 
 from planning.programs.common import (
     BINDING_TOL,
+    LOG6,
     OFF,
+    BuiltOnce,
     PlanStatus,
     ScaleLaw,
     as_constants,
     dual,
+    law_parameters,
+    limit_constraints,
+    limit_parameters,
     log_or_off,
+    set_law,
+    set_limits,
     solve,
 )
-
-LOG6 = math.log(6.0)
-LOG2 = math.log(2.0)
-
-CONSTRAINT_LABELS = {
-    "budget": "compute budget",
-    "train_time": "wall-clock training time",
-    "max_params": "maximum parameters",
-    "max_tokens": "available data (sum of unique tokens x max epochs)",
-    "min_tokens_per_param": "minimum tokens per parameter",
-    "max_tokens_per_param": "maximum tokens per parameter",
-}
 
 
 @dataclass(frozen=True)
@@ -62,7 +57,7 @@ class BudgetResult:
         return self.tokens / self.params
 
 
-class BudgetProgram:
+class BudgetProgram(BuiltOnce):
     """Lowest loss for a compute budget; built once per structure, re-solved per what-if.
 
     The budget covers training (``6ND``) and, when ``inference_tokens > 0``, lifetime
@@ -70,49 +65,23 @@ class BudgetProgram:
     since a zero coefficient cannot appear inside a log); each is built on first use.
     """
 
-    def __init__(self) -> None:
-        self._built: dict[bool, tuple[cp.Problem, dict[str, cp.Parameter], dict, tuple]] = {}
-
     def _build(self, with_inference: bool):
         n, d = cp.Variable(name="log_params"), cp.Variable(name="log_tokens")
         p = {
-            name: cp.Parameter(name=name, **kw)
-            for name, kw in {
-                "logA": {},
-                "logB": {},
-                "alpha": {"nonneg": True},
-                "beta": {"nonneg": True},
-                "log_budget": {},
-                "log_inference": {},
-                "log_train_cap": {},
-                "log_max_params": {},
-                "log_max_tokens": {},
-                "log_min_ratio": {},
-                "log_max_ratio": {},
-            }.items()
+            **law_parameters(),
+            **limit_parameters(),
+            "log_budget": cp.Parameter(name="log_budget"),
+            "log_inference": cp.Parameter(name="log_inference"),
         }
         objective = cp.exp(p["logA"] - p["alpha"] * n) + cp.exp(p["logB"] - p["beta"] * d)
         if with_inference:
             total = cp.log_sum_exp(cp.hstack([LOG6 + n + d, p["log_inference"] + n]))
         else:
             total = LOG6 + n + d
-        cons = {
-            "budget": total <= p["log_budget"],
-            "train_time": LOG6 + n + d <= p["log_train_cap"],
-            "max_params": n <= p["log_max_params"],
-            "max_tokens": d <= p["log_max_tokens"],
-            "min_tokens_per_param": d - n >= p["log_min_ratio"],
-            "max_tokens_per_param": d - n <= p["log_max_ratio"],
-        }
+        cons = {"budget": total <= p["log_budget"], **limit_constraints(n, d, p)}
         problem = cp.Problem(cp.Minimize(objective), list(cons.values()))
         assert problem.is_dcp(dpp=True)
         return problem, p, cons, (n, d)
-
-    def problem(self, with_inference: bool):
-        """The built (problem, parameters, constraints, variables) for one structure."""
-        if with_inference not in self._built:
-            self._built[with_inference] = self._build(with_inference)
-        return self._built[with_inference]
 
     def solve(
         self,
@@ -143,24 +112,23 @@ class BudgetProgram:
         law = as_constants(law)
         with_inference = inference_tokens > 0
         problem, p, cons, (n, d) = self.problem(with_inference)
-        p["logA"].value = math.log(law.A)
-        p["logB"].value = math.log(law.B)
-        p["alpha"].value = law.alpha
-        p["beta"].value = law.beta
+        set_law(p, law)
+        set_limits(
+            p,
+            max_params=max_params,
+            max_tokens=max_tokens,
+            min_tokens_per_param=min_tokens_per_param,
+            max_tokens_per_param=max_tokens_per_param,
+            max_train_flops=max_train_flops,
+        )
         p["log_budget"].value = log_or_off(flops)
         p["log_inference"].value = math.log(2 * inference_tokens) if with_inference else 0.0
-        p["log_train_cap"].value = log_or_off(max_train_flops)
-        p["log_max_params"].value = log_or_off(max_params)
-        p["log_max_tokens"].value = log_or_off(max_tokens)
-        p["log_min_ratio"].value = log_or_off(min_tokens_per_param, upper=False)
-        p["log_max_ratio"].value = log_or_off(max_tokens_per_param)
         if p["log_min_ratio"].value > p["log_max_ratio"].value:
             return _failed(
                 PlanStatus.INFEASIBLE, "min_tokens_per_param exceeds max_tokens_per_param"
             )
-        if all(v.value >= OFF for k, v in p.items() if k in ("log_budget", "log_train_cap")) and (
-            p["log_max_params"].value >= OFF or p["log_max_tokens"].value >= OFF
-        ):
+        no_budget = p["log_budget"].value >= OFF and p["log_train_cap"].value >= OFF
+        if no_budget and (p["log_max_params"].value >= OFF or p["log_max_tokens"].value >= OFF):
             return _failed(
                 PlanStatus.UNBOUNDED,
                 "no budget and no limit on parameters or tokens: the loss keeps falling "

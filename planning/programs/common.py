@@ -1,4 +1,5 @@
-"""Shared pieces of the convex programs: statuses, solver options, small law protocol."""
+"""Shared pieces of the convex programs: statuses, solver options, the law protocol, and the
+log-space limits the budget and loss-target programs share (``n = log N``, ``d = log D``)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,19 @@ SOLVER_OPTIONS = {"tol_gap_abs": 1e-9, "tol_gap_rel": 1e-9, "tol_feas": 1e-9}
 
 BINDING_TOL = 1e-7
 """A constraint binds when its dual value exceeds this."""
+
+LOG6 = math.log(6.0)
+"""``log 6``: training costs ``6 N D`` FLOPs."""
+
+CONSTRAINT_LABELS = {
+    "budget": "compute budget",
+    "train_time": "wall-clock training time",
+    "max_params": "maximum parameters",
+    "max_tokens": "available data (sum of unique tokens x max epochs)",
+    "min_tokens_per_param": "minimum tokens per parameter",
+    "max_tokens_per_param": "maximum tokens per parameter",
+}
+"""Readable names of the constraints a plan reports as binding."""
 
 
 class PlanStatus(enum.StrEnum):
@@ -65,6 +79,75 @@ def as_constants(law: ScaleLaw) -> Constants:
         if not math.isfinite(value) or (key != "E" and value <= 0):
             raise ValueError(f"law constant {key} must be finite and positive, got {value}")
     return Constants(**values)
+
+
+class BuiltOnce:
+    """Builds each structure of a program (e.g. with and without the inference term) once, on
+    first use; later solves only change ``cp.Parameter`` values. Subclasses define ``_build``."""
+
+    def __init__(self) -> None:
+        self._built: dict = {}
+
+    def _build(self, structure):
+        raise NotImplementedError
+
+    def problem(self, structure):
+        """The built (problem, parameters, ...) tuple for one structure."""
+        if structure not in self._built:
+            self._built[structure] = self._build(structure)
+        return self._built[structure]
+
+
+def law_parameters() -> dict[str, cp.Parameter]:
+    """Parameters of a Chinchilla-form law in logs: ``logA``, ``logB``, ``alpha``, ``beta``."""
+    return {
+        "logA": cp.Parameter(name="logA"),
+        "logB": cp.Parameter(name="logB"),
+        "alpha": cp.Parameter(name="alpha", nonneg=True),
+        "beta": cp.Parameter(name="beta", nonneg=True),
+    }
+
+
+def set_law(p: dict[str, cp.Parameter], law: Constants) -> None:
+    """Load a law's constants into `law_parameters`."""
+    p["logA"].value = math.log(law.A)
+    p["logB"].value = math.log(law.B)
+    p["alpha"].value = law.alpha
+    p["beta"].value = law.beta
+
+
+def limit_parameters() -> dict[str, cp.Parameter]:
+    """Parameters of the optional limits (log bounds, switched off with +-OFF)."""
+    names = ("log_train_cap", "log_max_params", "log_max_tokens", "log_min_ratio", "log_max_ratio")
+    return {name: cp.Parameter(name=name) for name in names}
+
+
+def limit_constraints(n, d, p: dict[str, cp.Parameter]) -> dict[str, cp.Constraint]:
+    """The limits on ``n = log N`` and ``d = log D``, by the names plans report."""
+    return {
+        "train_time": LOG6 + n + d <= p["log_train_cap"],
+        "max_params": n <= p["log_max_params"],
+        "max_tokens": d <= p["log_max_tokens"],
+        "min_tokens_per_param": d - n >= p["log_min_ratio"],
+        "max_tokens_per_param": d - n <= p["log_max_ratio"],
+    }
+
+
+def set_limits(
+    p: dict[str, cp.Parameter],
+    *,
+    max_params: float | None = None,
+    max_tokens: float | None = None,
+    min_tokens_per_param: float | None = None,
+    max_tokens_per_param: float | None = None,
+    max_train_flops: float | None = None,
+) -> None:
+    """Load the limits into `limit_parameters` (``None`` switches a limit off)."""
+    p["log_train_cap"].value = log_or_off(max_train_flops)
+    p["log_max_params"].value = log_or_off(max_params)
+    p["log_max_tokens"].value = log_or_off(max_tokens)
+    p["log_min_ratio"].value = log_or_off(min_tokens_per_param, upper=False)
+    p["log_max_ratio"].value = log_or_off(max_tokens_per_param)
 
 
 def status_of(problem: cp.Problem) -> PlanStatus:

@@ -14,14 +14,20 @@ from dataclasses import dataclass, field
 import cvxpy as cp
 import numpy as np
 
-from planning.programs.budget import LOG6, BudgetProgram
+from planning.programs.budget import BudgetProgram
 from planning.programs.common import (
     BINDING_TOL,
+    LOG6,
+    BuiltOnce,
     PlanStatus,
     ScaleLaw,
     as_constants,
     dual,
-    log_or_off,
+    law_parameters,
+    limit_constraints,
+    limit_parameters,
+    set_law,
+    set_limits,
     solve,
 )
 
@@ -83,30 +89,20 @@ class TargetResult:
         return [name for name, value in self.duals.items() if value > BINDING_TOL]
 
 
-class TargetProgram:
+class TargetProgram(BuiltOnce):
     """Lowest training + inference FLOPs reaching ``target_loss``; built once per structure."""
 
     def __init__(self) -> None:
-        self._built: dict[bool, tuple] = {}
+        super().__init__()
         self._budget = BudgetProgram()
 
     def _build(self, with_inference: bool):
         n, d = cp.Variable(name="log_params"), cp.Variable(name="log_tokens")
         p = {
-            name: cp.Parameter(name=name, **kw)
-            for name, kw in {
-                "logA": {},
-                "logB": {},
-                "log_gap": {},
-                "alpha": {"nonneg": True},
-                "beta": {"nonneg": True},
-                "log_inference": {},
-                "log_train_cap": {},
-                "log_max_params": {},
-                "log_max_tokens": {},
-                "log_min_ratio": {},
-                "log_max_ratio": {},
-            }.items()
+            **law_parameters(),
+            **limit_parameters(),
+            "log_gap": cp.Parameter(name="log_gap"),
+            "log_inference": cp.Parameter(name="log_inference"),
         }
         if with_inference:
             objective = cp.log_sum_exp(cp.hstack([LOG6 + n + d, p["log_inference"] + n]))
@@ -120,23 +116,10 @@ class TargetProgram:
                 ]
             )
         )
-        cons = {
-            "target_loss": reach <= 0,
-            "train_time": LOG6 + n + d <= p["log_train_cap"],
-            "max_params": n <= p["log_max_params"],
-            "max_tokens": d <= p["log_max_tokens"],
-            "min_tokens_per_param": d - n >= p["log_min_ratio"],
-            "max_tokens_per_param": d - n <= p["log_max_ratio"],
-        }
+        cons = {"target_loss": reach <= 0, **limit_constraints(n, d, p)}
         problem = cp.Problem(cp.Minimize(objective), list(cons.values()))
         assert problem.is_dcp(dpp=True)
         return problem, p, cons, (n, d)
-
-    def problem(self, with_inference: bool):
-        """The built (problem, parameters, constraints, variables) for one structure."""
-        if with_inference not in self._built:
-            self._built[with_inference] = self._build(with_inference)
-        return self._built[with_inference]
 
     def solve(
         self,
@@ -174,17 +157,10 @@ class TargetProgram:
             )
         with_inference = inference_tokens > 0
         problem, p, cons, (n, d) = self.problem(with_inference)
-        p["logA"].value = math.log(law.A)
-        p["logB"].value = math.log(law.B)
+        set_law(p, law)
+        set_limits(p, **limits)
         p["log_gap"].value = math.log(target_loss - law.E)
-        p["alpha"].value = law.alpha
-        p["beta"].value = law.beta
         p["log_inference"].value = math.log(2 * inference_tokens) if with_inference else 0.0
-        p["log_train_cap"].value = log_or_off(max_train_flops)
-        p["log_max_params"].value = log_or_off(max_params)
-        p["log_max_tokens"].value = log_or_off(max_tokens)
-        p["log_min_ratio"].value = log_or_off(min_tokens_per_param, upper=False)
-        p["log_max_ratio"].value = log_or_off(max_tokens_per_param)
         status = solve(problem)
         if status is PlanStatus.INFEASIBLE:
             return self._explain_infeasible(law, target_loss, limits)

@@ -16,8 +16,15 @@ from dataclasses import dataclass
 import cvxpy as cp
 import numpy as np
 
-from planning.laws.vocabulary import TAO, TaoLaw, tokens_per_character, width_for
-from planning.programs.common import PlanStatus, log_or_off, solve
+from planning.laws.vocabulary import (
+    ISOFLOP_NONVOCAB_EXP,
+    ISOFLOP_NONVOCAB_LOG_COEF,
+    TAO,
+    TaoLaw,
+    tokens_per_character,
+    width_for,
+)
+from planning.programs.common import BuiltOnce, PlanStatus, log_or_off, solve
 
 LOG_MILLION = math.log(1e6)
 LOG_BILLION = math.log(1e9)
@@ -47,12 +54,12 @@ class VocabularyResult:
         return self.tokens / float(tokens_per_character(self.vocab_size))
 
 
-class VocabularyProgram:
+class VocabularyProgram(BuiltOnce):
     """Tao approach 3 / joint (N_nv, V, D) GP for one law; built once, re-solved with parameters."""
 
     def __init__(self, law: TaoLaw = TAO) -> None:
+        super().__init__()
         self.law = law
-        self._built: dict[bool, tuple] = {}
 
     def _build(self, joint: bool):
         law = self.law
@@ -81,11 +88,6 @@ class VocabularyProgram:
         assert problem.is_dcp(dpp=True)
         return problem, p, (n, v, t)
 
-    def _problem(self, joint: bool):
-        if joint not in self._built:
-            self._built[joint] = self._build(joint)
-        return self._built[joint]
-
     def solve(
         self,
         *,
@@ -110,12 +112,15 @@ class VocabularyProgram:
             Vocabulary range (optional).
         """
         joint = non_vocab_params is None
-        problem, p, (n, v, t) = self._problem(joint)
+        problem, p, (n, v, t) = self.problem(joint)
         p["log_flops"].value = math.log(flops)
         p["log_vmin"].value = log_or_off(min_vocab, upper=False)
         p["log_vmax"].value = log_or_off(max_vocab)
         p["log_nv"].value = math.log(non_vocab_params) if not joint else 0.0
-        guess = non_vocab_params if not joint else math.sqrt(flops) * math.exp(-2.4846510161625193)
+        if joint:  # start the width iteration from approach 1's compute-optimal N_nv
+            guess = math.exp(ISOFLOP_NONVOCAB_LOG_COEF) * flops**ISOFLOP_NONVOCAB_EXP
+        else:
+            guess = non_vocab_params
         d = float(width if width is not None else width_for(guess))
         for _ in range(max_width_iterations):
             p["log_width"].value = math.log(d)
@@ -123,10 +128,9 @@ class VocabularyProgram:
             if status is not PlanStatus.OPTIMAL:
                 nan = float("nan")
                 return VocabularyResult(status, nan, nan, d, nan, nan, flops, problem.status)
-            nv = float(np.exp(n.value)) * 1e6
             if width is not None or not joint:
                 break
-            new_d = float(width_for(nv))
+            new_d = float(width_for(float(np.exp(n.value)) * 1e6))
             if new_d == d:
                 break
             d = new_d
