@@ -17,7 +17,6 @@ from tasks.fit import (
     backtest_task,
     bootstrap_task,
     discover_task,
-    fit_options,
     load_table_task,
     point_fit_task,
     steplaw_task,
@@ -81,7 +80,7 @@ def fit(
             thetas=np.concatenate([t for t, _ in draws]) if draws else None,
             draw_objectives=np.concatenate([o for _, o in draws]) if draws else None,
             backtest_result=bt.result() if bt is not None else None,
-            options=fit_options(recipe, n_bootstrap, seed, backtest_quantile),
+            options=recipe.fit_options(n_bootstrap, seed, backtest_quantile),
             delta=delta,
         )
         for warning in result.warnings:

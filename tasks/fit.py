@@ -18,16 +18,14 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from planning.errors import FitError, RunLogError
-from planning.fitting import assemble, get_spec, point_fit, prepare
+from planning.fitting import get_spec, point_fit, prepare
 from planning.fitting.backtest import DEFAULT_HOLDOUT_QUANTILE, backtest
-from planning.fitting.bootstrap import bootstrap_chunk, resample_counts
+from planning.fitting.bootstrap import bootstrap_chunk
 from planning.fitting.data import FitData
 from planning.fitting.engine import SearchResult
-from planning.fitting.fit import warm_starts
 from planning.fitting.huber import DEFAULT_DELTA
 from planning.fitting.recipes import FitRecipe, fit_table, per_domain, per_size, recipe_for
 from planning.fitting.result import FitResult
-from planning.fitting.steplaw import fit_steplaw
 from tasks.lake import lake_summary, read_metrics, read_runs
 
 log = logging.getLogger(__name__)
@@ -113,21 +111,6 @@ def load_table(lake: str | Path, recipe: FitRecipe) -> pl.DataFrame:
     return fit_table(recipe, runs, metrics)
 
 
-def fit_options(recipe: FitRecipe, n_bootstrap: int, seed: int, quantile: float | None) -> dict:
-    """The options recorded with a fit of ``recipe``."""
-    return {
-        "flop_convention": recipe.flop_convention,
-        "outlier_rule": recipe.outlier_rule,
-        "tie_break": recipe.tie_break,
-        "grid": "default",
-        "n_bootstrap": n_bootstrap,
-        "seed": seed,
-        "backtest_quantile": quantile,
-        "selection": recipe.selection(),
-        "recipe": recipe.to_dict(),
-    }
-
-
 def fit_recipe(
     lake: str | Path,
     recipe: FitRecipe,
@@ -139,51 +122,16 @@ def fit_recipe(
     chunk_size: int = DEFAULT_CHUNK,
     on_progress: Callable[[str], None] | None = None,
 ) -> FitResult:
-    """Fit one recipe end to end in-process (point fit, bootstrap chunks, backtest)."""
-    table = load_table(lake, recipe)
-    if recipe.law == "steplaw":
-        return fit_steplaw(
-            table,
-            name=recipe.name,
-            n_bootstrap=n_bootstrap,
-            seed=seed,
-            backtest_quantile=backtest_quantile,
-            selection=recipe.selection(),
-        )
-    data = prepare(table, recipe.law, outlier_rule=recipe.outlier_rule)
-    result = point_fit(data, recipe.law, delta=delta, tie_break=recipe.tie_break)
-    if on_progress:
-        on_progress("point fit")
-    thetas, objectives = [], []
-    if n_bootstrap > 0:
-        counts = resample_counts(data.n_runs, n_bootstrap, seed)
-        for start in range(0, n_bootstrap, chunk_size):
-            t, o = bootstrap_chunk(
-                get_spec(recipe.law),
-                data,
-                warm_starts(result),
-                counts[start : start + chunk_size],
-                delta=delta,
-            )
-            thetas.append(t)
-            objectives.append(o)
-            if on_progress:
-                on_progress(f"bootstrap {min(start + chunk_size, n_bootstrap)}/{n_bootstrap}")
-    bt = None
-    if backtest_quantile is not None:
-        bt = backtest(get_spec(recipe.law), data, quantile=backtest_quantile, delta=delta)
-        if on_progress:
-            on_progress("backtest")
-    return assemble(
-        data,
-        recipe.law,
-        result,
-        name=recipe.name,
-        thetas=np.concatenate(thetas) if thetas else None,
-        draw_objectives=np.concatenate(objectives) if objectives else None,
-        backtest_result=bt,
-        options=fit_options(recipe, n_bootstrap, seed, backtest_quantile),
+    """Fit one recipe end to end in-process: read its table from the lake, then
+    :meth:`FitRecipe.fit` (point fit, bootstrap in chunks, backtest)."""
+    return recipe.fit(
+        load_table(lake, recipe),
+        n_bootstrap=n_bootstrap,
+        seed=seed,
         delta=delta,
+        backtest_quantile=backtest_quantile,
+        chunk_size=chunk_size,
+        on_progress=on_progress,
     )
 
 
@@ -281,13 +229,8 @@ def steplaw_task(
     backtest_quantile: float | None,
 ) -> FitResult:
     """StepLaw fit (selection rule + least squares, bootstrap by run)."""
-    return fit_steplaw(
-        table,
-        name=recipe.name,
-        n_bootstrap=n_bootstrap,
-        seed=seed,
-        backtest_quantile=backtest_quantile,
-        selection=recipe.selection(),
+    return recipe.fit(
+        table, n_bootstrap=n_bootstrap, seed=seed, backtest_quantile=backtest_quantile
     )
 
 

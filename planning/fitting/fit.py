@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -43,6 +43,7 @@ __all__ = [
     "bootstrap_chunk",
     "decision_values",
     "fit_frame",
+    "fit_options",
     "get_spec",
     "point_fit",
     "predict_with_interval",
@@ -282,6 +283,30 @@ def assemble(
     )
 
 
+def fit_options(
+    *,
+    flop_convention: str,
+    outlier_rule: str,
+    tie_break: str | None,
+    grid: Mapping[str, Sequence[float]] | None,
+    n_bootstrap: int,
+    seed: int,
+    backtest_quantile: float | None,
+    selection: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The options recorded with a fit (``FitResult.options``), JSON-ready."""
+    return {
+        "flop_convention": flop_convention,
+        "outlier_rule": outlier_rule,
+        "tie_break": tie_break,
+        "grid": "default" if grid is None else {k: list(map(float, v)) for k, v in grid.items()},
+        "n_bootstrap": n_bootstrap,
+        "seed": seed,
+        "backtest_quantile": backtest_quantile,
+        "selection": dict(selection or {}),
+    }
+
+
 def fit_frame(
     frame: pl.DataFrame,
     law: str | FitSpec = "chinchilla",
@@ -299,6 +324,9 @@ def fit_frame(
     selection: Mapping[str, Any] | None = None,
     polish_draws: bool = False,
     tie_break: str | None = None,
+    chunk_size: int | None = None,
+    on_progress: Callable[[str], None] | None = None,
+    extra_options: Mapping[str, Any] | None = None,
 ) -> FitResult:
     """Fit ``law`` to ``frame`` end to end (point fit, bootstrap by run, backtest, warnings).
 
@@ -312,32 +340,52 @@ def fit_frame(
     backtest_quantile : compute quantile of the backtest cut-off; ``None`` to skip.
     budgets : FLOP budgets for decision intervals (default: largest run x 1 and x 10).
     flop_convention, outlier_rule, selection : recorded with the fit (the rule is applied).
+    chunk_size : bootstrap draws refitted per batch (default all at once; same draws either way).
+    on_progress : called with a short description after the point fit, each bootstrap batch and
+        the backtest.
+    extra_options : recorded with the fit next to the options above (e.g. the recipe).
     """
+    progress = on_progress or (lambda _: None)
     spec = get_spec(law)
     data = prepare(frame, spec, outlier_rule=outlier_rule)
     result = point_fit(data, spec, delta=delta, grid=grid, keep=keep, tie_break=tie_break)
+    progress("point fit")
     thetas = objectives = None
     if n_bootstrap > 0:
         counts = resample_counts(data.n_runs, n_bootstrap, seed)
-        thetas, objectives = bootstrap_chunk(
-            spec, data, warm_starts(result), counts, delta=delta, polish_draws=polish_draws
-        )
+        step = chunk_size or n_bootstrap
+        draws = []
+        for start in range(0, n_bootstrap, step):
+            draws.append(
+                bootstrap_chunk(
+                    spec,
+                    data,
+                    warm_starts(result),
+                    counts[start : start + step],
+                    delta=delta,
+                    polish_draws=polish_draws,
+                )
+            )
+            progress(f"bootstrap {min(start + step, n_bootstrap)}/{n_bootstrap}")
+        thetas = np.concatenate([t for t, _ in draws])
+        objectives = np.concatenate([o for _, o in draws])
     bt = None
     if backtest_quantile is not None:
         starts = None
         if grid:
             starts = spec.grid_points({k: np.asarray(v, float) for k, v in grid.items()})
         bt = backtest(spec, data, quantile=backtest_quantile, delta=delta, starts=starts)
-    options = {
-        "flop_convention": flop_convention,
-        "outlier_rule": outlier_rule,
-        "tie_break": tie_break,
-        "grid": "default" if grid is None else {k: list(map(float, v)) for k, v in grid.items()},
-        "n_bootstrap": n_bootstrap,
-        "seed": seed,
-        "backtest_quantile": backtest_quantile,
-        "selection": dict(selection or {}),
-    }
+        progress("backtest")
+    options = fit_options(
+        flop_convention=flop_convention,
+        outlier_rule=outlier_rule,
+        tie_break=tie_break,
+        grid=grid,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        backtest_quantile=backtest_quantile,
+        selection=selection,
+    )
     return assemble(
         data,
         spec,
@@ -347,7 +395,7 @@ def fit_frame(
         draw_objectives=objectives,
         backtest_result=bt,
         budgets=budgets,
-        options=options,
+        options={**options, **dict(extra_options or {})},
         delta=delta,
     )
 

@@ -35,12 +35,18 @@ loss blew up).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
 import polars as pl
 
+from planning.fitting.backtest import DEFAULT_HOLDOUT_QUANTILE
+from planning.fitting.fit import fit_frame, fit_options
+from planning.fitting.huber import DEFAULT_DELTA
+from planning.fitting.result import FitResult
+from planning.fitting.steplaw import fit_steplaw
 from planning.laws.loss_curve import DEFAULT_DECAY
 from planning.laws.vocabulary import TPC_COEFFS
 
@@ -76,6 +82,61 @@ class FitRecipe:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
         return asdict(self)
+
+    def fit_options(
+        self, n_bootstrap: int, seed: int, backtest_quantile: float | None
+    ) -> dict[str, Any]:
+        """The options recorded with a fit of this recipe (default grid, recipe included)."""
+        options = fit_options(
+            flop_convention=self.flop_convention,
+            outlier_rule=self.outlier_rule,
+            tie_break=self.tie_break,
+            grid=None,
+            n_bootstrap=n_bootstrap,
+            seed=seed,
+            backtest_quantile=backtest_quantile,
+            selection=self.selection(),
+        )
+        return {**options, "recipe": self.to_dict()}
+
+    def fit(
+        self,
+        table: pl.DataFrame,
+        *,
+        n_bootstrap: int = 200,
+        seed: int = 0,
+        delta: float = DEFAULT_DELTA,
+        backtest_quantile: float | None = DEFAULT_HOLDOUT_QUANTILE,
+        chunk_size: int | None = None,
+        on_progress: Callable[[str], None] | None = None,
+    ) -> FitResult:
+        """Fit this recipe to its table (:func:`fit_table`): StepLaw's selection rule for
+        ``law="steplaw"``, the shared engine (:func:`planning.fitting.fit_frame`) otherwise."""
+        if self.law == "steplaw":
+            return fit_steplaw(
+                table,
+                name=self.name,
+                n_bootstrap=n_bootstrap,
+                seed=seed,
+                backtest_quantile=backtest_quantile,
+                selection=self.selection(),
+            )
+        return fit_frame(
+            table,
+            self.law,
+            name=self.name,
+            delta=delta,
+            n_bootstrap=n_bootstrap,
+            seed=seed,
+            backtest_quantile=backtest_quantile,
+            flop_convention=self.flop_convention,
+            outlier_rule=self.outlier_rule,
+            selection=self.selection(),
+            tie_break=self.tie_break,
+            chunk_size=chunk_size,
+            on_progress=on_progress,
+            extra_options={"recipe": self.to_dict()},
+        )
 
 
 DEFAULT_RECIPES: tuple[FitRecipe, ...] = (
