@@ -26,7 +26,7 @@ from planning.programs.budget import BudgetProgram, robust_budget
 from planning.programs.common import PlanStatus
 from planning.programs.frontier import frontier
 from planning.programs.inference import TargetProgram, inference_equivalent_tokens
-from planning.programs.mixture import ExponentialMixture, MixtureProgram
+from planning.programs.mixture import ExponentialMixture, MixtureProgram, MixtureResult
 from planning.programs.repetition import repetition_allocation
 from planning.programs.vocabulary import VocabularyProgram, VocabularyResult
 from planning.provenance import code_version
@@ -273,8 +273,7 @@ class Planner:
         self.budget = BudgetProgram()
         self.target = TargetProgram()
         self.vocabulary = VocabularyProgram()
-        self._mixtures: dict[tuple, MixtureProgram] = {}
-        self._mixture_last: MixtureProgram | None = None
+        self._mixture_cache: tuple[tuple, MixtureProgram] | None = None
 
     # ---------------------------------------------------------------------------------------
     def plan(
@@ -304,11 +303,17 @@ class Planner:
         params, tokens = core.params, core.tokens
         vocabulary = self._vocabulary(spec, params, tokens)
         explanation = self._explain(spec, law, core, inference_tokens, vocabulary)
-        mixture = self._mixture(spec, law, params, tokens, lake=lake, mixture_law=mixture_law)
+        program = None
+        if spec.mixture is not None:
+            mixture_law = mixture_law or resolve_mixture_law(spec, lake=lake)
+            program = self._mixture_program(spec, law, mixture_law)
+        mixture = self._mixture(spec, program, params, tokens)
         if mixture is not None and mixture.get("status") != "optimal":
             explanation["mixture_reason"] = mixture.get("reason", "")
         width = (vocabulary or {}).get("width")
-        intervals = self._intervals(spec, resolved, inference_tokens, vocab_width=width)
+        intervals = self._intervals(
+            spec, resolved, inference_tokens, vocab_width=width, mixture_program=program
+        )
         return replace(
             base,
             params=params,
@@ -509,16 +514,13 @@ class Planner:
             max_vocab=vmax,
         )
 
-    def _mixture(self, spec, law, params, tokens, *, lake, mixture_law) -> dict | None:
-        if spec.mixture is None:
+    def _mixture(
+        self, spec: PlanSpec, program: MixtureProgram | None, params: float, tokens: float
+    ) -> dict[str, Any] | None:
+        """The mixture plan (``None`` without a [mixture]); its own D in budget mode."""
+        if program is None:
             return None
-        mixture_law = mixture_law or resolve_mixture_law(spec, lake=lake)
-        program = self._mixture_program(spec, law, mixture_law)
-        flops = 6 * params * tokens
-        if spec.mode == "budget":
-            r = program.plan(flops=flops, max_params=spec.limits.max_params)
-        else:
-            r = program.solve_at(tokens, flops=flops)
+        r = _solve_mixture(spec, program, params, tokens)
         if r.status is not PlanStatus.OPTIMAL:
             return {"status": r.status.value, "reason": r.reason}
         return {
@@ -564,7 +566,8 @@ class Planner:
 
     def _mixture_program(self, spec: PlanSpec, law, mixture_law) -> MixtureProgram:
         """The built mixture program for these sources and weights; the scale law is a
-        parameter change (a new program is built only when the sources or weights change)."""
+        parameter change (a new program is built only when the law, sources or weights change).
+        """
         scale = (
             law
             if not isinstance(law, MuennighoffLaw)
@@ -579,35 +582,30 @@ class Planner:
             tuple(sorted((spec.eval_weights or {}).items())),
             reference,
         )
-        program = self._mixtures.get(key)
-        if program is None:
-            program = MixtureProgram(
-                spec.sources,
-                mixture_law,
-                scale_law=scale,
-                domain_weights=spec.eval_weights,
-                reference=None if reference is None else np.array(reference),
-            )
-            self._mixtures = {key: program}
-        else:
+        if self._mixture_cache is not None and self._mixture_cache[0] == key:
+            program = self._mixture_cache[1]
             program.set_scale_law(scale)
-        self._mixture_last = program
+            return program
+        program = MixtureProgram(
+            spec.sources,
+            mixture_law,
+            scale_law=scale,
+            domain_weights=spec.eval_weights,
+            reference=None if reference is None else np.array(reference),
+        )
+        self._mixture_cache = (key, program)
         return program
 
-    def _mixture_intervals(self, spec: PlanSpec, draws, rows) -> dict[str, Any]:
+    def _mixture_intervals(
+        self, spec: PlanSpec, program: MixtureProgram, draws: list, rows: list
+    ) -> dict[str, Any]:
         """Mixture weights re-planned under each draw (the scale law swapped by parameters)."""
-        program = self._mixture_last
-        if program is None:
-            return {}
         nominal = program.scale
         weights = []
         try:
-            for draw, (n, d, _) in list(zip(draws, rows, strict=False))[:MAX_MIXTURE_DRAWS]:
+            for draw, (n, d, _) in list(zip(draws, rows, strict=True))[:MAX_MIXTURE_DRAWS]:
                 program.set_scale_law(draw)
-                if spec.mode == "budget":
-                    r = program.plan(flops=6 * n * d, max_params=spec.limits.max_params)
-                else:
-                    r = program.solve_at(d, flops=6 * n * d)
+                r = _solve_mixture(spec, program, n, d)
                 if r.status is PlanStatus.OPTIMAL:
                     weights.append([r.mixture[s.name] for s in spec.sources])
         finally:
@@ -627,6 +625,7 @@ class Planner:
         inference_tokens: float,
         *,
         vocab_width: float | None,
+        mixture_program: MixtureProgram | None,
     ) -> dict[str, Any]:
         """5/50/95% of the plan re-solved under every bootstrap draw.
 
@@ -664,11 +663,21 @@ class Planner:
         for name, values in columns.items():
             low, median, high = np.nanpercentile(values, INTERVAL)
             out[name] = {"low": float(low), "median": float(median), "high": float(high)}
-        if spec.mixture is not None:
-            mixture = self._mixture_intervals(spec, solved, rows)
+        if mixture_program is not None:
+            mixture = self._mixture_intervals(spec, mixture_program, solved, rows)
             if mixture:
                 out["mixture"] = mixture
         return out
+
+
+def _solve_mixture(
+    spec: PlanSpec, program: MixtureProgram, params: float, tokens: float
+) -> MixtureResult:
+    """The mixture at the plan's FLOPs: D searched jointly in budget mode, fixed for a target."""
+    flops = 6 * params * tokens
+    if spec.mode == "budget":
+        return program.plan(flops=flops, max_params=spec.limits.max_params)
+    return program.solve_at(tokens, flops=flops)
 
 
 def _law_dict(law) -> dict[str, Any]:

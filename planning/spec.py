@@ -172,12 +172,6 @@ class PlanSpec:
         """The data cap ``sum_j U_j * max_epochs_j`` (None without sources)."""
         return sum(s.cap for s in self.sources) if self.sources else None
 
-    def replace(self, **changes: Any) -> PlanSpec:
-        """A copy with some fields changed (what-ifs)."""
-        from dataclasses import replace
-
-        return replace(self, **changes)
-
 
 # -- parsing ---------------------------------------------------------------------------------
 
@@ -351,7 +345,7 @@ def _law(ctx: _Ctx, table: Mapping) -> LawSpec:
     return LawSpec("inline", constants=constants)
 
 
-def _hardware(ctx: _Ctx, table: Mapping, section: str, *, mfu_required: bool = True):
+def _hardware(ctx: _Ctx, table: Mapping, section: str) -> Hardware | None:
     if not table:
         return None
     ctx.known(
@@ -381,9 +375,7 @@ def _hardware(ctx: _Ctx, table: Mapping, section: str, *, mfu_required: bool = T
         peak = PEAK_FLOPS[(gpu, precision)]
     mfu = ctx.number(table, f"{section}.mfu", positive=True)
     if mfu is None:
-        mfu = 0.4 if not mfu_required else None
-        if mfu is None:
-            ctx.fail(f"{section}.mfu", "missing: the model FLOP utilisation (0 < mfu <= 1)")
+        ctx.fail(f"{section}.mfu", "missing: the model FLOP utilisation (0 < mfu <= 1)")
     if mfu > 1:
         ctx.fail(f"{section}.mfu", f"must be in (0, 1], got {mfu}")
     gpus = table.get("gpus")
@@ -400,9 +392,12 @@ def _inference(ctx: _Ctx, table: Mapping) -> InferenceSpec:
               "tokens_out_per_request"}  # fmt: skip
     hw_keys = {"gpu", "precision", "peak_flops", "price_per_hour", "prefill_mfu", "decode_mfu"}
     ctx.known(table, "inference", demand | hw_keys | {"mfu"})
-    get = lambda key: ctx.number(table, f"inference.{key}") or 0.0  # noqa: E731
+
+    def get(key: str) -> float:
+        return ctx.number(table, f"inference.{key}") or 0.0
+
     for key in demand & set(table):
-        if (ctx.number(table, f"inference.{key}") or 0.0) < 0:
+        if get(key) < 0:
             ctx.fail(f"inference.{key}", "must be non-negative")
     if "requests" in table:
         if "tokens" in table or "tokens_in" in table or "tokens_out" in table:
