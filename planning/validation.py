@@ -157,29 +157,25 @@ def split_by_checks(
     """
     if frame.height == 0 or not checks:
         return frame, conform(pl.DataFrame(), QUARANTINE_SCHEMA)
-    field_expr: pl.Expr | None = None
-    reason_expr: pl.Expr | None = None
-    for bad, field, reason in reversed(checks):
-        bad = bad.fill_null(False)
-        field_expr = (
-            pl.when(bad)
-            .then(pl.lit(field))
-            .otherwise(field_expr if field_expr is not None else pl.lit(None, pl.String))
-        )
-        reason_expr = (
-            pl.when(bad)
-            .then(pl.lit(reason))
-            .otherwise(reason_expr if reason_expr is not None else pl.lit(None, pl.String))
-        )
-    assert field_expr is not None and reason_expr is not None
-    tagged = frame.with_columns(field_expr.alias("_q_field"), reason_expr.alias("_q_reason"))
-    good = tagged.filter(pl.col("_q_reason").is_null()).drop("_q_field", "_q_reason")
-    bad_rows = tagged.filter(pl.col("_q_reason").is_not_null())
+    # one pass: the index of the first failing check (null when every check passes)
+    first_bad = pl.when(checks[0][0].fill_null(False)).then(pl.lit(0, pl.UInt32))
+    for index, (bad, _, _) in enumerate(checks[1:], start=1):
+        first_bad = first_bad.when(bad.fill_null(False)).then(pl.lit(index, pl.UInt32))
+    tagged = frame.with_columns(first_bad.otherwise(None).alias("_q_check"))
+    good = tagged.filter(pl.col("_q_check").is_null()).drop("_q_check")
+    bad_rows = tagged.filter(pl.col("_q_check").is_not_null())
+    if bad_rows.height == 0:
+        return good, conform(pl.DataFrame(), QUARANTINE_SCHEMA)
+    indices = list(range(len(checks)))
     quarantine = bad_rows.select(
         pl.lit(source_file).alias("source_file"),
         pl.col("source_line").cast(pl.Int64),
-        pl.col("_q_field").alias("field"),
-        pl.col("_q_reason").alias("reason"),
+        pl.col("_q_check")
+        .replace_strict(indices, [field for _, field, _ in checks], return_dtype=pl.String)
+        .alias("field"),
+        pl.col("_q_check")
+        .replace_strict(indices, [reason for _, _, reason in checks], return_dtype=pl.String)
+        .alias("reason"),
         _record_expr(frame).alias("record"),
         pl.lit(now_utc()).cast(QUARANTINE_SCHEMA["ingested_at"]).alias("ingested_at"),
     )
@@ -363,15 +359,3 @@ def duplicate_split(frame: pl.DataFrame, *, source_file: str) -> tuple[pl.DataFr
         source_file=source_file,
     )
     return good, quarantine
-
-
-def reject_orphans(
-    metrics: pl.DataFrame, rejected_runs: pl.DataFrame, *, source_file: str
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Quarantine metrics rows whose run was rejected (``run_rejected``)."""
-    if rejected_runs.height == 0 or metrics.height == 0:
-        return metrics, conform(pl.DataFrame(), QUARANTINE_SCHEMA)
-    ids = rejected_runs["run_id"].drop_nulls().unique().to_list()
-    return split_by_checks(
-        metrics, [(pl.col("run_id").is_in(ids), "run_id", "run_rejected")], source_file=source_file
-    )
