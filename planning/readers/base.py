@@ -109,6 +109,48 @@ def tags_json(columns: dict[str, pl.Expr]) -> pl.Expr:
     return pl.struct(**columns).struct.json_encode()
 
 
+def run_id(experiment: str, name: pl.Expr) -> pl.Expr:
+    """The run id ``<experiment>/<name>`` (every reader's runs are namespaced this way)."""
+    return pl.concat_str(pl.lit(experiment + "/"), name)
+
+
+def run_rows(
+    table: pl.DataFrame,
+    *,
+    experiment: str,
+    name: pl.Expr,
+    source_file: str | Path,
+    assumptions: str,
+    tags: dict[str, pl.Expr] | None = None,
+    **columns: pl.Expr,
+) -> pl.DataFrame:
+    """One runs row per row of ``table``, in ``RUNS_SCHEMA`` column names.
+
+    Parameters
+    ----------
+    table
+        Parsed rows with a ``source_line`` column.
+    experiment, name
+        The run is ``<experiment>/<name>`` (``name`` is evaluated per row).
+    source_file
+        The file the rows come from.
+    assumptions
+        Every conversion the reader made (stored in ``tags`` under ``"assumptions"``, last).
+    tags
+        Further facts kept in the run's JSON ``tags`` (nulls are dropped).
+    **columns
+        ``RUNS_SCHEMA`` column name -> expression (``params=pl.col("N")``, ...).
+    """
+    return table.select(
+        run_id(experiment, name).alias("run_id"),
+        pl.lit(experiment).alias("experiment"),
+        *[expr.alias(column) for column, expr in columns.items()],
+        tags_json({**(tags or {}), "assumptions": pl.lit(assumptions)}).alias("tags"),
+        pl.lit(str(source_file)).alias("source_file"),
+        "source_line",
+    )
+
+
 def mixture_from_columns(
     sources: list[str], weight_columns: list[str], unique_columns: list[str] | None = None
 ) -> pl.Expr:

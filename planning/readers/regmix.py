@@ -26,8 +26,9 @@ from planning.readers.base import (
     failed,
     mixture_from_columns,
     read_text_table,
+    run_id,
+    run_rows,
     single,
-    tags_json,
 )
 from planning.schema import FINAL_STEP
 from planning.validation import coerce_numeric, split_by_checks
@@ -68,26 +69,24 @@ def read_regmix(path: Path) -> ReaderOutput:
         losses, dict.fromkeys(["index", *loss_columns], pl.Float64), source_file=str(loss_path)
     )
     name = pl.format("mix{}", pl.col("index").cast(pl.Int64))
-    runs = mixture.select(
-        pl.concat_str(pl.lit(experiment + "/"), name).alias("run_id"),
-        pl.lit(experiment).alias("experiment"),
-        pl.lit(REGMIX_PARAMS).alias("params"),
-        pl.lit(REGMIX_TOKENS).alias("tokens"),
-        pl.lit(6 * REGMIX_PARAMS * REGMIX_TOKENS).alias("flops"),
-        pl.lit("6ND").alias("flop_convention"),
-        mixture_from_columns(domains, weight_columns).alias("mixture"),
-        tags_json(
-            {
-                "index": pl.col("index").cast(pl.Int64),
-                "weight_sum_published": pl.sum_horizontal(weight_columns),
-                "assumptions": pl.lit(
-                    "params 1M and tokens 1B from the RegMix paper (not in the file); "
-                    "weights renormalised to sum 1 (published with 3 decimals)"
-                ),
-            }
-        ).alias("tags"),
-        pl.lit(str(path)).alias("source_file"),
-        "source_line",
+    runs = run_rows(
+        mixture,
+        experiment=experiment,
+        name=name,
+        source_file=path,
+        assumptions=(
+            "params 1M and tokens 1B from the RegMix paper (not in the file); "
+            "weights renormalised to sum 1 (published with 3 decimals)"
+        ),
+        tags={
+            "index": pl.col("index").cast(pl.Int64),
+            "weight_sum_published": pl.sum_horizontal(weight_columns),
+        },
+        params=pl.lit(REGMIX_PARAMS),
+        tokens=pl.lit(REGMIX_TOKENS),
+        flops=pl.lit(6 * REGMIX_PARAMS * REGMIX_TOKENS),
+        flop_convention=pl.lit("6ND"),
+        mixture=mixture_from_columns(domains, weight_columns),
     )
     # loss rows whose index has no mixture row cannot be interpreted
     known = mixture["index"].to_list()
@@ -100,7 +99,7 @@ def read_regmix(path: Path) -> ReaderOutput:
         losses.unpivot(index=["index", "source_line"], on=loss_columns, variable_name="_column")
         .with_columns(pl.col("_column").str.extract(_LOSS.pattern, 1).alias("domain"))
         .select(
-            pl.concat_str(pl.lit(experiment + "/"), name).alias("run_id"),
+            run_id(experiment, name).alias("run_id"),
             pl.lit(FINAL_STEP).alias("step"),
             pl.lit(REGMIX_TOKENS).alias("tokens_seen"),
             pl.lit("val").alias("split"),

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import polars as pl
 
-from planning.readers.base import ReaderOutput, read_text_table, single, tags_json
+from planning.readers.base import ReaderOutput, read_text_table, run_id, run_rows, single
 from planning.schema import FINAL_STEP
 from planning.validation import coerce_numeric
 
@@ -61,7 +61,7 @@ def _final_metric(
     experiment: str, name: pl.Expr, loss: str, split: str, path: Path, **extra: pl.Expr
 ) -> list[pl.Expr]:
     return [
-        pl.concat_str(pl.lit(experiment + "/"), name).alias("run_id"),
+        run_id(experiment, name).alias("run_id"),
         pl.lit(FINAL_STEP).alias("step"),
         pl.lit(split).alias("split"),
         pl.lit("all").alias("domain"),
@@ -83,23 +83,17 @@ def read_epoch_chinchilla(path: Path) -> ReaderOutput:
     table, quarantine = prepared
     experiment = "epoch-chinchilla"
     name = pl.format("row{}", pl.col("source_line") - 1)
-    runs = table.select(
-        pl.concat_str(pl.lit(experiment + "/"), name).alias("run_id"),
-        pl.lit(experiment).alias("experiment"),
-        pl.col("Model Size").alias("params"),
-        (pl.col("Training FLOP") / (6 * pl.col("Model Size"))).alias("tokens"),
-        pl.col("Training FLOP").alias("flops"),
-        pl.lit("6ND").alias("flop_convention"),
-        tags_json(
-            {
-                "svg_x": pl.col("x"),
-                "svg_y": pl.col("y"),
-                "color": pl.col("color"),
-                "assumptions": pl.lit("tokens = flops / (6 * params)"),
-            }
-        ).alias("tags"),
-        pl.lit(str(path)).alias("source_file"),
-        "source_line",
+    runs = run_rows(
+        table,
+        experiment=experiment,
+        name=name,
+        source_file=path,
+        assumptions="tokens = flops / (6 * params)",
+        tags={"svg_x": pl.col("x"), "svg_y": pl.col("y"), "color": pl.col("color")},
+        params=pl.col("Model Size"),
+        tokens=pl.col("Training FLOP") / (6 * pl.col("Model Size")),
+        flops=pl.col("Training FLOP"),
+        flop_convention=pl.lit("6ND"),
     )
     metrics = table.select(_final_metric(experiment, name, "loss", "train", path))
     return ReaderOutput(chunks=single(runs, metrics, quarantine))
@@ -124,24 +118,22 @@ def read_datablations(path: Path) -> ReaderOutput:
         (pl.col("source_line").rank("ordinal").over("name")).cast(pl.Int64).alias("_replicate")
     )
     name = pl.format("{}-r{}", pl.col("name"), pl.col("_replicate"))
-    runs = table.select(
-        pl.concat_str(pl.lit(experiment + "/"), name).alias("run_id"),
-        pl.lit(experiment).alias("experiment"),
-        pl.col("params_N").alias("params"),
-        pl.col("tokens_D").alias("tokens"),
-        pl.col("unique_tokens_U").alias("unique_tokens"),
-        (6 * pl.col("params_N") * pl.col("tokens_D")).alias("flops"),
-        pl.lit("6ND").alias("flop_convention"),
-        tags_json(
-            {
-                "name": pl.col("name"),
-                "replicate": pl.col("_replicate"),
-                "epochs": pl.col("tokens_D") / pl.col("unique_tokens_U"),
-                "assumptions": pl.lit("flops = 6 * params * tokens; r<k> = k-th row of the name"),
-            }
-        ).alias("tags"),
-        pl.lit(str(path)).alias("source_file"),
-        "source_line",
+    runs = run_rows(
+        table,
+        experiment=experiment,
+        name=name,
+        source_file=path,
+        assumptions="flops = 6 * params * tokens; r<k> = k-th row of the name",
+        tags={
+            "name": pl.col("name"),
+            "replicate": pl.col("_replicate"),
+            "epochs": pl.col("tokens_D") / pl.col("unique_tokens_U"),
+        },
+        params=pl.col("params_N"),
+        tokens=pl.col("tokens_D"),
+        unique_tokens=pl.col("unique_tokens_U"),
+        flops=6 * pl.col("params_N") * pl.col("tokens_D"),
+        flop_convention=pl.lit("6ND"),
     )
     metrics = table.select(
         _final_metric(experiment, name, "val_loss", "val", path, tokens_seen=pl.col("tokens_D"))
@@ -167,29 +159,27 @@ def read_sardana(path: Path) -> ReaderOutput:
         c for c in table.columns if c not in numeric and c not in ("Model Name", "source_line")
     ]
     name = pl.format("{}-{}tpp", pl.col("Model Name"), pl.col("Tokens/Params").cast(pl.Int64))
-    runs = table.select(
-        pl.concat_str(pl.lit(experiment + "/"), name).alias("run_id"),
-        pl.lit(experiment).alias("experiment"),
-        pl.col("Parameters").alias("params"),
-        pl.col("Tokens").alias("tokens"),
-        (6 * pl.col("Parameters") * pl.col("Tokens")).alias("flops"),
-        pl.lit("6ND").alias("flop_convention"),
-        pl.lit(SARDANA_CONTEXT).alias("context"),
-        (pl.col("Batch Size") * SARDANA_CONTEXT).alias("batch_size"),
-        tags_json(
-            {
-                "model_name": pl.col("Model Name"),
-                "tokens_per_param": pl.col("Tokens/Params"),
-                "batch_size_sequences": pl.col("Batch Size"),
-                **{c: pl.col(c).cast(pl.Float64, strict=False) for c in evals},
-                "assumptions": pl.lit(
-                    f"context = {SARDANA_CONTEXT} (MPT default; not in the file); "
-                    "batch_size = Batch Size x context; flops = 6 * params * tokens"
-                ),
-            }
-        ).alias("tags"),
-        pl.lit(str(path)).alias("source_file"),
-        "source_line",
+    runs = run_rows(
+        table,
+        experiment=experiment,
+        name=name,
+        source_file=path,
+        assumptions=(
+            f"context = {SARDANA_CONTEXT} (MPT default; not in the file); "
+            "batch_size = Batch Size x context; flops = 6 * params * tokens"
+        ),
+        tags={
+            "model_name": pl.col("Model Name"),
+            "tokens_per_param": pl.col("Tokens/Params"),
+            "batch_size_sequences": pl.col("Batch Size"),
+            **{c: pl.col(c).cast(pl.Float64, strict=False) for c in evals},
+        },
+        params=pl.col("Parameters"),
+        tokens=pl.col("Tokens"),
+        flops=6 * pl.col("Parameters") * pl.col("Tokens"),
+        flop_convention=pl.lit("6ND"),
+        context=pl.lit(SARDANA_CONTEXT),
+        batch_size=pl.col("Batch Size") * SARDANA_CONTEXT,
     )
     metrics = table.select(
         _final_metric(
@@ -224,35 +214,33 @@ def read_steplaw(path: Path) -> ReaderOutput:
     context = (pl.lit(2.0).pow(ratio.log(2).round())).cast(pl.Int64)
     table = table.with_columns(context.alias("_context"))
     name = pl.col("exp_name")
-    runs = table.select(
-        pl.concat_str(pl.lit(experiment + "/"), name).alias("run_id"),
-        pl.lit(experiment).alias("experiment"),
-        pl.col("N").alias("non_embedding_params"),
-        pl.col("h").alias("width"),
-        pl.col("numl").alias("depth"),
-        pl.col("_context").alias("context"),
-        pl.col("D").alias("tokens"),
-        (6 * pl.col("N") * pl.col("D")).alias("flops"),
-        pl.lit("6N_nonemb_D").alias("flop_convention"),
-        (pl.col("bs") * pl.col("_context")).cast(pl.Float64).alias("batch_size"),
-        pl.col("lr").alias("learning_rate"),
-        tags_json(
-            {
-                "ffn_hidden": pl.col("ffnh"),
-                "heads": pl.col("numh"),
-                "batch_size_sequences": pl.col("bs"),
-                "iterations": pl.col("ti"),
-                "loss_raw": pl.col("loss"),
-                "assumptions": pl.lit(
-                    "context = D / (bs * ti) rounded to a power of two (2048); "
-                    "batch_size = bs * context tokens; "
-                    "loss = the file's 'smooth loss' (raw final loss in loss_raw); "
-                    "flops = 6 * non_embedding_params * tokens"
-                ),
-            }
-        ).alias("tags"),
-        pl.lit(str(path)).alias("source_file"),
-        "source_line",
+    runs = run_rows(
+        table,
+        experiment=experiment,
+        name=name,
+        source_file=path,
+        assumptions=(
+            "context = D / (bs * ti) rounded to a power of two (2048); "
+            "batch_size = bs * context tokens; "
+            "loss = the file's 'smooth loss' (raw final loss in loss_raw); "
+            "flops = 6 * non_embedding_params * tokens"
+        ),
+        tags={
+            "ffn_hidden": pl.col("ffnh"),
+            "heads": pl.col("numh"),
+            "batch_size_sequences": pl.col("bs"),
+            "iterations": pl.col("ti"),
+            "loss_raw": pl.col("loss"),
+        },
+        non_embedding_params=pl.col("N"),
+        width=pl.col("h"),
+        depth=pl.col("numl"),
+        context=pl.col("_context"),
+        tokens=pl.col("D"),
+        flops=6 * pl.col("N") * pl.col("D"),
+        flop_convention=pl.lit("6N_nonemb_D"),
+        batch_size=(pl.col("bs") * pl.col("_context")).cast(pl.Float64),
+        learning_rate=pl.col("lr"),
     )
     metrics = table.select(
         _final_metric(
@@ -297,38 +285,31 @@ def read_tao_vocab(path: Path) -> ReaderOutput:
         pl.col("num_characters").rank("ordinal").over("_name").cast(pl.Int64).alias("_checkpoint"),
         (pl.col("num_characters") == pl.col("num_characters").max().over("_name")).alias("_last"),
     )
-    run_id = pl.concat_str(pl.lit(experiment + "/"), pl.col("_name"))
-    runs = (
-        table.sort("_last", "source_line", descending=[True, False])
-        .select(
-            run_id.alias("run_id"),
-            pl.lit(experiment).alias("experiment"),
-            (pl.col("Non_vocab_parameters") + pl.col("_vocab_params")).alias("params"),
-            pl.col("Non_vocab_parameters").alias("non_embedding_params"),
-            pl.col("_vocab_params").alias("vocab_params"),
-            pl.col("vocab_size").cast(pl.Int64).alias("vocab_size"),
-            pl.col("embed_dim").cast(pl.Int64).alias("width"),
-            pl.col("_tokens").alias("tokens"),
-            pl.col("FLOPs").alias("flops"),
-            pl.lit("6N_nonvocab_plus_Vd_D").alias("flop_convention"),
-            tags_json(
-                {
-                    "characters": pl.col("num_characters"),
-                    "tokens_per_character": tao_tokens_per_character(pl.col("vocab_size")),
-                    "assumptions": pl.lit(
-                        "tokens = characters * f(V), f(V) = 0.00639222 ln(V)^2 - "
-                        "0.15811069 ln(V) + 1.20470122; run totals = last checkpoint; "
-                        "metrics step = checkpoint index (steps not reported)"
-                    ),
-                }
-            ).alias("tags"),
-            pl.lit(str(path)).alias("source_file"),
-            "source_line",
-        )
-        .unique(subset="run_id", keep="first", maintain_order=True)
-    )
+    runs = run_rows(
+        table.sort("_last", "source_line", descending=[True, False]),
+        experiment=experiment,
+        name=pl.col("_name"),
+        source_file=path,
+        assumptions=(
+            "tokens = characters * f(V), f(V) = 0.00639222 ln(V)^2 - "
+            "0.15811069 ln(V) + 1.20470122; run totals = last checkpoint; "
+            "metrics step = checkpoint index (steps not reported)"
+        ),
+        tags={
+            "characters": pl.col("num_characters"),
+            "tokens_per_character": tao_tokens_per_character(pl.col("vocab_size")),
+        },
+        params=pl.col("Non_vocab_parameters") + pl.col("_vocab_params"),
+        non_embedding_params=pl.col("Non_vocab_parameters"),
+        vocab_params=pl.col("_vocab_params"),
+        vocab_size=pl.col("vocab_size").cast(pl.Int64),
+        width=pl.col("embed_dim").cast(pl.Int64),
+        tokens=pl.col("_tokens"),
+        flops=pl.col("FLOPs"),
+        flop_convention=pl.lit("6N_nonvocab_plus_Vd_D"),
+    ).unique(subset="run_id", keep="first", maintain_order=True)
     metrics = table.select(
-        run_id.alias("run_id"),
+        run_id(experiment, pl.col("_name")).alias("run_id"),
         pl.col("_checkpoint").alias("step"),
         pl.col("_tokens").alias("tokens_seen"),
         pl.lit("val").alias("split"),

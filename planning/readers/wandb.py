@@ -25,7 +25,7 @@ from pathlib import Path
 
 import polars as pl
 
-from planning.readers.base import ReaderOutput, single, tags_json
+from planning.readers.base import ReaderOutput, run_id, run_rows, single
 from planning.readers.canonical import jsonl_frames
 from planning.validation import coerce_numeric
 
@@ -68,35 +68,32 @@ def read_wandb(path: Path) -> ReaderOutput:
         name = pl.col("run_name")
         extra = {}
         schedule = "constant"
-    run_id = pl.concat_str(pl.lit(experiment + "/"), name)
-    ordered = table.sort("run_name", "tokens", descending=[False, True], nulls_last=True)
-    runs = ordered.select(
-        run_id.alias("run_id"),
-        pl.lit(experiment).alias("experiment"),
-        pl.col("params_active_precise").alias("params"),
-        pl.col("width"),
-        pl.col("depth"),
-        pl.col("tokens").max().over(run_id).alias("tokens"),
-        (6 * pl.col("params_active_precise") * pl.col("tokens").max().over(run_id)).alias("flops"),
-        pl.lit("6ND").alias("flop_convention"),
-        pl.lit(schedule).alias("lr_schedule"),
-        tags_json(
-            {
-                "run_name": pl.col("run_name"),
-                "num_nodes": pl.col("num_nodes"),
-                "seconds_per_step": pl.col("seconds_per_step"),
-                **extra,
-                "assumptions": pl.lit(
-                    "params = params_active_precise; tokens = last checkpoint's tokens; "
-                    "flops = 6 * params * tokens"
-                ),
-            }
-        ).alias("tags"),
-        pl.lit(str(path)).alias("source_file"),
-        "source_line",
+    final_tokens = pl.col("tokens").max().over(run_id(experiment, name))
+    runs = run_rows(
+        table.sort("run_name", "tokens", descending=[False, True], nulls_last=True),
+        experiment=experiment,
+        name=name,
+        source_file=path,
+        assumptions=(
+            "params = params_active_precise; tokens = last checkpoint's tokens; "
+            "flops = 6 * params * tokens"
+        ),
+        tags={
+            "run_name": pl.col("run_name"),
+            "num_nodes": pl.col("num_nodes"),
+            "seconds_per_step": pl.col("seconds_per_step"),
+            **extra,
+        },
+        params=pl.col("params_active_precise"),
+        width=pl.col("width"),
+        depth=pl.col("depth"),
+        tokens=final_tokens,
+        flops=6 * pl.col("params_active_precise") * final_tokens,
+        flop_convention=pl.lit("6ND"),
+        lr_schedule=pl.lit(schedule),
     )
     metrics = table.select(
-        run_id.alias("run_id"),
+        run_id(experiment, name).alias("run_id"),
         pl.col("step"),
         pl.col("tokens").alias("tokens_seen"),
         pl.lit("train").alias("split"),
