@@ -22,18 +22,18 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.config import BUNDLED_DATA, DEFAULT_LAKE, DEFAULT_REPORTS, EXAMPLE_SPECS
 from planning.errors import MixplanError
-from tasks.drift import cache_key, check_drift, load_state, publish_drift, save_state
-from tasks.locking import is_local, lake_lock, local_path
-from tasks.report import (
-    flatten_plan,
-    load_fits,
+from planning.report.plans import flatten_plan, whatif_grid
+from tasks.drift import (
+    cache_key,
+    check_drift,
+    load_state,
     new_runs_since,
-    prediction_intervals,
-    publish_report,
-    render_report,
-    whatif_grid,
-    whatif_point,
+    publish_drift,
+    save_state,
 )
+from tasks.locking import is_local, lake_lock, local_path
+from tasks.report import load_fits, publish_report, render_report
+from tasks.whatif import whatif_point
 
 MIXTURE_FAMILIES = ("additive", "exponential", "linear")
 """Mixture laws the pipeline fits: the two convex families the planner optimises, and the
@@ -296,7 +296,7 @@ def pipeline(
         drift = check_drift(
             previous,
             new_runs=new_runs,
-            predict_interval=prediction_intervals(previous_fits),
+            previous_fits=previous_fits,
             plans={name: flatten_plan(result) for name, result in plans.items()},
         )
         publish_drift(drift)

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import polars as pl
@@ -20,14 +19,12 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from planning.drift import PlanMove, flag_runs, plan_moves
+from planning.drift import DriftResult, detect_drift, one_loss_per_run, prediction_intervals
+from planning.fitting.result import FitResult
 from planning.provenance import code_version
 from tasks.locking import join, read_text, write_text_atomic
 
 STATE_FILE = "pipeline/state.json"
-
-PredictInterval = Callable[[pl.DataFrame], tuple[Any, Any, Any] | None]
-"""``runs -> (predicted, low, high)`` arrays for those runs, or None when the law cannot say."""
 
 
 def state_url(lake: str) -> str:
@@ -68,36 +65,16 @@ def cache_key(source_hashes: Mapping[str, str], options: Mapping[str, Any]) -> s
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
-@dataclass(frozen=True)
-class DriftResult:
-    """What changed since the previous run: new runs checked, runs flagged, plans moved."""
+@task(name="new-runs-since", retries=3, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def new_runs_since(lake: str, runs_version: int | None) -> pl.DataFrame:
+    """Final losses (one per run) of the runs added since ``runs_version`` of the runs table
+    (empty on a first run, when there is no previous version)."""
+    from tasks.lake import final_losses, read_runs
 
-    previous_run_at: str | None
-    new_runs: int
-    checked_runs: pl.DataFrame
-    moves: tuple[PlanMove, ...] = ()
-    notes: tuple[str, ...] = field(default=())
-
-    @property
-    def flagged(self) -> pl.DataFrame:
-        """The new runs whose loss fell outside the previous fit's prediction interval."""
-        return self.checked_runs.filter(pl.col("outside"))
-
-    def summary(self) -> str:
-        """One sentence for the report and the artifact."""
-        if self.previous_run_at is None:
-            return "First pipeline run on this lake: nothing to compare with yet."
-        flagged = self.flagged.height
-        return (
-            f"Compared with the run of {self.previous_run_at}: {self.new_runs} new run(s), "
-            f"{self.checked_runs.height} checked against the previous fit, {flagged} outside "
-            f"its prediction interval; {len(self.moves)} plan "
-            + (
-                "quantity moved beyond its interval."
-                if len(self.moves) == 1
-                else "quantities moved beyond their intervals."
-            )
-        )
+    if runs_version is None or runs_version < 0:
+        return pl.DataFrame()
+    before = read_runs(lake, version=runs_version)["run_id"].to_list()
+    return one_loss_per_run(final_losses(lake).filter(~pl.col("run_id").is_in(before)))
 
 
 @task(name="check-drift", cache_policy=NO_CACHE)
@@ -105,55 +82,30 @@ def check_drift(
     previous: Mapping[str, Any],
     *,
     new_runs: pl.DataFrame,
-    predict_interval: PredictInterval | None,
+    previous_fits: Sequence[FitResult],
     plans: Mapping[str, Mapping[str, Sequence[float | None]]],
 ) -> DriftResult:
-    """Compare new runs with the previous fit's intervals and plans with the previous plans.
+    """Compare new runs with the previous fits' prediction intervals and plans with the
+    previous plans (:func:`planning.drift.detect_drift`), and log the one-line summary.
 
     Parameters
     ----------
     previous
         The previous pipeline state (:func:`load_state`), {} on a first run.
     new_runs
-        :func:`tasks.lake.final_losses` rows of the runs added since the previous run.
-    predict_interval
-        The previous fit's prediction for rows of ``new_runs``; None when there was no fit.
+        The runs added since the previous run (:func:`new_runs_since`).
+    previous_fits
+        The previous run's scale-law fits; each new run is predicted by its experiment's fit.
     plans
         The current plans flattened (``quantity -> (value, low, high)``) by spec name.
     """
-    logger = get_run_logger()
-    notes: list[str] = []
-    empty = flag_runs([], [], [], [], [])
-    if not previous:
-        return DriftResult(None, new_runs.height, empty)
-    checked = empty
-    if new_runs.height and predict_interval is not None:
-        prediction = predict_interval(new_runs)
-        if prediction is None:
-            notes.append("the previous fit cannot predict the new runs (other experiments)")
-        else:
-            predicted, low, high = prediction
-            checked = flag_runs(
-                new_runs["run_id"].to_list(), new_runs["loss"].to_numpy(), predicted, low, high
-            )
-    moves: list[PlanMove] = []
-    previous_plans = previous.get("plans", {})
-    for name, quantities in plans.items():
-        before = previous_plans.get(name)
-        if before is None:
-            notes.append(f"plan {name} is new")
-            continue
-        moves.extend(
-            plan_moves(
-                name,
-                {k: tuple(v) for k, v in before.items()},
-                {k: tuple(v) for k, v in quantities.items()},
-            )
-        )
-    result = DriftResult(
-        previous.get("run_at"), new_runs.height, checked, tuple(moves), tuple(notes)
+    result = detect_drift(
+        previous,
+        new_runs=new_runs,
+        predict_interval=prediction_intervals(previous_fits),
+        plans=plans,
     )
-    logger.info(result.summary())
+    get_run_logger().info(result.summary())
     return result
 
 

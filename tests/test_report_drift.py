@@ -9,8 +9,9 @@ from prefect.logging import disable_run_logger
 
 from planning.drift import flag_runs, plan_moves
 from planning.fitting import fit_frame
+from planning.report.drift import drift_section
+from planning.report.plans import flatten_plan, plan_section
 from tasks.drift import check_drift
-from tasks.report import drift_section, flatten_plan, plan_section, prediction_intervals
 
 EPOCH_CSV = "epoch-research__analyzing-chinchilla/svg_extracted_data.csv"
 
@@ -72,7 +73,6 @@ def epoch_fit(bundled):
 
 def test_new_runs_outside_the_previous_fit_are_flagged(epoch_fit):
     fit, frame = epoch_fit
-    predict = prediction_intervals([fit])
     new = frame.head(3).with_columns(pl.lit("ep").alias("experiment"))
     expected = fit.law.predict(new["params"].to_numpy(), new["tokens"].to_numpy())
     # run 0 behaves as the law says, run 1 is 20% worse, run 2 is from another experiment
@@ -89,7 +89,7 @@ def test_new_runs_outside_the_previous_fit_are_flagged(epoch_fit):
         result = check_drift.fn(
             previous,
             new_runs=new,
-            predict_interval=predict,
+            previous_fits=[fit],
             plans={"x": {"params": [2e10, 1.9e10, 2.1e10]}, "y": {"params": [1e9, None, None]}},
         )
     assert result.flagged["run_id"].to_list() == ["new/bad"]
@@ -103,7 +103,7 @@ def test_new_runs_outside_the_previous_fit_are_flagged(epoch_fit):
 
 def test_first_run_has_nothing_to_compare():
     with disable_run_logger():
-        result = check_drift.fn({}, new_runs=pl.DataFrame(), predict_interval=None, plans={})
+        result = check_drift.fn({}, new_runs=pl.DataFrame(), previous_fits=[], plans={})
     assert result.summary().startswith("First pipeline run")
     assert not drift_section(result).has_flags
 
