@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from planning.errors import MixplanError
+from planning.explain import format_number
 
 console = Console()
 
@@ -28,12 +28,6 @@ def _floats(text: str | None, option: str) -> list[float] | None:
 def _fail(exc: Exception) -> None:
     console.print(f"[red]error:[/red] {exc}")
     raise typer.Exit(2)
-
-
-def _fmt(value, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:.{digits}g}"
 
 
 def plan_command(
@@ -106,15 +100,15 @@ def whatif_command(
     for row in rows:
         inputs = row["inputs"]
         table.add_row(
-            _fmt(inputs["budget_flops"], 3),
-            _fmt(inputs["target_loss"]),
-            _fmt(inputs["inference_tokens"], 3),
+            format_number(inputs["budget_flops"], 3),
+            format_number(inputs["target_loss"]),
+            format_number(inputs["inference_tokens"], 3),
             row["status"] if row["status"] == "optimal" else f"{row['status']}: {row['reason']}",
-            _fmt(row["params"]),
-            _fmt(row["tokens"]),
-            _fmt(row["tokens_per_param"], 3),
-            _fmt(row["loss"]),
-            _fmt(row["train_flops"]),
+            format_number(row["params"]),
+            format_number(row["tokens"]),
+            format_number(row["tokens_per_param"], 3),
+            format_number(row["loss"]),
+            format_number(row["train_flops"]),
         )
     Console(width=max(console.width, 130)).print(table)
 

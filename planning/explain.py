@@ -76,7 +76,8 @@ def binding_labels(names: list[str]) -> list[str]:
     return [CONSTRAINT_LABELS.get(name, name.replace("_", " ")) for name in names]
 
 
-def _fmt(value: Any, digits: int = 4) -> str:
+def format_number(value: Any, digits: int = 4) -> str:
+    """A number for plan text: ``digits`` significant digits, ``-`` for missing or NaN."""
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -118,11 +119,12 @@ def render_text(plan: dict[str, Any]) -> str:
             "predicted loss": "loss",
             "training FLOPs": "train_flops",
         }.get(label)
-        text = f"  {label:<26} {_fmt(value)}"
+        text = f"  {label:<26} {format_number(value)}"
         if key in intervals:
             lo, hi = intervals[key]["low"], intervals[key]["high"]
             text += (
-                f"   (90% interval {_fmt(lo)} .. {_fmt(hi)} over {plan['interval_draws']} draws)"
+                f"   (90% interval {format_number(lo)} .. {format_number(hi)} "
+                f"over {plan['interval_draws']} draws)"
             )
         lines.append(text)
     voc = plan.get("vocabulary")
@@ -147,46 +149,49 @@ def render_text(plan: dict[str, Any]) -> str:
                 f"    {name:<20} {share:7.2%}  {mix['epochs'][name]:.3g} epochs{capped}{band}"
             )
         lines.append(
-            f"    with this mixture the best D is {_fmt(mix['tokens'])} (N {_fmt(mix['params'])}); "
-            f"predicted target loss {_fmt(mix['loss'])}"
+            f"    with this mixture the best D is {format_number(mix['tokens'])} "
+            f"(N {format_number(mix['params'])}); "
+            f"predicted target loss {format_number(mix['loss'])}"
         )
     ex = plan.get("explanation") or {}
     if ex:
         lines.append("  why:")
         lines.append(f"    binding constraints: {', '.join(ex['binding_labels']) or 'none'}")
         for name, price in ex.get("shadow_prices", {}).items():
-            lines.append(f"    shadow price of {name}: {_fmt(price)} (loss per unit log)")
+            lines.append(f"    shadow price of {name}: {format_number(price)} (loss per unit log)")
         if ex.get("marginal_loss_per_10x") is not None:
             lines.append(
-                f"    10x more compute lowers the loss by {_fmt(ex['marginal_loss_per_10x'])}"
+                "    10x more compute lowers the loss by "
+                f"{format_number(ex['marginal_loss_per_10x'])}"
             )
         if ex.get("flops_ratio_for_lower_target") is not None:
             lines.append(
                 "    a 0.01 lower loss target costs "
-                f"{_fmt(ex['flops_ratio_for_lower_target'])}x the FLOPs"
+                f"{format_number(ex['flops_ratio_for_lower_target'])}x the FLOPs"
             )
         flat = ex.get("flat_params_range")
         if flat:
             lines.append(
-                f"    flatness: any N in {_fmt(flat[0])} .. {_fmt(flat[1])} is within 0.5% of "
-                "the best loss at these FLOPs"
+                f"    flatness: any N in {format_number(flat[0])} .. {format_number(flat[1])} is "
+                "within 0.5% of the best loss at these FLOPs"
             )
         hp = ex.get("hyperparameters")
         if hp:
             lines.append(
                 f"    StepLaw learning rate {hp['learning_rate']:.3g}, batch size "
                 f"{hp['batch_size_tokens']:.3g} tokens, at non-embedding N "
-                f"{_fmt(hp['non_embedding_params'])} ({hp['params_basis']})"
+                f"{format_number(hp['non_embedding_params'])} ({hp['params_basis']})"
             )
     points = plan.get("frontier") or []
     if points:
         lines.append("  frontier (budget FLOPs -> loss): " + ", ".join(
-            f"{_fmt(p['flops'], 2)} -> {_fmt(p['loss'])}" for p in points[::2]
+            f"{format_number(p['flops'], 2)} -> {format_number(p['loss'])}" for p in points[::2]
         ))  # fmt: skip
     robust = plan.get("robust")
     if robust:
         lines.append(
-            f"  robust plan (best worst case over draws): N {_fmt(robust['params'])}, "
-            f"D {_fmt(robust['tokens'])}, worst-case loss {_fmt(robust['worst_loss'])}"
+            f"  robust plan (best worst case over draws): N {format_number(robust['params'])}, "
+            f"D {format_number(robust['tokens'])}, "
+            f"worst-case loss {format_number(robust['worst_loss'])}"
         )
     return "\n".join(lines)

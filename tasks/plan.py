@@ -7,7 +7,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from planning.plan import Planner, make_plan, whatif
+from planning.plan import make_plan, whatif
 from planning.spec import PlanSpec, parse_spec
 
 
@@ -34,7 +34,7 @@ def plan_whatifs(
     target_losses: list[float] | None = None,
     lake: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Re-plan a grid of what-ifs, re-solving the programs built once."""
+    """Re-plan a grid of what-ifs (one planner: the programs are built once and re-solved)."""
     logger = get_run_logger()
     plans = whatif(
         spec,
@@ -42,7 +42,6 @@ def plan_whatifs(
         inference_tokens=inference_tokens,
         target_losses=target_losses,
         lake=lake,
-        planner=Planner(),
     )
     logger.info("%d what-if plans for %s", len(plans), spec.name)
     return [p.to_dict() for p in plans]
