@@ -24,7 +24,7 @@ import cvxpy as cp
 import numpy as np
 
 from planning.errors import NotFittedError, SpecError
-from planning.mixture.data import MixtureData, domain_weight_vector
+from planning.mixture.data import MixtureData, domain_weight_vector, mixture_rows
 from planning.mixture.engine import DEFAULT_DELTA, bootstrap_law, fit_law, law_spec
 
 logger = logging.getLogger(__name__)
@@ -159,15 +159,7 @@ class MixtureLaw(ABC):
 
     def _weights(self, weights: np.ndarray) -> tuple[np.ndarray, bool]:
         self._fits()
-        weights = np.asarray(weights, dtype=float)
-        single = weights.ndim == 1
-        weights = np.atleast_2d(weights)
-        if weights.shape[1] != len(self.sources_):
-            raise SpecError(
-                f"{self.name}: mixture has {weights.shape[1]} sources, the law was fitted on "
-                f"{len(self.sources_)} ({list(self.sources_)})"
-            )
-        return weights, single
+        return mixture_rows(self.name, weights, self.sources_)
 
     # -- the planner hook ------------------------------------------------------------------
     def predict(self, weights: np.ndarray) -> np.ndarray:
@@ -220,15 +212,7 @@ class MixtureLaw(ABC):
     def target_weights(self, domain_weights: np.ndarray | Mapping[str, float] | None) -> np.ndarray:
         """Domain weights as a vector in ``domains_`` order, normalised to sum to 1."""
         self._fits()
-        if domain_weights is None or isinstance(domain_weights, Mapping):
-            return domain_weight_vector(self.domains_, domain_weights)
-        vector = np.asarray(domain_weights, dtype=float)
-        if vector.shape != (len(self.domains_),) or np.any(vector < 0) or vector.sum() <= 0:
-            raise SpecError(
-                f"{self.name}: domain_weights must be {len(self.domains_)} non-negative numbers "
-                f"with a positive sum (domains {list(self.domains_)})"
-            )
-        return vector / vector.sum()
+        return domain_weight_vector(self.domains_, domain_weights)
 
     def target_loss(
         self, weights: np.ndarray, domain_weights: np.ndarray | Mapping[str, float] | None

@@ -19,7 +19,7 @@ import cvxpy as cp
 import numpy as np
 
 from planning.errors import FitError, NotFittedError, SpecError
-from planning.mixture.data import MixtureData, domain_weight_vector
+from planning.mixture.data import MixtureData, domain_weight_vector, mixture_rows
 
 LIGHTGBM_PARAMS = {
     "boosting_type": "gbdt",
@@ -44,22 +44,11 @@ class _Baseline:
     def _check(self, weights: np.ndarray) -> tuple[np.ndarray, bool]:
         if not self.domains_:
             raise NotFittedError(f"{self.name}: call fit(data) before predicting")
-        weights = np.asarray(weights, dtype=float)
-        single = weights.ndim == 1
-        weights = np.atleast_2d(weights)
-        if weights.shape[1] != len(self.sources_):
-            raise SpecError(
-                f"{self.name}: mixture has {weights.shape[1]} sources, fitted on "
-                f"{len(self.sources_)}"
-            )
-        return weights, single
+        return mixture_rows(self.name, weights, self.sources_)
 
     def target_weights(self, domain_weights: np.ndarray | Mapping[str, float] | None) -> np.ndarray:
         """Domain weights in ``domains_`` order, normalised."""
-        if domain_weights is None or isinstance(domain_weights, Mapping):
-            return domain_weight_vector(self.domains_, domain_weights)
-        vector = np.asarray(domain_weights, dtype=float)
-        return vector / vector.sum()
+        return domain_weight_vector(self.domains_, domain_weights)
 
     def target_loss(
         self, weights: np.ndarray, domain_weights: np.ndarray | Mapping[str, float] | None

@@ -237,7 +237,7 @@ def match_domains(sources: Sequence[str], domains: Sequence[str]) -> dict[str, s
 
 
 def domain_weight_vector(
-    domains: Sequence[str], target: Mapping[str, float] | None = None
+    domains: Sequence[str], target: Mapping[str, float] | np.ndarray | None = None
 ) -> np.ndarray:
     """A user's target as a weight per validation domain, normalised to sum to 1.
 
@@ -246,19 +246,47 @@ def domain_weight_vector(
     domains
         The law's domains, in order.
     target
-        Weight per domain name (missing domains weigh 0); ``None`` weighs all domains equally.
+        Weight per domain name (missing domains weigh 0), or one weight per domain in order;
+        ``None`` weighs all domains equally.
 
     Raises
     ------
     SpecError
-        On unknown domains, negative weights or an all-zero target.
+        On unknown domains, a vector of the wrong length, negative weights or an all-zero target.
     """
     if target is None:
         return np.full(len(domains), 1.0 / len(domains))
-    unknown = sorted(set(target) - set(domains))
-    if unknown:
-        raise SpecError(f"target: unknown domains {unknown}; known domains: {list(domains)}")
-    weights = np.array([float(target.get(d, 0.0)) for d in domains])
+    if isinstance(target, Mapping):
+        unknown = sorted(set(target) - set(domains))
+        if unknown:
+            raise SpecError(f"target: unknown domains {unknown}; known domains: {list(domains)}")
+        weights = np.array([float(target.get(d, 0.0)) for d in domains])
+    else:
+        weights = np.asarray(target, dtype=float)
+        if weights.shape != (len(domains),):
+            raise SpecError(
+                f"target: {weights.shape} domain weights for {len(domains)} domains "
+                f"{list(domains)}; give one weight per domain or a mapping domain -> weight"
+            )
     if np.any(weights < 0) or weights.sum() <= 0:
         raise SpecError("target: domain weights must be non-negative with a positive sum")
     return weights / weights.sum()
+
+
+def mixture_rows(law: str, weights: np.ndarray, sources: Sequence[str]) -> tuple[np.ndarray, bool]:
+    """Mixture weights as ``(mixtures, sources)`` rows, and whether one mixture was given.
+
+    Raises
+    ------
+    SpecError
+        If the number of sources differs from the ``sources`` the law ``law`` was fitted on.
+    """
+    weights = np.asarray(weights, dtype=float)
+    single = weights.ndim == 1
+    weights = np.atleast_2d(weights)
+    if weights.shape[1] != len(sources):
+        raise SpecError(
+            f"{law}: mixture has {weights.shape[1]} sources, the law was fitted on "
+            f"{len(sources)} ({list(sources)})"
+        )
+    return weights, single
