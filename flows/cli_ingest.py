@@ -96,6 +96,8 @@ def ingest_command(
 
 
 def _print_summary(console: Console, summary: dict) -> None:
+    from tasks.lake import table_uri
+
     files = Table(title="files", show_lines=False)
     for column in ("file", "format", "status", "runs", "rows", "quarantined"):
         files.add_column(column, justify="right" if column in ("runs", "rows") else "left")
@@ -110,11 +112,16 @@ def _print_summary(console: Console, summary: dict) -> None:
             quarantined or "-",
         )
     console.print(files)
+    for report in summary["files"]:
+        for message in [report["note"], *report["warnings"]]:
+            if message:
+                console.print(f"[yellow]{Path(report['path']).name}[/yellow]: {message}")
     totals = summary["totals"]
     table = Table(title=f"ingest summary ({summary['lake']})")
     table.add_column("what")
     table.add_column("count", justify="right")
-    table.add_row("files read", str(totals["files_ingested"] + totals["files_rejected"]))
+    table.add_row("files ingested", str(totals["files_ingested"]))
+    table.add_row("files rejected (nothing usable)", str(totals["files_rejected"]))
     table.add_row("files skipped (unchanged)", str(totals["files_unchanged"]))
     table.add_row("files ignored (not logs)", str(totals["files_ignored"]))
     table.add_row("runs", str(totals["runs"]))
@@ -125,6 +132,11 @@ def _print_summary(console: Console, summary: dict) -> None:
     if lake:
         table.add_row("lake: runs / metric rows", f"{lake['runs']} / {lake['metric_rows']}")
     console.print(table)
+    if totals["quarantined_rows"]:
+        console.print(
+            f"Each quarantined record (file, line, field, reason, raw text) is in the lake's "
+            f"quarantine table: {table_uri(summary['lake'], 'quarantine')}"
+        )
 
 
 def register(app: typer.Typer) -> None:

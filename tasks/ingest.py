@@ -18,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import polars as pl
+
 from planning.mappings import Mapping, load_mappings
 from planning.readers import (
     LOG_SUFFIXES,
@@ -243,6 +245,9 @@ def _report(plan: SourcePlan, result: ValidatedSource | StreamedSource) -> FileR
         else []
     )
     usable = result.runs.height > 0 or result.metric_rows > 0
+    # a whole-file problem (empty, unreadable, unknown format) is a quarantine row without a
+    # line; its text says what was wrong and what to do, so the report carries it
+    whole_file = result.quarantine.filter(pl.col("source_line").is_null())["record"]
     return FileReport(
         path=plan.path,
         format=result.format,
@@ -251,6 +256,7 @@ def _report(plan: SourcePlan, result: ValidatedSource | StreamedSource) -> FileR
         metric_rows=result.metric_rows,
         quarantined={reason: int(n) for reason, n in quarantined},
         warnings=list(result.warnings),
+        note="; ".join(whole_file.drop_nulls().unique(maintain_order=True).to_list()),
     )
 
 

@@ -35,6 +35,7 @@ def test_cli_exits_non_zero_when_nothing_usable(tmp_path):
     result = runner.invoke(app, ["ingest", str(empty), "--lake", str(tmp_path / "lake")])
     assert result.exit_code == 1
     assert "empty_file" in result.output
+    assert "empty.jsonl: the file is empty (0 bytes)" in result.output  # the why, per file
 
 
 def test_cli_partial_file_still_succeeds(tmp_path):
@@ -44,6 +45,7 @@ def test_cli_partial_file_still_succeeds(tmp_path):
     result = runner.invoke(app, ["ingest", str(log), "--lake", str(lake)])
     assert result.exit_code == 0, result.output
     assert "malformed_json" in result.output
+    assert "Each quarantined record" in result.output  # points at the quarantine table
     assert read_metrics(lake).height == 1
 
 

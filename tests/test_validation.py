@@ -125,7 +125,8 @@ def test_mixture_not_summing_to_one(tmp_path):
     good = _line(run="ok", step=1, mixture={"web": 0.7, "code": 0.3})
     bad = _line(run="off", step=1, mixture={"web": 0.7, "code": 0.2})
     _, lake, _ = _ingest(tmp_path, "a.jsonl", good + "\n" + bad + "\n")
-    assert (2, "mixture", "mixture_sum") in _reasons(lake)
+    assert _reasons(lake) == [(2, "mixture", "mixture_sum"), (2, "run_id", "run_rejected")]
+    assert read_metrics(lake)["run_id"].to_list() == ["t/ok"]
     runs = read_runs(lake)
     assert runs["run_id"].to_list() == ["t/ok"]
     assert runs["mixture"][0].to_list() == [
@@ -137,8 +138,9 @@ def test_mixture_not_summing_to_one(tmp_path):
 def test_negative_mixture_weight(tmp_path):
     bad = _line(run="neg", step=1, mixture={"web": 1.2, "code": -0.2})
     _, lake, _ = _ingest(tmp_path, "a.jsonl", _line(run="ok") + "\n" + bad + "\n")
-    assert (2, "mixture", "mixture_negative") in _reasons(lake)
+    assert _reasons(lake) == [(2, "mixture", "mixture_negative"), (2, "run_id", "run_rejected")]
     assert read_runs(lake)["run_id"].to_list() == ["t/ok"]
+    assert read_metrics(lake)["run_id"].to_list() == ["t/ok"]
 
 
 def test_duplicates_identical_collapse_conflicting_quarantined(tmp_path):
@@ -202,6 +204,34 @@ def test_unknown_format(tmp_path):
     report, lake, _ = _ingest(tmp_path, "odd.csv", "a,b\n1,2\n")
     assert [r[2] for r in _reasons(lake)] == ["unknown_format"]
     assert not report.usable
+    # the message names what was seen and the ways forward
+    note = report.files[0].note
+    assert "odd.csv" in note and "'a,b'" in note
+    assert "--format" in note and "data/mappings" in note and "run_id" in note
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "reason"),
+    [
+        ("empty.jsonl", b"", "empty_file"),
+        ("broken.parquet", b"PAR1 this is not parquet", "unreadable_file"),
+        ("odd.csv", b"a,b\n1,2\n", "unknown_format"),
+    ],
+)
+def test_a_bad_file_does_not_stop_the_good_file_next_to_it(tmp_path, name, content, reason):
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    (folder / name).write_bytes(content)
+    good = [_line(step=s) for s in (1, 2, 3)]
+    (folder / "good.jsonl").write_text("\n".join(good) + "\n")
+    lake = tmp_path / "lake"
+    report = ingest_paths([folder], lake)
+    quarantine = read_quarantine(lake)
+    assert quarantine["reason"].to_list() == [reason]
+    assert quarantine["source_file"].to_list() == [str(folder / name)]
+    assert read_metrics(lake)["step"].to_list() == [1, 2, 3]  # the three lines written above
+    assert report.usable
+    assert {f.status for f in report.files} == {"rejected", "ingested"}
 
 
 def test_bad_rows_of_a_mapped_dump(tmp_path, bundled):

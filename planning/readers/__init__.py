@@ -5,6 +5,21 @@
 staging Parquet file; ``validate_source`` runs the whole-file checks (runs, duplicates, rows of
 rejected runs) and hands back what the lake should store. Nothing here writes outside the
 staging folder it is given, and raw files are only ever opened for reading.
+
+Bringing a new format
+---------------------
+* Raw dumps whose file paths or columns encode run facts (size, mixture, step, domain): declare
+  a mapping, no code. Add a TOML file to ``data/mappings/`` (see ``planning.mappings`` for the
+  keys); its ``files`` globs make detection pick it, and ``--format mapping:<name>`` forces it.
+* A table or log with its own column names: write a reader ``read_<name>(path) ->
+  ReaderOutput`` (see ``planning.readers.base``: ``read_text_table`` to parse, ``run_rows`` for
+  the runs, one metrics row per loss), add it to ``FORMATS``, and, for a CSV, its identifying
+  header columns to ``CSV_SIGNATURES`` so ``detect_format`` finds it.
+* Or rename the columns to mixplan's own (``run_id``, ``step``, ``loss``, ...): the canonical
+  readers take JSONL, CSV and Parquet as they are.
+
+A file that nothing recognises is not an error: it is recorded as one ``unknown_format``
+quarantine row whose message names what was seen and these three ways forward.
 """
 
 from __future__ import annotations
@@ -128,6 +143,24 @@ def detect_format(path: Path, *, mappings: list[Mapping] | None = None) -> str |
     return None
 
 
+def unrecognised(path: Path) -> str:
+    """Why ``detect_format`` found no reader for ``path``, and what the user can do."""
+    suffix = path.suffix.lower()
+    if suffix in {".csv", ".tsv"}:
+        try:
+            header = _first_line(path)
+        except OSError:
+            header = ""
+        seen = f"its header is {header[:120]!r}"
+    else:  # JSONL and Parquet always have a reader (the canonical one)
+        seen = f"no reader handles {suffix or 'files without a suffix'}"
+    return (
+        f"no reader recognises {path.name} ({seen}). Force one with --format "
+        f"({', '.join(FORMATS)}, mapping:<name>), declare a mapping in data/mappings/*.toml "
+        "for a raw dump, or name the columns as mixplan does (run_id, step, loss, ...)"
+    )
+
+
 def partner_of(path: Path, format_name: str) -> Path | None:
     """The file whose reader consumes ``path`` (RegMix loss file -> its mixture file)."""
     if format_name != PARTNER_SUFFIX:
@@ -243,11 +276,7 @@ def parse_source(
             format="unknown",
             staged=[],
             runs=conform(pl.DataFrame(), RUNS_SCHEMA),
-            quarantine=file_problem(
-                source_file,
-                "unknown_format",
-                f"no reader recognises {path.name}; pass --format (one of {', '.join(FORMATS)})",
-            ),
+            quarantine=file_problem(source_file, "unknown_format", unrecognised(path)),
         )
     output = reader_for(name, mappings=mappings)(path)
     staging = Path(staging_dir) / f"{uuid.uuid4().hex}.parquet"
