@@ -142,6 +142,8 @@ def render_text(plan: dict[str, Any]) -> str:
         spread = intervals.get("mixture", {})
         for name, share in mix["mixture"].items():
             capped = "  [at its max_epochs cap]" if name in mix["capped"] else ""
+            if name in mix.get("at_share_limit", ()):
+                capped += "  [at its largest training share: trust region]"
             band = ""
             if name in spread:
                 band = f"  (90% interval {spread[name]['low']:.1%} .. {spread[name]['high']:.1%})"

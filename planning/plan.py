@@ -32,6 +32,9 @@ from planning.programs.vocabulary import VocabularyProgram, VocabularyResult
 from planning.provenance import code_version
 from planning.spec import PUBLISHED_LAWS, PlanSpec
 
+TRAINING_MAX_SHARE = "training_max_share"
+"""Key of a stored mixture law's ``{source: largest share in its training runs}``."""
+
 MIXTURE_LAWS = {
     cls.__name__: cls for cls in (ExponentialLaw, AdditiveLaw, AdditiveScaleLaw, PerSourceLaw)
 }
@@ -52,6 +55,15 @@ class ResolvedLaw:
     law: Any
     description: str
     draws: tuple = ()
+
+
+@dataclass(frozen=True)
+class ResolvedMixture:
+    """The mixture law a plan uses and its trust region: the largest share of each source in
+    the runs the law was fitted on (``None``: no limit beyond the sources' token caps)."""
+
+    law: Any
+    max_shares: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -235,23 +247,31 @@ def _read_stored_fit(spec: PlanSpec, name: str, lake, *, field_name: str) -> tup
         ) from exc
 
 
-def resolve_mixture_law(spec: PlanSpec, *, lake: str | Path | None = None):
-    """The mixture law of the spec: inline exponential numbers, or a stored fitted mixture law
-    (``None`` when the spec has no ``[mixture]``)."""
+def resolve_mixture_law(
+    spec: PlanSpec, *, lake: str | Path | None = None
+) -> ResolvedMixture | None:
+    """The mixture law of the spec (``None`` when the spec has no ``[mixture]``).
+
+    Inline exponential numbers carry no trust region. A stored fitted law does when its JSON
+    records ``training_max_share`` (the largest share of each source in the fitted runs) and
+    ``mixture.trust_region`` is on (the default).
+    """
     ms = spec.mixture
     if ms is None:
         return None
     if ms.fit is None:
-        return ExponentialMixture(
+        law = ExponentialMixture(
             tuple(s.name for s in spec.sources),
             ms.domains,
             np.array(ms.c),
             np.array(ms.k),
             np.array(ms.t),
         )
+        return ResolvedMixture(law)
     location, text = _read_stored_fit(spec, ms.fit, lake, field_name="mixture.fit")
     try:
-        kind = json.loads(text).get("law")
+        payload = json.loads(text)
+        kind = payload.get("law")
     except (AttributeError, ValueError) as exc:
         raise SpecError(f"{spec.origin}: field 'mixture.fit': {location}: {exc}") from exc
     law_class = MIXTURE_LAWS.get(kind)
@@ -260,7 +280,8 @@ def resolve_mixture_law(spec: PlanSpec, *, lake: str | Path | None = None):
             f"{spec.origin}: field 'mixture.fit': {location} holds an unknown law {kind!r}; "
             f"stored mixture laws are {sorted(MIXTURE_LAWS)}"
         )
-    return law_class.from_json(text)
+    shares = payload.get(TRAINING_MAX_SHARE) if ms.trust_region else None
+    return ResolvedMixture(law_class.from_json(text), shares)
 
 
 # -- the planner ------------------------------------------------------------------------------
@@ -282,7 +303,7 @@ class Planner:
         *,
         lake: str | Path | None = None,
         resolved: ResolvedLaw | None = None,
-        mixture_law=None,
+        mixture: ResolvedMixture | None = None,
     ) -> Plan:
         """Plan one spec (see `make_plan`)."""
         resolved = resolved or resolve_law(spec, lake=lake)
@@ -302,14 +323,12 @@ class Planner:
             return base
         params, tokens = core.params, core.tokens
         vocabulary = self._vocabulary(spec, params, tokens)
-        explanation = self._explain(spec, law, core, inference_tokens, vocabulary)
         program = None
         if spec.mixture is not None:
-            mixture_law = mixture_law or resolve_mixture_law(spec, lake=lake)
-            program = self._mixture_program(spec, law, mixture_law)
-        mixture = self._mixture(spec, program, params, tokens)
-        if mixture is not None and mixture.get("status") != "optimal":
-            explanation["mixture_reason"] = mixture.get("reason", "")
+            mixture = mixture or resolve_mixture_law(spec, lake=lake)
+            program = self._mixture_program(spec, law, mixture.law, max_shares=mixture.max_shares)
+        mixture_plan = self._mixture(spec, program, params, tokens)
+        explanation = self._explain(spec, law, core, inference_tokens, vocabulary, mixture_plan)
         width = (vocabulary or {}).get("width")
         intervals = self._intervals(
             spec, resolved, inference_tokens, vocab_width=width, mixture_program=program
@@ -326,8 +345,8 @@ class Planner:
             train_days=_days(spec, params, tokens),
             frontier=self._frontier(spec, law, core, inference_tokens),
             vocabulary=vocabulary,
-            mixture=(mixture or {}).get("mixture"),
-            mixture_plan=mixture,
+            mixture=(mixture_plan or {}).get("mixture"),
+            mixture_plan=mixture_plan,
             intervals=intervals,
             interval_draws=len(resolved.draws) if intervals else 0,
             robust=self._robust(spec, resolved, core, inference_tokens),
@@ -456,16 +475,21 @@ class Planner:
         core: Allocation,
         inference_tokens: float,
         vocabulary: dict | None,
+        mixture_plan: dict | None,
     ) -> dict[str, Any]:
-        """Why this plan: binding limits, shadow prices, flatness, marginal value of compute,
-        and StepLaw hyperparameters (at non-embedding N when the vocabulary is planned)."""
+        """Why this plan: binding limits (the mixture's trust region too), shadow prices,
+        flatness, marginal value of compute, and StepLaw hyperparameters (at non-embedding N
+        when the vocabulary is planned)."""
         params, tokens = core.params, core.tokens
         loss_fn = self._loss_fn(spec, law)
         flops = 6 * params * tokens
         flat = flat_params_range(lambda n: loss_fn(n, flops / (6 * n)), params)
+        binding = list(core.binding)
+        if mixture_plan and mixture_plan.get("at_share_limit"):
+            binding.append("mixture_trust_region")
         out: dict[str, Any] = {
-            "binding": list(core.binding),
-            "binding_labels": binding_labels(core.binding),
+            "binding": binding,
+            "binding_labels": binding_labels(binding),
             "shadow_prices": {k: v for k, v in core.duals.items() if k in core.binding},
             "flat_params_range": flat,
             "hyperparameters": hyperparameters(
@@ -483,6 +507,8 @@ class Planner:
             more = self._core(lower, law, inference_tokens)
             if more.status is PlanStatus.OPTIMAL:
                 out["flops_ratio_for_lower_target"] = more.params * more.tokens / (params * tokens)
+        if mixture_plan is not None and mixture_plan.get("status") != "optimal":
+            out["mixture_reason"] = mixture_plan.get("reason", "")
         return out
 
     def _vocabulary(self, spec: PlanSpec, params: float, tokens: float) -> dict | None:
@@ -534,6 +560,11 @@ class Planner:
             "epochs": r.epochs,
             "capped": list(r.capped),
             "cap_shadow_prices": {k: v for k, v in r.cap_duals.items() if k in r.capped},
+            "share_limits": program.max_shares_by_source,
+            "at_share_limit": list(r.at_share_limit),
+            "share_limit_shadow_prices": {
+                k: v for k, v in r.share_limit_duals.items() if k in r.at_share_limit
+            },
             "inner_solves": r.solves,
         }
 
@@ -564,10 +595,16 @@ class Planner:
             if p.status is PlanStatus.OPTIMAL
         ]
 
-    def _mixture_program(self, spec: PlanSpec, law, mixture_law) -> MixtureProgram:
-        """The built mixture program for these sources and weights; the scale law is a
-        parameter change (a new program is built only when the law, sources or weights change).
-        """
+    def _mixture_program(
+        self,
+        spec: PlanSpec,
+        law,
+        mixture_law,
+        *,
+        max_shares: dict[str, float] | None = None,
+    ) -> MixtureProgram:
+        """The built mixture program for these sources, weights and trust region; the scale law
+        is a parameter change (a new program is built only when anything else changes)."""
         scale = (
             law
             if not isinstance(law, MuennighoffLaw)
@@ -581,6 +618,7 @@ class Planner:
             spec.sources,
             tuple(sorted((spec.eval_weights or {}).items())),
             reference,
+            tuple(sorted((max_shares or {}).items())),
         )
         if self._mixture_cache is not None and self._mixture_cache[0] == key:
             program = self._mixture_cache[1]
@@ -592,6 +630,7 @@ class Planner:
             scale_law=scale,
             domain_weights=spec.eval_weights,
             reference=None if reference is None else np.array(reference),
+            max_shares=max_shares,
         )
         self._mixture_cache = (key, program)
         return program
@@ -772,7 +811,7 @@ def whatif(
     planner = planner or Planner()
     base = replace(spec, draws=draws, robust=False)
     resolved = resolve_law(base, lake=lake)
-    mixture_law = resolve_mixture_law(base, lake=lake) if base.mixture is not None else None
+    mixture = resolve_mixture_law(base, lake=lake)
     if target_losses:
         first = [("target", value) for value in target_losses]
     elif budgets:
@@ -798,5 +837,5 @@ def whatif(
                 inf = replace(inf, tokens_in=float(t_inf), tokens_out=0.0)
             changes["inference"] = inf
         variant = replace(base, **changes)
-        out.append(planner.plan(variant, lake=lake, resolved=resolved, mixture_law=mixture_law))
+        out.append(planner.plan(variant, lake=lake, resolved=resolved, mixture=mixture))
     return out

@@ -108,7 +108,11 @@ class Limits:
 
 @dataclass(frozen=True)
 class MixtureSpec:
-    """An inline exponential mixture law (c, k, t) or a stored fitted mixture law (path)."""
+    """An inline exponential mixture law (c, k, t) or a stored fitted mixture law (path).
+
+    ``trust_region`` keeps each source within the largest share seen in the stored law's
+    training runs (when the fit records it); ``false`` lets the law extrapolate.
+    """
 
     domains: tuple[str, ...] = ()
     c: tuple[float, ...] = ()
@@ -116,6 +120,7 @@ class MixtureSpec:
     t: tuple[tuple[float, ...], ...] = ()
     fit: str | None = None
     reference: dict[str, float] | None = None
+    trust_region: bool = True
 
 
 @dataclass(frozen=True)
@@ -453,7 +458,14 @@ def _mixture(ctx: _Ctx, table: Any, sources: tuple[Source, ...]) -> MixtureSpec 
         return None
     if not isinstance(table, Mapping):
         ctx.fail("mixture", "must be a table")
-    ctx.known(table, "mixture", {"domains", "sources", "c", "k", "t", "fit", "reference"})
+    ctx.known(
+        table,
+        "mixture",
+        {"domains", "sources", "c", "k", "t", "fit", "reference", "trust_region"},
+    )
+    trust_region = table.get("trust_region", True)
+    if not isinstance(trust_region, bool):
+        ctx.fail("mixture.trust_region", f"must be true or false, got {trust_region!r}")
     if not sources:
         ctx.fail("sources", "a [mixture] needs the [[sources]] it mixes")
     names = [s.name for s in sources]
@@ -467,7 +479,7 @@ def _mixture(ctx: _Ctx, table: Any, sources: tuple[Source, ...]) -> MixtureSpec 
         if abs(sum(reference.values()) - 1) > 1e-6 or min(reference.values()) < 0:
             ctx.fail("mixture.reference", "must be non-negative and sum to 1")
     if "fit" in table:
-        return MixtureSpec(fit=str(table["fit"]), reference=reference)
+        return MixtureSpec(fit=str(table["fit"]), reference=reference, trust_region=trust_region)
     law_sources = table.get("sources", names)
     unknown = [s for s in law_sources if s not in names]
     if unknown:
@@ -489,7 +501,7 @@ def _mixture(ctx: _Ctx, table: Any, sources: tuple[Source, ...]) -> MixtureSpec 
         ctx.fail("mixture.t", f"must be {len(domains)} rows of {len(names)} numbers")
     if any(v <= 0 for v in k):
         ctx.fail("mixture.k", "must be positive (the law is convex only for k > 0)")
-    return MixtureSpec(tuple(domains), c, k, t, None, reference)
+    return MixtureSpec(tuple(domains), c, k, t, None, reference, trust_region)
 
 
 def _eval(ctx: _Ctx, table: Mapping, mixture: MixtureSpec | None) -> dict[str, float] | None:

@@ -179,36 +179,49 @@ def test_mixture_intervals_under_bootstrap_draws(lake, example):
     assert "90% interval" in plan.render()
 
 
-def test_stored_mixture_fit_from_bundled_regmix_runs(bundled, lake):
-    """A mixture law fitted by planning.mixture on real RegMix runs, loaded by name."""
+REGMIX_SOURCES = ["pile_cc", "github", "arxiv", "wikipedia_en", "other"]
+
+
+@pytest.fixture(scope="module")
+def regmix(bundled):
+    """An exponential mixture law fitted on real RegMix runs (4 Pile domains + the rest), with
+    the run mixtures it was fitted on."""
     from planning.mixture.data import MixtureData
     from planning.mixture.exponential import ExponentialLaw
 
-    keep = ["pile_cc", "github", "arxiv", "wikipedia_en"]
+    keep = REGMIX_SOURCES[:-1]
     mix = pl.read_csv(bundled / "sail-sg__regmix" / "train_mixture_1m.csv")
     loss = pl.read_csv(bundled / "sail-sg__regmix" / "train_pile_loss_1m.csv")
     cols = [f"train_the_pile_{k}" for k in keep]
     weights = np.c_[mix.select(cols).to_numpy(), mix.drop(["index", *cols]).to_numpy().sum(1)]
     losses = loss.select([f"metric/the_pile_{d}_val_loss" for d in keep]).to_numpy()
-    data = MixtureData.from_arrays(weights, losses, sources=[*keep, "other"], domains=keep)
-    law = ExponentialLaw().fit(data)
-    (lake / "fits" / "regmix_mixture.json").write_text(law.to_json())
-    spec = {
+    data = MixtureData.from_arrays(weights, losses, sources=REGMIX_SOURCES, domains=keep)
+    return ExponentialLaw().fit(data), weights
+
+
+def _regmix_spec(fit: str) -> dict:
+    return {
         "law": {"name": "sardana"},
         "budget": {"flops": 1e22},
         "sources": [
             {"name": name, "unique_tokens": u, "max_epochs": 4}
-            for name, u in zip(
-                [*keep, "other"], [5.7e10, 2.4e10, 1.4e10, 1.6e9, 1.2e11], strict=True
-            )
+            for name, u in zip(REGMIX_SOURCES, [5.7e10, 2.4e10, 1.4e10, 1.6e9, 1.2e11], strict=True)
         ],
-        "mixture": {"fit": "regmix_mixture"},
+        "mixture": {"fit": fit},
         "eval": {"weights": {"pile_cc": 0.4, "github": 0.2, "arxiv": 0.2, "wikipedia_en": 0.2}},
     }
+
+
+def test_stored_mixture_fit_from_bundled_regmix_runs(regmix, lake):
+    """A mixture law fitted by planning.mixture on real RegMix runs, loaded by name."""
+    law, _ = regmix
+    (lake / "fits" / "regmix_mixture.json").write_text(law.to_json())
+    spec = _regmix_spec("regmix_mixture")
     plan = make_plan(parse_spec(spec), lake=lake.as_uri())  # a URL lake reads mixture fits too
     assert plan.ok, plan.reason
     detail = plan.mixture_plan
     assert detail["status"] == "optimal"
+    assert detail["share_limits"] is None  # the fit records no training shares
     assert sum(plan.mixture.values()) == pytest.approx(1, abs=1e-6)
     assert detail["source_tokens"]["wikipedia_en"] <= 1.6e9 * 4 * (1 + 1e-6)
     # the convex answer is at least as good as the best of 5,000 random mixtures at its D
@@ -217,6 +230,34 @@ def test_stored_mixture_fit_from_bundled_regmix_runs(bundled, lake):
     flops = 6 * detail["params"] * detail["tokens"]
     best = program.objective(draws, detail["tokens"], flops).min()
     assert detail["loss"] <= best + 1e-7
+
+
+def test_mixture_trust_region_caps_shares_at_the_stored_training_shares(regmix, lake):
+    """A stored ``training_max_share`` caps each source's share and is reported as binding;
+    ``trust_region = false`` lets the law go past it."""
+    law, _ = regmix
+    spec = _regmix_spec("regmix_trusted")
+    untrusted = {**spec, "mixture": {**spec["mixture"], "trust_region": False}}
+    payload = json.loads(law.to_json())
+    (lake / "fits" / "regmix_trusted.json").write_text(json.dumps(payload))
+    free = make_plan(parse_spec(spec), lake=lake)  # no training shares stored: no limit
+    assert free.mixture_plan["share_limits"] is None
+    # as if the runs had never given the free plan's favourite source more than half its share
+    top = max(free.mixture, key=free.mixture.get)
+    limits = {name: 1.0 for name in REGMIX_SOURCES} | {top: free.mixture[top] / 2}
+    payload["training_max_share"] = limits
+    (lake / "fits" / "regmix_trusted.json").write_text(json.dumps(payload))
+    assert make_plan(parse_spec(untrusted), lake=lake).mixture == pytest.approx(free.mixture)
+    plan = make_plan(parse_spec(spec), lake=lake)
+    assert plan.ok, plan.reason
+    detail = plan.mixture_plan
+    assert detail["share_limits"] == pytest.approx(limits)
+    assert plan.mixture[top] == pytest.approx(limits[top], rel=1e-4)
+    assert sum(plan.mixture.values()) == pytest.approx(1, abs=1e-6)
+    assert detail["at_share_limit"] == [top] and detail["share_limit_shadow_prices"][top] > 0
+    assert "mixture_trust_region" in plan.explanation["binding"]
+    assert "trust region" in plan.render()
+    assert detail["loss"] >= free.mixture_plan["loss"] - 1e-9  # a limit never lowers the loss
 
 
 def test_explanations_match_closed_forms():

@@ -224,3 +224,23 @@ def test_mixture_rejects_mismatched_sources_and_nonconvex_law():
     bad = Concave(law.sources, law.domains, law.c, law.k, law.t)
     with pytest.raises(SpecError, match="not convex"):
         MixtureProgram(sources, bad, scale_law=SARDANA)
+
+
+def test_mixture_trust_region_limits_each_share():
+    law, sources = _law_and_sources()
+    free = MixtureProgram(sources, law, scale_law=SARDANA).solve_at(1.5e12, flops=1e23)
+    top = max(free.mixture, key=free.mixture.get)
+    limit = free.mixture[top] * 0.6
+    program = MixtureProgram(sources, law, scale_law=SARDANA, max_shares={top: limit})
+    r = program.solve_at(1.5e12, flops=1e23)
+    assert r.mixture[top] == pytest.approx(limit, rel=1e-5)
+    assert r.at_share_limit == (top,) and r.share_limit_duals[top] > 0
+    assert r.loss >= free.loss
+    # no mixture inside the trust region beats the convex answer
+    random = np.random.default_rng(0).dirichlet(np.ones(len(sources)), 20000)
+    values = program.objective(random, 1.5e12, 1e23)
+    column = [s.name for s in sources].index(top)
+    assert np.all(np.isinf(values[random[:, column] > limit * 1.001]))
+    assert r.loss <= values.min() + 1e-7
+    with pytest.raises(SpecError, match="sum to at least 1"):
+        MixtureProgram(sources, law, scale_law=SARDANA, max_shares={s.name: 0.1 for s in sources})

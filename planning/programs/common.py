@@ -33,6 +33,8 @@ CONSTRAINT_LABELS = {
     "max_tokens": "available data (sum of unique tokens x max epochs)",
     "min_tokens_per_param": "minimum tokens per parameter",
     "max_tokens_per_param": "maximum tokens per parameter",
+    "mixture_trust_region": "mixture trust region (a source at its largest share in the runs the "
+    "mixture law was fitted on)",
 }
 """Readable names of the constraints a plan reports as binding."""
 

@@ -4,7 +4,7 @@ At a training budget C and a total of D tokens (so ``N = C / (6D)``), the inner 
 the tokens each source contributes, ``x_j = r_j D``, is convex (DCP):
 
     min  E + A N^-alpha + B D_eff^-beta + [M(r) - M(r_ref)]
-    s.t. sum_j x_j = D,  0 <= x_j <= U_j * max_epochs_j,
+    s.t. sum_j x_j = D,  0 <= x_j <= U_j * max_epochs_j,  (optionally x_j <= s_j D)
          D_eff = sum_j D'_j(x_j)   (Muennighoff effective tokens, concave in x_j)
 
 ``M(r)`` is the mixture law's user-weighted target (``loss_expression(weights, domain_weights)``,
@@ -12,8 +12,10 @@ convex) and ``r_ref`` the mixture the scale law was measured on: the scale law g
 the mixture law the difference a mixture makes, and repeated tokens count through ``D'``. The
 concave ``D'(x) = x`` for ``x <= U`` and ``U + U R* (1 - exp(-(x - U)/(U R*)))`` beyond is
 written as ``max_{s + z = x, s <= U} s + U R* (1 - exp(-z/(U R*)))``; the loss falls in D_eff, so
-the solver picks the split. The outer problem over D is searched in 1-D (golden section on
-``log D``). The inner problem is built once (D is a ``cp.Parameter``).
+the solver picks the split. The optional trust region ``r_j <= s_j`` keeps each source within the
+largest share ``s_j`` the mixture law saw in its training runs (the law extrapolates badly
+beyond them). The outer problem over D is searched in 1-D (golden section on ``log D``). The
+inner problem is built once (D is a ``cp.Parameter``).
 """
 
 from __future__ import annotations
@@ -155,6 +157,8 @@ class MixtureResult:
     epochs: dict[str, float] = field(default_factory=dict)
     capped: tuple[str, ...] = ()
     cap_duals: dict[str, float] = field(default_factory=dict)
+    at_share_limit: tuple[str, ...] = ()
+    share_limit_duals: dict[str, float] = field(default_factory=dict)
     solves: int = 0
     reason: str = ""
 
@@ -177,6 +181,11 @@ class MixtureProgram:
         The mixture the scale law was measured on (default: proportional to unique tokens).
     rd_star
         Repetition scale R_D* of the effective-token formula.
+    max_shares
+        Optional trust region: the largest share each source may take (a mapping by source
+        name; sources left out are unlimited). Mixture laws extrapolate badly beyond the
+        mixtures they were fitted on, so the planner caps each source at the largest share
+        seen in the training runs when the stored law records it.
     """
 
     def __init__(
@@ -188,6 +197,7 @@ class MixtureProgram:
         domain_weights=None,
         reference: np.ndarray | None = None,
         rd_star: float = RD_STAR,
+        max_shares: Mapping[str, float] | None = None,
     ) -> None:
         names = tuple(s.name for s in sources)
         if tuple(mixture_law.sources_) != names:
@@ -206,6 +216,7 @@ class MixtureProgram:
             reference = self.unique / self.unique.sum()
         self.reference = np.asarray(reference, dtype=float)
         self.reference_target = float(self.law.target_loss(self.reference, domain_weights))
+        self.max_shares = _share_limits(names, max_shares)
         self._build()
 
     def _build(self) -> None:
@@ -231,11 +242,22 @@ class MixtureProgram:
             self.set_scale_law(self.scale)
         self.caps_constraint = self.x <= self.caps / UNIT
         cons = [cp.sum(self.x) == self.total, self.caps_constraint, s + z == self.x, s <= unique]
+        self.share_constraint = None
+        if self.max_shares is not None:
+            self.share_constraint = self.x <= cp.multiply(self.max_shares, self.total)
+            cons.append(self.share_constraint)
         self.problem = cp.Problem(cp.Minimize(objective), cons)
         if not self.problem.is_dcp(dpp=True):
             raise SpecError(
                 "mixture: the mixture law's loss_expression is not convex (DCP) in the weights"
             )
+
+    @property
+    def max_shares_by_source(self) -> dict[str, float] | None:
+        """The trust region by source name (``None`` when there is none)."""
+        if self.max_shares is None:
+            return None
+        return {s.name: float(v) for s, v in zip(self.sources, self.max_shares, strict=True)}
 
     def set_scale_law(self, scale_law: ScaleLaw) -> None:
         """Swap the scale law (e.g. a bootstrap draw) by changing parameter values."""
@@ -257,6 +279,8 @@ class MixtureProgram:
             if flops is not None:
                 value = value + self.scale.A * (flops / (6 * tokens)) ** (-self.scale.alpha)
         over = np.any(x > self.caps * (1 + 1e-9), axis=1)
+        if self.max_shares is not None:
+            over |= np.any(weights > self.max_shares * (1 + 1e-9), axis=1)
         return np.where(over, np.inf, value)
 
     # -- solves ---------------------------------------------------------------------------
@@ -283,6 +307,16 @@ class MixtureProgram:
             n for n, xi, cap in zip(names, x, self.caps, strict=True) if xi >= cap * (1 - 1e-5)
         )
         params = flops / (6 * tokens) if flops is not None else float("nan")
+        at_share_limit, share_duals = (), {}
+        if self.max_shares is not None:
+            at_share_limit = tuple(
+                n
+                for n, r, limit in zip(names, mixture, self.max_shares, strict=True)
+                if limit < 1 and r >= limit * (1 - 1e-5)
+            )
+            share_duals = dict(
+                zip(names, np.abs(self.share_constraint.dual_value).tolist(), strict=True)
+            )
         return MixtureResult(
             status=PlanStatus.OPTIMAL,
             mixture=dict(zip(names, mixture.tolist(), strict=True)),
@@ -295,6 +329,8 @@ class MixtureProgram:
             epochs=dict(zip(names, (x / self.unique).tolist(), strict=True)),
             capped=capped,
             cap_duals=dict(zip(names, np.abs(caps).tolist(), strict=True)),
+            at_share_limit=at_share_limit,
+            share_limit_duals=share_duals,
             solves=1,
         )
 
@@ -345,6 +381,24 @@ class MixtureProgram:
             default=cache[best_x],
         )
         return _replace_solves(best, len(cache))
+
+
+def _share_limits(
+    names: tuple[str, ...], max_shares: Mapping[str, float] | None
+) -> np.ndarray | None:
+    """The trust-region shares in source order (1 where a source is unlimited)."""
+    if max_shares is None:
+        return None
+    unknown = sorted(set(max_shares) - set(names))
+    if unknown:
+        raise SpecError(f"mixture max_shares: unknown source(s) {unknown}; sources are {names}")
+    limits = np.array([float(max_shares.get(n, 1.0)) for n in names])
+    if np.any(limits <= 0) or np.any(limits > 1) or limits.sum() < 1 - 1e-9:
+        raise SpecError(
+            f"mixture max_shares must lie in (0, 1] and sum to at least 1 (so some mixture "
+            f"fits), got {dict(zip(names, limits.tolist(), strict=True))}"
+        )
+    return limits
 
 
 def _replace_solves(result: MixtureResult, solves: int) -> MixtureResult:
