@@ -8,30 +8,33 @@ commits are atomic; state and reports are replaced atomically) and the next run 
 Fits are cached: the cache key is the content hash of every ingested source file plus the fit
 options and the code version (:func:`tasks.drift.cache_key`); while it is unchanged the stored
 fits are reused and only planning, drift and the report run again.
+
+Every failure a run can survive (one experiment's fit, one spec's plan) becomes a line under
+"problems" in the report and the CLI output, saying what failed, why and what to do.
 """
 
 from __future__ import annotations
 
-import tomllib
+import logging
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task, unmapped
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, get_run_logger, unmapped
 
 from flows.config import BUNDLED_DATA, DEFAULT_LAKE, DEFAULT_REPORTS, EXAMPLE_SPECS
 from planning.errors import MixplanError
-from planning.report.plans import flatten_plan, whatif_grid
+from planning.report.plans import flatten_plan, missing_fit_hint, whatif_grid
+from tasks.discover import discover_specs, lake_experiments, lake_fingerprint, mixture_experiments
 from tasks.drift import (
     cache_key,
     check_drift,
     load_state,
     new_runs_since,
     publish_drift,
+    reusable_fits,
     save_state,
 )
-from tasks.locking import is_local, lake_lock, local_path
+from tasks.locking import lake_lock
 from tasks.report import load_fits, publish_report, render_report
 from tasks.whatif import whatif_point
 
@@ -47,79 +50,22 @@ DEFAULT_BOOTSTRAP = 40
 a few percent, small enough that the main job finishes in a few minutes on 2 cores."""
 
 
-def _exists(url: str) -> bool:
-    if is_local(url):
-        return local_path(url).exists()
-    import fsspec
+def _failure(
+    logger: logging.Logger | logging.LoggerAdapter, what: str, error: Exception, next_step: str
+) -> str:
+    """Log a failure the run survives and return its line for "problems".
 
-    fs, path = fsspec.core.url_to_fs(url)
-    return fs.exists(path)
-
-
-@task(name="discover-specs", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
-def discover_specs(specs: str) -> dict[str, dict]:
-    """Every ``*.toml`` plan spec in a folder (or one file), parsed, by file stem."""
-    root = Path(specs)
-    files = [root] if root.is_file() else sorted(root.glob("*.toml"))
-    parsed = {}
-    for path in files:
-        with path.open("rb") as handle:
-            parsed[path.stem] = tomllib.load(handle)
-    return parsed
-
-
-@task(name="lake-fingerprint", retries=3, retry_delay_seconds=2, cache_policy=NO_CACHE)
-def lake_fingerprint(lake: str) -> dict[str, Any]:
-    """The lake's table versions and per-source content hashes (the fit cache's input)."""
-    from tasks.lake import lake_version, source_hashes
-
-    return {"versions": lake_version(lake), "sources": source_hashes(lake)}
-
-
-@task(name="lake-experiments", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
-def lake_experiments(lake: str) -> list[str]:
-    """Every experiment in the lake, sorted."""
-    from tasks.lake import read_runs
-
-    return read_runs(lake).get_column("experiment").unique().sort().to_list()
-
-
-@task(name="mixture-experiments", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
-def mixture_experiments(lake: str) -> list[tuple[str, str | None]]:
-    """Experiments whose runs trained on more than one source, each with its held-out partner.
-
-    An ``X-test`` experiment next to an ``X-train`` one (RegMix's split) scores the laws fitted
-    on ``X-train`` instead of being fitted itself.
+    Expected failures (bad spec, unfittable data: :class:`MixplanError`, whose message says
+    what to fix) get one log line; anything else gets a traceback in the flow log.
     """
-    import polars as pl
-
-    from tasks.lake import read_runs
-
-    runs = read_runs(lake)
-    if runs.height == 0:
-        return []
-    names = (
-        runs.filter(pl.col("mixture").list.len() > 1)
-        .get_column("experiment")
-        .unique()
-        .sort()
-        .to_list()
-    )
-    pairs = []
-    for name in names:
-        if name.endswith("-test") and name.removesuffix("-test") + "-train" in names:
-            continue
-        partner = name.removesuffix("-train") + "-test" if name.endswith("-train") else None
-        pairs.append((name, partner if partner in names else None))
-    return pairs
-
-
-def _log_failure(logger, what: str, error: Exception) -> None:
-    """Expected failures (bad spec, unfittable data) get one line; anything else a traceback."""
     if isinstance(error, MixplanError):
         logger.error("%s failed: %s", what, error)
-    else:
-        logger.exception("%s failed", what)
+        return f"{what} failed: {error}; {next_step}"
+    logger.exception("%s failed", what)
+    return (
+        f"{what} failed unexpectedly ({type(error).__name__}: {error}); {next_step}; "
+        "the flow run's log has the traceback"
+    )
 
 
 def _task_runner(dask_address: str | None):
@@ -134,15 +80,21 @@ def _with_runner(subflow, runner):
     return subflow if runner is None else subflow.with_options(task_runner=runner)
 
 
+def _fit_name(path: str) -> str:
+    """A stored fit's name: its file stem (``<lake>/fits/epoch-chinchilla.json``)."""
+    return path.rsplit("/", 1)[-1].removesuffix(".json")
+
+
 @flow(name="plan-specs", description="plan every spec and sweep its what-ifs (fans out)")
 def plan_specs(
-    specs: dict[str, dict], lake: str | None = None
+    specs: dict[str, dict], lake: str | None = None, fits_written: list[str] | None = None
 ) -> tuple[dict[str, Any], dict[str, list[dict]], list[str]]:
     """Plan every spec and re-plan it over its what-if grid.
 
     The what-if points are mapped as tasks, so they run on whatever task runner this flow is
     given (a DaskTaskRunner when the pipeline has a Dask address). Returns the plans and the
     what-if rows by spec name, and the problems met (a failing spec does not stop the others).
+    ``fits_written`` (stored fit names) lets a problem say which fit a failing spec could use.
     """
     from flows.plan import plan as plan_flow
 
@@ -155,8 +107,10 @@ def plan_specs(
             plans[name] = plan_flow(spec, lake)
             grid = whatif_grid(spec)
         except Exception as error:  # a broken spec is reported, the other plans still run
-            problems.append(f"plan {name} failed: {error}")
-            _log_failure(logger, f"plan {name}", error)
+            hint = missing_fit_hint(spec, fits_written) if fits_written is not None else None
+            problems.append(
+                _failure(logger, f"plan {name}", error, hint or "fix the spec and run again")
+            )
             continue
         if grid:
             budgets, tokens = zip(*grid, strict=True)
@@ -170,9 +124,72 @@ def plan_specs(
             try:
                 rows.append(future.result())
             except Exception as error:  # noqa: BLE001 - one failed what-if point is a gap
-                problems.append(f"what-if point of {name} failed: {error}")
+                problems.append(
+                    f"a what-if point of plan {name} failed ({error}); its row is missing "
+                    "from the what-if table, the plan itself stands"
+                )
         whatifs[name] = rows
     return plans, whatifs, problems
+
+
+def _fit_scale_laws(lake: str, n_bootstrap: int, runner, problems: list[str]) -> list[str]:
+    """Fit every experiment in its own subflow; returns the stored fit paths."""
+    from flows.fit import fit as fit_flow
+
+    logger = get_run_logger()
+    paths: list[str] = []
+    for experiment in lake_experiments(lake):
+        # one subflow per experiment: a law that cannot be fitted to one experiment is
+        # reported, and the other experiments' fits still land
+        try:
+            written = _with_runner(fit_flow, runner)(
+                lake, experiments=[experiment], n_bootstrap=n_bootstrap
+            )
+        except Exception as error:
+            problems.append(
+                _failure(
+                    logger,
+                    f"fit of experiment {experiment}",
+                    error,
+                    "its laws are left out; check them with "
+                    f"`mixplan fit --lake {lake} -e {experiment}`",
+                )
+            )
+            continue
+        paths.extend(str(path) for path in written)
+    return paths
+
+
+def _fit_mixture_laws(
+    lake: str, n_bootstrap: int, runner, problems: list[str]
+) -> list[dict[str, Any]]:
+    """Fit the mixture laws of every experiment that varies the mixture; returns the results."""
+    from flows.fit_mixture import fit_mixture as mixture_flow
+
+    logger = get_run_logger()
+    results = []
+    for experiment, held_out in mixture_experiments(lake):
+        try:
+            results.append(
+                _with_runner(mixture_flow, runner)(
+                    lake,
+                    experiment,
+                    held_out_experiment=held_out,
+                    families=list(MIXTURE_FAMILIES),
+                    n_bootstrap=min(n_bootstrap, MIXTURE_BOOTSTRAP_CAP),
+                )
+            )
+        except Exception as error:  # one failing mixture fit must not hide the rest
+            problems.append(
+                _failure(
+                    logger,
+                    f"mixture fit for {experiment}",
+                    error,
+                    "its mixture laws are left out; check them with "
+                    f"`mixplan fit --mixture --lake {lake} -e {experiment}`",
+                )
+            )
+    return results
 
 
 @flow(name="mixplan-pipeline", description="ingest -> fit -> plan -> drift -> report")
@@ -212,9 +229,9 @@ def pipeline(
     -------
     dict
         ``report`` and ``markdown`` (paths), ``cached_fit``, ``fits``, ``mixture_fits``,
-        ``plans`` (name -> status), ``drift`` (summary), ``ingest`` (the ingest summary).
+        ``plans`` (name -> status), ``drift`` (summary), ``problems`` (sentences that say what
+        to do), ``ingest`` (the ingest summary).
     """
-    from flows.fit import fit as fit_flow
     from flows.ingest import ingest as ingest_flow
 
     logger = get_run_logger()
@@ -229,81 +246,43 @@ def pipeline(
         previous_fits = load_fits(previous.get("fit_paths", [])) if previous else []
         ingest_summary = ingest_flow(inputs, lake)
         fingerprint = lake_fingerprint(lake)
-        options = {"n_bootstrap": n_bootstrap, "mixture": mixture}
-        key = cache_key(fingerprint["sources"], options)
-        stored = previous.get("fit_paths", []) + previous.get("mixture_paths", [])
-        cached = (
-            not refit
-            and previous.get("fit_key") == key
-            and bool(previous.get("fit_paths"))
-            and all(_exists(path) for path in stored)
-        )
+        key = cache_key(fingerprint["sources"], {"n_bootstrap": n_bootstrap, "mixture": mixture})
+        cached = not refit and reusable_fits(previous, key)
         if cached:
+            fit_paths = list(previous["fit_paths"])
+            mixture_results = list(previous.get("mixture_results", []))
             logger.info(
                 "lake unchanged since %s: reusing %d stored fits",
                 previous.get("run_at"),
-                len(stored),
+                len(fit_paths) + len(previous.get("mixture_paths", [])),
             )
-            fit_paths = list(previous["fit_paths"])
-            mixture_paths = list(previous.get("mixture_paths", []))
-            mixture_results = list(previous.get("mixture_results", []))
         else:
-            fit_paths = []
-            for experiment in lake_experiments(lake):
-                # one subflow per experiment: a law that cannot be fitted to one experiment
-                # is reported, and the other experiments' fits still land
-                try:
-                    written = _with_runner(fit_flow, runner)(
-                        lake, experiments=[experiment], n_bootstrap=n_bootstrap
-                    )
-                except Exception as error:
-                    problems.append(f"fit of experiment {experiment} failed: {error}")
-                    _log_failure(logger, f"fit of experiment {experiment}", error)
-                    continue
-                fit_paths.extend(str(path) for path in written)
-            mixture_paths = []
-            mixture_results = []
-            mixture_flow = None
-            if mixture:
-                try:
-                    from flows.fit_mixture import fit_mixture as mixture_flow
-                except ImportError as error:
-                    problems.append(f"mixture laws not fitted: {error}")
-            if mixture_flow is not None:
-                for experiment, held_out in mixture_experiments(lake):
-                    try:
-                        result = _with_runner(mixture_flow, runner)(
-                            lake,
-                            experiment,
-                            held_out_experiment=held_out,
-                            families=list(MIXTURE_FAMILIES),
-                            n_bootstrap=min(n_bootstrap, MIXTURE_BOOTSTRAP_CAP),
-                        )
-                    except Exception as error:  # one failing mixture fit must not hide the rest
-                        problems.append(f"mixture fit for {experiment} failed: {error}")
-                        _log_failure(logger, f"mixture fit for {experiment}", error)
-                        continue
-                    mixture_results.append(result)
-                    mixture_paths.extend(
-                        entry["path"] for entry in result["fits"].values() if entry.get("path")
-                    )
+            fit_paths = _fit_scale_laws(lake, n_bootstrap, runner, problems)
+            mixture_results = (
+                _fit_mixture_laws(lake, n_bootstrap, runner, problems) if mixture else []
+            )
+        mixture_paths = [
+            entry["path"]
+            for result in mixture_results
+            for entry in result["fits"].values()
+            if entry.get("path")
+        ]
         plans, whatifs, plan_problems = _with_runner(plan_specs, runner)(
-            discover_specs(specs), lake
+            discover_specs(specs), lake, [_fit_name(path) for path in fit_paths]
         )
         problems.extend(plan_problems)
-        fits = load_fits(fit_paths)
-        new_runs = new_runs_since(lake, previous.get("versions", {}).get("runs"))
+        flat_plans = {name: flatten_plan(result) for name, result in plans.items()}
         drift = check_drift(
             previous,
-            new_runs=new_runs,
+            new_runs=new_runs_since(lake, previous.get("versions", {}).get("runs")),
             previous_fits=previous_fits,
-            plans={name: flatten_plan(result) for name, result in plans.items()},
+            plans=flat_plans,
         )
         publish_drift(drift)
         paths = render_report(
             lake=lake,
             reports=reports,
-            fits=fits,
+            fits=load_fits(fit_paths),
             mixture_fits=mixture_results,
             plans=plans,
             drift=drift,
@@ -325,7 +304,7 @@ def pipeline(
                 "fit_paths": fit_paths,
                 "mixture_paths": mixture_paths,
                 "mixture_results": mixture_results,
-                "plans": {name: flatten_plan(result) for name, result in plans.items()},
+                "plans": flat_plans,
                 "report": paths["html"],
             },
         )
@@ -336,14 +315,8 @@ def pipeline(
         "cached_fit": cached,
         "fits": fit_paths,
         "mixture_fits": mixture_paths,
-        "plans": {name: _status(result) for name, result in plans.items()},
+        "plans": {name: str(result.get("status", "unknown")) for name, result in plans.items()},
         "drift": drift.summary(),
         "problems": problems,
         "ingest": ingest_summary,
     }
-
-
-def _status(result: Any) -> str:
-    if isinstance(result, dict):
-        return str(result.get("status", "unknown"))
-    return str(getattr(result, "status", "unknown"))

@@ -22,7 +22,7 @@ from prefect.cache_policies import NO_CACHE
 from planning.drift import DriftResult, detect_drift, one_loss_per_run, prediction_intervals
 from planning.fitting.result import FitResult
 from planning.provenance import code_version
-from tasks.locking import join, read_text, write_text_atomic
+from tasks.locking import exists, join, read_text, write_text_atomic
 
 STATE_FILE = "pipeline/state.json"
 
@@ -49,6 +49,17 @@ def load_state(lake: str) -> dict:
 def save_state(lake: str, state: Mapping[str, Any]) -> str:
     """Write the pipeline state atomically; returns its URL."""
     return write_text_atomic(state_url(lake), json.dumps(state, indent=1, sort_keys=True))
+
+
+def reusable_fits(previous: Mapping[str, Any], key: str) -> bool:
+    """True when the previous run's stored fits can be reused: its fit cache key equals
+    ``key`` (:func:`cache_key`), it stored scale-law fits, and every stored file still exists."""
+    stored = [*previous.get("fit_paths", []), *previous.get("mixture_paths", [])]
+    return (
+        previous.get("fit_key") == key
+        and bool(previous.get("fit_paths"))
+        and all(exists(path) for path in stored)
+    )
 
 
 def cache_key(source_hashes: Mapping[str, str], options: Mapping[str, Any]) -> str:

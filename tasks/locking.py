@@ -127,6 +127,14 @@ def write_text_atomic(url: str | os.PathLike[str], text: str) -> str:
     return str(url)
 
 
+def exists(url: str | os.PathLike[str]) -> bool:
+    """True when the file at a local path or URL exists."""
+    if is_local(url):
+        return local_path(url).exists()
+    fs, path = fsspec.core.url_to_fs(str(url))
+    return fs.exists(path)
+
+
 def read_text(url: str | os.PathLike[str]) -> str | None:
     """The text of ``url``, or ``None`` when it does not exist."""
     if is_local(url):

@@ -294,3 +294,20 @@ def whatif_grid(spec: Mapping[str, Any]) -> list[tuple[float, float]]:
         for factor in (0.01, 0.1, 1.0, 10.0, 100.0)
         for tokens in sorted({0.0, inference})
     ]
+
+
+def missing_fit_hint(spec: Mapping[str, Any], fits_written: Sequence[str]) -> str | None:
+    """What to do when a spec names a stored fit (``[law] fit``) this run did not write.
+
+    ``fits_written`` holds the stored fits' names (file stems). None when the spec names no
+    stored fit by name, or names one that was written (the failure has another cause).
+    """
+    law = spec.get("law")
+    fit = law.get("fit") if isinstance(law, Mapping) else None
+    if not isinstance(fit, str) or "/" in fit or fit.endswith(".json") or fit in fits_written:
+        return None
+    written = ", ".join(sorted(fits_written)) or "none"
+    return (
+        f"the spec's [law] fit = {fit!r} was not written by this run (fits written: {written}); "
+        "point it at one of those, or add the runs it is fitted on to the inputs"
+    )

@@ -1,0 +1,53 @@
+"""The pipeline's steps without the flow: which experiments it fits, when it reuses stored
+fits, and what a failing spec's problem line tells the user to do."""
+
+from __future__ import annotations
+
+import tomllib
+
+import pytest
+
+from planning.errors import SpecError
+from planning.experiments import held_out_pairs
+from planning.report.plans import missing_fit_hint
+from tasks.discover import discover_specs
+from tasks.drift import reusable_fits
+
+
+def test_a_test_experiment_scores_its_train_partner_instead_of_being_fitted():
+    names = ["regmix-1m-test", "regmix-1m-train", "solo-test", "x-train"]
+    assert held_out_pairs(names) == [
+        ("regmix-1m-train", "regmix-1m-test"),
+        ("solo-test", None),
+        ("x-train", None),
+    ]
+
+
+def test_stored_fits_are_reused_only_when_the_key_matches_and_every_file_exists(tmp_path):
+    fit = tmp_path / "fits" / "a.json"
+    fit.parent.mkdir()
+    fit.write_text("{}")
+    state = {"fit_key": "k1", "fit_paths": [str(fit)], "mixture_paths": []}
+    assert reusable_fits(state, "k1")
+    assert not reusable_fits(state, "k2")
+    assert not reusable_fits({**state, "mixture_paths": [str(tmp_path / "gone.json")]}, "k1")
+    assert not reusable_fits({**state, "fit_paths": []}, "k1")
+    assert not reusable_fits({}, "k1")
+
+
+def test_a_spec_naming_a_fit_this_run_did_not_write_says_which_fits_exist(bundled):
+    spec = tomllib.loads((bundled.parent / "specs" / "bundled.toml").read_text())
+    spec["law"]["fit"] = "epoch-chinchilla-typo"
+    hint = missing_fit_hint(spec, ["epoch-chinchilla", "sardana-kaplan"])
+    assert "'epoch-chinchilla-typo' was not written by this run" in hint
+    assert "fits written: epoch-chinchilla, sardana-kaplan" in hint
+    assert missing_fit_hint(spec, ["epoch-chinchilla-typo"]) is None
+    assert missing_fit_hint({"law": {"name": "chinchilla"}}, []) is None
+
+
+def test_a_spec_that_is_not_toml_is_named(tmp_path):
+    (tmp_path / "good.toml").write_text('name = "x"\n')
+    (tmp_path / "bad.toml").write_text("name = \n")
+    with pytest.raises(SpecError, match=r"bad\.toml: not valid TOML"):
+        discover_specs.fn(str(tmp_path))
+    assert discover_specs.fn(str(tmp_path / "good.toml")) == {"good": {"name": "x"}}
