@@ -439,25 +439,6 @@ def _merge_file_rows(
     _retry_commit(action, f"merge {table} of {source_files[0]}")
 
 
-def _runs_elsewhere(
-    lake: str | Path,
-    run_ids: list[str],
-    source_files: list[str],
-    storage_options: dict[str, str] | None,
-) -> bool:
-    """Whether any of ``run_ids`` already has runs rows from files other than ``source_files``."""
-    if not run_ids:
-        return False
-    hits = (
-        pl.scan_delta(table_uri(lake, "runs"), storage_options=storage_options)
-        .filter(pl.col("run_id").is_in(run_ids) & ~pl.col("source_file").is_in(source_files))
-        .select(pl.len())
-        .collect()
-        .item()
-    )
-    return hits > 0
-
-
 def write_source(
     lake: str | Path,
     *,
@@ -488,24 +469,33 @@ def write_source(
     ensure_lake(lake, storage_options=storage_options)
     files = [str(source["source_file"]), *(partner_files or [])]
     runs = conform(runs, RUNS_SCHEMA)
-    quarantine = conform(quarantine, QUARANTINE_SCHEMA)
-    _replace_file_rows(lake, "quarantine", quarantine.to_arrow(), files, storage_options)
-
-    shared = _runs_elsewhere(lake, runs["run_id"].to_list(), files, storage_options)
-    if shared:
+    elsewhere = run_ids_elsewhere(lake, files, storage_options=storage_options)
+    if not elsewhere.isdisjoint(runs["run_id"].to_list()):
         if callable(metrics):
             metrics = pl.from_arrow(metrics().read_all())
         metrics_frame = conform(metrics, METRICS_SCHEMA)
         _merge_file_rows(lake, "metrics", metrics_frame, METRICS_KEY, files, storage_options)
         _merge_file_rows(lake, "runs", runs, ("run_id",), files, storage_options)
+        rest = {"quarantine": quarantine, "sources": pl.DataFrame([source])}
     else:
         if isinstance(metrics, pl.DataFrame):
             metrics = conform(metrics, METRICS_SCHEMA).to_arrow()
         _replace_file_rows(lake, "metrics", metrics, files, storage_options)
-        _replace_file_rows(lake, "runs", runs.to_arrow(), files, storage_options)
+        rest = {"runs": runs, "quarantine": quarantine, "sources": pl.DataFrame([source])}
+    _replace_file_tables(lake, rest, files, storage_options)
 
-    sources = conform(pl.DataFrame([source]), SOURCES_SCHEMA)
-    _replace_file_rows(lake, "sources", sources.to_arrow(), files, storage_options)
+
+def _replace_file_tables(
+    lake: str | Path,
+    frames: dict[str, pl.DataFrame],
+    source_files: list[str],
+    storage_options: dict[str, str] | None,
+) -> None:
+    """Replace the rows of ``source_files`` in each named table, in order (``sources`` last:
+    its row marks the file as done)."""
+    for table, frame in frames.items():
+        rows = conform(frame, TABLES[table]).to_arrow()
+        _replace_file_rows(lake, table, rows, source_files, storage_options)
 
 
 def run_ids_elsewhere(
@@ -545,13 +535,5 @@ def write_streamed(
     files = [source_file, *(partner_files or [])]
     _replace_file_rows(lake, "metrics", metrics, files, storage_options)
     source, runs, quarantine = finish()
-    _replace_file_rows(
-        lake,
-        "quarantine",
-        conform(quarantine, QUARANTINE_SCHEMA).to_arrow(),
-        files,
-        storage_options,
-    )
-    _replace_file_rows(lake, "runs", conform(runs, RUNS_SCHEMA).to_arrow(), files, storage_options)
-    sources = conform(pl.DataFrame([source]), SOURCES_SCHEMA)
-    _replace_file_rows(lake, "sources", sources.to_arrow(), files, storage_options)
+    rest = {"runs": runs, "quarantine": quarantine, "sources": pl.DataFrame([source])}
+    _replace_file_tables(lake, rest, files, storage_options)

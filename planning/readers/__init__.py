@@ -28,7 +28,6 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from fnmatch import fnmatch
 from pathlib import Path
 
 import polars as pl
@@ -542,9 +541,3 @@ def stream_source(
 _ARROW_LEVEL = pl.CompatLevel.newest()
 """Arrow string_view columns: converting 6M repeated strings per GB to large_string costs ~1 s."""
 _METRICS_ARROW = conform(pl.DataFrame(), METRICS_SCHEMA).to_arrow(compat_level=_ARROW_LEVEL).schema
-
-
-def matches_any(path: Path, patterns: list[str]) -> bool:
-    """Whether ``path`` (posix form) matches any glob in ``patterns``."""
-    text = path.as_posix()
-    return any(fnmatch(text, pattern) for pattern in patterns)

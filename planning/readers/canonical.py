@@ -52,10 +52,10 @@ from planning.validation import coerce_numeric, quarantine_frame
 CHUNK_BYTES = 32 * 1024 * 1024
 """Bytes of JSONL parsed at once."""
 CSV_BATCH_ROWS = 500_000
+"""Rows of CSV / Parquet parsed at once."""
 INFER_ROWS = 10_000
 """Rows per JSONL chunk used to infer column types; keys first seen later in a chunk are
 ignored by the fast path (put every key on the first lines, as loggers do)."""
-"""Rows of CSV / Parquet parsed at once."""
 
 _BOOKKEEPING = {"source_file", "source_line", "_record"}
 RUN_COLUMNS = [c for c in RUNS_SCHEMA if c not in _BOOKKEEPING]
