@@ -309,26 +309,28 @@ class Planner:
         resolved = resolved or resolve_law(spec, lake=lake)
         law = resolved.law
         inference_tokens = self._inference_tokens(spec)
-        core = self._core(spec, law, inference_tokens)
+        allocation = self._allocate(spec, law, inference_tokens)
         base = Plan(
             name=spec.name,
             mode=spec.mode,
-            status=core.status,
-            reason=core.reason,
+            status=allocation.status,
+            reason=allocation.reason,
             law={"description": resolved.description, **_law_dict(law)},
             inputs=_inputs(spec, inference_tokens),
             code_version=code_version(),
         )
-        if core.status is not PlanStatus.OPTIMAL:
+        if allocation.status is not PlanStatus.OPTIMAL:
             return base
-        params, tokens = core.params, core.tokens
+        params, tokens = allocation.params, allocation.tokens
         vocabulary = self._vocabulary(spec, params, tokens)
         program = None
         if spec.mixture is not None:
             mixture = mixture or resolve_mixture_law(spec, lake=lake)
             program = self._mixture_program(spec, law, mixture.law, max_shares=mixture.max_shares)
         mixture_plan = self._mixture(spec, program, params, tokens)
-        explanation = self._explain(spec, law, core, inference_tokens, vocabulary, mixture_plan)
+        explanation = self._explain(
+            spec, law, allocation, inference_tokens, vocabulary, mixture_plan
+        )
         width = (vocabulary or {}).get("width")
         intervals = self._intervals(
             spec, resolved, inference_tokens, vocab_width=width, mixture_program=program
@@ -339,29 +341,29 @@ class Planner:
             tokens=tokens,
             train_flops=6 * params * tokens,
             inference_flops=2 * params * spec.inference.tokens,
-            loss=core.loss,
+            loss=allocation.loss,
             epochs=tokens / spec.unique_tokens if spec.unique_tokens else None,
             cost_dollars=_cost(spec, params, tokens),
             train_days=_days(spec, params, tokens),
-            frontier=self._frontier(spec, law, core, inference_tokens),
+            frontier=self._frontier(spec, law, allocation, inference_tokens),
             vocabulary=vocabulary,
             mixture=(mixture_plan or {}).get("mixture"),
             mixture_plan=mixture_plan,
             intervals=intervals,
             interval_draws=len(resolved.draws) if intervals else 0,
-            robust=self._robust(spec, resolved, core, inference_tokens),
+            robust=self._robust(spec, resolved, allocation, inference_tokens),
             explanation=explanation,
         )
 
     def _robust(
-        self, spec: PlanSpec, resolved: ResolvedLaw, core: Allocation, inference_tokens: float
+        self, spec: PlanSpec, resolved: ResolvedLaw, allocation: Allocation, inference_tokens: float
     ) -> dict[str, float] | None:
         """The plan with the best worst case over the bootstrap draws (budget mode only)."""
         if not (spec.robust and resolved.draws and spec.mode == "budget"):
             return None
         result = robust_budget(
             list(resolved.draws),
-            flops=core.budget_flops,
+            flops=allocation.budget_flops,
             inference_tokens=inference_tokens,
             max_params=spec.limits.max_params,
             max_tokens=spec.max_tokens,
@@ -374,7 +376,7 @@ class Planner:
             "tokens": result.tokens,
             "worst_loss": result.loss,
             "nominal_worst_loss": max(
-                float(d.predict(core.params, core.tokens)) for d in resolved.draws
+                float(d.predict(allocation.params, allocation.tokens)) for d in resolved.draws
             ),
         }
 
@@ -406,13 +408,13 @@ class Planner:
             "max_train_flops": spec.max_train_flops,
         }
 
-    def _core(
+    def _allocate(
         self, spec: PlanSpec, law, inference_tokens: float, *, flops: float | None = None
     ) -> Allocation:
         """The N/D decision: budget, loss target, or repetition-aware search."""
         limits = self._limits(spec)
         if isinstance(law, MuennighoffLaw):
-            return self._core_repetition(spec, law, flops=flops)
+            return self._allocate_with_repetition(spec, law, flops=flops)
         if spec.mode == "target":
             r = self.target.solve(
                 law, target_loss=spec.target_loss, inference_tokens=inference_tokens, **limits
@@ -431,7 +433,7 @@ class Planner:
             r, budget_flops=budget if budget is not None else limits["max_train_flops"]
         )
 
-    def _core_repetition(
+    def _allocate_with_repetition(
         self, spec: PlanSpec, law: MuennighoffLaw, *, flops: float | None = None
     ) -> Allocation:
         if spec.mode == "target":
@@ -472,7 +474,7 @@ class Planner:
         self,
         spec: PlanSpec,
         law,
-        core: Allocation,
+        allocation: Allocation,
         inference_tokens: float,
         vocabulary: dict | None,
         mixture_plan: dict | None,
@@ -480,17 +482,17 @@ class Planner:
         """Why this plan: binding limits (the mixture's trust region too), shadow prices,
         flatness, marginal value of compute, and StepLaw hyperparameters (at non-embedding N
         when the vocabulary is planned)."""
-        params, tokens = core.params, core.tokens
+        params, tokens = allocation.params, allocation.tokens
         loss_fn = self._loss_fn(spec, law)
         flops = 6 * params * tokens
         flat = flat_params_range(lambda n: loss_fn(n, flops / (6 * n)), params)
-        binding = list(core.binding)
+        binding = list(allocation.binding)
         if mixture_plan and mixture_plan.get("at_share_limit"):
             binding.append("mixture_trust_region")
         out: dict[str, Any] = {
             "binding": binding,
             "binding_labels": binding_labels(binding),
-            "shadow_prices": {k: v for k, v in core.duals.items() if k in core.binding},
+            "shadow_prices": {k: v for k, v in allocation.duals.items() if k in allocation.binding},
             "flat_params_range": flat,
             "hyperparameters": hyperparameters(
                 params, tokens, embedding_params=(vocabulary or {}).get("vocab_params")
@@ -499,12 +501,12 @@ class Planner:
             "flops_ratio_for_lower_target": None,
         }
         if spec.mode == "budget":
-            more = self._core(spec, law, inference_tokens, flops=10 * core.budget_flops)
+            more = self._allocate(spec, law, inference_tokens, flops=10 * allocation.budget_flops)
             if more.status is PlanStatus.OPTIMAL:
-                out["marginal_loss_per_10x"] = core.loss - more.loss
+                out["marginal_loss_per_10x"] = allocation.loss - more.loss
         else:
             lower = replace(spec, target_loss=spec.target_loss - 0.01)
-            more = self._core(lower, law, inference_tokens)
+            more = self._allocate(lower, law, inference_tokens)
             if more.status is PlanStatus.OPTIMAL:
                 out["flops_ratio_for_lower_target"] = more.params * more.tokens / (params * tokens)
         if mixture_plan is not None and mixture_plan.get("status") != "optimal":
@@ -568,7 +570,9 @@ class Planner:
             "inner_solves": r.solves,
         }
 
-    def _frontier(self, spec: PlanSpec, law, core: Allocation, inference_tokens: float) -> list:
+    def _frontier(
+        self, spec: PlanSpec, law, allocation: Allocation, inference_tokens: float
+    ) -> list[dict[str, float]]:
         """Loss against cost from 1/100x to 100x the plan's budget (the Pareto frontier)."""
         if spec.mode != "budget" or isinstance(law, MuennighoffLaw):
             return []
@@ -577,7 +581,7 @@ class Planner:
             price = spec.training.dollars_per_useful_flop
         points = frontier(
             law,
-            core.budget_flops * np.logspace(-2, 2, 9),
+            allocation.budget_flops * np.logspace(-2, 2, 9),
             dollars_per_flop=price,
             inference_tokens=inference_tokens,
             program=self.budget,
@@ -677,9 +681,9 @@ class Planner:
             return {}
         rows, solved = [], []
         for draw in resolved.draws:
-            core = self._core(spec, draw, inference_tokens)
-            if core.status is PlanStatus.OPTIMAL:
-                rows.append((core.params, core.tokens, core.loss))
+            allocation = self._allocate(spec, draw, inference_tokens)
+            if allocation.status is PlanStatus.OPTIMAL:
+                rows.append((allocation.params, allocation.tokens, allocation.loss))
                 solved.append(draw)
         if not rows:
             return {}
