@@ -86,6 +86,7 @@ _DELETE = object()
         ("mixture.t", [[1.0]], "mixture.t", "rows"),
         ("budget.objective", "karma", "budget.objective", "flops"),
         ("limits.max_memory", 3, "limits.max_memory", "unknown field"),
+        ("mixture.trust_region", "yes", "mixture.trust_region", "true or false"),
     ],
 )
 def test_invalid_specs_name_the_field(example, path, value, field, words):
