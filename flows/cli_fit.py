@@ -241,13 +241,14 @@ def _fit_mixture_command(
 ) -> None:
     """``mixplan fit --mixture``: the ``fit-mixture`` flow per experiment, printed or as JSON."""
     from flows.fit_mixture import fit_mixture, mixture_fit_report
-    from flows.pipeline import mixture_experiments
     from planning.errors import MixplanError
 
     try:
         if experiments:
             pairs = [(name, held_out) for name in experiments]
         else:
+            from flows.pipeline import mixture_experiments
+
             pairs = [(name, held_out or partner) for name, partner in mixture_experiments(lake)]
         if not pairs:
             console.print(
