@@ -308,7 +308,7 @@ class Planner:
         """Plan one spec (see `make_plan`)."""
         resolved = resolved or resolve_law(spec, lake=lake)
         law = resolved.law
-        inference_tokens = self._inference_tokens(spec)
+        inference_tokens = _inference_tokens(spec)
         allocation = self._allocate(spec, law, inference_tokens)
         base = Plan(
             name=spec.name,
@@ -380,39 +380,11 @@ class Planner:
             ),
         }
 
-    # ---------------------------------------------------------------------------------------
-    def _inference_tokens(self, spec: PlanSpec) -> float:
-        """T_inf (FLOP objective) or T_eff (dollar objective)."""
-        inf = spec.inference
-        if inf.tokens <= 0:
-            return 0.0
-        if spec.objective == "flops":
-            return inf.tokens
-        hw = inf.hardware
-        return inference_equivalent_tokens(
-            tokens_in=inf.tokens_in,
-            tokens_out=inf.tokens_out,
-            train_dollars_per_flop=spec.training.dollars_per_flop,
-            train_mfu=spec.training.mfu,
-            infer_dollars_per_flop=hw.dollars_per_flop,
-            prefill_mfu=inf.prefill_mfu or hw.mfu,
-            decode_mfu=inf.decode_mfu or hw.mfu,
-        )
-
-    def _limits(self, spec: PlanSpec) -> dict[str, float | None]:
-        return {
-            "max_params": spec.limits.max_params,
-            "max_tokens": spec.max_tokens,
-            "min_tokens_per_param": spec.limits.min_tokens_per_param,
-            "max_tokens_per_param": spec.limits.max_tokens_per_param,
-            "max_train_flops": spec.max_train_flops,
-        }
-
     def _allocate(
         self, spec: PlanSpec, law, inference_tokens: float, *, flops: float | None = None
     ) -> Allocation:
         """The N/D decision: budget, loss target, or repetition-aware search."""
-        limits = self._limits(spec)
+        limits = _limits(spec)
         if isinstance(law, MuennighoffLaw):
             return self._allocate_with_repetition(spec, law, flops=flops)
         if spec.mode == "target":
@@ -585,7 +557,7 @@ class Planner:
             dollars_per_flop=price,
             inference_tokens=inference_tokens,
             program=self.budget,
-            **self._limits(spec),
+            **_limits(spec),
         )
         return [
             {
@@ -711,6 +683,36 @@ class Planner:
             if mixture:
                 out["mixture"] = mixture
         return out
+
+
+def _inference_tokens(spec: PlanSpec) -> float:
+    """T_inf (FLOP objective) or T_eff (dollar objective) of the spec's inference demand."""
+    inf = spec.inference
+    if inf.tokens <= 0:
+        return 0.0
+    if spec.objective == "flops":
+        return inf.tokens
+    hw = inf.hardware
+    return inference_equivalent_tokens(
+        tokens_in=inf.tokens_in,
+        tokens_out=inf.tokens_out,
+        train_dollars_per_flop=spec.training.dollars_per_flop,
+        train_mfu=spec.training.mfu,
+        infer_dollars_per_flop=hw.dollars_per_flop,
+        prefill_mfu=inf.prefill_mfu or hw.mfu,
+        decode_mfu=inf.decode_mfu or hw.mfu,
+    )
+
+
+def _limits(spec: PlanSpec) -> dict[str, float | None]:
+    """The spec's limits as the keyword arguments of the budget and loss-target programs."""
+    return {
+        "max_params": spec.limits.max_params,
+        "max_tokens": spec.max_tokens,
+        "min_tokens_per_param": spec.limits.min_tokens_per_param,
+        "max_tokens_per_param": spec.limits.max_tokens_per_param,
+        "max_train_flops": spec.max_train_flops,
+    }
 
 
 def _solve_mixture(
