@@ -170,3 +170,19 @@ def conform(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame
         for name, dtype in schema.items()
     ]
     return frame.select(columns)
+
+
+def final_rows(metrics: pl.DataFrame) -> pl.DataFrame:
+    """The loss at each run's end: one metrics row per ``(run_id, split, domain)``.
+
+    That is the ``FINAL_STEP`` row when the source reported only the final value, otherwise the
+    row with the largest ``step`` (ties broken by the largest ``tokens_seen``). Keeps the input's
+    columns, in first-seen order of the keys.
+    """
+    return (
+        metrics.with_columns((pl.col("step") == FINAL_STEP).alias("_is_final"))
+        .sort(["_is_final", "step", "tokens_seen"], nulls_last=False)
+        .group_by(["run_id", "split", "domain"], maintain_order=True)
+        .last()
+        .drop("_is_final")
+    )

@@ -49,7 +49,6 @@ import pyarrow as pa
 
 from planning.errors import RunLogError
 from planning.schema import (
-    FINAL_STEP,
     METRICS_KEY,
     METRICS_SCHEMA,
     QUARANTINE_SCHEMA,
@@ -57,6 +56,7 @@ from planning.schema import (
     SOURCES_SCHEMA,
     conform,
     empty_frame,
+    final_rows,
 )
 
 log = logging.getLogger(__name__)
@@ -192,10 +192,9 @@ def final_losses(
 ) -> pl.DataFrame:
     """The loss at each run's end: one row per ``(run_id, split, domain)`` with the run joined.
 
-    The final row of a (run, split, domain) is the one with ``step == FINAL_STEP`` if the
-    source reported only the final value, otherwise the largest ``step`` (ties broken by the
-    largest ``tokens_seen``). Columns: every ``RUNS_SCHEMA`` column, then ``split``,
-    ``domain``, ``step``, ``tokens_seen``, ``learning_rate_at_step``, ``loss``, ``loss_kind``.
+    The final row of a (run, split, domain) is chosen by ``planning.schema.final_rows``.
+    Columns: every ``RUNS_SCHEMA`` column, then ``split``, ``domain``, ``step``,
+    ``tokens_seen``, ``learning_rate_at_step``, ``loss``, ``loss_kind``.
     Sorted by ``run_id, split, domain``.
     """
     metrics = read_metrics(
@@ -207,21 +206,15 @@ def final_losses(
         storage_options=storage_options,
     )
     runs = read_runs(lake, experiment=experiment, version=None, storage_options=storage_options)
-    last = (
-        metrics.with_columns((pl.col("step") == FINAL_STEP).alias("_is_final"))
-        .sort(["_is_final", "step", "tokens_seen"], nulls_last=False)
-        .group_by(["run_id", "split", "domain"], maintain_order=True)
-        .last()
-        .select(
-            "run_id",
-            "split",
-            "domain",
-            "step",
-            "tokens_seen",
-            pl.col("learning_rate").alias("learning_rate_at_step"),
-            "loss",
-            "loss_kind",
-        )
+    last = final_rows(metrics).select(
+        "run_id",
+        "split",
+        "domain",
+        "step",
+        "tokens_seen",
+        pl.col("learning_rate").alias("learning_rate_at_step"),
+        "loss",
+        "loss_kind",
     )
     return runs.join(last, on="run_id", how="inner").sort(["run_id", "split", "domain"])
 

@@ -24,3 +24,20 @@ def test_conform_adds_casts_orders_and_drops():
 
 def test_conform_of_a_frame_without_columns_is_empty():
     assert schema.conform(pl.DataFrame(), schema.QUARANTINE_SCHEMA).height == 0
+
+
+def test_final_rows_prefers_the_reported_final_value_then_the_last_step():
+    metrics = pl.DataFrame(
+        {
+            "run_id": ["a", "a", "a", "b", "b", "b"],
+            "split": "val",
+            "domain": "all",
+            "step": [100, schema.FINAL_STEP, 200, 50, 50, 10],
+            "tokens_seen": [1.0, None, 2.0, 5.0, 6.0, 1.0],
+            "loss": [3.0, 2.5, 2.8, 4.0, 3.9, 5.0],
+        }
+    )
+    final = schema.final_rows(metrics).sort("run_id")
+    # run a: the FINAL_STEP row wins over step 200; run b: step 50, the tie broken by tokens_seen
+    assert final["loss"].to_list() == [2.5, 3.9]
+    assert final.columns == metrics.columns
