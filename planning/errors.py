@@ -1,4 +1,7 @@
-"""The named exceptions of mixplan. Expected outcomes (an infeasible plan) are statuses, not errors."""
+"""The named exceptions of mixplan.
+
+Expected outcomes (an infeasible plan) are statuses, not errors.
+"""
 
 from __future__ import annotations
 
