@@ -40,15 +40,15 @@ relative error). Each law is stored at LAKE/fits/EXPERIMENT-mixture-FAMILY.json,
 
 Examples:
 
-  mixplan fit                                    # every experiment, 200 bootstrap draws
+  mixplan fit              # every experiment, 200 bootstrap draws
 
   mixplan fit --experiment epoch-chinchilla --bootstrap 1000
 
   mixplan fit --json > fits.json
 
-  mixplan fit --mixture                          # every mixture experiment, paired train/test
+  mixplan fit --mixture    # every mixture experiment, paired train/test
 
-  mixplan fit --mixture -e regmix-1m-train --held-out regmix-1m-test --domain github
+  mixplan fit --mixture -e regmix-1m-train --held-out regmix-1m-test -d github
 """
 
 PREDICT_HELP = """Predict loss with a 95% bootstrap interval for the rows of a CSV file.
