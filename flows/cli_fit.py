@@ -247,9 +247,10 @@ def _fit_mixture_command(
         if experiments:
             pairs = [(name, held_out) for name in experiments]
         else:
-            from flows.pipeline import mixture_experiments
+            from tasks.discover import mixture_experiments
 
-            pairs = [(name, held_out or partner) for name, partner in mixture_experiments(lake)]
+            found = mixture_experiments.fn(lake)
+            pairs = [(name, held_out or partner) for name, partner in found]
         if not pairs:
             console.print(
                 f"[red]error[/red]: no experiment in {lake} trains on more than one source; "
