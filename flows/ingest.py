@@ -12,6 +12,7 @@ from tasks.ingest import (
     FileReport,
     IngestReport,
     discover_task,
+    has_lake,
     parse_task,
     skipped,
     summary_task,
@@ -54,5 +55,5 @@ def ingest(
             report.quarantined or "none",
         )
         reports.append(report)
-    summary = summary_task(lake) if reports else {}
+    summary = summary_task(lake) if has_lake(reports) else {}
     return IngestReport(lake=lake, files=reports, lake_summary=summary).to_dict()

@@ -23,7 +23,7 @@ import polars as pl
 from planning.mappings import Mapping, load_mappings
 from planning.readers import (
     LOG_SUFFIXES,
-    PARTNER_SUFFIX,
+    PARTNER_FORMAT,
     ParsedSource,
     Restage,
     StreamedSource,
@@ -31,6 +31,7 @@ from planning.readers import (
     detect_format,
     parse_source,
     partner_of,
+    read_together,
     stream_source,
     validate_source,
 )
@@ -175,11 +176,18 @@ def discover(
             plans.append(SourcePlan(str(path), None, "", 0, "ingest", note="missing"))
             continue
         name = format or detect_format(path, mappings=mappings)
-        partner = partner_of(path, name) if name else None
-        if name == PARTNER_SUFFIX:
-            if partner in listed or partner is None or not partner.exists():
-                continue  # read with its mixture file (or reported by it)
-            path, name = partner, detect_format(partner, mappings=mappings)
+        if name == PARTNER_FORMAT:
+            main = partner_of(path, name)
+            assert main is not None
+            if main in listed:
+                continue  # read with its main file
+            if not main.exists():
+                note = f"read only together with {main.name}, which is missing"
+                plans.append(
+                    SourcePlan(str(path), name, "", path.stat().st_size, "ignored", note=note)
+                )
+                continue
+            path, name = main, detect_format(main, mappings=mappings)
         if path in seen:
             continue
         seen.add(path)
@@ -188,12 +196,7 @@ def discover(
                 SourcePlan(str(path), name, "", path.stat().st_size, "ignored", note="not a log")
             )
             continue
-        partners = []
-        if name == "regmix":
-            from planning.readers.regmix import partner_loss_file
-
-            loss = partner_loss_file(path)
-            partners = [str(loss)] if loss.exists() else []
+        partners = [str(p) for p in read_together(path, name)] if name else []
         plan = SourcePlan(str(path), name, "", 0, "pending", partners)
         plans.append(settle(plan, known) if hash_now else plan)
     return plans
@@ -337,6 +340,12 @@ def write(
     return _report(plan, validated)
 
 
+def has_lake(reports: list[FileReport]) -> bool:
+    """Whether a lake exists after these reports: some file was written or already there
+    (a run of only ignored files creates nothing, so there is no lake to summarise)."""
+    return any(report.status != "ignored" for report in reports)
+
+
 def skipped(plan: SourcePlan) -> FileReport:
     """The report of a file that is not read (unchanged or ignored)."""
     status = "unchanged" if plan.action == "unchanged" else "ignored"
@@ -394,7 +403,7 @@ def ingest_paths(
         reports.append(report)
         if on_file:
             on_file(plan, report)
-    summary = lake_summary(lake, storage_options=storage_options) if reports else {}
+    summary = lake_summary(lake, storage_options=storage_options) if has_lake(reports) else {}
     return IngestReport(lake=str(lake), files=reports, lake_summary=summary)
 
 

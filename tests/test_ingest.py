@@ -117,3 +117,16 @@ def test_ingest_flow_matches_the_cli_path(prefect_harness, tmp_path, bundled):
     assert read_quarantine(flow_lake)["reason"].to_list() == ["negative_loss"]
     again = ingest([str(folder)], str(flow_lake))
     assert again["totals"]["files_unchanged"] == 3
+
+
+def test_a_regmix_loss_file_without_its_mixture_file_is_reported(tmp_path, bundled):
+    from tasks.ingest import ingest_paths
+
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    shutil.copy(bundled / "sail-sg__regmix/train_pile_loss_1m.csv", folder)
+    report = ingest_paths([folder], tmp_path / "lake")
+    [file] = report.files
+    assert file.status == "ignored"
+    assert "train_mixture_1m.csv, which is missing" in file.note
+    assert not report.usable

@@ -43,7 +43,7 @@ from planning.readers.canonical import (
     read_canonical_jsonl,
     read_canonical_parquet,
 )
-from planning.readers.regmix import read_regmix
+from planning.readers.regmix import mixture_file_of, partner_loss_file, read_regmix
 from planning.readers.tables import (
     read_datablations,
     read_epoch_chinchilla,
@@ -92,7 +92,7 @@ CSV_SIGNATURES: list[tuple[str, set[str]]] = [
 LOG_SUFFIXES = {".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet", ".txt", ".log"}
 """File suffixes that discovery considers run logs (others are ignored, e.g. ``.md``)."""
 
-PARTNER_SUFFIX = "partner"
+PARTNER_FORMAT = "partner"
 """Pseudo-format of a file that is read together with another (RegMix loss file)."""
 
 
@@ -134,7 +134,7 @@ def detect_format(path: Path, *, mappings: list[Mapping] | None = None) -> str |
         if "index" in header and any(c.startswith("train_") for c in header):
             return "regmix"
         if "index" in header and any(c.startswith("metric/") for c in header):
-            return PARTNER_SUFFIX
+            return PARTNER_FORMAT
         for name, signature in CSV_SIGNATURES:
             if signature <= header:
                 return "csv" if name == "canonical" else name
@@ -162,9 +162,17 @@ def unrecognised(path: Path) -> str:
 
 def partner_of(path: Path, format_name: str) -> Path | None:
     """The file whose reader consumes ``path`` (RegMix loss file -> its mixture file)."""
-    if format_name != PARTNER_SUFFIX:
+    if format_name != PARTNER_FORMAT:
         return None
-    return path.with_name(path.name.replace("pile_loss", "mixture"))
+    return mixture_file_of(path)
+
+
+def read_together(path: Path, format_name: str) -> list[Path]:
+    """The other existing files that the reader of ``format_name`` reads with ``path``."""
+    if format_name != "regmix":
+        return []
+    loss = partner_loss_file(path)
+    return [loss] if loss.exists() else []
 
 
 def reader_for(format_name: str, *, mappings: list[Mapping] | None = None) -> Reader:

@@ -44,6 +44,11 @@ def partner_loss_file(mixture_file: Path) -> Path:
     return mixture_file.with_name(mixture_file.name.replace("mixture", "pile_loss"))
 
 
+def mixture_file_of(loss_file: Path) -> Path:
+    """The mixture file that reads a RegMix loss file (the inverse of ``partner_loss_file``)."""
+    return loss_file.with_name(loss_file.name.replace("pile_loss", "mixture"))
+
+
 def read_regmix(path: Path) -> ReaderOutput:
     """Read a RegMix mixture file and its partner loss file as one source."""
     loss_path = partner_loss_file(path)
