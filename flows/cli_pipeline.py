@@ -6,7 +6,7 @@ import contextlib
 import os
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -60,6 +60,27 @@ def dask_scheduler(dask: bool, dask_address: str | None, workers: int):
         yield cluster.scheduler_address
 
 
+def pipeline_parameters(
+    inputs: list[Path] | None,
+    lake: str,
+    specs: Path,
+    reports: Path,
+    bootstrap: int | None,
+    mixture: bool,
+) -> dict[str, Any]:
+    """The pipeline parameters both commands share, from their options (left out when unset,
+    so the pipeline's own default applies)."""
+    parameters = {
+        "inputs": [str(path) for path in inputs] if inputs else None,
+        "lake": lake,
+        "specs": str(specs),
+        "reports": str(reports),
+        "n_bootstrap": bootstrap,
+        "mixture": mixture,
+    }
+    return {name: value for name, value in parameters.items() if value is not None}
+
+
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the ``mixplan`` app."""
 
@@ -96,7 +117,7 @@ def register(app: typer.Typer) -> None:
         Runs on the bundled real data by default, in Prefect's ephemeral mode (no server), and
         prints where the HTML report is.
         """
-        from flows.pipeline import DEFAULT_BOOTSTRAP, pipeline
+        from flows.pipeline import pipeline
 
         started = time.perf_counter()
         with (
@@ -104,12 +125,7 @@ def register(app: typer.Typer) -> None:
             dask_scheduler(dask, dask_address, dask_workers) as address,
         ):
             result = pipeline(
-                inputs=[str(p) for p in inputs] if inputs else None,
-                lake=lake,
-                specs=str(specs),
-                reports=str(reports),
-                n_bootstrap=DEFAULT_BOOTSTRAP if bootstrap is None else bootstrap,
-                mixture=mixture,
+                **pipeline_parameters(inputs, lake, specs, reports, bootstrap, mixture),
                 refit=refit,
                 dask_address=address,
             )
@@ -153,18 +169,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Serve the pipeline on a schedule (needs a Prefect server: `prefect server start`,
         then `export PREFECT_API_URL=http://127.0.0.1:4200/api`)."""
-        from flows.pipeline import DEFAULT_BOOTSTRAP
         from flows.serve import deploy_to_work_pool, serve
 
-        parameters = dict(
-            inputs=[str(p) for p in inputs] if inputs else None,
-            lake=lake,
-            specs=str(specs),
-            reports=str(reports),
-            n_bootstrap=DEFAULT_BOOTSTRAP if bootstrap is None else bootstrap,
-            mixture=mixture,
-            dask_address=dask_address,
-        )
+        parameters = pipeline_parameters(inputs, lake, specs, reports, bootstrap, mixture)
+        parameters["dask_address"] = dask_address
         if work_pool:
             deployment = deploy_to_work_pool(
                 work_pool, cron=cron, interval=interval, name=name, **parameters

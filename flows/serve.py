@@ -9,47 +9,51 @@ scheduler). To run through a work pool instead, see :func:`deploy_to_work_pool`.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import signal
 from datetime import timedelta
 from typing import Any
 
-from flows.config import DEFAULT_LAKE, DEFAULT_REPORTS, EXAMPLE_SPECS, REPO_ROOT
-from flows.pipeline import DEFAULT_BOOTSTRAP, pipeline
+from flows.config import REPO_ROOT
+from flows.pipeline import pipeline
 
 DEPLOYMENT_NAME = "mixplan-scheduled"
 DEFAULT_CRON = "0 * * * *"
 """Hourly: new logs are picked up, refitted if they changed, re-planned and reported."""
+DESCRIPTION = "mixplan: ingest new run logs, refit, re-plan, report what changed"
+PATH_PARAMETERS = ("lake", "specs", "reports")
+"""Pipeline parameters that are paths (made absolute for a served run)."""
 
 
-def deployment_parameters(
-    *,
-    inputs: list[str] | None = None,
-    lake: str = str(DEFAULT_LAKE),
-    specs: str = str(EXAMPLE_SPECS),
-    reports: str = str(DEFAULT_REPORTS),
-    n_bootstrap: int = DEFAULT_BOOTSTRAP,
-    mixture: bool = True,
-    dask_address: str | None = None,
-) -> dict[str, Any]:
-    """The pipeline parameters a scheduled run uses (paths made absolute: a served run's working
-    directory is not the caller's)."""
+def deployment_parameters(**parameters: Any) -> dict[str, Any]:
+    """The pipeline parameters a scheduled run uses: the given ones (``None`` values dropped)
+    over the pipeline's defaults, with paths made absolute (a served run's working directory is
+    not the caller's)."""
+    defaults = {
+        name: parameter.default
+        for name, parameter in inspect.signature(pipeline.fn).parameters.items()
+        if parameter.default is not inspect.Parameter.empty
+    }
+    given = {name: value for name, value in parameters.items() if value is not None}
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise TypeError(f"the pipeline has no parameter {unknown[0]!r}; known: {sorted(defaults)}")
+    merged = {name: value for name, value in {**defaults, **given}.items() if value is not None}
 
     def absolute(path: str) -> str:
-        return path if "://" in path else os.path.abspath(path)
+        return path if "://" in str(path) else os.path.abspath(path)
 
-    parameters: dict[str, Any] = {
-        "lake": absolute(lake),
-        "specs": absolute(specs),
-        "reports": absolute(reports),
-        "n_bootstrap": n_bootstrap,
-        "mixture": mixture,
-    }
-    if inputs:
-        parameters["inputs"] = [absolute(p) for p in inputs]
-    if dask_address:
-        parameters["dask_address"] = dask_address
-    return parameters
+    for name in PATH_PARAMETERS:
+        merged[name] = absolute(merged[name])
+    if merged.get("inputs"):
+        merged["inputs"] = [absolute(path) for path in merged["inputs"]]
+    return merged
+
+
+def _schedule(cron: str | None, interval: float | None) -> dict[str, Any]:
+    """``flow.serve`` / ``flow.deploy`` schedule keywords: an interval, else a cron string."""
+    return {"interval": timedelta(seconds=interval)} if interval else {"cron": cron or DEFAULT_CRON}
 
 
 def serve(
@@ -79,16 +83,13 @@ def serve(
     # flow.serve stops on KeyboardInterrupt; turn SIGTERM (process managers) into that too
     with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
         signal.signal(signal.SIGTERM, signal.default_int_handler)
-    schedule: dict[str, Any] = (
-        {"interval": timedelta(seconds=interval)} if interval else {"cron": cron or DEFAULT_CRON}
-    )
     pipeline.serve(
         name=name,
         parameters=deployment_parameters(**parameters),
         limit=limit,
         tags=["mixplan"],
-        description="mixplan: ingest new run logs, refit, re-plan, report what changed",
-        **schedule,
+        description=DESCRIPTION,
+        **_schedule(cron, interval),
     )
 
 
@@ -108,18 +109,15 @@ def deploy_to_work_pool(
     worker on this machine needs nothing else; for Docker or Kubernetes pools give a git URL.
     Returns the deployment id.
     """
-    schedule: dict[str, Any] = (
-        {"interval": timedelta(seconds=interval)} if interval else {"cron": cron or DEFAULT_CRON}
-    )
     flow = pipeline.from_source(source or str(REPO_ROOT), "flows/pipeline.py:pipeline")
     return flow.deploy(
         name=name,
         work_pool_name=work_pool,
         parameters=deployment_parameters(**parameters),
         tags=["mixplan"],
-        description="mixplan: ingest new run logs, refit, re-plan, report what changed",
+        description=DESCRIPTION,
         build=False,
         push=False,
         print_next_steps=False,
-        **schedule,
+        **_schedule(cron, interval),
     )
