@@ -1,7 +1,10 @@
-"""Planning reports: a data model, offline charts (PNG) and HTML / Markdown renderers.
+"""Planning reports: a data model, its assembly from results, offline charts and renderers.
 
-Pure rendering: no Prefect, no file I/O. The pipeline builds a :class:`Report` from fits, plans
-and drift checks and writes the strings these functions return.
+Pure: no Prefect, no file I/O. :func:`planning.report.build.build_report` assembles a
+:class:`Report` from fits (:mod:`~planning.report.laws`), plans (:mod:`~planning.report.plans`),
+the lake coverage (:mod:`~planning.report.coverage`) and the drift check
+(:mod:`~planning.report.drift`); :func:`render_html` and :func:`render_markdown` turn it into
+the strings the pipeline's report task writes. Charts are drawn by :mod:`~planning.report.plots`.
 """
 
 from planning.report.format import (

@@ -1,9 +1,9 @@
 """What a planning report shows, as plain frozen dataclasses (no Prefect, no I/O).
 
-The pipeline's report task translates fits, plans and drift checks into these; the renderers
-(:mod:`planning.report.html`, :mod:`planning.report.markdown`) only read them. Every number
-carries its unit name (``params``, ``tokens``, ``flops``, ``loss``, ``fraction``, ...) so the
-renderers can print it readably.
+:func:`planning.report.build.build_report` translates fits, plans and drift checks into these;
+the renderers (:mod:`planning.report.html`, :mod:`planning.report.markdown`) only read them.
+Every number carries its unit name (``params``, ``tokens``, ``flops``, ``loss``, ``fraction``,
+...) so the renderers can print it readably.
 """
 
 from __future__ import annotations

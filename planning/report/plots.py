@@ -21,6 +21,7 @@ ACCENT = "#2563eb"
 HELD_OUT = "#dc2626"
 MUTED = "#9aa5b1"
 BAND = "#bfdbfe"
+LOSS_LABEL = "loss (nats / token)"
 PALETTE = ("#2563eb", "#059669", "#d97706", "#7c3aed", "#db2777", "#0891b2", "#65a30d", "#ea580c")
 
 
@@ -43,6 +44,26 @@ def _png(figure: MplFigure) -> bytes:
     return buffer.getvalue()
 
 
+def _log_x_chart(
+    figure: MplFigure,
+    axes,
+    *,
+    xlabel: str,
+    ylabel: str,
+    legend: str | None = None,
+    x_formatter: FuncFormatter | None = None,
+) -> bytes:
+    """Finish a line chart on a log x axis (ticks by ``x_formatter`` if given): labels and a
+    frameless legend (titled ``legend``); returns the PNG."""
+    axes.set_xscale("log")
+    if x_formatter is not None:
+        axes.xaxis.set_major_formatter(x_formatter)
+    axes.set_xlabel(xlabel, color=INK)
+    axes.set_ylabel(ylabel, color=INK)
+    axes.legend(frameon=False, fontsize=8, title=legend, title_fontsize=8)
+    return _png(figure)
+
+
 def _count_formatter() -> FuncFormatter:
     return FuncFormatter(lambda value, _pos: format_count(value, digits=0))
 
@@ -57,7 +78,6 @@ def loss_vs_compute(
     curve_low: Sequence[float] | None = None,
     curve_high: Sequence[float] | None = None,
     cutoff_flops: float | None = None,
-    title: str = "",
 ) -> bytes:
     """Observed loss against training compute with the fitted law's compute-optimal frontier.
 
@@ -94,13 +114,7 @@ def loss_vs_compute(
         )
     if cutoff_flops:
         axes.axvline(cutoff_flops, color=HELD_OUT, lw=0.8, ls="--", alpha=0.6)
-    axes.set_xscale("log")
-    axes.set_xlabel("training compute (FLOPs)", color=INK)
-    axes.set_ylabel("loss (nats / token)", color=INK)
-    if title:
-        axes.set_title(title, color=INK, fontsize=10, loc="left")
-    axes.legend(frameon=False, fontsize=8)
-    return _png(figure)
+    return _log_x_chart(figure, axes, xlabel="training compute (FLOPs)", ylabel=LOSS_LABEL)
 
 
 def isoflop_curves(
@@ -110,7 +124,6 @@ def isoflop_curves(
     losses: Sequence[Sequence[float]],
     optimum_params: Sequence[float],
     optimum_loss: Sequence[float],
-    title: str = "",
 ) -> bytes:
     """Loss against model size at fixed compute budgets (isoFLOP curves) with each optimum."""
     figure, axes = _figure()
@@ -126,40 +139,29 @@ def isoflop_curves(
             edgecolor="white",
             zorder=3,
         )
-    axes.set_xscale("log")
-    axes.xaxis.set_major_formatter(_count_formatter())
-    axes.set_xlabel("parameters", color=INK)
-    axes.set_ylabel("loss (nats / token)", color=INK)
-    if title:
-        axes.set_title(title, color=INK, fontsize=10, loc="left")
-    axes.legend(frameon=False, fontsize=8, title="budget", title_fontsize=8)
-    return _png(figure)
+    return _log_x_chart(
+        figure,
+        axes,
+        xlabel="parameters",
+        ylabel=LOSS_LABEL,
+        legend="budget",
+        x_formatter=_count_formatter(),
+    )
 
 
 def loss_cost_frontier(
     *,
     cost: Sequence[float],
     loss: Sequence[float],
-    loss_low: Sequence[float] | None = None,
-    loss_high: Sequence[float] | None = None,
     chosen: tuple[float, float] | None = None,
     cost_label: str = "training compute (FLOPs)",
-    title: str = "",
 ) -> bytes:
     """The Pareto frontier of predicted loss against cost over a budget sweep."""
     figure, axes = _figure()
-    if loss_low is not None and loss_high is not None:
-        axes.fill_between(cost, loss_low, loss_high, color=BAND, alpha=0.8, lw=0, label="interval")
     axes.plot(cost, loss, color=ACCENT, lw=2, marker="o", ms=3.5, label="best achievable loss")
     if chosen is not None:
         axes.scatter([chosen[0]], [chosen[1]], color=HELD_OUT, s=45, zorder=4, label="this plan")
-    axes.set_xscale("log")
-    axes.set_xlabel(cost_label, color=INK)
-    axes.set_ylabel("predicted loss (nats / token)", color=INK)
-    if title:
-        axes.set_title(title, color=INK, fontsize=10, loc="left")
-    axes.legend(frameon=False, fontsize=8)
-    return _png(figure)
+    return _log_x_chart(figure, axes, xlabel=cost_label, ylabel="predicted " + LOSS_LABEL)
 
 
 def mixture_bars(
@@ -168,7 +170,6 @@ def mixture_bars(
     weights: Sequence[float],
     low: Sequence[float] | None = None,
     high: Sequence[float] | None = None,
-    title: str = "",
 ) -> bytes:
     """Planned mixture weights per source as horizontal bars with interval whiskers."""
     weights_arr = np.asarray(weights, dtype=float)
@@ -196,8 +197,6 @@ def mixture_bars(
     axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{100 * value:.0f}%"))
     axes.set_xlabel("share of training tokens", color=INK)
     axes.grid(False, axis="y")
-    if title:
-        axes.set_title(title, color=INK, fontsize=10, loc="left")
     return _png(figure)
 
 
@@ -207,7 +206,6 @@ def grouped_bars(
     series: dict[str, Sequence[float]],
     xlabel: str,
     percent: bool = False,
-    title: str = "",
 ) -> bytes:
     """Horizontal grouped bars: one group per category, one bar per series (e.g. per law)."""
     count = len(categories)
@@ -230,6 +228,4 @@ def grouped_bars(
     axes.set_xlabel(xlabel, color=INK)
     axes.grid(False, axis="y")
     axes.legend(frameon=False, fontsize=8)
-    if title:
-        axes.set_title(title, color=INK, fontsize=10, loc="left")
     return _png(figure)
