@@ -1,8 +1,12 @@
-"""Readable numbers for people: 7.0e9 params -> "7.0B", 5.76e23 FLOPs -> "5.8e23 FLOPs"."""
+"""Readable numbers for people: 7.0e9 params -> "7.0B", 5.76e23 FLOPs -> "5.8e23 FLOPs"; and
+estimates with their intervals as a table of such strings."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+
+from planning.report.model import Estimate, Table
 
 _SUFFIXES = ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K"))
 
@@ -96,3 +100,18 @@ def format_interval(low: float | None, high: float | None, unit: str) -> str:
     if unit == "flops":
         return text.replace(" FLOPs", "") + " FLOPs"
     return text
+
+
+def estimate_table(estimates: Sequence[Estimate], caption: str = "") -> Table:
+    """Estimates as a table; the interval column only when some estimate has an interval."""
+    intervals = [format_interval(e.low, e.high, e.unit) for e in estimates]
+    if all(text == "—" for text in intervals):
+        rows = tuple((e.name, format_quantity(e.value, e.unit)) for e in estimates)
+        return Table(("quantity", "estimate"), rows, caption)
+    levels = {e.level for e in estimates}
+    header = f"{levels.pop():.0%} interval" if len(levels) == 1 else "interval"
+    rows = tuple(
+        (e.name, format_quantity(e.value, e.unit), text)
+        for e, text in zip(estimates, intervals, strict=True)
+    )
+    return Table(("quantity", "estimate", header), rows, caption)

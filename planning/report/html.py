@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 from html import escape
 
-from planning.report.format import format_interval, format_quantity
+from planning.report.format import estimate_table, format_interval, format_quantity
 from planning.report.model import (
     DriftSection,
     Estimate,
@@ -126,21 +126,6 @@ def _kpis(estimates: tuple[Estimate, ...]) -> str:
             f"{interval_html}</div>"
         )
     return f'<div class="kpis">{"".join(cells)}</div>' if cells else ""
-
-
-def estimate_table(estimates: tuple[Estimate, ...], caption: str = "") -> Table:
-    """Estimates as a table; the interval column only when some estimate has an interval."""
-    intervals = [format_interval(e.low, e.high, e.unit) for e in estimates]
-    if all(text == "—" for text in intervals):
-        rows = tuple((e.name, format_quantity(e.value, e.unit)) for e in estimates)
-        return Table(("quantity", "estimate"), rows, caption)
-    levels = {e.level for e in estimates}
-    header = f"{levels.pop():.0%} interval" if len(levels) == 1 else "interval"
-    rows = tuple(
-        (e.name, format_quantity(e.value, e.unit), text)
-        for e, text in zip(estimates, intervals, strict=True)
-    )
-    return Table(("quantity", "estimate", header), rows, caption)
 
 
 def _estimate_table(estimates: tuple[Estimate, ...], caption: str) -> str:

@@ -6,6 +6,7 @@ them.
 
 from __future__ import annotations
 
+from planning.report.format import estimate_table
 from planning.report.model import Estimate, Report, Table
 
 
@@ -23,8 +24,6 @@ def markdown_table(table: Table) -> str:
 
 
 def _estimates(estimates: tuple[Estimate, ...]) -> str:
-    from planning.report.html import estimate_table
-
     return markdown_table(estimate_table(estimates))
 
 
