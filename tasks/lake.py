@@ -222,9 +222,9 @@ def final_losses(
 def read_quarantine(
     lake: str | Path, *, storage_options: dict[str, str] | None = None
 ) -> pl.DataFrame:
-    """Every quarantined record (schema ``QUARANTINE_SCHEMA``), by file and line."""
+    """Every quarantined record (schema ``QUARANTINE_SCHEMA``), by file, line and reason."""
     frame = _scan(lake, "quarantine", None, storage_options).collect()
-    return conform(frame, QUARANTINE_SCHEMA).sort(["source_file", "source_line"])
+    return conform(frame, QUARANTINE_SCHEMA).sort(["source_file", "source_line", "reason"])
 
 
 def read_sources(

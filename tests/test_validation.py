@@ -164,7 +164,8 @@ def test_duplicates_across_chunks_go_through_staging(tmp_path, monkeypatch):
     monkeypatch.setattr(canonical, "CHUNK_BYTES", 200)  # several chunks for a small file
     lines = [_line(step=s, loss=4.0 - s / 10) for s in range(1, 9)]
     lines.append(_line(step=2, loss=9.9))  # conflicts with line 2, in a later chunk
-    _, lake, _ = _ingest(tmp_path, "a.jsonl", "\n".join(lines) + "\n")
+    _, lake, path = _ingest(tmp_path, "a.jsonl", "\n".join(lines) + "\n")
+    assert len(list(canonical.iter_jsonl(path))) > 2  # the conflict really spans chunks
     assert _reasons(lake) == [(2, "loss", "duplicate_conflict"), (9, "loss", "duplicate_conflict")]
     assert read_metrics(lake)["step"].to_list() == [1, 3, 4, 5, 6, 7, 8]
 

@@ -154,13 +154,15 @@ def _parse_block(
 
 
 def iter_jsonl(
-    path: Path, *, chunk_bytes: int = CHUNK_BYTES, keep_record: bool = False
+    path: Path, *, chunk_bytes: int | None = None, keep_record: bool = False
 ) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
     """Yield ``(frame, quarantine)`` per chunk of a JSONL file, with 1-based ``source_line``.
 
-    The file is memory-mapped and cut at line ends every ``chunk_bytes``; memory is bounded
-    by the chunk (plus its parsed frame), whatever the file size.
+    The file is memory-mapped and cut at line ends every ``chunk_bytes`` (default
+    ``CHUNK_BYTES``, read at call time); memory is bounded by the chunk (plus its parsed frame),
+    whatever the file size.
     """
+    chunk_bytes = chunk_bytes or CHUNK_BYTES
     size = path.stat().st_size
     if size == 0:
         return
