@@ -9,7 +9,9 @@ from prefect.logging import disable_run_logger
 
 from planning.drift import flag_runs, plan_moves
 from planning.fitting import fit_frame
+from planning.report.build import build_report
 from planning.report.drift import drift_section
+from planning.report.laws import law_section
 from planning.report.plans import flatten_plan, plan_section
 from tasks.drift import check_drift
 
@@ -166,3 +168,28 @@ def test_a_point_outside_its_own_interval_is_not_a_move():
     assert plan_moves("p", skewed, skewed) == []
     nudged = {"vocab_size": (128_400.0, 109_442.0, 127_242.0)}
     assert plan_moves("p", skewed, nudged) == []
+
+
+def test_a_fitted_law_is_shown_with_its_runs_and_a_broken_section_becomes_a_problem(epoch_fit):
+    fit, frame = epoch_fit
+    section = law_section(fit, frame)
+    assert section.title == f"chinchilla law · experiment ep ({fit.name})"
+    assert [f.title for f in section.figures] == ["loss vs compute", "isoFLOP curves"]
+    assert [p.name for p in section.parameters] == list(type(fit.law).param_names())
+    assert all(p.low is not None for p in section.parameters)  # bootstrap intervals shown
+    broken_mixture = {"experiment": "m", "scores": [{"model": "linear"}]}  # no domain
+    report = build_report(
+        lake="lake",
+        code="test",
+        generated_at="now",
+        coverage=None,
+        fits=[(fit, frame)],
+        mixture_fits=[broken_mixture],
+        plans={},
+        drift=None,
+        problems=["fit of experiment x failed: ...; its laws are left out"],
+    )
+    assert report.laws == (section,)
+    assert report.problems[0].startswith("fit of experiment x failed")
+    assert report.problems[1].startswith("mixture fit of m: not shown")
+    assert dict(report.facts)["laws fitted"] == "2"
