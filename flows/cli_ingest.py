@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from flows.config import DEFAULT_LAKE
+from planning.errors import MixplanError
 
 HELP = """Read training-run logs into the validated run-log lake (Delta Lake tables).
 
@@ -27,6 +28,9 @@ Formats (detected from the file name and first line, or forced with --format):
 
 * mapping:NAME: raw dumps read through a declared mapping in `data/mappings/*.toml`
   (e.g. `mapping:mixinglaws-5mix` for the Data Mixing Laws `5Mix/*.txt` files)
+
+A format not listed: declare a mapping (a TOML file, no code; see planning/mappings.py) or
+name your columns as mixplan does. A file no reader recognises is reported with what was seen.
 
 Bad records go to the lake's quarantine table with file, line, field and reason; good records
 of the same file go through. Files whose sha256 is unchanged since the last ingest are skipped.
@@ -52,7 +56,10 @@ def ingest_command(
         typer.Option("--format", help="Force a format (see above); detected per file by default."),
     ] = None,
     mappings: Annotated[
-        Path | None, typer.Option(help="Folder of declared mapping TOML files.")
+        Path | None,
+        typer.Option(
+            help="Folder of declared mapping TOML files, used instead of data/mappings.",
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
@@ -77,13 +84,18 @@ def ingest_command(
             else:
                 progress.advance(bar)
 
-        report = ingest_paths(
-            [str(p) for p in paths],
-            lake,
-            format=format,
-            mappings_dir=mappings,
-            on_file=on_file,
-        )
+        try:
+            report = ingest_paths(
+                [str(p) for p in paths],
+                lake,
+                format=format,
+                mappings_dir=mappings,
+                on_file=on_file,
+            )
+        except MixplanError as err:  # a bad option (unknown --format, missing --mappings)
+            progress.stop()
+            console.print(f"[red]error[/red]: {err}")
+            raise typer.Exit(2) from err
         progress.update(bar, total=len(report.files), description="done")
     summary = report.to_dict()
     if as_json:

@@ -137,10 +137,24 @@ def load_mapping(path: str | Path) -> Mapping:
 
 
 def load_mappings(directory: str | Path | None = None) -> list[Mapping]:
-    """Every ``*.toml`` mapping in ``directory`` (default: mixplan's ``data/mappings``)."""
-    directory = Path(directory) if directory is not None else DEFAULT_MAPPINGS_DIR
+    """Every ``*.toml`` mapping in ``directory`` (default: mixplan's ``data/mappings``).
+
+    Raises
+    ------
+    RunLogError
+        When a ``directory`` that was asked for is not a folder (the default may be absent: an
+        installed mixplan without its data folder simply has no bundled mappings).
+    """
+    if directory is None:
+        directory = DEFAULT_MAPPINGS_DIR
+        if not directory.is_dir():
+            return []
+    directory = Path(directory)
     if not directory.is_dir():
-        return []
+        raise RunLogError(
+            f"mappings folder {directory} does not exist; pass a folder of *.toml mappings "
+            f"(mixplan's own are in {DEFAULT_MAPPINGS_DIR})"
+        )
     return [load_mapping(p) for p in sorted(directory.glob("*.toml"))]
 
 

@@ -216,7 +216,9 @@ def settle(plan: SourcePlan, known: dict[str, str]) -> SourcePlan:
     return plan
 
 
-def parse(plan: SourcePlan, *, staging_dir: str | Path, mappings=None) -> ParsedSource:
+def parse(
+    plan: SourcePlan, *, staging_dir: str | Path, mappings: list[Mapping] | None = None
+) -> ParsedSource:
     """Parse one planned file (row-level checks included); good metric rows are staged."""
     return parse_source(plan.path, format=plan.format, staging_dir=staging_dir, mappings=mappings)
 

@@ -84,8 +84,9 @@ def test_unknown_forced_format_is_a_clear_error(tmp_path, bundled):
             "nope",
         ],
     )
-    assert result.exit_code != 0
-    assert "unknown format" in str(result.exception)
+    assert result.exit_code == 2
+    assert "unknown format 'nope'" in result.output  # a message, not a traceback
+    assert "known formats:" in result.output
 
 
 def test_task_functions_run_without_a_flow(tmp_path, bundled):
@@ -130,3 +131,15 @@ def test_a_regmix_loss_file_without_its_mixture_file_is_reported(tmp_path, bundl
     assert file.status == "ignored"
     assert "train_mixture_1m.csv, which is missing" in file.note
     assert not report.usable
+
+
+def test_a_missing_mappings_folder_is_a_clear_error(tmp_path):
+    log = tmp_path / "a.jsonl"
+    log.write_text('{"run_id": "r", "step": 1, "loss": 3.0}\n')
+    missing = tmp_path / "no-such-folder"
+    result = runner.invoke(
+        app, ["ingest", str(log), "--lake", str(tmp_path / "lake"), "--mappings", str(missing)]
+    )
+    assert result.exit_code == 2
+    assert "does not exist" in result.output
+    assert not (tmp_path / "lake").exists()  # nothing was written

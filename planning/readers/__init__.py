@@ -107,9 +107,18 @@ def _first_line(path: Path) -> str:
 def detect_format(path: Path, *, mappings: list[Mapping] | None = None) -> str | None:
     """The format of ``path`` from its name and first line, or None when none fits.
 
-    Declared mappings are tried first (their ``files`` globs), then the suffix and content.
-    Returns ``"partner"`` for a file that another file's reader consumes (RegMix loss files)
-    and ``"ignore"`` for a file a mapping excludes (``proportions.txt``).
+    Tried in this order:
+
+    1. declared mappings (their ``files`` globs): ``mapping:<name>``, or ``"ignore"`` for a
+       file the mapping excludes (``proportions.txt``);
+    2. ``.parquet``: canonical Parquet;
+    3. ``.jsonl`` / ``.ndjson`` / ``.json``: ``wandb`` when the first record has the W&B keys
+       (``wandb.SIGNATURE``) and no ``run_id``, else canonical JSONL;
+    4. ``.csv`` / ``.tsv`` by header: RegMix (``index`` + ``train_*`` columns), ``"partner"``
+       for a RegMix loss file (``index`` + ``metric/*``; read by its mixture file's reader),
+       then the first of ``CSV_SIGNATURES`` whose columns are all present.
+
+    None means no reader fits; ``unrecognised(path)`` says why and what to do.
     """
     mapping = find_mapping(path, mappings if mappings is not None else load_mappings())
     if mapping is not None:
