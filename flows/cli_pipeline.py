@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from flows.config import DEFAULT_LAKE, DEFAULT_REPORTS, EXAMPLE_SPECS
 
@@ -134,7 +135,7 @@ def register(app: typer.Typer) -> None:
             console.print(f"plan [bold]{name}[/bold]: {status}")
         console.print(result["drift"])
         for problem in result["problems"]:
-            console.print(f"[yellow]problem:[/yellow] {problem}")
+            console.print(f"[yellow]problem:[/yellow] {escape(problem)}")
         fits = "reused (lake unchanged)" if result["cached_fit"] else "refitted"
         console.print(f"fits {fits}; finished in {elapsed:.0f} s")
         console.print(f"[bold green]report:[/bold green] {Path(result['report']).resolve()}")

@@ -108,9 +108,11 @@ def plan_specs(
             grid = whatif_grid(spec)
         except Exception as error:  # a broken spec is reported, the other plans still run
             hint = missing_fit_hint(spec, fits_written) if fits_written is not None else None
-            problems.append(
-                _failure(logger, f"plan {name}", error, hint or "fix the spec and run again")
-            )
+            if hint is None:
+                problems.append(_failure(logger, f"plan {name}", error, "fix the spec"))
+            else:  # the planner's own advice (run `mixplan fit`) does not fit a pipeline run
+                logger.error("plan %s failed: %s", name, error)
+                problems.append(f"plan {name} failed: {hint}")
             continue
         if grid:
             budgets, tokens = zip(*grid, strict=True)

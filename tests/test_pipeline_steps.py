@@ -39,7 +39,7 @@ def test_a_spec_naming_a_fit_this_run_did_not_write_says_which_fits_exist(bundle
     spec = tomllib.loads((bundled.parent / "specs" / "bundled.toml").read_text())
     spec["law"]["fit"] = "epoch-chinchilla-typo"
     hint = missing_fit_hint(spec, ["epoch-chinchilla", "sardana-kaplan"])
-    assert "'epoch-chinchilla-typo' was not written by this run" in hint
+    assert "fit = 'epoch-chinchilla-typo' names a fit this run did not write" in hint
     assert "fits written: epoch-chinchilla, sardana-kaplan" in hint
     assert missing_fit_hint(spec, ["epoch-chinchilla-typo"]) is None
     assert missing_fit_hint({"law": {"name": "chinchilla"}}, []) is None

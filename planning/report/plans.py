@@ -308,6 +308,6 @@ def missing_fit_hint(spec: Mapping[str, Any], fits_written: Sequence[str]) -> st
         return None
     written = ", ".join(sorted(fits_written)) or "none"
     return (
-        f"the spec's [law] fit = {fit!r} was not written by this run (fits written: {written}); "
-        "point it at one of those, or add the runs it is fitted on to the inputs"
+        f"its spec's [law] fit = {fit!r} names a fit this run did not write (fits written: "
+        f"{written}); point it at one of those, or add the runs it is fitted on to the inputs"
     )
