@@ -18,13 +18,14 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from planning.drift import DriftResult, fit_selection, one_loss_per_run
+from planning.drift import DriftResult, fit_selection
 from planning.fitting.result import FitResult
 from planning.provenance import code_version
 from planning.report import Table, render_html, render_markdown
 from planning.report.build import build_report
 from planning.report.coverage import coverage_table
-from planning.report.laws import mixture_section  # noqa: F401 - tests/test_report_sections.py
+from planning.report.laws import mixture_section as mixture_section  # tests import it here
+from planning.report.laws import runs_of_fit
 from tasks.locking import is_local, local_path, read_text, write_text_atomic
 
 
@@ -50,17 +51,15 @@ def fitted_runs(lake: str, fit: FitResult) -> pl.DataFrame:
     from tasks.lake import final_losses
 
     selection = fit_selection(fit)
-    frame = final_losses(
-        lake,
-        experiment=selection.get("experiment"),
-        split=selection.get("split"),
-        domain=selection.get("domain"),
+    return runs_of_fit(
+        fit,
+        final_losses(
+            lake,
+            experiment=selection.get("experiment"),
+            split=selection.get("split"),
+            domain=selection.get("domain"),
+        ),
     )
-    if frame.height and "loss_kind" in frame.columns:
-        kinds = frame["loss_kind"].unique().to_list()
-        if fit.law.name != "tao" and "nats" in kinds:
-            frame = frame.filter(pl.col("loss_kind") == "nats")
-    return one_loss_per_run(frame)
 
 
 def lake_coverage(lake: str) -> Table:

@@ -11,7 +11,7 @@ from planning.drift import flag_runs, plan_moves
 from planning.fitting import fit_frame
 from planning.report.build import build_report
 from planning.report.drift import drift_section
-from planning.report.laws import law_section
+from planning.report.laws import law_section, runs_of_fit
 from planning.report.plans import flatten_plan, plan_section
 from tasks.drift import check_drift
 
@@ -193,3 +193,24 @@ def test_a_fitted_law_is_shown_with_its_runs_and_a_broken_section_becomes_a_prob
     assert report.problems[0].startswith("fit of experiment x failed")
     assert report.problems[1].startswith("mixture fit of m: not shown")
     assert dict(report.facts)["laws fitted"] == "2"
+
+
+def test_a_fit_is_charted_with_one_validation_loss_in_nats_per_run(epoch_fit):
+    fit, frame = epoch_fit
+    rows = frame.head(3).sort("run_id")
+    final_losses = pl.concat(
+        [
+            rows.with_columns(
+                split=pl.lit(split), domain=pl.lit(domain), loss_kind=pl.lit(kind)
+            ).with_columns(pl.col("loss") + offset)
+            for split, domain, kind, offset in [
+                ("train", "all", "nats", 1.0),
+                ("val", "web", "nats", 2.0),
+                ("val", "all", "nats", 0.0),
+                ("val", "all", "unigram_normalized", -5.0),
+            ]
+        ]
+    )
+    charted = runs_of_fit(fit, final_losses)
+    assert charted["run_id"].to_list() == rows["run_id"].to_list()
+    assert charted["loss"].to_list() == rows["loss"].to_list()

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from planning.drift import fit_selection
+from planning.drift import fit_selection, one_loss_per_run
 from planning.fitting.result import FitResult
 from planning.report import plots
 from planning.report.format import (
@@ -87,6 +87,16 @@ def _isoflop_figure(fit: FitResult, flops: np.ndarray) -> Figure | None:
         png,
         "Loss against model size at fixed compute (D = C / 6N); dots mark each budget's optimum.",
     )
+
+
+def runs_of_fit(fit: FitResult, final_losses: pl.DataFrame) -> pl.DataFrame:
+    """The runs to chart with a fit: one final loss per run from the final losses of its
+    selection, in nats per token unless the law models another loss kind (Tao's Lossu)."""
+    frame = final_losses
+    kinds = frame["loss_kind"].unique().to_list() if "loss_kind" in frame.columns else []
+    if fit.law.name != "tao" and "nats" in kinds:
+        frame = frame.filter(pl.col("loss_kind") == "nats")
+    return one_loss_per_run(frame)
 
 
 def law_section(fit: FitResult, frame: pl.DataFrame | None = None) -> LawSection:
