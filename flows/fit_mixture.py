@@ -141,7 +141,7 @@ def fit_mixture(
             entry["params"] = model.params_table()
             if save:
                 entry["path"] = store_mixture_fit(
-                    lake, fit_name(experiment, family), model, data_hash, scores
+                    lake, fit_name(experiment, family), model, data_hash, scores, data.max_shares()
                 )
         result["fits"][family] = entry
     if hold_out_largest:

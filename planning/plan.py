@@ -22,6 +22,7 @@ from planning.explain import binding_labels, flat_params_range, hyperparameters,
 from planning.fitting.result import FitResult
 from planning.laws import DATABLATIONS, ChinchillaLaw, MuennighoffLaw
 from planning.mixture import AdditiveLaw, AdditiveScaleLaw, ExponentialLaw, PerSourceLaw
+from planning.mixture.data import TRAINING_MAX_SHARE
 from planning.programs.budget import BudgetProgram, robust_budget
 from planning.programs.common import PlanStatus
 from planning.programs.frontier import frontier
@@ -31,9 +32,6 @@ from planning.programs.repetition import repetition_allocation
 from planning.programs.vocabulary import VocabularyProgram, VocabularyResult
 from planning.provenance import code_version
 from planning.spec import PUBLISHED_LAWS, PlanSpec
-
-TRAINING_MAX_SHARE = "training_max_share"
-"""Key of a stored mixture law's ``{source: largest share in its training runs}``."""
 
 MIXTURE_LAWS = {
     cls.__name__: cls for cls in (ExponentialLaw, AdditiveLaw, AdditiveScaleLaw, PerSourceLaw)

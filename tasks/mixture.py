@@ -21,7 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from planning.errors import RunLogError, SpecError
 from planning.mixture.additive import AdditiveLaw
 from planning.mixture.baselines import LightGBMBaseline, LinearBaseline
-from planning.mixture.data import MixtureData
+from planning.mixture.data import TRAINING_MAX_SHARE, MixtureData
 from planning.mixture.evaluation import evaluate
 from planning.mixture.exponential import ExponentialLaw
 from planning.mixture.nested import MixtureCurves, compare_routes
@@ -196,6 +196,12 @@ def store_mixture_fit(
     law: Any,
     data_hash: str,
     scores: pl.DataFrame | None = None,
+    max_shares: dict[str, float] | None = None,
 ) -> str:
-    """Store a fitted law as JSON under ``<lake>/fits/`` (retried: remote lakes)."""
-    return write_mixture_fit(lake, name, law, data_hash=data_hash, scores=scores)
+    """Store a fitted law as JSON under ``<lake>/fits/`` (retried: remote lakes).
+
+    ``max_shares`` (each source's largest share in the fitted runs) is stored as the law's
+    trust region, which the planner applies to mixtures planned with it.
+    """
+    extra = {TRAINING_MAX_SHARE: max_shares} if max_shares is not None else None
+    return write_mixture_fit(lake, name, law, data_hash=data_hash, scores=scores, extra=extra)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 from prefect.logging import disable_run_logger
 from rich.console import Console
@@ -56,7 +57,7 @@ def test_unknown_family_is_rejected(regmix_lake: str) -> None:
 
 @pytest.mark.flow
 def test_fit_mixture_flow_reports_laws_and_held_out_errors(
-    prefect_harness: None, regmix_lake: str
+    prefect_harness: None, regmix_lake: str, bundled: Path
 ) -> None:
     from flows.fit_mixture import fit_mixture, mixture_fit_report
 
@@ -71,6 +72,17 @@ def test_fit_mixture_flow_reports_laws_and_held_out_errors(
     assert set(result["fits"]) == {"additive", "linear"}
     assert Path(result["fits"]["additive"]["path"]).is_file()
     assert result["fits"]["linear"]["path"] is None  # baselines are not stored for planning
+    # the stored law carries its trust region: each source's largest share in the raw table
+    raw = pl.read_csv(
+        Path(__file__).parents[1] / "data/public/sail-sg__regmix/train_mixture_1m.csv"
+    )
+    stored = json.loads(Path(result["fits"]["additive"]["path"]).read_text())
+    shares = stored["training_max_share"]
+    assert len(shares) == 17
+    for column in raw.columns[1:]:
+        source = column.removeprefix("train_the_pile_")
+        (name,) = [s for s in shares if s.endswith(source)]
+        assert shares[name] == pytest.approx(raw[column].max(), abs=2e-3)  # renormalised rows
     row = result["fits"]["additive"]["params"][0]
     assert row["E_lo"] <= row["E"] <= row["E_hi"]
     scores = {r["model"]: r for r in result["scores"]}

@@ -18,6 +18,9 @@ import polars as pl
 from planning.errors import SchemaError, SpecError
 from planning.schema import FINAL_STEP
 
+TRAINING_MAX_SHARE = "training_max_share"
+"""Key of a stored mixture fit's trust region: each source's largest share in the fitted runs."""
+
 
 @dataclass(frozen=True)
 class MixtureData:
@@ -48,6 +51,11 @@ class MixtureData:
     losses: np.ndarray
     params: np.ndarray
     tokens: np.ndarray
+
+    def max_shares(self) -> dict[str, float]:
+        """The largest weight each source has in these runs: the trust region of a law fitted
+        on them (mixture laws extrapolate badly outside the mixtures they were fitted on)."""
+        return dict(zip(self.sources, self.mixture.max(axis=0).tolist(), strict=True))
 
     def __post_init__(self) -> None:
         runs = len(self.run_ids)
