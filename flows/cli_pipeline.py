@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from pathlib import Path
@@ -112,6 +113,9 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option(help="Use an existing Dask scheduler (tcp://host:8786).")
         ] = None,
         dask_workers: Annotated[int, typer.Option(min=1, help="Local Dask workers.")] = 2,
+        verbose: Annotated[
+            bool, typer.Option("--verbose", "-v", help="Show Prefect's log line for every task.")
+        ] = False,
     ) -> None:
         """Run the whole pipeline once: ingest -> fit -> plan -> drift -> report.
 
@@ -120,8 +124,11 @@ def register(app: typer.Typer) -> None:
         """
         from flows.pipeline import pipeline
 
+        if not verbose:  # warnings and errors still show; the flow run's log keeps everything
+            logging.getLogger("prefect").setLevel(logging.WARNING)
         started = time.perf_counter()
         with (
+            console.status("running the pipeline: ingest -> fit -> plan -> drift -> report"),
             patient_ephemeral_server(),
             dask_scheduler(dask, dask_address, dask_workers) as address,
         ):
