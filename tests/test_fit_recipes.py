@@ -8,6 +8,7 @@ import pytest
 
 from planning.fitting import fit_frame
 from planning.fitting.recipes import FitRecipe, default_recipe, fit_table, per_domain, recipe_for
+from planning.fitting.steplaw import fit_steplaw, select_optimal_runs
 from planning.laws import GadreLaw, KaplanLaw
 from planning.schema import METRICS_SCHEMA, RUNS_SCHEMA, conform
 
@@ -115,3 +116,32 @@ def test_kaplan_law_is_recovered(design):
     np.testing.assert_allclose(
         law.predict(params, tokens), truth.predict(params, tokens), rtol=1e-6
     )
+
+
+def test_steplaw_recipe_band_units_and_bootstrap_mean():
+    """StepLaw recipe (laws.md 1.7): strict relative band on the smoothed loss per (N, D), an
+    unweighted fit on every run in the band, and the bootstrap mean as the point estimate."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for n in (2e8, 4e8, 8e8, 1.6e9):
+        for d in (5e9, 2e10, 8e10):
+            lr0, bs0 = 2.0 * n**-0.7 * d**0.3, 0.5 * d**0.57
+            for k, jitter in enumerate(rng.normal(0.0, 0.05, 4)):
+                # runs 0..2 sit inside the 0.25% band, run 3 is 0.3% worse and far off the law
+                off = 10.0 if k == 3 else 1.0
+                loss = 2.0 * (1 + 0.001 * k + (0.0017 if k == 3 else 0.0))
+                rows.append((n, d, lr0 * np.exp(jitter) * off, bs0 * np.exp(-jitter), loss))
+    frame = pl.DataFrame(
+        rows, schema=["params", "tokens", "learning_rate", "batch_size", "loss"], orient="row"
+    )
+    assert select_optimal_runs(frame).height == 36
+    ls = fit_steplaw(frame, n_bootstrap=0, backtest_quantile=None)
+    assert ls.options["estimate"] == "least_squares" and ls.n_runs == 36
+    assert ls.law.lr_params_exp == pytest.approx(-0.7, abs=0.03)
+    assert ls.law.lr_tokens_exp == pytest.approx(0.3, abs=0.03)
+    assert ls.law.bs_tokens_exp == pytest.approx(0.57, abs=0.03)
+    bm = fit_steplaw(frame, n_bootstrap=400, seed=0, backtest_quantile=None)
+    assert bm.options["estimate"] == "bootstrap_mean"
+    assert bm.law.lr_params_exp == pytest.approx(bm.bootstrap_["lr_params_exp"].mean())
+    assert bm.law.lr_params_exp != ls.law.lr_params_exp
+    assert bm.law.lr_params_exp == pytest.approx(ls.law.lr_params_exp, abs=0.02)
