@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from planning.fitting.data import FitData
-from planning.fitting.engine import batched_lm, polish, residual_target
+from planning.fitting.engine import batched_lm, polish, residual_target, single_threaded_blas
 from planning.fitting.huber import DEFAULT_DELTA
 from planning.fitting.specs import FitSpec
 
@@ -23,6 +23,7 @@ def resample_counts(n_runs: int, n_bootstrap: int, seed: int = 0) -> np.ndarray:
     return rng.multinomial(n_runs, np.full(n_runs, 1.0 / n_runs), size=n_bootstrap)
 
 
+@single_threaded_blas()
 def bootstrap_chunk(
     spec: FitSpec,
     data: FitData,

@@ -14,8 +14,7 @@ A law here is a pure function ``model(theta, inputs, jac=False)``: ``theta`` has
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -25,7 +24,7 @@ import polars as pl
 from planning.errors import FitError
 from planning.fitting.bootstrap import bootstrap_chunk, resample_counts
 from planning.fitting.data import FitData
-from planning.fitting.engine import search
+from planning.fitting.engine import search, single_threaded_blas
 from planning.fitting.huber import DEFAULT_DELTA
 from planning.fitting.specs import FitSpec
 
@@ -36,22 +35,7 @@ __all__ = [
     "bootstrap_law",
     "fit_law",
     "law_spec",
-    "single_threaded_blas",
 ]
-
-
-@contextlib.contextmanager
-def single_threaded_blas() -> Iterator[None]:
-    """Run the block with one BLAS thread (measured: the engine's many small solves and
-    matrix products ran ~15x slower on 2 busy cores when OpenBLAS spun up its threads).
-    A no-op when threadpoolctl is not installed."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - optional dependency
-        yield
-        return
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
 
 
 class LawFunction(Protocol):

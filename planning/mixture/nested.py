@@ -35,11 +35,12 @@ import numpy as np
 import polars as pl
 
 from planning.errors import FitError, NotFittedError, SchemaError, SpecError
+from planning.fitting.engine import single_threaded_blas
 from planning.fitting.huber import huber, huber_psi, irls_weights
 from planning.mixture.additive import AdditiveLaw, AdditiveScaleLaw
 from planning.mixture.base import MixtureLaw
 from planning.mixture.data import MixtureData
-from planning.mixture.engine import DEFAULT_DELTA, single_threaded_blas
+from planning.mixture.engine import DEFAULT_DELTA
 from planning.mixture.exponential import ExponentialLaw
 from planning.schema import FINAL_STEP
 
