@@ -11,14 +11,17 @@ import hashlib
 import json
 import mmap
 import os
+import queue
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
 
 from planning.mappings import Mapping, load_mappings
 from planning.readers import (
@@ -265,6 +268,178 @@ def _report(plan: SourcePlan, result: ValidatedSource | StreamedSource) -> FileR
     )
 
 
+class _Pump:
+    """Consume an Arrow stream in a background thread, a few batches ahead of its reader.
+
+    The stream's own work (parsing, row checks, conversion to Arrow) then runs beside the Delta
+    writer that reads ``reader()``, and a file's stream can be started while the previous file
+    is still being written. ``depth`` bounds the batches held, so memory stays bounded.
+    Exceptions of the stream are re-raised to the reader.
+    """
+
+    _DONE = object()
+
+    def __init__(self, stream: pa.RecordBatchReader, *, depth: int = 4) -> None:
+        self.schema = stream.schema
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(stream,), name="mixplan-stream", daemon=True
+        )
+        self._thread.start()
+
+    def _put(self, item: tuple) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, stream: pa.RecordBatchReader) -> None:
+        try:
+            for batch in stream:
+                if not self._put((batch, None)):
+                    break
+            else:
+                self._put((self._DONE, None))
+        except BaseException as error:  # handed to the reader
+            self._put((self._DONE, error))
+        finally:
+            stream.close()
+
+    def _batches(self) -> Iterator[pa.RecordBatch]:
+        while True:
+            item, error = self._queue.get()
+            if item is self._DONE:
+                if error is not None:
+                    raise error
+                return
+            yield item
+
+    def reader(self) -> pa.RecordBatchReader:
+        """The stream's batches, in order (readable once)."""
+        return pa.RecordBatchReader.from_batches(self.schema, self._batches())
+
+    def stop(self) -> None:
+        """Stop the background thread (it ends after the batch it is producing)."""
+        self._stop.set()
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self._thread.join(timeout=30)
+
+
+@dataclass
+class _Job:
+    """One file whose stream may already be running (see ``_start``)."""
+
+    plan: SourcePlan
+    streamed: StreamedSource | None = None
+    pump: _Pump | None = None
+    error: BaseException | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+def _start(
+    plan: SourcePlan,
+    lake: str | Path,
+    *,
+    mappings: list[Mapping] | None,
+    storage_options: dict[str, str] | None,
+    previous: threading.Event | None = None,
+    committed: set[str] | None = None,
+) -> _Job:
+    """Start streaming one file (parse + row checks in a background thread).
+
+    ``previous`` is set once the file before it in this ingest is committed and ``committed``
+    then holds the run ids written by the earlier files of this ingest: the stream's last step
+    waits for it, so a run shared with an earlier file is seen exactly as if the files had been
+    read one after the other (the file is then restaged and MERGEd).
+    """
+    job = _Job(plan)
+    files = [plan.path, *plan.partner_files]
+    try:
+        # read before streaming: the lake cannot be queried from inside the Delta writer's stream
+        elsewhere = run_ids_elsewhere(lake, files, storage_options=storage_options)
+    except Exception as error:  # raised when the file's turn comes, as if read in order
+        job.error = error
+        return job
+
+    def before_end(runs) -> None:
+        known = elsewhere
+        if previous is not None:
+            while not previous.wait(0.1):
+                if job.cancel.is_set():
+                    raise Restage("the ingest stopped before this file")
+            known = elsewhere | (committed or set())
+        if known and not known.isdisjoint(runs["run_id"].to_list()):
+            raise Restage("runs already come from another file (MERGE needed)")
+
+    if plan.format is not None:
+        try:
+            job.streamed = stream_source(
+                plan.path, format=plan.format, mappings=mappings, before_end=before_end
+            )
+        except Restage:
+            job.streamed = None
+        except Exception as error:
+            job.error = error
+            return job
+        if job.streamed is not None:
+            job.pump = _Pump(job.streamed.metrics)
+    return job
+
+
+def _finish(
+    job: _Job,
+    lake: str | Path,
+    *,
+    mappings: list[Mapping] | None,
+    storage_options: dict[str, str] | None,
+) -> tuple[FileReport, pl.DataFrame]:
+    """Write a started file into the lake: ``(report, runs written)``."""
+    plan, streamed = job.plan, job.streamed
+    if job.error is not None:
+        raise job.error
+    if streamed is not None and job.pump is not None:
+        try:
+            write_streamed(
+                lake,
+                metrics=job.pump.reader(),
+                finish=lambda: (_source_row(plan, streamed), streamed.runs, streamed.quarantine),
+                partner_files=streamed.partner_files,
+                source_file=plan.path,
+                storage_options=storage_options,
+            )
+            return _report(plan, streamed), streamed.runs
+        except Exception as error:
+            from deltalake.exceptions import CommitFailedError
+
+            # a restage signal, or a lost commit race (a stream cannot be replayed): staging
+            if not streamed.restaged and not isinstance(error, CommitFailedError):
+                raise
+        finally:
+            job.pump.stop()
+    staging = tempfile.mkdtemp(prefix="mixplan-stage-")
+    try:
+        parsed = parse(plan, staging_dir=staging, mappings=mappings)
+        validated = validate(parsed, staging_dir=staging)
+        return write(validated, plan, lake, storage_options=storage_options), validated.runs
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _abandon(job: _Job) -> None:
+    """Stop a started file that will not be written (the ingest failed before its turn)."""
+    job.cancel.set()
+    if job.pump is not None:
+        job.pump.stop()
+
+
 def ingest_file(
     plan: SourcePlan,
     lake: str | Path,
@@ -280,46 +455,11 @@ def ingest_file(
     ``parse`` -> ``validate`` -> ``write``, the path the Prefect flow uses. Both give the same
     lake.
     """
-    files = [plan.path, *plan.partner_files]
-    # read before streaming: the lake cannot be queried from inside the Delta writer's stream
-    elsewhere = run_ids_elsewhere(lake, files, storage_options=storage_options)
-
-    def before_end(runs) -> None:
-        if elsewhere and not elsewhere.isdisjoint(runs["run_id"].to_list()):
-            raise Restage("runs already come from another file (MERGE needed)")
-
-    streamed: StreamedSource | None = None
-    if plan.format is not None:
-        try:
-            streamed = stream_source(
-                plan.path, format=plan.format, mappings=mappings, before_end=before_end
-            )
-        except Restage:
-            streamed = None
-    if streamed is not None:
-        try:
-            write_streamed(
-                lake,
-                metrics=streamed.metrics,
-                finish=lambda: (_source_row(plan, streamed), streamed.runs, streamed.quarantine),
-                partner_files=streamed.partner_files,
-                source_file=plan.path,
-                storage_options=storage_options,
-            )
-            return _report(plan, streamed)
-        except Exception as error:
-            from deltalake.exceptions import CommitFailedError
-
-            # a restage signal, or a lost commit race (a stream cannot be replayed): staging
-            if not streamed.restaged and not isinstance(error, CommitFailedError):
-                raise
-    staging = tempfile.mkdtemp(prefix="mixplan-stage-")
+    job = _start(plan, lake, mappings=mappings, storage_options=storage_options)
     try:
-        parsed = parse(plan, staging_dir=staging, mappings=mappings)
-        validated = validate(parsed, staging_dir=staging)
-        return write(validated, plan, lake, storage_options=storage_options)
+        return _finish(job, lake, mappings=mappings, storage_options=storage_options)[0]
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        _abandon(job)
 
 
 def write(
@@ -352,6 +492,14 @@ def skipped(plan: SourcePlan) -> FileReport:
     """The report of a file that is not read (unchanged or ignored)."""
     status = "unchanged" if plan.action == "unchanged" else "ignored"
     return FileReport(path=plan.path, format=plan.format, status=status, note=plan.note)
+
+
+def _next_to_ingest(settled: list[Future], index: int) -> int | None:
+    """The index of the first file after ``index`` that needs ingesting (None: none left)."""
+    for following in range(index + 1, len(settled)):
+        if settled[following].result().action == "ingest":
+            return following
+    return None
 
 
 def ingest_paths(
@@ -393,18 +541,41 @@ def ingest_paths(
     hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mixplan-sha256")
     settled = [hasher.submit(settle, plan, known) for plan in plans]
     hasher.shutdown(wait=False)
+    # one file is written while the next one is already being parsed and checked (its
+    # stream waits for this commit before its own last check, see ``_start``); Delta commits
+    # stay one file after the other, in order
     reports: list[FileReport] = []
-    for future in settled:
-        plan = future.result()
-        if on_file:
-            on_file(plan, None)
-        if plan.action != "ingest":
-            report = skipped(plan)
-        else:
-            report = ingest_file(plan, lake, mappings=mappings, storage_options=storage_options)
-        reports.append(report)
-        if on_file:
-            on_file(plan, report)
+    committed: set[str] = set()
+    options = {"mappings": mappings, "storage_options": storage_options}
+    ahead: dict[int, _Job] = {}
+    try:
+        for index, future in enumerate(settled):
+            plan = future.result()
+            if on_file:
+                on_file(plan, None)
+            if plan.action != "ingest":
+                report = skipped(plan)
+            else:
+                job = ahead.pop(index, None) or _start(plan, lake, **options)
+                done = threading.Event()
+                following = _next_to_ingest(settled, index)
+                if following is not None:
+                    ahead[following] = _start(
+                        settled[following].result(),
+                        lake,
+                        **options,
+                        previous=done,
+                        committed=committed,
+                    )
+                report, runs = _finish(job, lake, **options)
+                committed.update(runs["run_id"].to_list())
+                done.set()
+            reports.append(report)
+            if on_file:
+                on_file(plan, report)
+    finally:
+        for job in ahead.values():
+            _abandon(job)
     summary = lake_summary(lake, storage_options=storage_options) if has_lake(reports) else {}
     return IngestReport(lake=str(lake), files=reports, lake_summary=summary)
 
