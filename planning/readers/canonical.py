@@ -50,8 +50,9 @@ from planning.schema import (
 )
 from planning.validation import coerce_numeric, quarantine_frame
 
-CHUNK_BYTES = 32 * 1024 * 1024
-"""Bytes of JSONL parsed at once."""
+CHUNK_BYTES = 64 * 1024 * 1024
+"""Bytes of JSONL parsed at once (64 MB: ~0.25 CPU-s/GB less per-chunk overhead than 32 MB, for
+~0.1 GB more peak RSS in the 1 GB bench)."""
 CSV_BATCH_ROWS = 500_000
 """Rows of CSV / Parquet parsed at once."""
 INFER_ROWS = 10_000
