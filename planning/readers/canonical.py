@@ -171,6 +171,8 @@ def _parse_whole(path: Path, mm: mmap.mmap) -> pl.DataFrame | None:
         frame = pl.read_ndjson(path, infer_schema_length=INFER_ROWS)
     except pl.exceptions.PolarsError:
         return None
+    if path.stat().st_size != len(mm):  # written to meanwhile: read the mapped bytes instead
+        return None
     if frame.height != n_lines:  # a blank or bad line: line numbers need the chunked reader
         return None
     return frame.with_row_index("source_line", offset=1).with_columns(
