@@ -318,6 +318,11 @@ def canonical_chunk(
     run_id = pl.col("run_id").cast(pl.String)
     has_prefix = run_id.str.starts_with(experiment_col + "/")
     prefixed = pl.when(has_prefix).then(run_id).otherwise(experiment_col + "/" + run_id)
+    low, high = frame.select(
+        experiment_col.min().alias("low"), experiment_col.max().alias("high")
+    ).row(0)
+    if low is not None and low == high:  # one experiment: check against a literal (no concat)
+        has_prefix = run_id.str.starts_with(pl.lit(low + "/"))
     if frame.select((has_prefix | run_id.is_null()).all()).item():
         prefixed = run_id  # every id already has it (the usual case): skip the concatenation
     mixture = _mixture_expr(frame)
