@@ -85,6 +85,22 @@ def test_vectorised_search_equals_one_by_one_lbfgs():
     assert ours.objective <= base * (1 + 1e-4)
 
 
+def test_threaded_batches_equal_one_batch():
+    """Splitting the starts over threads changes nothing: every start advances on its own."""
+    from planning.fitting.engine import batched_lm, batched_lm_threaded, residual_target
+
+    data = prepare(synthetic_runs(TRUTH, n_runs=50, seed=4), "chinchilla")
+    target = residual_target(CHINCHILLA, data.loss)
+    weights = np.ones_like(target)
+    starts = CHINCHILLA.grid_points()[:1200]
+    one = batched_lm(CHINCHILLA, starts, data.columns, target, weights, iterations=3)
+    split = batched_lm_threaded(
+        CHINCHILLA, starts, data.columns, target, weights, iterations=3, workers=3
+    )
+    for a, b in zip(one, split, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_intervals_cover_the_truth_at_about_the_nominal_rate():
     """90% percentile intervals of the loss at a budget cover the truth in most simulations."""
     budget = 1e21

