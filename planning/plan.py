@@ -19,7 +19,7 @@ import numpy as np
 
 from planning.errors import FitError, SpecError
 from planning.explain import binding_labels, flat_params_range, hyperparameters, render_text
-from planning.fitting.result import FitResult
+from planning.fitting.result import FitResult, fit_path
 from planning.laws import DATABLATIONS, ChinchillaLaw, MuennighoffLaw
 from planning.mixture import AdditiveLaw, AdditiveScaleLaw, ExponentialLaw, PerSourceLaw
 from planning.mixture.data import TRAINING_MAX_SHARE
@@ -229,7 +229,7 @@ def stored_fit_location(
             f"{spec.origin}: field '{field_name}': the stored fit {name!r} lives in a lake; "
             "pass --lake DIR (or give a path to the fit's JSON)"
         )
-    return f"{str(lake).rstrip('/')}/fits/{name}.json"
+    return fit_path(lake, name)
 
 
 def _read_stored_fit(spec: PlanSpec, name: str, lake, *, field_name: str) -> tuple[str, str]:

@@ -25,7 +25,7 @@ from planning.fitting.data import FitData
 from planning.fitting.engine import SearchResult
 from planning.fitting.huber import DEFAULT_DELTA
 from planning.fitting.recipes import FitRecipe, fit_table, per_domain, per_size, recipe_for
-from planning.fitting.result import FitResult
+from planning.fitting.result import FitResult, fit_path
 from tasks.lake import lake_summary, read_metrics, read_runs
 
 log = logging.getLogger(__name__)
@@ -39,16 +39,6 @@ def _logger() -> Any:
         return get_run_logger()
     except Exception:  # noqa: BLE001 - outside a flow/task run (plain function use)
         return log
-
-
-def fits_dir(lake: str | Path) -> str:
-    """Where fits are stored: ``<lake>/fits``."""
-    return f"{str(lake).rstrip('/')}/fits"
-
-
-def fit_path(lake: str | Path, name: str) -> str:
-    """The JSON path of fit ``name`` in ``lake``."""
-    return f"{fits_dir(lake)}/{name}.json"
 
 
 def write_fit(result: FitResult, lake: str | Path) -> str:

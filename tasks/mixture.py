@@ -19,6 +19,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from planning.errors import RunLogError, SpecError
+from planning.fitting.result import fit_path
 from planning.mixture.additive import AdditiveLaw
 from planning.mixture.baselines import LightGBMBaseline, LinearBaseline
 from planning.mixture.data import TRAINING_MAX_SHARE, MixtureData
@@ -126,8 +127,7 @@ def write_mixture_fit(
             **dict(extra or {}),
         }
     )
-    path = f"{str(lake).rstrip('/')}/fits/{name}.json"
-    return write_text_atomic(path, json.dumps(payload, indent=1))
+    return write_text_atomic(fit_path(lake, name), json.dumps(payload, indent=1))
 
 
 # --------------------------------------------------------------------------- Prefect tasks

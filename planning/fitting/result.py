@@ -15,6 +15,12 @@ from planning.laws.base import Law, law_from_dict
 FORMAT_VERSION = 1
 
 
+def fit_path(lake: str | Path, name: str) -> str:
+    """Where the stored fit ``name`` lives in ``lake``: ``<lake>/fits/<name>.json`` (a path or a
+    URL; joined as a string so ``file://`` and object-store URLs stay intact)."""
+    return f"{str(lake).rstrip('/')}/fits/{name}.json"
+
+
 @dataclass(frozen=True, eq=False)
 class FitResult:
     """A fitted law with everything needed to reproduce, trust and use it.
