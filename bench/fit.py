@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from planning.fitting.backtest import backtest
-from planning.fitting.bootstrap import bootstrap_chunk, resample_counts
-from planning.fitting.engine import baseline_search, search
-from planning.fitting.fit import prepare, warm_starts
-from planning.fitting.specs import CHINCHILLA
+from mixplan.planning.fitting.backtest import backtest
+from mixplan.planning.fitting.bootstrap import bootstrap_chunk, resample_counts
+from mixplan.planning.fitting.engine import baseline_search, search
+from mixplan.planning.fitting.fit import prepare, warm_starts
+from mixplan.planning.fitting.specs import CHINCHILLA
 
 EPOCH_CSV = (
     Path(__file__).resolve().parents[1]

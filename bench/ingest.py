@@ -77,7 +77,7 @@ print(0)
 MIXPLAN = (
     """
 import sys
-from tasks.ingest import ingest_paths
+from mixplan.tasks.ingest import ingest_paths
 report = ingest_paths([sys.argv[1]], sys.argv[2])
 print(report.totals()["metric_rows"])
 """

@@ -28,10 +28,10 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from planning.mixture.evaluation import comparison_table, evaluate  # noqa: E402
-from planning.mixture.nested import JointRoute, NestedRoute, held_out_errors  # noqa: E402
-from tasks.ingest import ingest_paths  # noqa: E402
-from tasks.mixture import make_model, read_mixture_curves, read_mixture_data  # noqa: E402
+from mixplan.planning.mixture.evaluation import comparison_table, evaluate  # noqa: E402
+from mixplan.planning.mixture.nested import JointRoute, NestedRoute, held_out_errors  # noqa: E402
+from mixplan.tasks.ingest import ingest_paths  # noqa: E402
+from mixplan.tasks.mixture import make_model, read_mixture_curves, read_mixture_data  # noqa: E402
 
 DATA = REPO / "data" / "public"
 MODELS = ("additive", "exponential", "per_source", "lightgbm", "linear")

@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from planning.laws.chinchilla import SARDANA
-from planning.mixture.data import MixtureData
-from planning.mixture.exponential import ExponentialLaw
-from planning.programs.budget import BudgetProgram
-from planning.programs.inference import TargetProgram
-from planning.programs.mixture import MixtureProgram, Source, simplex_grid
+from mixplan.planning.laws.chinchilla import SARDANA
+from mixplan.planning.mixture.data import MixtureData
+from mixplan.planning.mixture.exponential import ExponentialLaw
+from mixplan.planning.programs.budget import BudgetProgram
+from mixplan.planning.programs.inference import TargetProgram
+from mixplan.planning.programs.mixture import MixtureProgram, Source, simplex_grid
 
 ROOT = Path(__file__).resolve().parents[1]
 REGMIX = ROOT / "data" / "public" / "sail-sg__regmix"

@@ -16,9 +16,9 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from planning.errors import MixplanError, SpecError
-from planning.plan import Planner, whatif
-from planning.spec import parse_spec
+from mixplan.planning.errors import MixplanError, SpecError
+from mixplan.planning.plan import Planner, whatif
+from mixplan.planning.spec import parse_spec
 
 MAX_BODY_BYTES = 64 * 1024
 """Largest request body accepted (a spec is a few kB)."""

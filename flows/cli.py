@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from flows import cli_fit, cli_ingest, cli_pipeline, cli_plan
+from mixplan.flows import cli_fit, cli_ingest, cli_pipeline, cli_plan
 
 app = typer.Typer(
     name="mixplan",

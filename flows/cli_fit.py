@@ -12,7 +12,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from flows.config import DEFAULT_LAKE
+from mixplan.flows.config import DEFAULT_LAKE
+from mixplan.flows.console import cli_console
 
 FIT_HELP = """Fit scaling laws to the runs in the lake, with bootstrap intervals and a backtest.
 
@@ -164,10 +165,10 @@ def fit_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the fits as JSON.")] = False,
 ) -> None:
     """Fit scaling laws (or, with --mixture, mixture laws) with intervals and backtests."""
-    from planning.errors import MixplanError
-    from tasks.fit import discover_recipes, fit_lake
+    from mixplan.planning.errors import MixplanError
+    from mixplan.tasks.fit import discover_recipes, fit_lake
 
-    console = Console(stderr=as_json)
+    console = cli_console(stderr=as_json)
     if mixture:
         _fit_mixture_command(
             console,
@@ -240,14 +241,14 @@ def _fit_mixture_command(
     as_json: bool,
 ) -> None:
     """``mixplan fit --mixture``: the ``fit-mixture`` flow per experiment, printed or as JSON."""
-    from flows.fit_mixture import fit_mixture, mixture_fit_report
-    from planning.errors import MixplanError
+    from mixplan.flows.fit_mixture import fit_mixture, mixture_fit_report
+    from mixplan.planning.errors import MixplanError
 
     try:
         if experiments:
             pairs = [(name, held_out) for name in experiments]
         else:
-            from tasks.discover import mixture_experiments
+            from mixplan.tasks.discover import mixture_experiments
 
             found = mixture_experiments.fn(lake)
             pairs = [(name, held_out or partner) for name, partner in found]
@@ -287,11 +288,11 @@ def predict_command(
     """Predicted loss with its interval for arbitrary rows."""
     import polars as pl
 
-    from planning.errors import MixplanError
-    from planning.fitting import predict_with_interval
-    from tasks.fit import read_fit
+    from mixplan.planning.errors import MixplanError
+    from mixplan.planning.fitting import predict_with_interval
+    from mixplan.tasks.fit import read_fit
 
-    console = Console(stderr=as_json)
+    console = cli_console(stderr=as_json)
     try:
         result = read_fit(fit)
         rows = pl.read_csv(at)

@@ -11,8 +11,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from flows.config import DEFAULT_LAKE
-from planning.errors import MixplanError
+from mixplan.flows.config import DEFAULT_LAKE
+from mixplan.flows.console import cli_console
+from mixplan.planning.errors import MixplanError
 
 HELP = """Read training-run logs into the validated run-log lake (Delta Lake tables).
 
@@ -64,9 +65,9 @@ def ingest_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Read training-run logs into the validated lake."""
-    from tasks.ingest import FileReport, SourcePlan, ingest_paths
+    from mixplan.tasks.ingest import FileReport, SourcePlan, ingest_paths
 
-    console = Console(stderr=as_json)
+    console = cli_console(stderr=as_json)
     with Progress(
         TextColumn("[bold]ingest"),
         BarColumn(),
@@ -108,7 +109,7 @@ def ingest_command(
 
 
 def _print_summary(console: Console, summary: dict) -> None:
-    from tasks.lake import table_uri
+    from mixplan.tasks.lake import table_uri
 
     files = Table(title="files", show_lines=False)
     for column in ("file", "format", "status", "runs", "rows", "quarantined"):

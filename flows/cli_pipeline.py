@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
-from flows.config import DEFAULT_LAKE, DEFAULT_REPORTS, EXAMPLE_SPECS
+from mixplan.flows.config import DEFAULT_LAKE, DEFAULT_REPORTS, EXAMPLE_SPECS
+from mixplan.flows.console import cli_console
 
-console = Console()
+console = cli_console()
 
 
 EPHEMERAL_STARTUP_SECONDS = 120
@@ -122,7 +122,7 @@ def register(app: typer.Typer) -> None:
         Runs on the bundled real data by default, in Prefect's ephemeral mode (no server), and
         prints where the HTML report is.
         """
-        from flows.pipeline import pipeline
+        from mixplan.flows.pipeline import pipeline
 
         if not verbose:  # warnings and errors still show; the flow run's log keeps everything
             logging.getLogger("prefect").setLevel(logging.WARNING)
@@ -177,7 +177,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Serve the pipeline on a schedule (needs a Prefect server: `prefect server start`,
         then `export PREFECT_API_URL=http://127.0.0.1:4200/api`)."""
-        from flows.serve import deploy_to_work_pool, serve
+        from mixplan.flows.serve import deploy_to_work_pool, serve
 
         parameters = pipeline_parameters(inputs, lake, specs, reports, bootstrap, mixture)
         parameters["dask_address"] = dask_address

@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from planning.errors import MixplanError
-from planning.explain import format_number
+from mixplan.flows.console import cli_console
+from mixplan.planning.errors import MixplanError
+from mixplan.planning.explain import format_number
 
-console = Console()
+console = cli_console()
 
 
 def _floats(text: str | None, option: str) -> list[float] | None:
@@ -39,16 +39,16 @@ def plan_command(
     ] = False,
 ) -> None:
     """Plan compute-optimal N, D, vocabulary and mixture for a spec."""
-    from planning.explain import render_text
-    from planning.plan import make_plan
-    from planning.spec import load_spec
+    from mixplan.planning.explain import render_text
+    from mixplan.planning.plan import make_plan
+    from mixplan.planning.spec import load_spec
 
     try:
         parsed = load_spec(spec)
         if prefect:
             import tomllib
 
-            from flows.plan import plan as plan_flow
+            from mixplan.flows.plan import plan as plan_flow
 
             result = plan_flow(tomllib.loads(spec.read_text()), lake)
         else:
@@ -74,8 +74,8 @@ def whatif_command(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Re-plan a spec over budgets (or loss targets) x inference demand (programs built once)."""
-    from planning.plan import whatif
-    from planning.spec import load_spec
+    from mixplan.planning.plan import whatif
+    from mixplan.planning.spec import load_spec
 
     budgets = _floats(budget, "--budget")
     tokens = _floats(inference_tokens, "--inference-tokens")
@@ -110,7 +110,7 @@ def whatif_command(
             format_number(row["loss"]),
             format_number(row["train_flops"]),
         )
-    Console(width=max(console.width, 130)).print(table)
+    cli_console(width=max(console.width, 130)).print(table)
 
 
 def api_command(
@@ -119,7 +119,7 @@ def api_command(
     lake: Annotated[str | None, typer.Option(help="lake holding stored fits")] = None,
 ) -> None:
     """Serve the plan / what-if HTTP API (FastAPI + uvicorn)."""
-    from flows.api import serve
+    from mixplan.flows.api import serve
 
     serve(host=host, port=port, lake=lake)
 

@@ -5,11 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-BUNDLED_DATA = REPO_ROOT / "data" / "public"
-"""Real public run logs shipped with mixplan (see data/public/PROVENANCE.md)."""
-EXAMPLE_SPECS = REPO_ROOT / "data" / "specs"
-"""Example plan specs (TOML)."""
+from mixplan.data import BUNDLED_DATA, EXAMPLE_SPECS
+
+__all__ = ["BUNDLED_DATA", "DEFAULT_LAKE", "DEFAULT_REPORTS", "EXAMPLE_SPECS", "OUT_DIR"]
 
 OUT_DIR = Path(os.environ.get("MIXPLAN_OUT", "out"))
 DEFAULT_LAKE = OUT_DIR / "lake"

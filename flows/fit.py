@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 from prefect import flow, get_run_logger
 
-from flows.config import DEFAULT_LAKE
-from planning.errors import FitError
-from planning.fitting import assemble
-from planning.fitting.backtest import DEFAULT_HOLDOUT_QUANTILE
-from planning.fitting.bootstrap import resample_counts
-from planning.fitting.fit import warm_starts
-from planning.fitting.huber import DEFAULT_DELTA
-from tasks.fit import (
+from mixplan.flows.config import DEFAULT_LAKE
+from mixplan.planning.errors import FitError
+from mixplan.planning.fitting import assemble
+from mixplan.planning.fitting.backtest import DEFAULT_HOLDOUT_QUANTILE
+from mixplan.planning.fitting.bootstrap import resample_counts
+from mixplan.planning.fitting.fit import warm_starts
+from mixplan.planning.fitting.huber import DEFAULT_DELTA
+from mixplan.tasks.fit import (
     DEFAULT_CHUNK,
     backtest_task,
     bootstrap_task,
@@ -39,7 +39,7 @@ def fit(
 
     Per experiment: read the fit table, fit the point estimate, then submit the bootstrap draws
     (resampled runs) in chunks of ``chunk_size`` and the backtest as concurrent tasks, assemble
-    the :class:`~planning.fitting.FitResult` and store it at ``<lake>/fits/<name>.json``.
+    the :class:`~mixplan.planning.fitting.FitResult` and store it at ``<lake>/fits/<name>.json``.
     ``by_domain`` fits each evaluation domain separately (``<name>@<domain>``). A recipe whose
     data cannot support a fit is logged and skipped.
     """

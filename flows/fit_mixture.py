@@ -18,11 +18,12 @@ from prefect import flow, get_run_logger
 from rich.console import Console
 from rich.table import Table
 
-from flows.config import DEFAULT_LAKE
-from planning.errors import SpecError
-from planning.mixture.evaluation import comparison_table
-from planning.mixture.nested import NestedRoute
-from tasks.mixture import (
+from mixplan.flows.config import DEFAULT_LAKE
+from mixplan.flows.console import cli_console
+from mixplan.planning.errors import SpecError
+from mixplan.planning.mixture.evaluation import comparison_table
+from mixplan.planning.mixture.nested import NestedRoute
+from mixplan.tasks.mixture import (
     BASELINES,
     LAW_FAMILIES,
     compare_scale_routes,
@@ -200,7 +201,7 @@ def mixture_fit_report(result: dict[str, Any], *, console: Console | None = None
     console
         Where to print (default: a new stdout console).
     """
-    console = console or Console()
+    console = console or cli_console()
     console.print(
         f"[bold]Mixture laws[/bold] fitted on {result['experiment']} "
         f"({result['runs']} runs, {len(result['sources'])} sources, "

@@ -7,8 +7,8 @@ import tempfile
 
 from prefect import flow, get_run_logger
 
-from flows.config import DEFAULT_LAKE
-from tasks.ingest import (
+from mixplan.flows.config import DEFAULT_LAKE
+from mixplan.tasks.ingest import (
     FileReport,
     IngestReport,
     discover_task,

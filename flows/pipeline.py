@@ -21,11 +21,16 @@ from typing import Any
 
 from prefect import flow, get_run_logger, unmapped
 
-from flows.config import BUNDLED_DATA, DEFAULT_LAKE, DEFAULT_REPORTS, EXAMPLE_SPECS
-from planning.errors import MixplanError
-from planning.report.plans import flatten_plan, missing_fit_hint, whatif_grid
-from tasks.discover import discover_specs, lake_experiments, lake_fingerprint, mixture_experiments
-from tasks.drift import (
+from mixplan.flows.config import BUNDLED_DATA, DEFAULT_LAKE, DEFAULT_REPORTS, EXAMPLE_SPECS
+from mixplan.planning.errors import MixplanError
+from mixplan.planning.report.plans import flatten_plan, missing_fit_hint, whatif_grid
+from mixplan.tasks.discover import (
+    discover_specs,
+    lake_experiments,
+    lake_fingerprint,
+    mixture_experiments,
+)
+from mixplan.tasks.drift import (
     cache_key,
     check_drift,
     load_state,
@@ -34,9 +39,9 @@ from tasks.drift import (
     reusable_fits,
     save_state,
 )
-from tasks.locking import lake_lock
-from tasks.report import load_fits, publish_report, render_report
-from tasks.whatif import whatif_point
+from mixplan.tasks.locking import lake_lock
+from mixplan.tasks.report import load_fits, publish_report, render_report
+from mixplan.tasks.whatif import whatif_point
 
 MIXTURE_FAMILIES = ("additive", "exponential", "linear")
 """Mixture laws the pipeline fits: the two convex families the planner optimises, and the
@@ -96,7 +101,7 @@ def plan_specs(
     what-if rows by spec name, and the problems met (a failing spec does not stop the others).
     ``fits_written`` (stored fit names) lets a problem say which fit a failing spec could use.
     """
-    from flows.plan import plan as plan_flow
+    from mixplan.flows.plan import plan as plan_flow
 
     logger = get_run_logger()
     plans: dict[str, Any] = {}
@@ -136,7 +141,7 @@ def plan_specs(
 
 def _fit_scale_laws(lake: str, n_bootstrap: int, runner, problems: list[str]) -> list[str]:
     """Fit every experiment in its own subflow; returns the stored fit paths."""
-    from flows.fit import fit as fit_flow
+    from mixplan.flows.fit import fit as fit_flow
 
     logger = get_run_logger()
     paths: list[str] = []
@@ -166,7 +171,7 @@ def _fit_mixture_laws(
     lake: str, n_bootstrap: int, runner, problems: list[str]
 ) -> list[dict[str, Any]]:
     """Fit the mixture laws of every experiment that varies the mixture; returns the results."""
-    from flows.fit_mixture import fit_mixture as mixture_flow
+    from mixplan.flows.fit_mixture import fit_mixture as mixture_flow
 
     logger = get_run_logger()
     results = []
@@ -234,7 +239,7 @@ def pipeline(
         ``plans`` (name -> status), ``drift`` (summary), ``problems`` (sentences that say what
         to do), ``ingest`` (the ingest summary).
     """
-    from flows.ingest import ingest as ingest_flow
+    from mixplan.flows.ingest import ingest as ingest_flow
 
     logger = get_run_logger()
     inputs = [str(path) for path in (inputs or [BUNDLED_DATA])]

@@ -9,8 +9,8 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from planning.explain import render_text
-from tasks.plan import plan_spec, plan_whatifs, validate_spec
+from mixplan.planning.explain import render_text
+from mixplan.tasks.plan import plan_spec, plan_whatifs, validate_spec
 
 
 @flow(name="plan", description="compute-optimal N, D, vocabulary and mixture for one spec")

@@ -15,8 +15,9 @@ import signal
 from datetime import timedelta
 from typing import Any
 
-from flows.config import REPO_ROOT
-from flows.pipeline import pipeline
+from prefect.deployments.runner import EntrypointType
+
+from mixplan.flows.pipeline import pipeline
 
 DEPLOYMENT_NAME = "mixplan-scheduled"
 DEFAULT_CRON = "0 * * * *"
@@ -104,12 +105,16 @@ def deploy_to_work_pool(
 ) -> Any:
     """Register the deployment on a work pool instead of serving it in this process.
 
-    A worker (``prefect worker start --pool <work_pool>``) then runs the scheduled runs. The
-    code comes from ``source`` (a git URL or a folder; default: this checkout), so a process
-    worker on this machine needs nothing else; for Docker or Kubernetes pools give a git URL.
-    Returns the deployment id.
+    A worker (``prefect worker start --pool <work_pool>``) then runs the scheduled runs. By
+    default the deployment's entrypoint is the installed module ``mixplan.flows.pipeline``, so
+    any worker whose environment has mixplan installed runs it, wherever this command ran. With
+    ``source`` (a git URL or a mixplan checkout) the worker pulls the code from there instead
+    (for Docker or Kubernetes pools). Returns the deployment id.
     """
-    flow = pipeline.from_source(source or str(REPO_ROOT), "flows/pipeline.py:pipeline")
+    if source is None:
+        flow, entrypoint = pipeline, {"entrypoint_type": EntrypointType.MODULE_PATH}
+    else:
+        flow, entrypoint = pipeline.from_source(source, "flows/pipeline.py:pipeline"), {}
     return flow.deploy(
         name=name,
         work_pool_name=work_pool,
@@ -119,5 +124,6 @@ def deploy_to_work_pool(
         build=False,
         push=False,
         print_next_steps=False,
+        **entrypoint,
         **_schedule(cron, interval),
     )

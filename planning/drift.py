@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from planning.fitting.result import FitResult
+from mixplan.planning.fitting.result import FitResult
 
 PlanQuantities = Mapping[str, tuple[float | None, float | None, float | None]]
 """A plan flattened to ``name -> (value, low, high)``: ``params``, ``tokens``, ``vocab_size``,
@@ -52,14 +52,14 @@ def prediction_intervals(fits: Iterable[Any]) -> PredictInterval | None:
     """A predictor of ``(predicted, low, high)`` loss for new runs from the previous fits.
 
     Each run is predicted by the previous fit of its experiment
-    (:func:`planning.fitting.predict_with_interval`, any law whose columns the run has). The
+    (:func:`mixplan.planning.fitting.predict_with_interval`, any law whose columns the run has). The
     interval is the 95% band of the bootstrap laws' predictions widened by the fit's backtest
     median relative error (at least 1%), so it covers run-to-run noise and not only the
     uncertainty of the law's mean. Runs with no matching fit get NaN and are never flagged.
     Entries of ``fits`` that are not :class:`FitResult` (mixture fits) are ignored; None when
     no fit names an experiment.
     """
-    from planning.fitting import predict_with_interval
+    from mixplan.planning.fitting import predict_with_interval
 
     by_experiment: dict[str, FitResult] = {}
     for fit in fits:

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from planning.laws.hyperparams import STEPLAW
-from planning.programs.common import CONSTRAINT_LABELS
+from mixplan.planning.laws.hyperparams import STEPLAW
+from mixplan.planning.programs.common import CONSTRAINT_LABELS
 
 FLAT_TOLERANCE = 0.005
 """Flatness: the range of N whose loss is within 0.5% of the best at the same FLOPs."""

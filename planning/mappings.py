@@ -49,11 +49,12 @@ from typing import Any
 
 import polars as pl
 
-from planning.errors import RunLogError
-from planning.schema import METRICS_SCHEMA, MIXTURE_DTYPE, RUNS_SCHEMA
+from mixplan.data import MAPPINGS_DIR
+from mixplan.planning.errors import RunLogError
+from mixplan.planning.schema import METRICS_SCHEMA, MIXTURE_DTYPE, RUNS_SCHEMA
 
-DEFAULT_MAPPINGS_DIR = Path(__file__).resolve().parents[1] / "data" / "mappings"
-"""Where mixplan's own declared mappings live."""
+DEFAULT_MAPPINGS_DIR = MAPPINGS_DIR
+"""Where mixplan's own declared mappings live (package data: present in a wheel install too)."""
 
 _TYPES: dict[str, pl.DataType] = {"int": pl.Int64, "float": pl.Float64, "str": pl.String}
 
@@ -142,14 +143,10 @@ def load_mappings(directory: str | Path | None = None) -> list[Mapping]:
     Raises
     ------
     RunLogError
-        When a ``directory`` that was asked for is not a folder (the default may be absent: an
-        installed mixplan without its data folder simply has no bundled mappings).
+        When the folder is not there: one that was asked for, or mixplan's own (package data;
+        missing only from a broken install, which must not silently read no mappings).
     """
-    if directory is None:
-        directory = DEFAULT_MAPPINGS_DIR
-        if not directory.is_dir():
-            return []
-    directory = Path(directory)
+    directory = Path(DEFAULT_MAPPINGS_DIR if directory is None else directory)
     if not directory.is_dir():
         raise RunLogError(
             f"mappings folder {directory} does not exist; pass a folder of *.toml mappings "
@@ -224,8 +221,8 @@ def _template_expr(template: str, available: set[str]) -> pl.Expr:
 
 def read_mapped(path: Path, mapping: Mapping):
     """Read ``path`` through a declared ``mapping``: a ``ReaderOutput`` of runs and metrics."""
-    from planning.readers.base import ReaderOutput, read_text_table, single
-    from planning.validation import coerce_numeric, split_by_checks
+    from mixplan.planning.readers.base import ReaderOutput, read_text_table, single
+    from mixplan.planning.validation import coerce_numeric, split_by_checks
 
     table = read_text_table(
         path,

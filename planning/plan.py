@@ -17,21 +17,21 @@ from typing import Any
 import fsspec
 import numpy as np
 
-from planning.errors import FitError, SpecError
-from planning.explain import binding_labels, flat_params_range, hyperparameters, render_text
-from planning.fitting.result import FitResult, fit_path
-from planning.laws import DATABLATIONS, ChinchillaLaw, MuennighoffLaw
-from planning.mixture import AdditiveLaw, AdditiveScaleLaw, ExponentialLaw, PerSourceLaw
-from planning.mixture.data import TRAINING_MAX_SHARE
-from planning.programs.budget import BudgetProgram, robust_budget
-from planning.programs.common import PlanStatus
-from planning.programs.frontier import frontier
-from planning.programs.inference import TargetProgram, inference_equivalent_tokens
-from planning.programs.mixture import ExponentialMixture, MixtureProgram, MixtureResult
-from planning.programs.repetition import repetition_allocation
-from planning.programs.vocabulary import VocabularyProgram, VocabularyResult
-from planning.provenance import code_version
-from planning.spec import PUBLISHED_LAWS, PlanSpec
+from mixplan.planning.errors import FitError, SpecError
+from mixplan.planning.explain import binding_labels, flat_params_range, hyperparameters, render_text
+from mixplan.planning.fitting.result import FitResult, fit_path
+from mixplan.planning.laws import DATABLATIONS, ChinchillaLaw, MuennighoffLaw
+from mixplan.planning.mixture import AdditiveLaw, AdditiveScaleLaw, ExponentialLaw, PerSourceLaw
+from mixplan.planning.mixture.data import TRAINING_MAX_SHARE
+from mixplan.planning.programs.budget import BudgetProgram, robust_budget
+from mixplan.planning.programs.common import PlanStatus
+from mixplan.planning.programs.frontier import frontier
+from mixplan.planning.programs.inference import TargetProgram, inference_equivalent_tokens
+from mixplan.planning.programs.mixture import ExponentialMixture, MixtureProgram, MixtureResult
+from mixplan.planning.programs.repetition import repetition_allocation
+from mixplan.planning.programs.vocabulary import VocabularyProgram, VocabularyResult
+from mixplan.planning.provenance import code_version
+from mixplan.planning.spec import PUBLISHED_LAWS, PlanSpec
 
 MIXTURE_LAWS = {
     cls.__name__: cls for cls in (ExponentialLaw, AdditiveLaw, AdditiveScaleLaw, PerSourceLaw)
@@ -783,7 +783,7 @@ def make_plan(
     Parameters
     ----------
     spec
-        A validated spec (`planning.spec.load_spec` / `parse_spec`).
+        A validated spec (`mixplan.planning.spec.load_spec` / `parse_spec`).
     lake
         The lake holding stored fits (``<lake>/fits/<name>.json``) when the spec names one.
     planner

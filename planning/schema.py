@@ -38,12 +38,12 @@ metrics (one row per evaluation; primary key ``(run_id, step, split, domain)``)
     source_file    str   raw file
     source_line    i64   1-based line (or row) in the raw file
 
-quarantine (one row per rejected record; see ``planning.validation.REASONS``)
+quarantine (one row per rejected record; see ``mixplan.planning.validation.REASONS``)
     source_file    str   raw file
     source_line    i64   1-based line (or data row, header = line 1) of the record; null when
                          the whole file is rejected (empty, unreadable, unrecognised format)
     field          str   the offending field (null when the record as a whole is bad)
-    reason         str   a code from ``planning.validation.REASONS`` ("malformed_json", ...)
+    reason         str   a code from ``mixplan.planning.validation.REASONS`` ("malformed_json", ...)
     record         str   the raw record text (truncated to 500 characters)
     ingested_at    datetime[us, UTC]
 
@@ -51,7 +51,7 @@ sources (one row per ingested source file; primary key ``source_file``)
     source_file       str   absolute path (or URL) of the file as ingested
     sha256            str   content hash; an unchanged hash means the file is skipped next time
     size_bytes        i64   file size
-    format            str   reader that parsed it (``planning.readers.FORMATS``)
+    format            str   reader that parsed it (``mixplan.planning.readers.FORMATS``)
     partner_files     str   JSON list of files read together with it (RegMix loss file)
     runs              i64   runs accepted from the file
     metric_rows       i64   metrics rows accepted

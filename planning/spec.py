@@ -16,10 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from planning.errors import SpecError
-from planning.laws import BESIROGLU, DATABLATIONS, EPOCH, HOFFMANN, HOFFMANN_ROUNDED, SARDANA
-from planning.programs.inference import PEAK_FLOPS, dollars_per_flop
-from planning.programs.mixture import Source
+from mixplan.planning.errors import SpecError
+from mixplan.planning.laws import (
+    BESIROGLU,
+    DATABLATIONS,
+    EPOCH,
+    HOFFMANN,
+    HOFFMANN_ROUNDED,
+    SARDANA,
+)
+from mixplan.planning.programs.inference import PEAK_FLOPS, dollars_per_flop
+from mixplan.planning.programs.mixture import Source
 
 PUBLISHED_LAWS = {
     "sardana": SARDANA,

@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 
 import polars as pl
 
-from planning.schema import (
+from mixplan.planning.schema import (
     FINAL_STEP,
     METRICS_KEY,
     QUARANTINE_SCHEMA,

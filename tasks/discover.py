@@ -9,8 +9,8 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from planning.errors import SpecError
-from planning.experiments import held_out_pairs
+from mixplan.planning.errors import SpecError
+from mixplan.planning.experiments import held_out_pairs
 
 
 @task(name="discover-specs", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
@@ -35,7 +35,7 @@ def discover_specs(specs: str) -> dict[str, dict]:
 @task(name="lake-fingerprint", retries=3, retry_delay_seconds=2, cache_policy=NO_CACHE)
 def lake_fingerprint(lake: str) -> dict[str, Any]:
     """The lake's table versions and per-source content hashes (the fit cache's input)."""
-    from tasks.lake import lake_version, source_hashes
+    from mixplan.tasks.lake import lake_version, source_hashes
 
     return {"versions": lake_version(lake), "sources": source_hashes(lake)}
 
@@ -43,7 +43,7 @@ def lake_fingerprint(lake: str) -> dict[str, Any]:
 @task(name="lake-experiments", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
 def lake_experiments(lake: str) -> list[str]:
     """Every experiment in the lake, sorted."""
-    from tasks.lake import read_runs
+    from mixplan.tasks.lake import read_runs
 
     return read_runs(lake).get_column("experiment").unique().sort().to_list()
 
@@ -51,10 +51,10 @@ def lake_experiments(lake: str) -> list[str]:
 @task(name="mixture-experiments", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
 def mixture_experiments(lake: str) -> list[tuple[str, str | None]]:
     """Experiments whose runs trained on more than one source, each with the experiment that
-    scores its laws (:func:`planning.experiments.held_out_pairs`), sorted."""
+    scores its laws (:func:`mixplan.planning.experiments.held_out_pairs`), sorted."""
     import polars as pl
 
-    from tasks.lake import read_runs
+    from mixplan.tasks.lake import read_runs
 
     runs = read_runs(lake)
     if runs.height == 0:

@@ -4,7 +4,7 @@ The state of the last completed pipeline run (lake table versions, source hashes
 key and the stored fit paths, each plan flattened to ``quantity -> (value, low, high)``) lives in
 ``<lake>/pipeline/state.json``, written atomically. The next run reads it to (a) skip refitting
 when nothing changed and (b) compare new runs with the previous fit's prediction intervals and
-the new plans with the previous plans (:mod:`planning.drift`).
+the new plans with the previous plans (:mod:`mixplan.planning.drift`).
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from planning.drift import DriftResult, detect_drift, one_loss_per_run, prediction_intervals
-from planning.fitting.result import FitResult
-from planning.provenance import code_version
-from tasks.locking import exists, join, read_text, write_text_atomic
+from mixplan.planning.drift import DriftResult, detect_drift, one_loss_per_run, prediction_intervals
+from mixplan.planning.fitting.result import FitResult
+from mixplan.planning.provenance import code_version
+from mixplan.tasks.locking import exists, join, read_text, write_text_atomic
 
 STATE_FILE = "pipeline/state.json"
 
@@ -80,7 +80,7 @@ def cache_key(source_hashes: Mapping[str, str], options: Mapping[str, Any]) -> s
 def new_runs_since(lake: str, runs_version: int | None) -> pl.DataFrame:
     """Final losses (one per run) of the runs added since ``runs_version`` of the runs table
     (empty on a first run, when there is no previous version)."""
-    from tasks.lake import final_losses, read_runs
+    from mixplan.tasks.lake import final_losses, read_runs
 
     if runs_version is None or runs_version < 0:
         return pl.DataFrame()
@@ -97,7 +97,7 @@ def check_drift(
     plans: Mapping[str, Mapping[str, Sequence[float | None]]],
 ) -> DriftResult:
     """Compare new runs with the previous fits' prediction intervals and plans with the
-    previous plans (:func:`planning.drift.detect_drift`), and log the one-line summary.
+    previous plans (:func:`mixplan.planning.drift.detect_drift`), and log the one-line summary.
 
     Parameters
     ----------

@@ -1,6 +1,6 @@
 """Fit-stage tasks: read the lake, fit laws (bootstrap draws in chunks), store fits as JSON.
 
-Each fit is stored at ``<lake>/fits/<name>.json`` (:class:`planning.fitting.FitResult` JSON,
+Each fit is stored at ``<lake>/fits/<name>.json`` (:class:`mixplan.planning.fitting.FitResult` JSON,
 with options, data hash, code version, bootstrap draws and backtest). The plain function
 :func:`fit_lake` is what the CLI calls; the ``fit`` flow runs the same steps as Prefect tasks.
 """
@@ -17,16 +17,16 @@ import polars as pl
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from planning.errors import FitError, RunLogError
-from planning.fitting import get_spec, point_fit, prepare
-from planning.fitting.backtest import DEFAULT_HOLDOUT_QUANTILE, backtest
-from planning.fitting.bootstrap import bootstrap_chunk
-from planning.fitting.data import FitData
-from planning.fitting.engine import SearchResult
-from planning.fitting.huber import DEFAULT_DELTA
-from planning.fitting.recipes import FitRecipe, fit_table, per_domain, per_size, recipe_for
-from planning.fitting.result import FitResult, fit_path
-from tasks.lake import lake_summary, read_metrics, read_runs
+from mixplan.planning.errors import FitError, RunLogError
+from mixplan.planning.fitting import get_spec, point_fit, prepare
+from mixplan.planning.fitting.backtest import DEFAULT_HOLDOUT_QUANTILE, backtest
+from mixplan.planning.fitting.bootstrap import bootstrap_chunk
+from mixplan.planning.fitting.data import FitData
+from mixplan.planning.fitting.engine import SearchResult
+from mixplan.planning.fitting.huber import DEFAULT_DELTA
+from mixplan.planning.fitting.recipes import FitRecipe, fit_table, per_domain, per_size, recipe_for
+from mixplan.planning.fitting.result import FitResult, fit_path
+from mixplan.tasks.lake import lake_summary, read_metrics, read_runs
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
-from planning.mappings import Mapping, load_mappings
-from planning.readers import (
+from mixplan.planning.mappings import Mapping, load_mappings
+from mixplan.planning.readers import (
     LOG_SUFFIXES,
     PARTNER_FORMAT,
     ParsedSource,
@@ -38,8 +38,8 @@ from planning.readers import (
     stream_source,
     validate_source,
 )
-from planning.validation import now_utc
-from tasks.lake import (
+from mixplan.planning.validation import now_utc
+from mixplan.tasks.lake import (
     lake_summary,
     run_ids_elsewhere,
     source_hashes,
@@ -520,7 +520,7 @@ def ingest_paths(
     lake
         Lake folder or object-store URL (created when missing).
     format
-        Force one format for every file (``planning.readers.FORMATS`` key or
+        Force one format for every file (``mixplan.planning.readers.FORMATS`` key or
         ``mapping:<name>``); detected per file when None.
     mappings_dir
         Folder of declared mappings (default ``data/mappings``).

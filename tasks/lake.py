@@ -8,10 +8,10 @@ tasks and tests call the same code.
 Layout (``lake`` is a local folder or an object-store URL that ``deltalake`` supports, e.g.
 ``s3://bucket/lake``)::
 
-    <lake>/runs/        Delta table, schema ``planning.schema.RUNS_SCHEMA``
-    <lake>/metrics/     Delta table, schema ``planning.schema.METRICS_SCHEMA``
-    <lake>/quarantine/  Delta table, schema ``planning.schema.QUARANTINE_SCHEMA``
-    <lake>/sources/     Delta table, schema ``planning.schema.SOURCES_SCHEMA``
+    <lake>/runs/        Delta table, schema ``mixplan.planning.schema.RUNS_SCHEMA``
+    <lake>/metrics/     Delta table, schema ``mixplan.planning.schema.METRICS_SCHEMA``
+    <lake>/quarantine/  Delta table, schema ``mixplan.planning.schema.QUARANTINE_SCHEMA``
+    <lake>/sources/     Delta table, schema ``mixplan.planning.schema.SOURCES_SCHEMA``
 
 How writes stay correct
 -----------------------
@@ -47,8 +47,8 @@ from typing import Any, TypeVar
 import polars as pl
 import pyarrow as pa
 
-from planning.errors import RunLogError
-from planning.schema import (
+from mixplan.planning.errors import RunLogError
+from mixplan.planning.schema import (
     METRICS_KEY,
     METRICS_SCHEMA,
     QUARANTINE_SCHEMA,
@@ -192,7 +192,7 @@ def final_losses(
 ) -> pl.DataFrame:
     """The loss at each run's end: one row per ``(run_id, split, domain)`` with the run joined.
 
-    The final row of a (run, split, domain) is chosen by ``planning.schema.final_rows``.
+    The final row of a (run, split, domain) is chosen by ``mixplan.planning.schema.final_rows``.
     Columns: every ``RUNS_SCHEMA`` column, then ``split``, ``domain``, ``step``,
     ``tokens_seen``, ``learning_rate_at_step``, ``loss``, ``loss_kind``.
     Sorted by ``run_id, split, domain``.

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import fsspec
 
-from planning.errors import MixplanError
+from mixplan.planning.errors import MixplanError
 
 LOCK_NAME = ".mixplan.lock"
 

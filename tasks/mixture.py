@@ -18,18 +18,18 @@ import polars as pl
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from planning.errors import RunLogError, SpecError
-from planning.fitting.result import fit_path
-from planning.mixture.additive import AdditiveLaw
-from planning.mixture.baselines import LightGBMBaseline, LinearBaseline
-from planning.mixture.data import TRAINING_MAX_SHARE, MixtureData
-from planning.mixture.evaluation import evaluate
-from planning.mixture.exponential import ExponentialLaw
-from planning.mixture.nested import MixtureCurves, compare_routes
-from planning.mixture.per_source import PerSourceLaw
-from planning.provenance import code_version, frame_hash
-from tasks.lake import read_metrics, read_runs
-from tasks.locking import write_text_atomic
+from mixplan.planning.errors import RunLogError, SpecError
+from mixplan.planning.fitting.result import fit_path
+from mixplan.planning.mixture.additive import AdditiveLaw
+from mixplan.planning.mixture.baselines import LightGBMBaseline, LinearBaseline
+from mixplan.planning.mixture.data import TRAINING_MAX_SHARE, MixtureData
+from mixplan.planning.mixture.evaluation import evaluate
+from mixplan.planning.mixture.exponential import ExponentialLaw
+from mixplan.planning.mixture.nested import MixtureCurves, compare_routes
+from mixplan.planning.mixture.per_source import PerSourceLaw
+from mixplan.planning.provenance import code_version, frame_hash
+from mixplan.tasks.lake import read_metrics, read_runs
+from mixplan.tasks.locking import write_text_atomic
 
 log = logging.getLogger(__name__)
 

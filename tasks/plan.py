@@ -7,8 +7,8 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from planning.plan import make_plan, whatif
-from planning.spec import PlanSpec, parse_spec
+from mixplan.planning.plan import make_plan, whatif
+from mixplan.planning.spec import PlanSpec, parse_spec
 
 
 @task(name="validate-spec", cache_policy=NO_CACHE)

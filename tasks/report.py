@@ -18,15 +18,15 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from planning.drift import DriftResult, fit_selection
-from planning.fitting.result import FitResult
-from planning.provenance import code_version
-from planning.report import Table, render_html, render_markdown
-from planning.report.build import build_report
-from planning.report.coverage import coverage_table
-from planning.report.laws import mixture_section as mixture_section  # tests import it here
-from planning.report.laws import runs_of_fit
-from tasks.locking import is_local, local_path, read_text, write_text_atomic
+from mixplan.planning.drift import DriftResult, fit_selection
+from mixplan.planning.fitting.result import FitResult
+from mixplan.planning.provenance import code_version
+from mixplan.planning.report import Table, render_html, render_markdown
+from mixplan.planning.report.build import build_report
+from mixplan.planning.report.coverage import coverage_table
+from mixplan.planning.report.laws import mixture_section as mixture_section  # tests import it here
+from mixplan.planning.report.laws import runs_of_fit
+from mixplan.tasks.locking import is_local, local_path, read_text, write_text_atomic
 
 
 @task(name="load-fits", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
@@ -48,7 +48,7 @@ def load_fits(paths: Sequence[str]) -> list[FitResult]:
 
 def fitted_runs(lake: str, fit: FitResult) -> pl.DataFrame:
     """The runs a fit was made from (one final loss per run), read from the lake."""
-    from tasks.lake import final_losses
+    from mixplan.tasks.lake import final_losses
 
     selection = fit_selection(fit)
     return runs_of_fit(
@@ -64,7 +64,7 @@ def fitted_runs(lake: str, fit: FitResult) -> pl.DataFrame:
 
 def lake_coverage(lake: str) -> Table:
     """The lake coverage table (:func:`planning.report.coverage.coverage_table`) of ``lake``."""
-    from tasks.lake import lake_summary, read_runs
+    from mixplan.tasks.lake import lake_summary, read_runs
 
     return coverage_table(lake_summary(lake), read_runs(lake))
 

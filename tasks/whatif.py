@@ -8,8 +8,8 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from planning.plan import whatif
-from planning.spec import parse_spec
+from mixplan.planning.plan import whatif
+from mixplan.planning.spec import parse_spec
 
 
 @task(name="whatif-point", retries=1, cache_policy=NO_CACHE)

@@ -14,6 +14,9 @@ os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED", "false")
+# rich sizes tables to COLUMNS: pin it, so no assertion depends on the terminal pytest runs in
+# (messages never wrap anyway: flows.console.cli_console uses soft_wrap)
+os.environ["COLUMNS"] = "120"
 
 import pytest  # noqa: E402
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from flows.api import MAX_BODY_BYTES, create_app
+from mixplan.flows.api import MAX_BODY_BYTES, create_app
 
 SPECS = Path(__file__).resolve().parents[1] / "data" / "specs"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from test_report import sample_report
 
-from planning.report import render_html
+from mixplan.planning.report import render_html
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = (

@@ -11,12 +11,12 @@ import time
 
 import pytest
 
-from tasks.locking import LakeBusyError, lake_lock, read_text, write_text_atomic
+from mixplan.tasks.locking import LakeBusyError, lake_lock, read_text, write_text_atomic
 
 HOLDER = textwrap.dedent(
     """
     import sys, time
-    from tasks.locking import lake_lock
+    from mixplan.tasks.locking import lake_lock
     with lake_lock(sys.argv[1]):
         print("locked", flush=True)
         time.sleep(60)
@@ -104,7 +104,7 @@ def _run_pipelines(tmp_path, bundled, names):
 def test_two_pipelines_at_once_serialise_on_the_lake(prefect_harness, tmp_path, bundled):
     from test_pipeline_support import stop
 
-    from tasks.lake import final_losses, read_runs
+    from mixplan.tasks.lake import final_losses, read_runs
 
     processes = _run_pipelines(tmp_path, bundled, ["-a", "-b"])
     outputs = []
@@ -134,8 +134,8 @@ def test_killed_run_leaves_a_readable_lake_and_the_next_run_completes(
 ):
     from test_pipeline_support import SMALL_BOOTSTRAP, small_specs, stop
 
-    from flows.pipeline import pipeline
-    from tasks.lake import read_runs
+    from mixplan.flows.pipeline import pipeline
+    from mixplan.tasks.lake import read_runs
 
     (process,) = _run_pipelines(tmp_path, bundled, ["-killed"])
     lake = tmp_path / "lake"

@@ -7,7 +7,7 @@ import json
 import pytest
 from test_pipeline_support import REPO_ROOT, SMALL_BOOTSTRAP, small_inputs
 
-from flows.pipeline import pipeline
+from mixplan.flows.pipeline import pipeline
 
 pytestmark = [pytest.mark.flow, pytest.mark.slow]
 

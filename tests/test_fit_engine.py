@@ -10,14 +10,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from planning.errors import FitError, NotFittedError, SchemaError
-from planning.fitting import FitResult, LawFitter, fit_frame, predict_with_interval, prepare
-from planning.fitting.bootstrap import bootstrap_chunk, resample_counts
-from planning.fitting.engine import search
-from planning.fitting.fit import point_fit, warm_starts
-from planning.fitting.huber import huber
-from planning.fitting.specs import CHINCHILLA, LOSS_CURVE, MUENNIGHOFF
-from planning.laws import DATABLATIONS, ChinchillaLaw, LossCurveLaw, schedule_areas
+from mixplan.planning.errors import FitError, NotFittedError, SchemaError
+from mixplan.planning.fitting import FitResult, LawFitter, fit_frame, predict_with_interval, prepare
+from mixplan.planning.fitting.bootstrap import bootstrap_chunk, resample_counts
+from mixplan.planning.fitting.engine import search
+from mixplan.planning.fitting.fit import point_fit, warm_starts
+from mixplan.planning.fitting.huber import huber
+from mixplan.planning.fitting.specs import CHINCHILLA, LOSS_CURVE, MUENNIGHOFF
+from mixplan.planning.laws import DATABLATIONS, ChinchillaLaw, LossCurveLaw, schedule_areas
 
 SMALL_GRID = {
     "a": [3.0, 6.0, 9.0],
@@ -76,7 +76,7 @@ def test_known_law_is_recovered(alpha, beta, E, seed):
 
 def test_vectorised_search_equals_one_by_one_lbfgs():
     """The batched search reaches the objective of scipy L-BFGS-B run from every start."""
-    from planning.fitting.engine import baseline_search
+    from mixplan.planning.fitting.engine import baseline_search
 
     data = prepare(synthetic_runs(TRUTH, n_runs=50, seed=3), "chinchilla")
     starts = CHINCHILLA.grid_points({k: np.asarray(v) for k, v in SMALL_GRID.items()})
@@ -87,7 +87,7 @@ def test_vectorised_search_equals_one_by_one_lbfgs():
 
 def test_threaded_batches_equal_one_batch():
     """Splitting the starts over threads changes nothing: every start advances on its own."""
-    from planning.fitting.engine import batched_lm, batched_lm_threaded, residual_target
+    from mixplan.planning.fitting.engine import batched_lm, batched_lm_threaded, residual_target
 
     data = prepare(synthetic_runs(TRUTH, n_runs=50, seed=4), "chinchilla")
     target = residual_target(CHINCHILLA, data.loss)
@@ -235,7 +235,7 @@ def test_too_few_runs_and_bad_input_are_reported():
 
 
 def test_backtest_on_exact_data_is_near_zero():
-    from planning.fitting.backtest import backtest
+    from mixplan.planning.fitting.backtest import backtest
 
     frame = synthetic_runs(TRUTH, n_runs=50, noise=0.0, seed=2)
     data = prepare(frame, "chinchilla")

@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from planning.fitting import FitResult
-from tasks.fit import (
+from mixplan.planning.fitting import FitResult
+from mixplan.tasks.fit import (
     discover_task,
     fit_path,
     load_table_task,
@@ -30,7 +30,7 @@ FILES = (
 @pytest.fixture(scope="module")
 def lake(bundled, tmp_path_factory):
     """A real Delta lake with three bundled sources ingested."""
-    from tasks.ingest import ingest_paths
+    from mixplan.tasks.ingest import ingest_paths
 
     path = tmp_path_factory.mktemp("fit-flow") / "lake"
     ingest_paths([bundled / f for f in FILES], path)
@@ -62,7 +62,7 @@ def test_point_fit_and_store_tasks(lake):
 
 @pytest.mark.flow
 def test_fit_flow_stores_fits_with_bootstrap_chunks(lake, prefect_harness):
-    from flows.fit import fit
+    from mixplan.flows.fit import fit
 
     paths = fit(lake, experiments=["epoch-chinchilla"], n_bootstrap=60, chunk_size=25)
     assert paths == [fit_path(lake, "epoch-chinchilla")]
@@ -75,7 +75,7 @@ def test_fit_flow_stores_fits_with_bootstrap_chunks(lake, prefect_harness):
 
 
 def test_cli_fit_and_predict(lake, tmp_path):
-    from flows.cli import app
+    from mixplan.flows.cli import app
 
     runner = CliRunner()
     out = runner.invoke(
@@ -105,9 +105,9 @@ def test_cli_fit_and_predict(lake, tmp_path):
 
 def test_loss_curves_are_fitted_from_logged_learning_rates(tmp_path):
     """Runs logging the learning rate at every step get a Tissue et al. loss-curve fit."""
-    from planning.laws import LossCurveLaw, schedule_areas
-    from tasks.fit import fit_lake
-    from tasks.ingest import ingest_paths
+    from mixplan.planning.laws import LossCurveLaw, schedule_areas
+    from mixplan.tasks.fit import fit_lake
+    from mixplan.tasks.ingest import ingest_paths
 
     truth = LossCurveLaw(L0=2.0, A=0.8, alpha=0.45, C=2e-4)
     lines = []

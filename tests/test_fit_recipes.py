@@ -6,11 +6,17 @@ import numpy as np
 import polars as pl
 import pytest
 
-from planning.fitting import fit_frame
-from planning.fitting.recipes import FitRecipe, default_recipe, fit_table, per_domain, recipe_for
-from planning.fitting.steplaw import fit_steplaw, select_optimal_runs
-from planning.laws import GadreLaw, KaplanLaw
-from planning.schema import METRICS_SCHEMA, RUNS_SCHEMA, conform
+from mixplan.planning.fitting import fit_frame
+from mixplan.planning.fitting.recipes import (
+    FitRecipe,
+    default_recipe,
+    fit_table,
+    per_domain,
+    recipe_for,
+)
+from mixplan.planning.fitting.steplaw import fit_steplaw, select_optimal_runs
+from mixplan.planning.laws import GadreLaw, KaplanLaw
+from mixplan.planning.schema import METRICS_SCHEMA, RUNS_SCHEMA, conform
 
 
 def _runs(**columns) -> pl.DataFrame:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from planning.fitting import fit_frame
-from planning.fitting.recipes import default_recipe
-from planning.fitting.steplaw import fit_steplaw
-from planning.laws import BESIROGLU, STEPLAW, TAO
-from planning.laws.hyperparams import STEPLAW_LOG_INTERCEPT_SE
-from planning.laws.repetition import DATABLATIONS
-from tasks.fit import load_table
+from mixplan.planning.fitting import fit_frame
+from mixplan.planning.fitting.recipes import default_recipe
+from mixplan.planning.fitting.steplaw import fit_steplaw
+from mixplan.planning.laws import BESIROGLU, STEPLAW, TAO
+from mixplan.planning.laws.hyperparams import STEPLAW_LOG_INTERCEPT_SE
+from mixplan.planning.laws.repetition import DATABLATIONS
+from mixplan.tasks.fit import load_table
 
 FILES = {
     "epoch-chinchilla": "epoch-research__analyzing-chinchilla/svg_extracted_data.csv",
@@ -24,7 +24,7 @@ FILES = {
 @pytest.fixture(scope="module")
 def lake(bundled, tmp_path_factory):
     """A real Delta lake holding three bundled sources, written by the ingest stage."""
-    from tasks.ingest import ingest_paths
+    from mixplan.tasks.ingest import ingest_paths
 
     path = tmp_path_factory.mktemp("fit-golden") / "lake"
     report = ingest_paths([bundled / f for f in FILES.values()], path)

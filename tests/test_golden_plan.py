@@ -9,22 +9,22 @@ import math
 
 import pytest
 
-from planning.laws.chinchilla import SARDANA
-from planning.laws.repetition import DATABLATIONS
-from planning.laws.vocabulary import (
+from mixplan.planning.laws.chinchilla import SARDANA
+from mixplan.planning.laws.repetition import DATABLATIONS
+from mixplan.planning.laws.vocabulary import (
     compute_optimal_flops,
     optimal_vocab_derivative,
     optimal_vocab_isoflop,
     width_for,
 )
-from planning.programs.budget import BudgetProgram, closed_form
-from planning.programs.inference import (
+from mixplan.planning.programs.budget import BudgetProgram, closed_form
+from mixplan.planning.programs.inference import (
     TargetProgram,
     dollars_per_flop,
     inference_equivalent_tokens,
 )
-from planning.programs.repetition import repetition_allocation
-from planning.programs.vocabulary import VocabularyProgram
+from mixplan.planning.programs.repetition import repetition_allocation
+from mixplan.planning.programs.vocabulary import VocabularyProgram
 
 REL = 1e-3
 
@@ -152,7 +152,7 @@ def test_g13_vocabulary_grows_with_budget(vocab):
     assert sizes[2] == pytest.approx(25_708, rel=REL)
     assert sizes[0] < sizes[1] < sizes[2]
     # stationarity of approach 3 (the paper solves dL/dV = 0)
-    from planning.laws.vocabulary import TAO
+    from mixplan.planning.laws.vocabulary import TAO
 
     grad = TAO.dloss_dvocab(302e6, sizes[0], float(width_for(302e6)), c_opt)
     step = TAO.dloss_dvocab(302e6, sizes[0] * 1.01, float(width_for(302e6)), c_opt)

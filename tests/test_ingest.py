@@ -8,8 +8,8 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
-from tasks.lake import lake_summary, read_metrics, read_quarantine
+from mixplan.flows.cli import app
+from mixplan.tasks.lake import lake_summary, read_metrics, read_quarantine
 
 runner = CliRunner()
 
@@ -90,7 +90,7 @@ def test_unknown_forced_format_is_a_clear_error(tmp_path, bundled):
 
 
 def test_task_functions_run_without_a_flow(tmp_path, bundled):
-    from tasks.ingest import discover_task, parse_task, validate_task, write_task
+    from mixplan.tasks.ingest import discover_task, parse_task, validate_task, write_task
 
     lake = str(tmp_path / "lake")
     plans = discover_task.fn([str(bundled / "step-law__steplaw")], lake)
@@ -103,8 +103,8 @@ def test_task_functions_run_without_a_flow(tmp_path, bundled):
 
 @pytest.mark.flow
 def test_ingest_flow_matches_the_cli_path(prefect_harness, tmp_path, bundled):
-    from flows.ingest import ingest
-    from tasks.ingest import ingest_paths
+    from mixplan.flows.ingest import ingest
+    from mixplan.tasks.ingest import ingest_paths
 
     folder = tmp_path / "logs"
     shutil.copytree(bundled / "mcleish7__gemstone-scaling-laws", folder / "gem")
@@ -121,7 +121,7 @@ def test_ingest_flow_matches_the_cli_path(prefect_harness, tmp_path, bundled):
 
 
 def test_a_regmix_loss_file_without_its_mixture_file_is_reported(tmp_path, bundled):
-    from tasks.ingest import ingest_paths
+    from mixplan.tasks.ingest import ingest_paths
 
     folder = tmp_path / "logs"
     folder.mkdir()

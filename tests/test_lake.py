@@ -16,8 +16,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tasks.ingest import ingest_paths
-from tasks.lake import (
+from mixplan.tasks.ingest import ingest_paths
+from mixplan.tasks.lake import (
     final_losses,
     lake_summary,
     lake_version,
@@ -159,7 +159,7 @@ def test_read_helpers_filter(public_lake):
 
 
 def test_missing_lake_raises_a_clear_error(tmp_path):
-    from planning.errors import RunLogError
+    from mixplan.planning.errors import RunLogError
 
     with pytest.raises(RunLogError, match="mixplan ingest"):
         read_runs(tmp_path / "nowhere")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.optimize import brentq
 
-from planning.errors import SpecError
-from planning.laws import (
+from mixplan.planning.errors import SpecError
+from mixplan.planning.laws import (
     BESIROGLU,
     DATABLATIONS,
     DEEPSEEK,
@@ -24,9 +24,9 @@ from planning.laws import (
     tokens_per_character,
     width_for,
 )
-from planning.laws import vocabulary as vocab
-from planning.laws.kaplan import KAPLAN_JOINT
-from planning.laws.repetition import effective_tokens
+from mixplan.planning.laws import vocabulary as vocab
+from mixplan.planning.laws.kaplan import KAPLAN_JOINT
+from mixplan.planning.laws.repetition import effective_tokens
 
 
 def test_g1_sardana_loss():
@@ -223,6 +223,6 @@ def test_from_dict_names_missing_parameters():
 
 def test_epoch_tokens_per_parameter_closed_form():
     """laws.md 1.1: 18.33 tokens per parameter at C = 5.88e23 from the Epoch point estimate."""
-    from planning.laws import EPOCH
+    from mixplan.planning.laws import EPOCH
 
     assert float(EPOCH.tokens_per_param(5.88e23)) == pytest.approx(18.33, rel=1e-3)

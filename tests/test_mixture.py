@@ -17,23 +17,23 @@ import numpy as np
 import polars as pl
 import pytest
 
-from planning.errors import NotFittedError, SpecError
-from planning.mixture.additive import AdditiveLaw, AdditiveScaleLaw
-from planning.mixture.baselines import LightGBMBaseline, LinearBaseline
-from planning.mixture.data import MixtureData, domain_weight_vector, match_domains
-from planning.mixture.evaluation import compare, comparison_table, evaluate
-from planning.mixture.exponential import ExponentialLaw
-from planning.mixture.nested import (
+from mixplan.planning.errors import NotFittedError, SpecError
+from mixplan.planning.mixture.additive import AdditiveLaw, AdditiveScaleLaw
+from mixplan.planning.mixture.baselines import LightGBMBaseline, LinearBaseline
+from mixplan.planning.mixture.data import MixtureData, domain_weight_vector, match_domains
+from mixplan.planning.mixture.evaluation import compare, comparison_table, evaluate
+from mixplan.planning.mixture.exponential import ExponentialLaw
+from mixplan.planning.mixture.nested import (
     JointRoute,
     MixtureCurves,
     NestedRoute,
     compare_routes,
     fit_floor_power_laws,
 )
-from planning.mixture.per_source import PerSourceLaw
-from tasks.ingest import ingest_paths
-from tasks.lake import read_metrics, read_runs
-from tasks.mixture import read_mixture_curves, read_mixture_data
+from mixplan.planning.mixture.per_source import PerSourceLaw
+from mixplan.tasks.ingest import ingest_paths
+from mixplan.tasks.lake import read_metrics, read_runs
+from mixplan.tasks.mixture import read_mixture_curves, read_mixture_data
 
 REGMIX_TRAIN = "regmix-1m-train"
 REGMIX_TEST = "regmix-1m-test"
@@ -322,7 +322,7 @@ def test_curves_from_lake_keep_every_checkpoint(mixture_lake: str) -> None:
 @pytest.mark.parametrize("family", [AdditiveLaw, ExponentialLaw, PerSourceLaw])
 def test_planner_program_accepts_every_law(family, regmix: tuple[MixtureData, MixtureData]) -> None:
     """The hook as the planner uses it: DPP-compliant inside its MixtureProgram (x / D)."""
-    from planning.programs.mixture import MixtureProgram, Source
+    from mixplan.planning.programs.mixture import MixtureProgram, Source
 
     train, _ = regmix
     data = train.select_domains(["pile_cc", "github"]).subset(np.arange(96))
@@ -359,8 +359,8 @@ def test_joint_variant_is_convex_at_any_scale(five_mix: MixtureCurves) -> None:
 
 
 def test_runs_without_a_mixture_are_rejected(mixture_lake: str) -> None:
-    from planning.errors import SchemaError
-    from planning.schema import MIXTURE_DTYPE
+    from mixplan.planning.errors import SchemaError
+    from mixplan.planning.schema import MIXTURE_DTYPE
 
     runs = read_runs(mixture_lake, experiment=REGMIX_TEST)
     metrics = read_metrics(mixture_lake, experiment=REGMIX_TEST)

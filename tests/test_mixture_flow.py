@@ -11,9 +11,9 @@ import pytest
 from prefect.logging import disable_run_logger
 from rich.console import Console
 
-from planning.mixture.additive import AdditiveLaw
-from tasks.ingest import ingest_paths
-from tasks.mixture import (
+from mixplan.planning.mixture.additive import AdditiveLaw
+from mixplan.tasks.ingest import ingest_paths
+from mixplan.tasks.mixture import (
     fit_mixture_family,
     fit_name,
     load_mixture_data,
@@ -48,7 +48,7 @@ def test_tasks_fit_score_and_store_a_law(regmix_lake: str) -> None:
 
 
 def test_unknown_family_is_rejected(regmix_lake: str) -> None:
-    from planning.errors import SpecError
+    from mixplan.planning.errors import SpecError
 
     with disable_run_logger(), pytest.raises(SpecError, match="unknown mixture family"):
         train, _ = load_mixture_data.fn(regmix_lake, "regmix-1m-train", domains=["github"])
@@ -59,7 +59,7 @@ def test_unknown_family_is_rejected(regmix_lake: str) -> None:
 def test_fit_mixture_flow_reports_laws_and_held_out_errors(
     prefect_harness: None, regmix_lake: str, bundled: Path
 ) -> None:
-    from flows.fit_mixture import fit_mixture, mixture_fit_report
+    from mixplan.flows.fit_mixture import fit_mixture, mixture_fit_report
 
     result = fit_mixture(
         lake=regmix_lake,
@@ -97,7 +97,7 @@ def test_fit_mixture_flow_reports_laws_and_held_out_errors(
 def test_fit_mixture_flow_fits_one_scale_laws_on_the_largest_size(
     prefect_harness: None, bundled: Path, tmp_path: Path
 ) -> None:
-    from flows.fit_mixture import fit_mixture
+    from mixplan.flows.fit_mixture import fit_mixture
 
     lake = str(tmp_path / "lake")
     assert ingest_paths([bundled / "yegcjs__mixinglaws" / "5Mix"], lake).usable
@@ -120,7 +120,7 @@ def test_fit_mixture_command_prints_laws_and_held_out_errors(
     """``mixplan fit --mixture`` on a lake ingested from the bundled RegMix files."""
     from typer.testing import CliRunner
 
-    from flows.cli import app
+    from mixplan.flows.cli import app
 
     args = ["fit", "--mixture", "--lake", regmix_lake, "-e", "regmix-1m-train"]
     args += ["--held-out", "regmix-1m-test", "--domain", "github", "--bootstrap", "0"]
@@ -137,7 +137,7 @@ def test_fit_mixture_command_prints_laws_and_held_out_errors(
 def test_mixture_options_need_mixture(regmix_lake: str) -> None:
     from typer.testing import CliRunner
 
-    from flows.cli import app
+    from mixplan.flows.cli import app
 
     result = CliRunner().invoke(app, ["fit", "--lake", regmix_lake, "--held-out", "x"])
     assert result.exit_code == 2 and "--mixture" in result.output

@@ -8,8 +8,8 @@ import shutil
 import pytest
 from test_pipeline_support import EPOCH, SMALL_BOOTSTRAP, small_inputs, small_specs
 
-from flows.pipeline import pipeline
-from tasks.lake import read_runs
+from mixplan.flows.pipeline import pipeline
+from mixplan.tasks.lake import read_runs
 
 pytestmark = [pytest.mark.flow, pytest.mark.slow]
 

@@ -7,11 +7,11 @@ import tomllib
 
 import pytest
 
-from planning.errors import SpecError
-from planning.experiments import held_out_pairs
-from planning.report.plans import missing_fit_hint
-from tasks.discover import discover_specs
-from tasks.drift import reusable_fits
+from mixplan.planning.errors import SpecError
+from mixplan.planning.experiments import held_out_pairs
+from mixplan.planning.report.plans import missing_fit_hint
+from mixplan.tasks.discover import discover_specs
+from mixplan.tasks.drift import reusable_fits
 
 
 def test_a_test_experiment_scores_its_train_partner_instead_of_being_fitted():

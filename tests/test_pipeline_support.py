@@ -52,8 +52,8 @@ def pipeline_args(tmp_path: Path, logs: Path, specs: Path, *, name: str = "") ->
 
 
 def mixplan_command(*args: str) -> list[str]:
-    """Run the CLI with this interpreter (no reliance on PATH)."""
-    return [sys.executable, "-c", "from flows.cli import app; app()", *args]
+    """Run the CLI with this interpreter (`python -m mixplan`, no reliance on PATH)."""
+    return [sys.executable, "-m", "mixplan", *args]
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:

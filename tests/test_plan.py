@@ -12,12 +12,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from planning.errors import SpecError
-from planning.fitting import fit_frame
-from planning.laws.chinchilla import SARDANA
-from planning.plan import Planner, ResolvedLaw, make_plan, whatif
-from planning.programs.budget import closed_form
-from planning.spec import load_spec, parse_spec
+from mixplan.planning.errors import SpecError
+from mixplan.planning.fitting import fit_frame
+from mixplan.planning.laws.chinchilla import SARDANA
+from mixplan.planning.plan import Planner, ResolvedLaw, make_plan, whatif
+from mixplan.planning.programs.budget import closed_form
+from mixplan.planning.spec import load_spec, parse_spec
 
 SPECS = Path(__file__).resolve().parents[1] / "data" / "specs"
 
@@ -186,8 +186,8 @@ REGMIX_SOURCES = ["pile_cc", "github", "arxiv", "wikipedia_en", "other"]
 def regmix(bundled):
     """An exponential mixture law fitted on real RegMix runs (4 Pile domains + the rest), with
     the run mixtures it was fitted on."""
-    from planning.mixture.data import MixtureData
-    from planning.mixture.exponential import ExponentialLaw
+    from mixplan.planning.mixture.data import MixtureData
+    from mixplan.planning.mixture.exponential import ExponentialLaw
 
     keep = REGMIX_SOURCES[:-1]
     mix = pl.read_csv(bundled / "sail-sg__regmix" / "train_mixture_1m.csv")
@@ -319,7 +319,7 @@ def test_vocabulary_point_lies_inside_its_interval_across_a_width_step():
 
 def test_learning_rate_uses_non_embedding_params(lake):
     """StepLaw's N is non-embedding: N - V d when the vocabulary is planned, N otherwise."""
-    from planning.laws import STEPLAW
+    from mixplan.planning.laws import STEPLAW
 
     plan = make_plan(load_spec(SPECS / "bundled.toml"), lake=lake)
     hp = plan.explanation["hyperparameters"]

@@ -10,8 +10,8 @@ import pytest
 from prefect.logging import disable_run_logger
 from typer.testing import CliRunner
 
-from flows.cli import app
-from tasks.plan import plan_spec, plan_whatifs, validate_spec
+from mixplan.flows.cli import app
+from mixplan.tasks.plan import plan_spec, plan_whatifs, validate_spec
 
 SPECS = Path(__file__).resolve().parents[1] / "data" / "specs"
 
@@ -32,7 +32,7 @@ def test_tasks_through_fn(spec_dict):
 
 @pytest.mark.flow
 def test_plan_flow_takes_the_spec_as_parameters(prefect_harness, spec_dict):
-    from flows.plan import plan
+    from mixplan.flows.plan import plan
 
     result = plan(spec_dict)
     assert result["status"] == "optimal"

@@ -8,20 +8,20 @@ import cvxpy as cp
 import numpy as np
 import pytest
 
-from planning.errors import SpecError
-from planning.laws.chinchilla import EPOCH, SARDANA
-from planning.laws.repetition import effective_tokens
-from planning.programs.budget import BudgetProgram, closed_form, robust_budget
-from planning.programs.common import PlanStatus, golden_section
-from planning.programs.frontier import frontier
-from planning.programs.inference import TargetProgram
-from planning.programs.mixture import (
+from mixplan.planning.errors import SpecError
+from mixplan.planning.laws.chinchilla import EPOCH, SARDANA
+from mixplan.planning.laws.repetition import effective_tokens
+from mixplan.planning.programs.budget import BudgetProgram, closed_form, robust_budget
+from mixplan.planning.programs.common import PlanStatus, golden_section
+from mixplan.planning.programs.frontier import frontier
+from mixplan.planning.programs.inference import TargetProgram
+from mixplan.planning.programs.mixture import (
     ExponentialMixture,
     MixtureProgram,
     Source,
     simplex_grid,
 )
-from planning.programs.vocabulary import VocabularyProgram
+from mixplan.planning.programs.vocabulary import VocabularyProgram
 
 
 @pytest.fixture(scope="module")

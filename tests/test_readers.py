@@ -14,8 +14,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from planning.readers import detect_format, parse_source, validate_source
-from planning.readers.tables import tao_tokens_per_character
+from mixplan.planning.readers import detect_format, parse_source, validate_source
+from mixplan.planning.readers.tables import tao_tokens_per_character
 
 
 def _read(path: Path, tmp_path: Path):

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from planning.report import (
+from mixplan.planning.report import (
     DriftSection,
     Estimate,
     Figure,

@@ -7,13 +7,13 @@ import polars as pl
 import pytest
 from prefect.logging import disable_run_logger
 
-from planning.drift import flag_runs, plan_moves
-from planning.fitting import fit_frame
-from planning.report.build import build_report
-from planning.report.drift import drift_section
-from planning.report.laws import law_section, runs_of_fit
-from planning.report.plans import flatten_plan, plan_section
-from tasks.drift import check_drift
+from mixplan.planning.drift import flag_runs, plan_moves
+from mixplan.planning.fitting import fit_frame
+from mixplan.planning.report.build import build_report
+from mixplan.planning.report.drift import drift_section
+from mixplan.planning.report.laws import law_section, runs_of_fit
+from mixplan.planning.report.plans import flatten_plan, plan_section
+from mixplan.tasks.drift import check_drift
 
 EPOCH_CSV = "epoch-research__analyzing-chinchilla/svg_extracted_data.csv"
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from planning.report import render_html
-from planning.report.model import Report
-from tasks.report import mixture_section
+from mixplan.planning.report import render_html
+from mixplan.planning.report.model import Report
+from mixplan.tasks.report import mixture_section
 
 MIXTURE_RESULT = {  # the shape flows.fit_mixture.fit_mixture returns (two domains, two laws)
     "experiment": "regmix-1m-train",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-import planning.schema as schema
+import mixplan.planning.schema as schema
 
 
 def test_every_column_is_documented_in_the_module_docstring():

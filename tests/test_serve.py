@@ -145,7 +145,7 @@ def test_served_deployment_runs_on_schedule_and_writes_report(tmp_path, bundled)
             f"{api}/deployments/filter", {"deployments": {"name": {"any_": ["pooled"]}}}
         )
         assert [d["work_pool_name"] for d in deployments] == ["mixplan-pool"]
-        assert deployments[0]["entrypoint"] == "flows/pipeline.py:pipeline"
+        assert deployments[0]["entrypoint"] == "mixplan.flows.pipeline.pipeline"
     finally:
         if served is not None:
             stop(served)

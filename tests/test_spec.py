@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from planning.errors import SpecError
-from planning.spec import load_spec, parse_spec
+from mixplan.planning.errors import SpecError
+from mixplan.planning.spec import load_spec, parse_spec
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "data" / "specs" / "example.toml"
 

@@ -1,7 +1,7 @@
 """Malformed input: each case lands in quarantine with its reason, and the good rows still land.
 
 Every test ingests a small hand-made file into a real Delta lake in tmp_path through the same
-function the CLI uses (``tasks.ingest.ingest_paths``), then reads the lake back.
+function the CLI uses (``mixplan.tasks.ingest.ingest_paths``), then reads the lake back.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from planning.validation import REASONS, duplicate_split, split_by_checks
-from tasks.ingest import ingest_paths
-from tasks.lake import read_metrics, read_quarantine, read_runs, read_sources
+from mixplan.planning.validation import REASONS, duplicate_split, split_by_checks
+from mixplan.tasks.ingest import ingest_paths
+from mixplan.tasks.lake import read_metrics, read_quarantine, read_runs, read_sources
 
 
 def _line(run: str = "r1", step: int = 1, loss: float | str | None = 3.0, **extra) -> str:
@@ -159,7 +159,7 @@ def test_duplicates_identical_collapse_conflicting_quarantined(tmp_path):
 
 
 def test_duplicates_across_chunks_go_through_staging(tmp_path, monkeypatch):
-    import planning.readers.canonical as canonical
+    import mixplan.planning.readers.canonical as canonical
 
     monkeypatch.setattr(canonical, "CHUNK_BYTES", 200)  # several chunks for a small file
     lines = [_line(step=s, loss=4.0 - s / 10) for s in range(1, 9)]

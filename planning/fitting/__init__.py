@@ -1,6 +1,6 @@
 """One fitting engine for every law: vectorised multi-start Huber fits, bootstrap, backtests."""
 
-from planning.fitting.fit import (
+from mixplan.planning.fitting.fit import (
     LawFitter,
     assemble,
     decision_values,
@@ -10,8 +10,8 @@ from planning.fitting.fit import (
     predict_with_interval,
     prepare,
 )
-from planning.fitting.result import FitResult
-from planning.fitting.specs import SPECS, FitSpec
+from mixplan.planning.fitting.result import FitResult
+from mixplan.planning.fitting.specs import SPECS, FitSpec
 
 __all__ = [
     "SPECS",

@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from planning.errors import FitError
-from planning.fitting.data import FitData, run_flops
-from planning.fitting.engine import search
-from planning.fitting.huber import DEFAULT_DELTA
-from planning.fitting.specs import FitSpec
+from mixplan.planning.errors import FitError
+from mixplan.planning.fitting.data import FitData, run_flops
+from mixplan.planning.fitting.engine import search
+from mixplan.planning.fitting.huber import DEFAULT_DELTA
+from mixplan.planning.fitting.specs import FitSpec
 
 DEFAULT_HOLDOUT_QUANTILE = 0.8
 

@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from planning.fitting.data import FitData
-from planning.fitting.engine import batched_lm, polish, residual_target, single_threaded_blas
-from planning.fitting.huber import DEFAULT_DELTA
-from planning.fitting.specs import FitSpec
+from mixplan.planning.fitting.data import FitData
+from mixplan.planning.fitting.engine import (
+    batched_lm,
+    polish,
+    residual_target,
+    single_threaded_blas,
+)
+from mixplan.planning.fitting.huber import DEFAULT_DELTA
+from mixplan.planning.fitting.specs import FitSpec
 
 
 def resample_counts(n_runs: int, n_bootstrap: int, seed: int = 0) -> np.ndarray:

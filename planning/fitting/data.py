@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from planning.errors import FitError, SchemaError
-from planning.fitting.specs import FitSpec
+from mixplan.planning.errors import FitError, SchemaError
+from mixplan.planning.fitting.specs import FitSpec
 
 OUTLIER_RULES = ("none", "drop_highest_loss:<k>", "min_flops:<value>")
 """Outlier rules understood by :func:`apply_outlier_rule` (recorded with every fit)."""
@@ -46,7 +46,7 @@ class FitData:
 
     def subset(self, keep: np.ndarray) -> FitData:
         """The rows where ``keep`` is true."""
-        from planning.fitting.specs import SPECS
+        from mixplan.planning.fitting.specs import SPECS
 
         return prepare_frame(self.frame.filter(pl.Series(np.asarray(keep))), SPECS[self.spec_name])
 

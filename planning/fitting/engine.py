@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize
 
-from planning.errors import FitError
-from planning.fitting.huber import DEFAULT_DELTA, huber, huber_psi, irls_weights
-from planning.fitting.specs import Columns, FitSpec
+from mixplan.planning.errors import FitError
+from mixplan.planning.fitting.huber import DEFAULT_DELTA, huber, huber_psi, irls_weights
+from mixplan.planning.fitting.specs import Columns, FitSpec
 
 logger = logging.getLogger(__name__)
 

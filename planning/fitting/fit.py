@@ -3,7 +3,7 @@
 The pure functions (:func:`prepare`, :func:`point_fit`, :func:`bootstrap_chunk`,
 :func:`assemble`, :func:`fit_frame`) are what the Prefect tasks call step by step;
 :class:`LawFitter` is a scikit-learn-style wrapper (``fit`` returns self, learned values end in
-``_``, predicting before ``fit`` raises :class:`~planning.errors.NotFittedError`).
+``_``, predicting before ``fit`` raises :class:`~mixplan.planning.errors.NotFittedError`).
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from planning.errors import FitError, NotFittedError
-from planning.fitting.backtest import DEFAULT_HOLDOUT_QUANTILE, backtest
-from planning.fitting.bootstrap import bootstrap_chunk, resample_counts
-from planning.fitting.data import FitData, apply_outlier_rule, prepare_frame
-from planning.fitting.engine import (
+from mixplan.planning.errors import FitError, NotFittedError
+from mixplan.planning.fitting.backtest import DEFAULT_HOLDOUT_QUANTILE, backtest
+from mixplan.planning.fitting.bootstrap import bootstrap_chunk, resample_counts
+from mixplan.planning.fitting.data import FitData, apply_outlier_rule, prepare_frame
+from mixplan.planning.fitting.engine import (
     SearchResult,
     objective_values,
     prediction_and_jacobian,
@@ -29,11 +29,11 @@ from planning.fitting.engine import (
     search,
     tie_break_relative_mse,
 )
-from planning.fitting.huber import DEFAULT_DELTA, irls_weights
-from planning.fitting.result import FitResult
-from planning.fitting.specs import SPECS, FitSpec
-from planning.laws.base import Law
-from planning.provenance import code_version, frame_hash
+from mixplan.planning.fitting.huber import DEFAULT_DELTA, irls_weights
+from mixplan.planning.fitting.result import FitResult
+from mixplan.planning.fitting.specs import SPECS, FitSpec
+from mixplan.planning.laws.base import Law
+from mixplan.planning.provenance import code_version, frame_hash
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def get_spec(law: str | FitSpec) -> FitSpec:
 
 
 def prepare(frame: pl.DataFrame, law: str | FitSpec, *, outlier_rule: str = "none") -> FitData:
-    """Apply the outlier rule and build the fit arrays (see ``planning.fitting.data``)."""
+    """Apply the outlier rule and build the fit arrays (see ``mixplan.planning.fitting.data``)."""
     spec = get_spec(law)
     if "flops" not in frame.columns and {"params", "tokens"} <= set(frame.columns):
         frame = frame.with_columns((6.0 * pl.col("params") * pl.col("tokens")).alias("flops"))
@@ -333,7 +333,7 @@ def fit_frame(
     Parameters
     ----------
     frame : runs with ``loss``, the law's columns and optionally ``run_id`` and ``flops``.
-    law : a law name from ``planning.fitting.specs.SPECS`` or a :class:`FitSpec`.
+    law : a law name from ``mixplan.planning.fitting.specs.SPECS`` or a :class:`FitSpec`.
     delta : Huber delta on the residual scale.
     grid : start grid per free parameter (default: the spec's grid; 4,500 points for Chinchilla).
     n_bootstrap : bootstrap draws (resampling runs); 0 for none.

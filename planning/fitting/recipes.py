@@ -5,7 +5,7 @@ which rows to use (each run's final loss, or every checkpoint), the outlier rule
 recorded options. :data:`DEFAULT_RECIPES` are the fits of the bundled real data;
 :func:`recipe_for` makes a sensible one for any other experiment from the columns it has.
 The functions here are pure: they take the ``runs`` / ``metrics`` / ``final_losses`` frames that
-``tasks.lake`` reads and return the frame :func:`planning.fitting.fit_frame` takes.
+``mixplan.tasks.lake`` reads and return the frame :func:`mixplan.planning.fitting.fit_frame` takes.
 
 Why ``datablations-muennighoff`` does not follow the authors' recipe (laws.md 1.4). In
 huggingface/datablations ``utils/parametric_fit.ipynb`` the published constants come from two
@@ -42,13 +42,13 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
-from planning.fitting.backtest import DEFAULT_HOLDOUT_QUANTILE
-from planning.fitting.fit import fit_frame, fit_options
-from planning.fitting.huber import DEFAULT_DELTA
-from planning.fitting.result import FitResult
-from planning.fitting.steplaw import fit_steplaw
-from planning.laws.loss_curve import DEFAULT_DECAY
-from planning.laws.vocabulary import TPC_COEFFS
+from mixplan.planning.fitting.backtest import DEFAULT_HOLDOUT_QUANTILE
+from mixplan.planning.fitting.fit import fit_frame, fit_options
+from mixplan.planning.fitting.huber import DEFAULT_DELTA
+from mixplan.planning.fitting.result import FitResult
+from mixplan.planning.fitting.steplaw import fit_steplaw
+from mixplan.planning.laws.loss_curve import DEFAULT_DECAY
+from mixplan.planning.laws.vocabulary import TPC_COEFFS
 
 RowsKind = Literal["final", "checkpoints"]
 
@@ -376,7 +376,7 @@ def loss_curve_table(metrics: pl.DataFrame, *, decay: float = DEFAULT_DECAY) -> 
             continue
         lrs = group["learning_rate"].to_numpy()
         dense = np.repeat(lrs, np.diff(np.concatenate([[0], steps + 1])).clip(min=1))
-        from planning.laws.loss_curve import schedule_areas
+        from mixplan.planning.laws.loss_curve import schedule_areas
 
         s1, s2 = schedule_areas(dense, decay)
         idx = np.minimum(steps, dense.size - 1)

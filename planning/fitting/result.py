@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from planning.errors import FitError
-from planning.laws.base import Law, law_from_dict
+from mixplan.planning.errors import FitError
+from mixplan.planning.laws.base import Law, law_from_dict
 
 FORMAT_VERSION = 1
 
@@ -32,7 +32,7 @@ class FitResult:
     objective : summed Huber objective at the point estimate.
     options : objective, delta, residual scale, FLOP convention, outlier rule, start grid,
         selection (experiment / split / domain), bootstrap settings.
-    data_hash, code_version : provenance (``planning.provenance``).
+    data_hash, code_version : provenance (``mixplan.planning.provenance``).
     n_runs, n_points : runs (resampling units) and rows (checkpoints) fitted.
     warnings : reasons to distrust the fit (few runs, bounds, flat directions, extrapolation).
     bootstrap_ : parameter name -> ``(B,)`` draws (bootstrap by run), plus ``"objective"``.
@@ -40,7 +40,7 @@ class FitResult:
         (compute-optimal ``params``, ``tokens``, ``tokens_per_param``, ``loss``) when the law has
         a compute-optimal allocation.
     decision_draws_ : decision name -> ``(B, n_budgets)`` draws.
-    backtest : the held-out extrapolation check (see ``planning.fitting.backtest``).
+    backtest : the held-out extrapolation check (see ``mixplan.planning.fitting.backtest``).
     data_range : largest ``flops``, ``params``, ``tokens`` among the fitted runs.
     """
 

@@ -18,13 +18,13 @@ from typing import Literal
 import numpy as np
 from scipy.special import logsumexp
 
-from planning.laws.base import Law
-from planning.laws.chinchilla import ChinchillaLaw
-from planning.laws.kaplan import KaplanLaw
-from planning.laws.loss_curve import LossCurveLaw
-from planning.laws.overtraining import GadreLaw
-from planning.laws.repetition import MuennighoffLaw
-from planning.laws.vocabulary import TaoLaw
+from mixplan.planning.laws.base import Law
+from mixplan.planning.laws.chinchilla import ChinchillaLaw
+from mixplan.planning.laws.kaplan import KaplanLaw
+from mixplan.planning.laws.loss_curve import LossCurveLaw
+from mixplan.planning.laws.overtraining import GadreLaw
+from mixplan.planning.laws.repetition import MuennighoffLaw
+from mixplan.planning.laws.vocabulary import TaoLaw
 
 Columns = Mapping[str, np.ndarray]
 PredictFn = Callable[[np.ndarray, Columns], np.ndarray]

@@ -46,10 +46,10 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
-from planning.errors import FitError, SchemaError
-from planning.fitting.result import FitResult
-from planning.laws.hyperparams import StepLaw
-from planning.provenance import code_version, frame_hash
+from mixplan.planning.errors import FitError, SchemaError
+from mixplan.planning.fitting.result import FitResult
+from mixplan.planning.laws.hyperparams import StepLaw
+from mixplan.planning.provenance import code_version, frame_hash
 
 DEFAULT_THRESHOLD = 0.0025
 DEFAULT_N_BOOTSTRAP = 1000

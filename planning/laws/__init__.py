@@ -1,7 +1,7 @@
 """Scaling laws: one module per family, each a frozen dataclass with ``predict`` (laws.md)."""
 
-from planning.laws.base import LAW_REGISTRY, Law, law_from_dict
-from planning.laws.chinchilla import (
+from mixplan.planning.laws.base import LAW_REGISTRY, Law, law_from_dict
+from mixplan.planning.laws.chinchilla import (
     BESIROGLU,
     EPOCH,
     HOFFMANN,
@@ -9,17 +9,17 @@ from planning.laws.chinchilla import (
     SARDANA,
     ChinchillaLaw,
 )
-from planning.laws.hyperparams import DEEPSEEK, STEPLAW, DeepSeekHyperparams, StepLaw
-from planning.laws.kaplan import KAPLAN_JOINT, KaplanLaw
-from planning.laws.loss_curve import LossCurveLaw, schedule_areas
-from planning.laws.overtraining import DownstreamErrorLaw, GadreLaw
-from planning.laws.repetition import (
+from mixplan.planning.laws.hyperparams import DEEPSEEK, STEPLAW, DeepSeekHyperparams, StepLaw
+from mixplan.planning.laws.kaplan import KAPLAN_JOINT, KaplanLaw
+from mixplan.planning.laws.loss_curve import LossCurveLaw, schedule_areas
+from mixplan.planning.laws.overtraining import DownstreamErrorLaw, GadreLaw
+from mixplan.planning.laws.repetition import (
     DATABLATIONS,
     MuennighoffLaw,
     effective_params,
     effective_tokens,
 )
-from planning.laws.vocabulary import TAO, TaoLaw, tokens_per_character, width_for
+from mixplan.planning.laws.vocabulary import TAO, TaoLaw, tokens_per_character, width_for
 
 __all__ = [
     "BESIROGLU",

@@ -12,7 +12,7 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from planning.errors import SpecError
+from mixplan.planning.errors import SpecError
 
 LAW_REGISTRY: dict[str, type[Law]] = {}
 """Law name -> law class, filled by :func:`register_law`."""
@@ -67,7 +67,7 @@ def register_law(cls: type[T]) -> type[T]:
 def law_from_dict(data: dict[str, Any]) -> Law:
     """Rebuild any registered law from its ``to_dict`` output."""
     # Import the law modules so that their classes are registered.
-    from planning.laws import (  # noqa: F401
+    from mixplan.planning.laws import (  # noqa: F401
         chinchilla,
         hyperparams,
         kaplan,

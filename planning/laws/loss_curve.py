@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import lfilter
 
-from planning.errors import SpecError
-from planning.laws.base import Law, as_float_array, register_law
+from mixplan.planning.errors import SpecError
+from mixplan.planning.laws.base import Law, as_float_array, register_law
 
 DEFAULT_DECAY = 0.999
 

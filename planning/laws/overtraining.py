@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from planning.laws.base import Law, as_float_array, register_law
+from mixplan.planning.laws.base import Law, as_float_array, register_law
 
 
 @register_law

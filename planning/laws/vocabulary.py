@@ -12,7 +12,7 @@ with ``N_v = V d`` vocabulary parameters. **Units**: the constants are in the pa
 Caveat from the released code (sail-sg/scaling-with-vocab, approach3_isoloss.py): the fit computed
 ``D = H * f(V)`` with V in *thousands* (``f(V/1000)``), while the approach-3 solve uses true tokens
 ``D = F / (6 (N_nv + V d))``. The published constants therefore carry that fit-time definition;
-``planning.fitting`` reproduces it when asked for the paper's recipe.
+``mixplan.planning.fitting`` reproduces it when asked for the paper's recipe.
 
 FLOPs ``C = 6 (N_nv + V d) D``; tokens per character ``f(V)`` (G14); the width rule ``d(N_nv)``.
 """
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from planning.laws.base import Law, as_float_array, register_law
+from mixplan.planning.laws.base import Law, as_float_array, register_law
 
 TPC_COEFFS = (0.00639222, -0.15811069, 1.20470122)
 """``f(V) = a ln(V)^2 + b ln(V) + c`` tokens per character."""

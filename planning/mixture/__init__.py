@@ -16,13 +16,13 @@ Every law exposes ``predict(weights)`` and ``loss_expression(weights, domain_wei
 DCP expression of the user-weighted target); the bounds of every fit keep the law convex.
 """
 
-from planning.mixture.additive import AdditiveLaw, AdditiveScaleLaw
-from planning.mixture.baselines import LightGBMBaseline, LinearBaseline
-from planning.mixture.data import MixtureData, domain_weight_vector, match_domains
-from planning.mixture.evaluation import compare, comparison_table, evaluate
-from planning.mixture.exponential import ExponentialLaw
-from planning.mixture.nested import JointRoute, MixtureCurves, NestedRoute, compare_routes
-from planning.mixture.per_source import PerSourceLaw
+from mixplan.planning.mixture.additive import AdditiveLaw, AdditiveScaleLaw
+from mixplan.planning.mixture.baselines import LightGBMBaseline, LinearBaseline
+from mixplan.planning.mixture.data import MixtureData, domain_weight_vector, match_domains
+from mixplan.planning.mixture.evaluation import compare, comparison_table, evaluate
+from mixplan.planning.mixture.exponential import ExponentialLaw
+from mixplan.planning.mixture.nested import JointRoute, MixtureCurves, NestedRoute, compare_routes
+from mixplan.planning.mixture.per_source import PerSourceLaw
 
 __all__ = [
     "AdditiveLaw",

@@ -20,9 +20,9 @@ from typing import Any
 import cvxpy as cp
 import numpy as np
 
-from planning.errors import SpecError
-from planning.mixture.base import MixtureLaw
-from planning.mixture.data import MixtureData
+from mixplan.planning.errors import SpecError
+from mixplan.planning.mixture.base import MixtureLaw
+from mixplan.planning.mixture.data import MixtureData
 
 GAMMA_MIN = 0.02
 PARAMS_UNIT = 1e8

@@ -23,9 +23,9 @@ from typing import Any, Self
 import cvxpy as cp
 import numpy as np
 
-from planning.errors import NotFittedError, SpecError
-from planning.mixture.data import MixtureData, domain_weight_vector, mixture_rows
-from planning.mixture.engine import DEFAULT_DELTA, bootstrap_law, fit_law, law_spec
+from mixplan.planning.errors import NotFittedError, SpecError
+from mixplan.planning.mixture.data import MixtureData, domain_weight_vector, mixture_rows
+from mixplan.planning.mixture.engine import DEFAULT_DELTA, bootstrap_law, fit_law, law_spec
 
 logger = logging.getLogger(__name__)
 

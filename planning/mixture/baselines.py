@@ -18,8 +18,8 @@ from typing import Self
 import cvxpy as cp
 import numpy as np
 
-from planning.errors import FitError, NotFittedError, SpecError
-from planning.mixture.data import MixtureData, domain_weight_vector, mixture_rows
+from mixplan.planning.errors import FitError, NotFittedError, SpecError
+from mixplan.planning.mixture.data import MixtureData, domain_weight_vector, mixture_rows
 
 LIGHTGBM_PARAMS = {
     "boosting_type": "gbdt",

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from planning.errors import SchemaError, SpecError
-from planning.schema import FINAL_STEP
+from mixplan.planning.errors import SchemaError, SpecError
+from mixplan.planning.schema import FINAL_STEP
 
 TRAINING_MAX_SHARE = "training_max_share"
 """Key of a stored mixture fit's trust region: each source's largest share in the fitted runs."""

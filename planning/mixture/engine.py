@@ -4,7 +4,7 @@ The scale laws and the mixture laws are fitted by one engine: summed Huber on lo
 (laws.md 1.1), every start advanced at once by a batched Levenberg-Marquardt iteration, the best
 distinct candidates polished with L-BFGS-B, and the bootstrap refitting all draws in one batch.
 The engine reads data as named 1-D columns; a mixture law reads a matrix (runs x sources), so
-this adapter wraps each law in a :class:`planning.fitting.specs.FitSpec` whose single column
+this adapter wraps each law in a :class:`mixplan.planning.fitting.specs.FitSpec` whose single column
 ``"inputs"`` carries whatever the law needs (the engine hands columns to the law untouched).
 
 A law here is a pure function ``model(theta, inputs, jac=False)``: ``theta`` has shape
@@ -21,12 +21,12 @@ from typing import Any, Protocol
 import numpy as np
 import polars as pl
 
-from planning.errors import FitError
-from planning.fitting.bootstrap import bootstrap_chunk, resample_counts
-from planning.fitting.data import FitData
-from planning.fitting.engine import search, single_threaded_blas
-from planning.fitting.huber import DEFAULT_DELTA
-from planning.fitting.specs import FitSpec
+from mixplan.planning.errors import FitError
+from mixplan.planning.fitting.bootstrap import bootstrap_chunk, resample_counts
+from mixplan.planning.fitting.data import FitData
+from mixplan.planning.fitting.engine import search, single_threaded_blas
+from mixplan.planning.fitting.huber import DEFAULT_DELTA
+from mixplan.planning.fitting.specs import FitSpec
 
 __all__ = [
     "DEFAULT_DELTA",

@@ -9,8 +9,8 @@ import numpy as np
 import polars as pl
 from scipy.stats import spearmanr
 
-from planning.errors import SpecError
-from planning.mixture.data import MixtureData
+from mixplan.planning.errors import SpecError
+from mixplan.planning.mixture.data import MixtureData
 
 
 class MixturePredictor(Protocol):

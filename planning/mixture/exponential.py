@@ -14,7 +14,7 @@ from typing import Any
 import cvxpy as cp
 import numpy as np
 
-from planning.mixture.base import MixtureLaw
+from mixplan.planning.mixture.base import MixtureLaw
 
 T_BOUND = 50.0
 

@@ -7,7 +7,7 @@ Nested route (Ye et al. 2025, laws.md section 2):
 3. a mixture law (exponential by default) fitted across mixtures to those predictions.
 
 Joint route: one law in N, D and the mixture per domain (the additive law's joint variant,
-:class:`planning.mixture.additive.AdditiveScaleLaw`), fitted on every checkpoint at once.
+:class:`mixplan.planning.mixture.additive.AdditiveScaleLaw`), fitted on every checkpoint at once.
 
 :func:`compare_routes` scores both on held-out runs (for example the largest model).
 
@@ -21,7 +21,7 @@ arrays are ``(S, points)``. Here every group (one run and domain, or one mixture
 its own few points; fed to the engine, each group would be a row weighted by a 0/1 mask over all
 points, i.e. ``(groups, groups x points per group)`` arrays: hundreds of groups make that
 hundreds of times the work and memory of the grouped sums below (``np.bincount`` by group). The
-Huber pieces (:mod:`planning.fitting.huber`) are shared.
+Huber pieces (:mod:`mixplan.planning.fitting.huber`) are shared.
 """
 
 from __future__ import annotations
@@ -34,15 +34,15 @@ import cvxpy as cp
 import numpy as np
 import polars as pl
 
-from planning.errors import FitError, NotFittedError, SchemaError, SpecError
-from planning.fitting.engine import single_threaded_blas
-from planning.fitting.huber import huber, huber_psi, irls_weights
-from planning.mixture.additive import AdditiveLaw, AdditiveScaleLaw
-from planning.mixture.base import MixtureLaw
-from planning.mixture.data import MixtureData
-from planning.mixture.engine import DEFAULT_DELTA
-from planning.mixture.exponential import ExponentialLaw
-from planning.schema import FINAL_STEP
+from mixplan.planning.errors import FitError, NotFittedError, SchemaError, SpecError
+from mixplan.planning.fitting.engine import single_threaded_blas
+from mixplan.planning.fitting.huber import huber, huber_psi, irls_weights
+from mixplan.planning.mixture.additive import AdditiveLaw, AdditiveScaleLaw
+from mixplan.planning.mixture.base import MixtureLaw
+from mixplan.planning.mixture.data import MixtureData
+from mixplan.planning.mixture.engine import DEFAULT_DELTA
+from mixplan.planning.mixture.exponential import ExponentialLaw
+from mixplan.planning.schema import FINAL_STEP
 
 TOKENS_UNIT = 1e9
 PARAMS_UNIT = 1e8

@@ -2,25 +2,25 @@
 ``cp.Parameter``s so what-ifs re-solve without rebuilding. Expected outcomes are `PlanStatus`es.
 """
 
-from planning.programs.budget import BudgetProgram, BudgetResult, closed_form, robust_budget
-from planning.programs.common import PlanStatus
-from planning.programs.frontier import FrontierPoint, frontier
-from planning.programs.inference import (
+from mixplan.planning.programs.budget import BudgetProgram, BudgetResult, closed_form, robust_budget
+from mixplan.planning.programs.common import PlanStatus
+from mixplan.planning.programs.frontier import FrontierPoint, frontier
+from mixplan.planning.programs.inference import (
     PEAK_FLOPS,
     TargetProgram,
     TargetResult,
     dollars_per_flop,
     inference_equivalent_tokens,
 )
-from planning.programs.mixture import (
+from mixplan.planning.programs.mixture import (
     ExponentialMixture,
     MixtureProgram,
     MixtureResult,
     Source,
     simplex_grid,
 )
-from planning.programs.repetition import RepetitionResult, repetition_allocation
-from planning.programs.vocabulary import VocabularyProgram, VocabularyResult
+from mixplan.planning.programs.repetition import RepetitionResult, repetition_allocation
+from mixplan.planning.programs.vocabulary import VocabularyProgram, VocabularyResult
 
 __all__ = [
     "PEAK_FLOPS",

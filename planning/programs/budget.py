@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import cvxpy as cp
 import numpy as np
 
-from planning.programs.common import (
+from mixplan.planning.programs.common import (
     BINDING_TOL,
     LOG6,
     OFF,

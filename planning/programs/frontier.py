@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from planning.programs.budget import BudgetProgram
-from planning.programs.common import PlanStatus, ScaleLaw
+from mixplan.planning.programs.budget import BudgetProgram
+from mixplan.planning.programs.common import PlanStatus, ScaleLaw
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import cvxpy as cp
 import numpy as np
 
-from planning.programs.budget import BudgetProgram
-from planning.programs.common import (
+from mixplan.planning.programs.budget import BudgetProgram
+from mixplan.planning.programs.common import (
     BINDING_TOL,
     LOG6,
     BuiltOnce,

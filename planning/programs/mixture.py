@@ -28,10 +28,10 @@ from typing import Protocol, runtime_checkable
 import cvxpy as cp
 import numpy as np
 
-from planning.errors import SpecError
-from planning.laws.repetition import effective_tokens
-from planning.programs.budget import closed_form
-from planning.programs.common import (
+from mixplan.planning.errors import SpecError
+from mixplan.planning.laws.repetition import effective_tokens
+from mixplan.planning.programs.budget import closed_form
+from mixplan.planning.programs.common import (
     PlanStatus,
     ScaleLaw,
     as_constants,

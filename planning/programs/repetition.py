@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from planning.laws.repetition import MuennighoffLaw
-from planning.programs.common import PlanStatus, bracket_on_grid, golden_section
+from mixplan.planning.laws.repetition import MuennighoffLaw
+from mixplan.planning.programs.common import PlanStatus, bracket_on_grid, golden_section
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import cvxpy as cp
 import numpy as np
 
-from planning.laws.vocabulary import (
+from mixplan.planning.laws.vocabulary import (
     ISOFLOP_NONVOCAB_EXP,
     ISOFLOP_NONVOCAB_LOG_COEF,
     TAO,
@@ -24,7 +24,7 @@ from planning.laws.vocabulary import (
     tokens_per_character,
     width_for,
 )
-from planning.programs.common import BuiltOnce, PlanStatus, log_or_off, solve
+from mixplan.planning.programs.common import BuiltOnce, PlanStatus, log_or_off, solve
 
 LOG_MILLION = math.log(1e6)
 LOG_BILLION = math.log(1e9)

@@ -35,26 +35,32 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from planning.errors import RunLogError
-from planning.mappings import Mapping, find_mapping, load_mappings, read_mapped
-from planning.readers.base import Chunk, ReaderOutput, prefetch
-from planning.readers.canonical import (
+from mixplan.planning.errors import RunLogError
+from mixplan.planning.mappings import Mapping, find_mapping, load_mappings, read_mapped
+from mixplan.planning.readers.base import Chunk, ReaderOutput, prefetch
+from mixplan.planning.readers.canonical import (
     read_canonical_csv,
     read_canonical_jsonl,
     read_canonical_parquet,
 )
-from planning.readers.regmix import mixture_file_of, partner_loss_file, read_regmix
-from planning.readers.tables import (
+from mixplan.planning.readers.regmix import mixture_file_of, partner_loss_file, read_regmix
+from mixplan.planning.readers.tables import (
     read_datablations,
     read_epoch_chinchilla,
     read_sardana,
     read_steplaw,
     read_tao_vocab,
 )
-from planning.readers.wandb import SIGNATURE as WANDB_SIGNATURE
-from planning.readers.wandb import read_wandb
-from planning.schema import METRICS_KEY, METRICS_SCHEMA, QUARANTINE_SCHEMA, RUNS_SCHEMA, conform
-from planning.validation import (
+from mixplan.planning.readers.wandb import SIGNATURE as WANDB_SIGNATURE
+from mixplan.planning.readers.wandb import read_wandb
+from mixplan.planning.schema import (
+    METRICS_KEY,
+    METRICS_SCHEMA,
+    QUARANTINE_SCHEMA,
+    RUNS_SCHEMA,
+    conform,
+)
+from mixplan.planning.validation import (
     duplicate_split,
     file_problem,
     normalise_mixture,

@@ -22,8 +22,8 @@ from typing import Any
 
 import polars as pl
 
-from planning.schema import MIXTURE_DTYPE, QUARANTINE_SCHEMA, conform
-from planning.validation import MIXTURE_TOLERANCE, file_problem
+from mixplan.planning.schema import MIXTURE_DTYPE, QUARANTINE_SCHEMA, conform
+from mixplan.planning.validation import MIXTURE_TOLERANCE, file_problem
 
 
 @dataclass

@@ -39,8 +39,8 @@ import orjson
 import polars as pl
 import pyarrow.parquet as pq
 
-from planning.readers.base import Chunk, ReaderOutput, failed, merge_tags
-from planning.schema import (
+from mixplan.planning.readers.base import Chunk, ReaderOutput, failed, merge_tags
+from mixplan.planning.schema import (
     FINAL_STEP,
     METRICS_SCHEMA,
     MIXTURE_DTYPE,
@@ -48,7 +48,7 @@ from planning.schema import (
     RUNS_SCHEMA,
     conform,
 )
-from planning.validation import coerce_numeric, quarantine_frame
+from mixplan.planning.validation import coerce_numeric, quarantine_frame
 
 CHUNK_BYTES = 64 * 1024 * 1024
 """Bytes of JSONL parsed at once (64 MB: ~0.25 CPU-s/GB less per-chunk overhead than 32 MB, for

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import polars as pl
 
-from planning.readers.base import (
+from mixplan.planning.readers.base import (
     ReaderOutput,
     failed,
     mixture_from_columns,
@@ -30,8 +30,8 @@ from planning.readers.base import (
     run_rows,
     single,
 )
-from planning.schema import FINAL_STEP
-from planning.validation import coerce_numeric, split_by_checks
+from mixplan.planning.schema import FINAL_STEP
+from mixplan.planning.validation import coerce_numeric, split_by_checks
 
 REGMIX_PARAMS = 1e6
 REGMIX_TOKENS = 1e9

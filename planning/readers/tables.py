@@ -34,9 +34,9 @@ from pathlib import Path
 
 import polars as pl
 
-from planning.readers.base import ReaderOutput, read_text_table, run_id, run_rows, single
-from planning.schema import FINAL_STEP
-from planning.validation import coerce_numeric
+from mixplan.planning.readers.base import ReaderOutput, read_text_table, run_id, run_rows, single
+from mixplan.planning.schema import FINAL_STEP
+from mixplan.planning.validation import coerce_numeric
 
 SARDANA_CONTEXT = 2048
 """Sequence length assumed for Sardana et al.'s MPT runs (batch sizes are in sequences)."""

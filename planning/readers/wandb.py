@@ -25,9 +25,9 @@ from pathlib import Path
 
 import polars as pl
 
-from planning.readers.base import ReaderOutput, run_id, run_rows, single
-from planning.readers.canonical import jsonl_frames
-from planning.validation import coerce_numeric
+from mixplan.planning.readers.base import ReaderOutput, run_id, run_rows, single
+from mixplan.planning.readers.canonical import jsonl_frames
+from mixplan.planning.validation import coerce_numeric
 
 NUMERIC = {
     "params_active_precise": pl.Float64,

@@ -1,13 +1,13 @@
 """Planning reports: a data model, its assembly from results, offline charts and renderers.
 
-Pure: no Prefect, no file I/O. :func:`planning.report.build.build_report` assembles a
+Pure: no Prefect, no file I/O. :func:`mixplan.planning.report.build.build_report` assembles a
 :class:`Report` from fits (:mod:`~planning.report.laws`), plans (:mod:`~planning.report.plans`),
-the lake coverage (:mod:`~planning.report.coverage`) and the drift check
+the lake coverage (:mod:`~mixplan.planning.report.coverage`) and the drift check
 (:mod:`~planning.report.drift`); :func:`render_html` and :func:`render_markdown` turn it into
 the strings the pipeline's report task writes. Charts are drawn by :mod:`~planning.report.plots`.
 """
 
-from planning.report.format import (
+from mixplan.planning.report.format import (
     format_count,
     format_flops,
     format_interval,
@@ -15,9 +15,9 @@ from planning.report.format import (
     format_percent,
     format_quantity,
 )
-from planning.report.html import render_html
-from planning.report.markdown import markdown_table, render_markdown
-from planning.report.model import (
+from mixplan.planning.report.html import render_html
+from mixplan.planning.report.markdown import markdown_table, render_markdown
+from mixplan.planning.report.model import (
     DriftSection,
     Estimate,
     Figure,

@@ -1,4 +1,4 @@
-"""Assemble the whole :class:`~planning.report.model.Report` from the pipeline's results.
+"""Assemble the whole :class:`~mixplan.planning.report.model.Report` from the pipeline's results.
 
 Pure: the caller reads the lake (coverage, the runs behind each fit) and passes the results in;
 a section that cannot be built becomes a line under "problems" instead of sinking the report.
@@ -11,12 +11,12 @@ from typing import Any
 
 import polars as pl
 
-from planning.drift import DriftResult
-from planning.fitting.result import FitResult
-from planning.report.drift import drift_section
-from planning.report.laws import law_section, mixture_section
-from planning.report.model import Report, Table
-from planning.report.plans import plan_section
+from mixplan.planning.drift import DriftResult
+from mixplan.planning.fitting.result import FitResult
+from mixplan.planning.report.drift import drift_section
+from mixplan.planning.report.laws import law_section, mixture_section
+from mixplan.planning.report.model import Report, Table
+from mixplan.planning.report.plans import plan_section
 
 TITLE = "mixplan planning report"
 
@@ -42,11 +42,11 @@ def build_report(
     lake, code, generated_at
         Shown in the header: the lake's path or URL, the code version, the time of writing.
     coverage
-        The lake coverage table (:func:`planning.report.coverage.coverage_table`), or None.
+        The lake coverage table (:func:`mixplan.planning.report.coverage.coverage_table`), or None.
     fits
         Each scale-law fit with the runs it was fitted on (one final loss per run), for charts.
     mixture_fits
-        ``fit_mixture`` results (:func:`planning.report.laws.mixture_section`).
+        ``fit_mixture`` results (:func:`mixplan.planning.report.laws.mixture_section`).
     plans, whatifs
         Plan results and their what-if rows by spec name.
     drift

@@ -8,8 +8,8 @@ from typing import Any
 
 import polars as pl
 
-from planning.report.format import format_count, format_flops
-from planning.report.model import Table
+from mixplan.planning.report.format import format_count, format_flops
+from mixplan.planning.report.model import Table
 
 
 def coverage_table(summary: Mapping[str, Any], runs: pl.DataFrame) -> Table:
@@ -18,7 +18,7 @@ def coverage_table(summary: Mapping[str, Any], runs: pl.DataFrame) -> Table:
     Parameters
     ----------
     summary
-        The lake's counts (:func:`tasks.lake.lake_summary`): ``runs``, ``metric_rows``,
+        The lake's counts (:func:`mixplan.tasks.lake.lake_summary`): ``runs``, ``metric_rows``,
         ``sources``, ``quarantined_rows`` and ``experiments -> {runs, metric_rows}``.
     runs
         The lake's runs table (``experiment``, ``params`` / ``non_embedding_params``,

@@ -1,10 +1,10 @@
-"""The drift check (:class:`planning.drift.DriftResult`) as a report section."""
+"""The drift check (:class:`mixplan.planning.drift.DriftResult`) as a report section."""
 
 from __future__ import annotations
 
-from planning.drift import DriftResult, PlanMove
-from planning.report.format import format_loss, format_quantity
-from planning.report.model import DriftSection, Table
+from mixplan.planning.drift import DriftResult, PlanMove
+from mixplan.planning.report.format import format_loss, format_quantity
+from mixplan.planning.report.model import DriftSection, Table
 
 
 def drift_section(drift: DriftResult) -> DriftSection:

@@ -1,4 +1,4 @@
-"""Render a :class:`~planning.report.model.Report` as one self-contained HTML page.
+"""Render a :class:`~mixplan.planning.report.model.Report` as one self-contained HTML page.
 
 Images are inlined as base64 data URIs and the stylesheet is embedded, so the file can be
 mailed, attached to a ticket or opened offline; the page loads nothing from the network.
@@ -9,8 +9,8 @@ from __future__ import annotations
 import base64
 from html import escape
 
-from planning.report.format import estimate_table, format_interval, format_quantity
-from planning.report.model import (
+from mixplan.planning.report.format import estimate_table, format_interval, format_quantity
+from mixplan.planning.report.model import (
     DriftSection,
     Estimate,
     Figure,
@@ -192,7 +192,7 @@ def render_html(report: Report) -> str:
     Parameters
     ----------
     report
-        What to show; see :class:`planning.report.model.Report`.
+        What to show; see :class:`mixplan.planning.report.model.Report`.
 
     Returns
     -------

@@ -13,18 +13,18 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from planning.drift import fit_selection, one_loss_per_run
-from planning.fitting.result import FitResult
-from planning.report import plots
-from planning.report.format import (
+from mixplan.planning.drift import fit_selection, one_loss_per_run
+from mixplan.planning.fitting.result import FitResult
+from mixplan.planning.report import plots
+from mixplan.planning.report.format import (
     format_flops,
     format_interval,
     format_loss,
     format_percent,
     format_quantity,
 )
-from planning.report.model import Estimate, Figure, LawSection, Table
-from planning.report.values import finite
+from mixplan.planning.report.model import Estimate, Figure, LawSection, Table
+from mixplan.planning.report.values import finite
 
 FORMULAS = {
     "chinchilla": "L(N, D) = E + A / N^alpha + B / D^beta",

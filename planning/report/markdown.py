@@ -1,4 +1,4 @@
-"""Render a :class:`~planning.report.model.Report` as Markdown (for Prefect artifacts).
+"""Render a :class:`~mixplan.planning.report.model.Report` as Markdown (for Prefect artifacts).
 
 Images are left out (Prefect's artifact view does not take inline PNGs); the HTML report holds
 them.
@@ -6,8 +6,8 @@ them.
 
 from __future__ import annotations
 
-from planning.report.format import estimate_table
-from planning.report.model import Estimate, Report, Table
+from mixplan.planning.report.format import estimate_table
+from mixplan.planning.report.model import Estimate, Report, Table
 
 
 def _cell(text: str) -> str:

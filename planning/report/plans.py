@@ -2,7 +2,7 @@
 sweep and the charts.
 
 Pure: plans arrive as the plan flow returns them (a dict or a dataclass, values at the top level
-or under ``plan``); every field is read leniently (:mod:`planning.report.values`).
+or under ``plan``); every field is read leniently (:mod:`mixplan.planning.report.values`).
 """
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from planning.plan import INTERVAL
-from planning.report import plots
-from planning.report.format import format_count, format_flops, format_loss, format_quantity
-from planning.report.model import Estimate, Figure, PlanSection, Table
-from planning.report.values import as_dict, finite, first_present, value_interval
-from planning.spec import parse_spec
+from mixplan.planning.plan import INTERVAL
+from mixplan.planning.report import plots
+from mixplan.planning.report.format import format_count, format_flops, format_loss, format_quantity
+from mixplan.planning.report.model import Estimate, Figure, PlanSection, Table
+from mixplan.planning.report.values import as_dict, finite, first_present, value_interval
+from mixplan.planning.spec import parse_spec
 
 PLAN_LEVEL = (INTERVAL[-1] - INTERVAL[0]) / 100
 """Coverage of the planner's intervals (its percentiles, e.g. 5-95 -> 0.90)."""

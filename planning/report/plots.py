@@ -14,7 +14,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
 from matplotlib.ticker import FuncFormatter
 
-from planning.report.format import format_count
+from mixplan.planning.report.format import format_count
 
 INK = "#1f2933"
 ACCENT = "#2563eb"
