@@ -346,3 +346,63 @@ def leaderboard_task(
 def store_leaderboard_task(board: dict[str, Any], lake: str) -> str:
     """Write a leaderboard JSON into the lake; returns its path."""
     return write_leaderboard(board, lake)
+
+
+def fit_downstream_lake(
+    lake: str | Path,
+    experiment: str,
+    metric: str,
+    *,
+    domain: str | None = None,
+    n_bootstrap: int = 200,
+    seed: int = 0,
+) -> tuple[dict[str, Any], str]:
+    """Fit loss -> downstream error for ``metric`` on ``experiment``'s runs and store it at
+    ``<lake>/fits/<experiment>-downstream-<metric>.json``
+    (:func:`mixplan.planning.fitting.downstream.fit_downstream`); returns the fit and its path.
+
+    The loss is each run's final loss on ``domain`` (default: ``all``, else the only domain);
+    the metric comes from a column of that name or, where readers keep evals, the run tags.
+    """
+    from mixplan.planning.fitting.downstream import (
+        downstream_name,
+        downstream_table,
+        fit_downstream,
+    )
+    from mixplan.tasks.lake import final_losses
+
+    final = final_losses(lake, experiment=experiment)
+    if final.height == 0:
+        raise RunLogError(f"experiment {experiment!r} has no runs in the lake at {lake}")
+    domains = final["domain"].unique().to_list()
+    chosen = domain or ("all" if "all" in domains else domains[0] if len(domains) == 1 else None)
+    if chosen is None:
+        raise FitError(
+            f"experiment {experiment!r} logs losses on domains {sorted(domains)} and no 'all': "
+            "name the loss to relate the metric to with --domain"
+        )
+    final = final.filter(pl.col("domain") == chosen)
+    if final["split"].n_unique() > 1:
+        split = "val" if (final["split"] == "val").any() else final["split"][0]
+        final = final.filter(pl.col("split") == split)
+    table = downstream_table(final, metric)
+    fit = fit_downstream(
+        table["loss"].to_numpy(),
+        table["metric"].to_numpy(),
+        metric_name=metric,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+    )
+    name = downstream_name(experiment, metric)
+    fit = {"kind": "downstream", "name": name, "experiment": experiment, "domain": chosen, **fit}
+    path = fit_path(lake, name)
+    text = json.dumps(fit, indent=1, allow_nan=True)
+    if "://" in path:
+        import fsspec
+
+        with fsspec.open(path, "w") as handle:
+            handle.write(text)
+    else:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text)
+    return fit, path

@@ -36,8 +36,9 @@ from mixplan.planning.fitting.engine import (
     tie_break_relative_mse,
 )
 from mixplan.planning.fitting.huber import DEFAULT_DELTA, irls_weights
+from mixplan.planning.fitting.isoflop import compare_with_parametric, isoflop_fits
 from mixplan.planning.fitting.result import FitResult
-from mixplan.planning.fitting.rolling import ORIGINS, rolling_origin
+from mixplan.planning.fitting.rolling import ORIGINS, last_rows, rolling_origin
 from mixplan.planning.fitting.specs import SPECS, FitSpec
 from mixplan.planning.laws.base import Law
 from mixplan.planning.provenance import code_version, frame_hash
@@ -62,6 +63,8 @@ __all__ = [
 MIN_RUNS_PER_PARAM = 3
 MIN_SIZES = 3
 EXTRAPOLATION_LIMIT = 10.0
+ISOFLOP_LAWS = ("chinchilla",)
+"""Laws whose fits are compared with isoFLOP approaches 1 and 2 (exponents alpha, beta)."""
 
 
 def get_spec(law: str | FitSpec) -> FitSpec:
@@ -267,6 +270,15 @@ def assemble(
             _, low, high = prediction_interval(spec, result.theta, calibration, cols, flops)
             decisions["loss_calibrated"] = np.stack([low, high], axis=1).tolist()
     law_draws = {k: v for k, v in bootstrap.items() if k != "objective"}
+    isoflop: dict[str, Any] = {}
+    if spec.name in ISOFLOP_LAWS and {"params", "tokens"} <= set(data.columns):
+        last = last_rows(data.run_index, data.n_runs)
+        iso = isoflop_fits(
+            6 * data.columns["params"][last] * data.columns["tokens"][last],
+            data.columns["params"][last],
+            data.loss[last],
+        )
+        isoflop = compare_with_parametric(iso, point_law.to_dict()["params"], law_draws)
     warnings = _diagnose(spec, data, result, delta, law_draws, budget_list if decisions else [])
     if not result.converged:
         warnings.append("L-BFGS-B polish did not report convergence at the best candidate")
@@ -302,6 +314,7 @@ def assemble(
         data_range=data_range,
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         calibration=calibration,
+        isoflop=isoflop,
     )
 
 

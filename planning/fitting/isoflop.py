@@ -43,8 +43,10 @@ def isoflop_slices(
     order = np.argsort(log_c)
     slices: list[list[int]] = []
     for i in order:
-        if slices and log_c[i] - log_c[slices[-1][-1]] <= gap and (
-            log_c[i] - log_c[slices[-1][0]] <= span
+        if (
+            slices
+            and log_c[i] - log_c[slices[-1][-1]] <= gap
+            and (log_c[i] - log_c[slices[-1][0]] <= span)
         ):
             slices[-1].append(int(i))
         else:
@@ -166,3 +168,23 @@ def implied_exponents(law_params: Mapping[str, Any]) -> tuple[float, float]:
     """``(a, b) = (beta / (alpha + beta), alpha / (alpha + beta))`` of a Chinchilla-form law."""
     alpha, beta = float(law_params["alpha"]), float(law_params["beta"])
     return beta / (alpha + beta), alpha / (alpha + beta)
+
+
+def compare_with_parametric(
+    iso: Mapping[str, Any],
+    law_params: Mapping[str, Any],
+    draws: Mapping[str, np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """``iso`` plus ``parametric``: the Chinchilla-form fit's implied ``a``, ``b`` with
+    percentile intervals from its bootstrap ``draws`` (``alpha``, ``beta`` arrays), at
+    ``iso``'s level."""
+    a, b = implied_exponents(law_params)
+    entry: dict[str, Any] = {"a": a, "b": b, "a_interval": [math.nan, math.nan]}
+    if draws is not None and len(draws.get("alpha", ())) >= 10:
+        alpha, beta = np.asarray(draws["alpha"], float), np.asarray(draws["beta"], float)
+        implied = beta / (alpha + beta)
+        level = float(iso.get("level", 0.9))
+        lo, hi = np.nanpercentile(implied, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
+        entry["a_interval"] = [float(lo), float(hi)]
+    entry["b_interval"] = [1 - entry["a_interval"][1], 1 - entry["a_interval"][0]]
+    return {**iso, "parametric": entry}

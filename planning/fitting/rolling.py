@@ -127,7 +127,8 @@ def rolling_origin(
         pred = spec.predict(fit.theta[None], cols)[0]
         observed = test.loss[last]
         resid = residual_target(spec, observed) - pred
-        scale = uncertainty(spec, train, fit.theta).scale(spec, fit.theta, cols)
+        spread = uncertainty(spec, train, fit.theta)
+        scale = spread.scale(spec, fit.theta, cols)
         predicted = np.exp(pred) if spec.scale == "log" else pred
         test_flops = run_flops(test)
         out.append(
@@ -136,6 +137,7 @@ def rolling_origin(
                 "status": "ok",
                 "n_train_runs": n_train,
                 "n_test_runs": n_test,
+                "noise": spread.noise,
                 "runs": [
                     {
                         "run_id": rid,
