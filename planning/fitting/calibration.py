@@ -6,8 +6,8 @@ the distance past the data) but not the right *size*: a law that is slightly wro
 whose noise is correlated, make extrapolation errors larger than any in-sample estimate says.
 Extrapolation error also grows with the distance past the data faster than the curve's
 standard error does (misspecification does not average out), so the scale is widened linearly
-in decades of compute past the fit's largest run: ``width = scale * (1 + d)``, ``d =
-log10(C / C_max)`` (zero inside the data). The width is then calibrated conformally on the
+in decades of compute past the fit's largest run: ``width = scale * (1 + w d)``, ``d =
+log10(C / C_max)`` (zero inside the data), ``w = DISTANCE_WEIGHT``. The width is then calibrated conformally on the
 rolling-origin backtests: every held-out run gives a score ``|residual| / width``; the interval
 at level ``p`` is ``prediction +- k * width`` on the law's residual scale (log loss for nats),
 where ``k`` is the split-conformal quantile of the scores (rank ``ceil((n + 1) p)``) over the
@@ -31,6 +31,11 @@ import numpy as np
 
 NOMINAL_LEVEL = 0.9
 """The level of the calibrated prediction intervals mixplan reports."""
+
+DISTANCE_WEIGHT = 2.0
+"""Growth of the width per decade past the data, in units of the in-data scale (one constant
+for every law and data set: at 2, a prediction one decade out is three times as uncertain as
+one inside the data)."""
 
 WINDOW = 2
 """Origins a calibration pools: the latest ones (closest to the extrapolation it serves)."""
@@ -67,9 +72,10 @@ def conformal_quantile(scores: Sequence[float], level: float) -> float:
 
 
 def distance_factor(flops: np.ndarray | float, data_flops: float) -> np.ndarray:
-    """``1 + d`` with ``d`` the decades of compute past ``data_flops`` (0 inside the data)."""
+    """``1 + w d`` with ``d`` the decades of compute past ``data_flops`` (0 inside the data)
+    and ``w`` :data:`DISTANCE_WEIGHT`."""
     ratio = np.asarray(flops, float) / data_flops
-    return 1.0 + np.log10(np.maximum(ratio, 1.0))
+    return 1.0 + DISTANCE_WEIGHT * np.log10(np.maximum(ratio, 1.0))
 
 
 def _scores(origin: Mapping[str, Any], below: float = math.inf) -> list[float]:
@@ -137,7 +143,7 @@ def measured_coverage(
 
 METHOD = (
     "split-conformal on rolling-origin backtests: |residual| / (clustered delta-method scale x "
-    "(1 + decades past the data)), pooled over the latest origins"
+    f"(1 + {DISTANCE_WEIGHT:g} x decades past the data)), pooled over the latest origins"
 )
 
 
