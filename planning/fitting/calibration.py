@@ -4,14 +4,14 @@ A fit's raw uncertainty (the run-clustered delta-method error of the curve plus 
 :class:`~mixplan.planning.fitting.rolling.Uncertainty`) has the right *shape* (it grows with
 the distance past the data) but not the right *size*: a law that is slightly wrong, or runs
 whose noise is correlated, make extrapolation errors larger than any in-sample estimate says.
-Extrapolation error also grows with the distance past the data faster than the curve's
-standard error does (misspecification does not average out), so the scale is widened linearly
-in decades of compute past the fit's largest run: ``width = scale * (1 + w d)``, ``d =
-log10(C / C_max)`` (zero inside the data), ``w = DISTANCE_WEIGHT``. The width is then calibrated conformally on the
-rolling-origin backtests: every held-out run gives a score ``|residual| / width``; the interval
-at level ``p`` is ``prediction +- k * width`` on the law's residual scale (log loss for nats),
-where ``k`` is the split-conformal quantile of the scores (rank ``ceil((n + 1) p)``) over the
-``WINDOW`` latest origins (the extrapolations most like the one asked for).
+Extrapolation error also grows with the distance past the data faster than the curve's standard
+error does (misspecification does not average out), so the scale is widened linearly in decades
+of compute past the fit's largest run: ``width = scale * (1 + w d)``, ``d = log10(C / C_max)``
+(zero inside the data), ``w = DISTANCE_WEIGHT``. The width is then calibrated conformally on
+the rolling-origin backtests: every held-out run gives a score ``|residual| / width``; the
+interval at level ``p`` is ``prediction +- k * width`` on the law's residual scale (log loss
+for nats), where ``k`` is the split-conformal quantile of the scores (rank ``ceil((n + 1) p)``)
+over the ``WINDOW`` latest origins (the extrapolations most like the one asked for).
 
 Measured coverage never uses a run to calibrate the interval that is scored on it: for each
 origin, ``k`` is calibrated only on the ``WINDOW`` earlier origins' predictions of runs *below*
