@@ -56,6 +56,10 @@ def test_point_fit_and_store_tasks(lake):
     again = read_fit(path)
     assert again.law == result.law
     assert again.n_bootstrap == 50
+    # the sweep StepLaw holds over, for the planner's extrapolation warning
+    span = again.data_range
+    assert span["params_min"] < span["params"] and span["tokens_min"] < span["tokens"]
+    assert span["flops_min"] < span["flops"]
     recipe = next(r for r in discover_task.fn(lake, ["sardana"]))
     data, search = point_fit_task.fn(load_table_task.fn(lake, recipe), recipe)
     assert data.n_runs == 47 and np.isfinite(search.objective)

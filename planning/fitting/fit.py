@@ -285,6 +285,13 @@ def assemble(
     data_range = {
         c: float(np.max(data.columns[c])) for c in ("params", "tokens") if c in data.columns
     }
+    data_range.update(
+        {
+            f"{c}_min": float(np.min(data.columns[c]))
+            for c in ("params", "tokens")
+            if c in data.columns
+        }
+    )
     data_range["flops"] = float(np.nanmax(data.flops)) if np.isfinite(data.flops).any() else 0.0
     opts = {
         "law": spec.name,

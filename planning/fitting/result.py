@@ -41,7 +41,8 @@ class FitResult:
         a compute-optimal allocation.
     decision_draws_ : decision name -> ``(B, n_budgets)`` draws.
     backtest : the held-out extrapolation check (see ``mixplan.planning.fitting.backtest``).
-    data_range : largest ``flops``, ``params``, ``tokens`` among the fitted runs.
+    data_range : largest ``flops``, ``params``, ``tokens`` among the fitted runs, and the
+        smallest as ``params_min``, ``tokens_min`` (and ``flops_min`` for StepLaw).
     calibration : the calibrated prediction intervals' record and measured coverage
         (:func:`mixplan.planning.fitting.calibration.calibration_record`); empty if not run.
     leaderboard : the rolling-origin leaderboard of the experiment this fit belongs to
