@@ -75,12 +75,21 @@ def test_winner_of_a_board_without_backtests_is_a_clear_error():
         winner({"name": "tiny", "winner": None, "entries": []})
 
 
-# The law each bundled experiment's leaderboard picks (its winner), and the experiment's own
-# default law where that differs: nominal 90% intervals must cover 80-97% of held-out runs.
+# The law each bundled experiment's leaderboard picks (its winner): nominal 90% intervals must
+# cover 80-97% of held-out runs. The two known gaps are strict xfails with their numbers.
 COVERAGE_CASES = [
     ("epoch-chinchilla", "chinchilla"),
     ("sardana", "kaplan"),
-    ("datablations", "kaplan"),
+    ("datablations", "kaplan"),  # second on datablations' board (96.4%)
+    pytest.param(
+        "datablations",
+        "muennighoff",
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason="known gap: the winner on datablations over-covers slightly (97.3% of 561 "
+            "held-out predictions): its later backtests extrapolate better than earlier ones",
+        ),
+    ),
     ("gemstones-hot", "chinchilla"),
     ("gemstones-cooldown", "chinchilla"),
     pytest.param(
@@ -89,8 +98,8 @@ COVERAGE_CASES = [
         marks=pytest.mark.xfail(
             strict=True,
             reason="known gap: Tao's law fitted on small runs under-predicts the loss of larger "
-            "ones by an error growing ~0.25 per decade, faster than the calibrated width "
-            "(coverage ~53%)",
+            "ones by an error growing ~0.25 (raw L_u) per decade, faster than the calibrated width "
+            "(coverage 57% of 120)",
         ),
     ),
 ]
