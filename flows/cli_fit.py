@@ -62,7 +62,7 @@ Examples:
   mixplan fit --mixture -e regmix-1m-train -d github
 """
 
-PREDICT_HELP = """Predict loss with a 95% bootstrap interval for the rows of a CSV file.
+PREDICT_HELP = """Predict loss with a 90% prediction interval for the rows of a CSV file.
 
 The CSV needs the columns the fitted law reads: params and tokens (Chinchilla, Kaplan, Gadre),
 plus unique_tokens (Muennighoff), or non_vocab_params, vocab_params and tokens (Tao).
@@ -78,7 +78,9 @@ with rows.csv
   7e10,1.4e12
 
 prints the predicted loss, its interval and how far each row lies past the largest fitted run
-("extrapolation", a ratio of compute; a warning is printed past 10x).
+("extrapolation", a ratio of compute; a warning is printed past 10x). The interval is
+calibrated on the fit's rolling-origin backtests and printed with the coverage it reached on
+held-out runs (fits stored without a calibration fall back to the bootstrap of the curve).
 """
 
 
@@ -471,7 +473,7 @@ def _fit_mixture_command(
 def predict_command(
     fit: Annotated[Path, typer.Option("--fit", help="A stored fit (JSON).")],
     at: Annotated[Path, typer.Option("--at", help="CSV of rows to predict.")],
-    level: Annotated[float, typer.Option(help="Interval level.")] = 0.95,
+    level: Annotated[float, typer.Option(min=0.5, max=0.99, help="Interval level.")] = 0.9,
     as_json: Annotated[bool, typer.Option("--json", help="Print rows as JSON.")] = False,
 ) -> None:
     """Predicted loss with its interval for arbitrary rows."""
@@ -492,10 +494,12 @@ def predict_command(
     if as_json:
         typer.echo(json.dumps(out.to_dicts(), indent=1, default=str))
         return
-    table = Table(title=f"{result.name}: predicted loss ({level:.0%} bootstrap interval)")
-    for col in out.columns:
+    kind = out["interval"][0] if out.height else ""
+    shown = out.drop("interval")
+    table = Table(title=f"{result.name}: predicted loss ({kind})")
+    for col in shown.columns:
         table.add_column(col, justify="right")
-    for row in out.iter_rows():
+    for row in shown.iter_rows():
         table.add_row(*[_fmt(v) if isinstance(v, float) else str(v) for v in row])
     console.print(table)
     if (out["extrapolation"] > 10).any():
