@@ -29,6 +29,10 @@ from typing import Any
 
 import numpy as np
 
+from mixplan.planning.fitting.data import FitData, run_flops
+from mixplan.planning.fitting.rolling import Uncertainty, uncertainty
+from mixplan.planning.fitting.specs import Columns, FitSpec
+
 NOMINAL_LEVEL = 0.9
 """The level of the calibrated prediction intervals mixplan reports."""
 
@@ -148,8 +152,8 @@ METHOD = (
 
 
 def calibration_record(
-    spec: Any,
-    data: Any,
+    spec: FitSpec,
+    data: FitData,
     theta: np.ndarray,
     origins: Sequence[Mapping[str, Any]],
     level: float = NOMINAL_LEVEL,
@@ -157,9 +161,6 @@ def calibration_record(
     """What a fit stores to give calibrated intervals anywhere: the factor, the scores (any
     level), the full-data fit's :class:`~mixplan.planning.fitting.rolling.Uncertainty`, the
     compute of its largest run and the measured coverage (per-run detail dropped)."""
-    from mixplan.planning.fitting.data import run_flops
-    from mixplan.planning.fitting.rolling import uncertainty
-
     usable = _ok(origins)[-WINDOW:]
     scores = [s for origin in usable for s in _scores(origin)]
     calib = calibrate(origins, level)
@@ -179,18 +180,16 @@ def calibration_record(
 
 
 def prediction_interval(
-    spec: Any,
+    spec: FitSpec,
     theta: np.ndarray,
     record: Mapping[str, Any],
-    columns: Mapping[str, np.ndarray],
+    columns: Columns,
     flops: np.ndarray,
     level: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Point prediction and calibrated ``level`` interval of the loss at the rows of
     ``columns`` (default: the record's level); NaN bounds when the fit could not be calibrated.
     """
-    from mixplan.planning.fitting.rolling import Uncertainty
-
     pred = spec.predict(np.asarray(theta, float)[None], columns)[0]
     level = record.get("level", NOMINAL_LEVEL) if level is None else level
     scores = record.get("scores", [])
