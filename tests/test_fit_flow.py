@@ -135,12 +135,22 @@ def test_cli_fit_law_and_target_options(lake, tmp_path):
 
     target = runner.invoke(
         app,
-        ["fit", "--lake", lake, "-e", "sardana", "--target", "mmlu_5_shot_avg", "-b", "10"],
+        [
+            "fit",
+            "--lake",
+            lake,
+            "-e",
+            "sardana",
+            "--target",
+            "eval_gauntlet/world_knowledge",
+            "-b",
+            "10",
+        ],
     )
     assert target.exit_code == 0, target.output
     assert "error = 1 - metric" in target.output and "(chosen)" in target.output
     stored = json.loads(
-        (Path(lake) / "fits" / "sardana-downstream-mmlu_5_shot_avg.json").read_text()
+        (Path(lake) / "fits" / "sardana-downstream-eval_gauntlet_world_knowledge.json").read_text()
     )
     assert stored["kind"] == "downstream" and stored["n_runs"] == 47
     missing = runner.invoke(app, ["fit", "--lake", lake, "-e", "sardana", "--target", "nope"])
