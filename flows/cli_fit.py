@@ -193,7 +193,8 @@ def render_isoflop(console: Console, iso: dict[str, Any]) -> None:
             parts.append(f"{label} -")
             continue
         lo, hi = entry.get("a_interval", [math.nan, math.nan])
-        parts.append(f"{label} a = {entry['a']:.3f} [{_fmt(lo)}, {_fmt(hi)}]")
+        band = f" [{lo:.3f}, {hi:.3f}]" if math.isfinite(lo) else ""
+        parts.append(f"{label} a = {entry['a']:.3f}{band}")
     console.print(
         f"  isoFLOP N* ~ C^a ({iso['n_slices']} budgets, {level:.0%} bootstrap, b = 1 - a): "
         + "; ".join(parts)
