@@ -15,44 +15,54 @@ from rich.table import Table
 from mixplan.flows.config import DEFAULT_LAKE
 from mixplan.flows.console import cli_console
 
-FIT_HELP = """Fit scaling laws to the runs in the lake, with bootstrap intervals and a backtest.
+FIT_HELP = """Fit scaling laws to the runs in the lake, choose one by how it extrapolates.
 
-A scaling law predicts final loss from model size N (params), training tokens D and, where the
-runs vary them, unique tokens U or vocabulary size:
+Per experiment, every law that applies is refitted on the runs below compute quantiles
+0.3-0.8 and scored on the runs above (a rolling-origin backtest). The leaderboard is printed
+and stored at LAKE/fits/EXPERIMENT-leaderboard.json; the experiment's default law and the
+winner are fitted (Huber on log loss, bootstrap by run) and stored at LAKE/fits/NAME.json.
+Loss intervals are 90% prediction intervals calibrated on the backtests, printed with the
+coverage they reached on held-out runs.
 
-  Chinchilla   L(N, D) = E + A / N^alpha + B / D^beta
+Laws (--law):
 
-  Muennighoff  the same with effective N', D' when data repeats (D > U)
+  chinchilla   E + A/N^alpha + B/D^beta (Hoffmann et al.)
 
-  Tao          unigram-normalised loss with a vocabulary term (N_nv, V d, D)
+  kaplan       [(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D
 
-One law per experiment (Chinchilla on epoch-chinchilla / sardana / gemstones, Muennighoff on
-datablations, Tao on tao-vocab, StepLaw on steplaw; other experiments get a law chosen from
-their columns), fitted with a Huber loss on log loss from a grid of starts. Each fit is stored
-as JSON at LAKE/fits/NAME.json with its options, data hash, code version, bootstrap draws
-(resampling runs, never checkpoints) and backtest (fit on runs below the 80th percentile of
-compute, predict the rest).
+  gadre        E + (a M^eta + b M^-eta) C^-eta, M = D/N (over-training)
 
-With --mixture, fit mixture laws instead: how each validation domain's loss depends on the
-training mixture (exponential L_i(r) = c_i + k_i exp(t_i . r), additive, per-source), with the
-linear and LightGBM baselines for comparison, scored on a held-out experiment (Spearman, mean
-relative error). Each law is stored at LAKE/fits/EXPERIMENT-mixture-FAMILY.json, where
-`mixplan plan` finds it.
+  muennighoff  Chinchilla with effective N', D' when data repeats
+
+  tao          unigram-normalised loss with a vocabulary term
+
+  loss_curve   L0 + A S1^-alpha - C S2 over learning-rate areas
+
+  steplaw      optimal learning rate and batch size from a sweep
+
+Runs that log several eval domains and no "all" domain are fitted per domain (a note says
+so); --domain picks some. --target fits loss -> downstream error instead (Gadre's
+eps - k exp(-gamma L) or a sigmoid, the better on held-out low-loss runs) for a metric
+column or run tag (accuracies: the error is 1 - metric).
 
 Examples:
 
-  mixplan fit              # every experiment, 200 bootstrap draws
+  mixplan fit
 
-  mixplan fit --experiment epoch-chinchilla --bootstrap 1000
+  mixplan fit -e epoch-chinchilla --bootstrap 1000
+
+  mixplan fit -e sardana --law kaplan
+
+  mixplan fit -e gemstones-hot --domain all
+
+  mixplan fit -e sardana --target eval_gauntlet/core_average
 
   mixplan fit --json > fits.json
 
-  mixplan fit --mixture    # every mixture experiment, paired train/test
-
-  mixplan fit --mixture -e regmix-1m-train --held-out regmix-1m-test -d github
+  mixplan fit --mixture -e regmix-1m-train -d github
 """
 
-PREDICT_HELP = """Predict loss with a 95% bootstrap interval for the rows of a CSV file.
+PREDICT_HELP = """Predict loss with a 90% prediction interval for the rows of a CSV file.
 
 The CSV needs the columns the fitted law reads: params and tokens (Chinchilla, Kaplan, Gadre),
 plus unique_tokens (Muennighoff), or non_vocab_params, vocab_params and tokens (Tao).
@@ -68,7 +78,9 @@ with rows.csv
   7e10,1.4e12
 
 prints the predicted loss, its interval and how far each row lies past the largest fitted run
-("extrapolation", a ratio of compute; a warning is printed past 10x).
+("extrapolation", a ratio of compute; a warning is printed past 10x). The interval is
+calibrated on the fit's rolling-origin backtests and printed with the coverage it reached on
+held-out runs (fits stored without a calibration fall back to the bootstrap of the curve).
 """
 
 
@@ -95,6 +107,12 @@ def fit_summary(result: Any, path: str | None = None) -> dict[str, Any]:
         if result.n_bootstrap
         else {},
         "backtest": {k: v for k, v in bt.items() if k != "runs"},
+        "calibration": {
+            k: v for k, v in (result.calibration or {}).items() if k not in ("scores", "origins")
+        },
+        "loss_calibrated": result.decisions.get("loss_calibrated", []),
+        "leaderboard": result.leaderboard,
+        "isoflop": result.isoflop,
         "warnings": list(result.warnings),
         "data_hash": result.data_hash,
         "code_version": result.code_version,
@@ -112,6 +130,7 @@ def render_fit(console: Console, result: Any, path: str | None = None) -> None:
     table.add_column("estimate", justify="right")
     table.add_column("95% low", justify="right")
     table.add_column("95% high", justify="right")
+    table.caption = "bootstrap by run: intervals on the curve's parameters, not on new runs"
     intervals = (
         result.intervals()
         if result.n_bootstrap
@@ -121,6 +140,8 @@ def render_fit(console: Console, result: Any, path: str | None = None) -> None:
         table.add_row(key, _fmt(point), _fmt(low), _fmt(high))
     table.add_row("objective", f"{result.objective:.6g}", "", "")
     console.print(table)
+    render_calibrated(console, result)
+    render_isoflop(console, result.isoflop)
     bt = result.backtest or {}
     if bt.get("status") == "ok":
         console.print(
@@ -136,11 +157,67 @@ def render_fit(console: Console, result: Any, path: str | None = None) -> None:
         console.print(f"  stored at {path}")
 
 
+def render_calibrated(console: Console, result: Any) -> None:
+    """The compute-optimal loss at each budget with its calibrated 90% prediction interval and
+    the coverage such intervals reached on held-out runs."""
+    from mixplan.planning.fitting.calibration import coverage_note
+
+    record = result.calibration or {}
+    if not record:
+        return
+    bands = result.decisions.get("loss_calibrated", [])
+    for budget, loss, band in zip(
+        result.decisions.get("flops", []), result.decisions.get("loss", []), bands, strict=False
+    ):
+        console.print(
+            f"  loss at {budget:.3g} FLOPs: {_fmt(loss)}, {record['level']:.0%} prediction "
+            f"interval {_fmt(band[0])} - {_fmt(band[1])}"
+        )
+    console.print(f"  {record['level']:.0%} loss intervals: {coverage_note(record)}")
+
+
+def render_isoflop(console: Console, iso: dict[str, Any]) -> None:
+    """IsoFLOP approaches 1 and 2 next to the parametric fit's implied exponents."""
+    if not iso:
+        return
+    if iso.get("status") != "ok":
+        console.print(f"  isoFLOP: {iso.get('status')}")
+        return
+    level = iso.get("level", 0.9)
+    rows = [("approach 1 (minima)", iso.get("approach_1", {}))]
+    rows.append(("approach 2 (parabolas)", iso.get("approach_2", {})))
+    rows.append(("parametric fit", iso.get("parametric", {})))
+    parts = []
+    for label, entry in rows:
+        if not entry or not math.isfinite(entry.get("a", math.nan)):
+            parts.append(f"{label} -")
+            continue
+        lo, hi = entry.get("a_interval", [math.nan, math.nan])
+        band = f" [{lo:.3f}, {hi:.3f}]" if math.isfinite(lo) else ""
+        parts.append(f"{label} a = {entry['a']:.3f}{band}")
+    console.print(
+        f"  isoFLOP N* ~ C^a ({iso['n_slices']} budgets, {level:.0%} bootstrap, b = 1 - a): "
+        + "; ".join(parts)
+    )
+
+
 def fit_command(
     lake: Annotated[str, typer.Option(help="Lake folder or object-store URL.")] = str(DEFAULT_LAKE),
     experiment: Annotated[
         list[str] | None,
         typer.Option("--experiment", "-e", help="Fit only this experiment (repeatable)."),
+    ] = None,
+    law: Annotated[
+        str | None,
+        typer.Option("--law", "-l", help="Fit this law only (no leaderboard); see the list."),
+    ] = None,
+    domain: Annotated[
+        list[str] | None,
+        typer.Option("--domain", "-d", help="Fit only this eval domain (repeatable)."),
+    ] = None,
+    target: Annotated[
+        str | None,
+        typer.Option("--target", help="'loss' (default) or a downstream metric column / tag."),
     ] = None,
     bootstrap: Annotated[
         int, typer.Option("--bootstrap", "-b", min=0, help="Bootstrap draws (resampled runs).")
@@ -158,14 +235,11 @@ def fit_command(
             "--held-out", help="With --mixture: experiment the laws are scored on (held out)."
         ),
     ] = None,
-    domain: Annotated[
-        list[str] | None,
-        typer.Option("--domain", "-d", help="With --mixture: fit only this domain (repeatable)."),
-    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the fits as JSON.")] = False,
 ) -> None:
     """Fit scaling laws (or, with --mixture, mixture laws) with intervals and backtests."""
     from mixplan.planning.errors import MixplanError
+    from mixplan.planning.fitting.recipes import LAW_NAMES
     from mixplan.tasks.fit import discover_recipes, fit_lake
 
     console = cli_console(stderr=as_json)
@@ -181,11 +255,22 @@ def fit_command(
             as_json=as_json,
         )
         return
-    if held_out is not None or domain:
-        console.print("[red]error[/red]: --held-out and --domain go with --mixture")
+    if held_out is not None:
+        console.print("[red]error[/red]: --held-out goes with --mixture")
         raise typer.Exit(2)
+    if law is not None:
+        law = law.replace("-", "_")
+        if law not in LAW_NAMES:
+            console.print(
+                f"[red]error[/red]: unknown law {law!r}; --law takes one of {', '.join(LAW_NAMES)}"
+            )
+            raise typer.Exit(2)
+    if target not in (None, "loss"):
+        _fit_downstream_command(console, lake, experiment, domain, target, bootstrap, seed, as_json)
+        return
+    notes: list[str] = []
     try:
-        recipes = discover_recipes(lake, experiment, by_domain=by_domain)
+        recipes = discover_recipes(lake, experiment, by_domain=by_domain, law=law, domains=domain)
     except MixplanError as err:
         console.print(f"[red]error[/red]: {err}")
         raise typer.Exit(2) from err
@@ -198,31 +283,138 @@ def fit_command(
         console=console,
         transient=as_json,
     ) as progress:
-        bar = progress.add_task("fitting", total=len(recipes))
+        bar = progress.add_task("fitting", total=None)
 
         def on_fit(recipe: Any, result: Any, path: str | None) -> None:
             if result is None:
-                progress.update(bar, description=f"fitting {recipe.name}")
+                progress.update(bar, description=f"backtesting laws on {recipe.name}")
             else:
-                progress.advance(bar)
+                progress.update(bar, description=f"fitted {recipe.name}", advance=1)
 
-        done = fit_lake(
-            lake,
-            experiments=list(dict.fromkeys(r.experiment for r in recipes)),
-            n_bootstrap=bootstrap,
-            seed=seed,
-            by_domain=by_domain,
-            on_fit=on_fit,
-        )
-        progress.update(bar, description="done")
+        try:
+            done = fit_lake(
+                lake,
+                experiments=list(dict.fromkeys(r.experiment for r in recipes)),
+                n_bootstrap=bootstrap,
+                seed=seed,
+                by_domain=by_domain,
+                law=law,
+                domains=domain,
+                notes=notes,
+                on_fit=on_fit,
+            )
+        except MixplanError as err:
+            console.print(f"[red]error[/red]: {err}")
+            raise typer.Exit(2) from err
+        progress.update(bar, description="done", total=len(done), completed=len(done))
+    for note in dict.fromkeys(notes):
+        console.print(f"[cyan]note[/cyan]: {note}")
     if as_json:
         typer.echo(json.dumps([fit_summary(r, p) for r, p in done], indent=1, default=str))
         return
+    shown: set[str] = set()
     for result, path in done:
+        board = result.leaderboard
+        if board and board.get("name") not in shown and law is None:
+            shown.add(board["name"])
+            render_leaderboard(console, board)
         render_fit(console, result, path)
     if not done:
         console.print("no experiment in the lake could be fitted")
         raise typer.Exit(1)
+
+
+def render_leaderboard(console: Console, board: dict[str, Any]) -> None:
+    """Print a rolling-origin leaderboard: rank, law, held-out error, calibrated coverage."""
+    table = Table(
+        title=f"{board['name']}: laws ranked by extrapolation (fit below compute quantiles "
+        f"{', '.join(f'{q:g}' for q in board['quantiles'])}, predict above)",
+        title_justify="left",
+    )
+    for col in ("rank", "law", "mean rel. error", "origins", "90% coverage", "fit"):
+        table.add_column(col, justify="right" if col not in ("law", "fit") else "left")
+    for entry in board["entries"]:
+        cov = entry.get("coverage", {})
+        coverage = f"{cov['coverage']:.0%} of {cov['n']}" if cov.get("n") else "not measurable"
+        table.add_row(
+            str(entry["rank"]),
+            entry["law"],
+            "-" if not math.isfinite(entry["score"]) else f"{entry['score']:.2%}",
+            str(entry["n_origins"]),
+            coverage,
+            entry["fit"],
+        )
+    console.print(table)
+    if board.get("winner"):
+        console.print(f"  winner: {board['winner']} (the planner's default law for this data)")
+
+
+def _fit_downstream_command(
+    console: Console,
+    lake: str,
+    experiments: list[str] | None,
+    domains: list[str] | None,
+    metric: str,
+    n_bootstrap: int,
+    seed: int,
+    as_json: bool,
+) -> None:
+    """``mixplan fit --target METRIC``: loss -> downstream error per experiment."""
+    from mixplan.planning.errors import MixplanError
+    from mixplan.tasks.fit import fit_downstream_lake
+    from mixplan.tasks.lake import lake_summary
+
+    if not experiments:
+        console.print(
+            "[red]error[/red]: --target needs --experiment (the runs that log the metric)"
+        )
+        raise typer.Exit(2)
+    if domains and len(domains) > 1:
+        console.print("[red]error[/red]: --target takes one --domain (the loss to relate to)")
+        raise typer.Exit(2)
+    results = []
+    try:
+        known = set(lake_summary(lake)["experiments"])
+        for name in experiments:
+            if name not in known:
+                raise_unknown = ", ".join(sorted(known)) or "none"
+                console.print(
+                    f"[red]error[/red]: no experiment {name!r} in {lake}; it has {raise_unknown}"
+                )
+                raise typer.Exit(2)
+            fit, path = fit_downstream_lake(
+                lake,
+                name,
+                metric,
+                domain=domains[0] if domains else None,
+                n_bootstrap=n_bootstrap,
+                seed=seed,
+            )
+            results.append({**fit, "path": path})
+    except MixplanError as err:
+        console.print(f"[red]error[/red]: {err}")
+        raise typer.Exit(2) from err
+    if as_json:
+        typer.echo(json.dumps(results, indent=1, default=str))
+        return
+    for fit in results:
+        table = Table(
+            title=f"{fit['name']}: {fit['target']} from {fit['domain']} loss, {fit['n_runs']} runs",
+            title_justify="left",
+        )
+        for col in ("law", "in-sample RMSE", f"held-out RMSE ({fit['n_holdout']} lowest loss)"):
+            table.add_column(col)
+        for cand in fit["candidates"]:
+            mark = " (chosen)" if cand["law"] == fit["law"] else ""
+            table.add_row(cand["name"] + mark, f"{cand['rmse']:.4f}", f"{cand['holdout_rmse']:.4f}")
+        console.print(table)
+        params = ", ".join(
+            f"{k} {_fmt(v)} [{_fmt(fit['intervals'][k][0])}, {_fmt(fit['intervals'][k][1])}]"
+            for k, v in fit["law"]["params"].items()
+            if k in fit["intervals"]
+        )
+        console.print(f"  {fit['level']:.0%} bootstrap by run: {params}")
+        console.print(f"  stored at {fit['path']}")
 
 
 MIXTURE_BOOTSTRAP = 8
@@ -282,7 +474,7 @@ def _fit_mixture_command(
 def predict_command(
     fit: Annotated[Path, typer.Option("--fit", help="A stored fit (JSON).")],
     at: Annotated[Path, typer.Option("--at", help="CSV of rows to predict.")],
-    level: Annotated[float, typer.Option(help="Interval level.")] = 0.95,
+    level: Annotated[float, typer.Option(min=0.5, max=0.99, help="Interval level.")] = 0.9,
     as_json: Annotated[bool, typer.Option("--json", help="Print rows as JSON.")] = False,
 ) -> None:
     """Predicted loss with its interval for arbitrary rows."""
@@ -303,10 +495,12 @@ def predict_command(
     if as_json:
         typer.echo(json.dumps(out.to_dicts(), indent=1, default=str))
         return
-    table = Table(title=f"{result.name}: predicted loss ({level:.0%} bootstrap interval)")
-    for col in out.columns:
+    kind = out["interval"][0] if out.height else ""
+    shown = out.drop("interval")
+    table = Table(title=f"{result.name}: predicted loss ({kind})")
+    for col in shown.columns:
         table.add_column(col, justify="right")
-    for row in out.iter_rows():
+    for row in shown.iter_rows():
         table.add_row(*[_fmt(v) if isinstance(v, float) else str(v) for v in row])
     console.print(table)
     if (out["extrapolation"] > 10).any():

@@ -7,6 +7,8 @@ with options, data hash, code version, bootstrap draws and backtest). The plain 
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,7 +26,22 @@ from mixplan.planning.fitting.bootstrap import bootstrap_chunk
 from mixplan.planning.fitting.data import FitData
 from mixplan.planning.fitting.engine import SearchResult
 from mixplan.planning.fitting.huber import DEFAULT_DELTA
-from mixplan.planning.fitting.recipes import FitRecipe, fit_table, per_domain, per_size, recipe_for
+from mixplan.planning.fitting.leaderboard import (
+    SCALE_LAWS,
+    applicable_laws,
+    leaderboard,
+    leaderboard_path,
+)
+from mixplan.planning.fitting.recipes import (
+    FitRecipe,
+    board_name,
+    domain_choice,
+    fit_table,
+    per_domain,
+    per_size,
+    recipe_for,
+    with_law,
+)
 from mixplan.planning.fitting.result import FitResult, fit_path
 from mixplan.tasks.lake import lake_summary, read_metrics, read_runs
 
@@ -69,11 +86,17 @@ def discover_recipes(
     experiments: Sequence[str] | None = None,
     *,
     by_domain: bool = False,
+    law: str | None = None,
+    domains: Sequence[str] | None = None,
+    notes: list[str] | None = None,
 ) -> list[FitRecipe]:
     """The fits to make: one recipe per experiment in the lake (or per named experiment).
 
     ``by_domain`` makes one fit per evaluation domain of experiments that log several
-    (per-domain / per-source laws); otherwise the aggregate domain ``all`` is fitted.
+    (per-domain / per-source laws); otherwise the aggregate domain ``all`` is fitted, or every
+    domain when there is no ``all`` (:func:`~mixplan.planning.fitting.recipes.domain_choice`,
+    which appends a line saying so to ``notes``). ``domains`` fits only those domains; ``law``
+    fits that law instead of the experiment's default.
     """
     names = list(experiments) if experiments else sorted(lake_summary(lake)["experiments"])
     recipes = []
@@ -85,12 +108,27 @@ def discover_recipes(
         recipe = recipe_for(name, runs, metrics)
         if recipe is None:
             continue
+        if law is not None and law != recipe.law:
+            recipe = with_law(recipe, law)
         if recipe.law == "loss_curve":
             recipes.extend(per_size(recipe, runs))
-        elif by_domain and recipe.law != "steplaw":
-            recipes.extend(per_domain(recipe, metrics["domain"].unique().to_list()))
-        else:
+            continue
+        if recipe.law == "steplaw":
             recipes.append(recipe)
+            continue
+        chosen, note = domain_choice(
+            name, metrics["domain"].unique().to_list(), by_domain=by_domain, wanted=domains
+        )
+        if note and notes is not None:
+            notes.append(note)
+        if not chosen:
+            recipes.append(recipe)
+        elif len(chosen) == 1:
+            recipes.append(
+                dataclasses.replace(recipe, name=f"{recipe.name}@{chosen[0]}", domain=chosen[0])
+            )
+        else:
+            recipes.extend(per_domain(recipe, chosen))
     return recipes
 
 
@@ -101,28 +139,64 @@ def load_table(lake: str | Path, recipe: FitRecipe) -> pl.DataFrame:
     return fit_table(recipe, runs, metrics)
 
 
-def fit_recipe(
-    lake: str | Path,
-    recipe: FitRecipe,
-    *,
-    n_bootstrap: int = 200,
-    seed: int = 0,
-    delta: float = DEFAULT_DELTA,
-    backtest_quantile: float | None = DEFAULT_HOLDOUT_QUANTILE,
-    chunk_size: int = DEFAULT_CHUNK,
-    on_progress: Callable[[str], None] | None = None,
-) -> FitResult:
-    """Fit one recipe end to end in-process: read its table from the lake, then
-    :meth:`FitRecipe.fit` (point fit, bootstrap in chunks, backtest)."""
-    return recipe.fit(
-        load_table(lake, recipe),
-        n_bootstrap=n_bootstrap,
-        seed=seed,
+def select_law(
+    table: pl.DataFrame, recipe: FitRecipe, *, fixed: bool = False, delta: float = DEFAULT_DELTA
+) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+    """The rolling-origin leaderboard of ``recipe``'s table
+    (:func:`~mixplan.planning.fitting.leaderboard.leaderboard`): every applicable scale law, or
+    only the recipe's own when the user named it (``fixed``). Empty for StepLaw and loss curves.
+    """
+    if recipe.law not in SCALE_LAWS:
+        return {}, {}
+    laws = [recipe.law] if fixed else list(dict.fromkeys([recipe.law, *applicable_laws(table)]))
+    name = board_name(recipe)
+    return leaderboard(
+        table,
+        name=name,
+        laws=laws,
+        outlier_rule=recipe.outlier_rule,
         delta=delta,
-        backtest_quantile=backtest_quantile,
-        chunk_size=chunk_size,
-        on_progress=on_progress,
+        fit_names={law: with_law(recipe, law).name for law in laws},
     )
+
+
+def write_leaderboard(board: dict[str, Any], lake: str | Path) -> str:
+    """Store a leaderboard at ``<lake>/fits/<name>-leaderboard.json``; returns its path."""
+    path = leaderboard_path(str(lake), board["name"])
+    text = json.dumps(board, indent=1, allow_nan=True)
+    if "://" in path:
+        import fsspec
+
+        with fsspec.open(path, "w") as handle:
+            handle.write(text)
+    else:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(path + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return path
+
+
+def read_leaderboard(lake: str | Path, name: str) -> dict[str, Any]:
+    """The stored leaderboard ``name`` (an experiment, or ``experiment@domain``)."""
+    path = leaderboard_path(str(lake), name)
+    try:
+        if "://" in path:
+            import fsspec
+
+            with fsspec.open(path, "r") as handle:
+                return json.loads(handle.read())
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError as err:
+        raise FitError(f"no leaderboard at {path}; run `mixplan fit` first") from err
+
+
+def recipes_to_fit(recipe: FitRecipe, board: dict[str, Any]) -> list[FitRecipe]:
+    """The recipe itself, plus the leaderboard winner's recipe when another law won."""
+    best = board.get("winner")
+    if not best or best == recipe.law:
+        return [recipe]
+    return [recipe, with_law(recipe, best)]
 
 
 def fit_lake(
@@ -134,33 +208,48 @@ def fit_lake(
     delta: float = DEFAULT_DELTA,
     backtest_quantile: float | None = DEFAULT_HOLDOUT_QUANTILE,
     by_domain: bool = False,
+    law: str | None = None,
+    domains: Sequence[str] | None = None,
+    notes: list[str] | None = None,
     on_fit: Callable[[FitRecipe, FitResult | None, str | None], None] | None = None,
 ) -> list[tuple[FitResult, str]]:
     """Fit every recipe of the lake and store each fit; the plain-function form of ``fit``.
 
-    ``on_fit(recipe, None, None)`` is called before and ``(recipe, result, path)`` after each
-    fit (progress). A recipe that cannot be fitted is logged and skipped.
+    Per recipe: the rolling-origin leaderboard (stored next to the fits unless ``law`` names
+    the law), then the recipe's law and, when another law extrapolated better, the winner, each
+    with intervals calibrated on its own backtests. ``on_fit(recipe, None, None)`` is called
+    before and ``(recipe, result, path)`` after each fit (progress). A recipe that cannot be
+    fitted is logged and skipped.
     """
     out = []
-    for recipe in discover_recipes(lake, experiments, by_domain=by_domain):
+    for recipe in discover_recipes(
+        lake, experiments, by_domain=by_domain, law=law, domains=domains, notes=notes
+    ):
         if on_fit:
             on_fit(recipe, None, None)
-        try:
-            result = fit_recipe(
-                lake,
-                recipe,
-                n_bootstrap=n_bootstrap,
-                seed=seed,
-                delta=delta,
-                backtest_quantile=backtest_quantile,
-            )
-        except FitError as err:
-            _logger().warning("fit %s skipped: %s", recipe.name, err)
-            continue
-        path = write_fit(result, lake)
-        out.append((result, path))
-        if on_fit:
-            on_fit(recipe, result, path)
+        table = load_table(lake, recipe)
+        board, origins = select_law(table, recipe, fixed=law is not None, delta=delta)
+        if board and law is None:
+            write_leaderboard(board, lake)
+        for chosen in recipes_to_fit(recipe, board):
+            try:
+                result = chosen.fit(
+                    table,
+                    n_bootstrap=n_bootstrap,
+                    seed=seed,
+                    delta=delta,
+                    backtest_quantile=backtest_quantile,
+                    chunk_size=DEFAULT_CHUNK,
+                    origins=origins.get(chosen.law),
+                )
+            except FitError as err:
+                _logger().warning("fit %s skipped: %s", chosen.name, err)
+                continue
+            result = dataclasses.replace(result, leaderboard=board)
+            path = write_fit(result, lake)
+            out.append((result, path))
+            if on_fit:
+                on_fit(chosen, result, path)
     return out
 
 
@@ -169,10 +258,20 @@ def fit_lake(
 
 @task(name="discover-fits", retries=2, retry_delay_seconds=1)
 def discover_task(
-    lake: str, experiments: list[str] | None = None, by_domain: bool = False
+    lake: str,
+    experiments: list[str] | None = None,
+    by_domain: bool = False,
+    law: str | None = None,
+    domains: list[str] | None = None,
 ) -> list[FitRecipe]:
-    """The recipes to fit in ``lake``."""
-    return discover_recipes(lake, experiments, by_domain=by_domain)
+    """The recipes to fit in ``lake`` (:func:`discover_recipes`; its domain notes are logged)."""
+    notes: list[str] = []
+    recipes = discover_recipes(
+        lake, experiments, by_domain=by_domain, law=law, domains=domains, notes=notes
+    )
+    for note in notes:
+        _logger().warning(note)
+    return recipes
 
 
 @task(name="load-fit-table", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
@@ -230,3 +329,80 @@ def store_task(result: FitResult, lake: str) -> str:
     path = write_fit(result, lake)
     _logger().info("stored %s (%d bootstrap draws) at %s", result.name, result.n_bootstrap, path)
     return path
+
+
+@task(name="leaderboard", cache_policy=NO_CACHE)
+def leaderboard_task(
+    table: pl.DataFrame, recipe: FitRecipe, fixed: bool = False, delta: float = DEFAULT_DELTA
+) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+    """Rolling-origin backtests of every applicable law (:func:`select_law`)."""
+    board, origins = select_law(table, recipe, fixed=fixed, delta=delta)
+    if board:
+        _logger().info("%s: law leaderboard winner %s", board["name"], board["winner"])
+    return board, origins
+
+
+@task(name="store-leaderboard", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
+def store_leaderboard_task(board: dict[str, Any], lake: str) -> str:
+    """Write a leaderboard JSON into the lake; returns its path."""
+    return write_leaderboard(board, lake)
+
+
+def fit_downstream_lake(
+    lake: str | Path,
+    experiment: str,
+    metric: str,
+    *,
+    domain: str | None = None,
+    n_bootstrap: int = 200,
+    seed: int = 0,
+) -> tuple[dict[str, Any], str]:
+    """Fit loss -> downstream error for ``metric`` on ``experiment``'s runs and store it at
+    ``<lake>/fits/<experiment>-downstream-<metric>.json``
+    (:func:`mixplan.planning.fitting.downstream.fit_downstream`); returns the fit and its path.
+
+    The loss is each run's final loss on ``domain`` (default: ``all``, else the only domain);
+    the metric comes from a column of that name or, where readers keep evals, the run tags.
+    """
+    from mixplan.planning.fitting.downstream import (
+        downstream_name,
+        downstream_table,
+        fit_downstream,
+    )
+    from mixplan.tasks.lake import final_losses
+
+    final = final_losses(lake, experiment=experiment)
+    if final.height == 0:
+        raise RunLogError(f"experiment {experiment!r} has no runs in the lake at {lake}")
+    domains = final["domain"].unique().to_list()
+    chosen = domain or ("all" if "all" in domains else domains[0] if len(domains) == 1 else None)
+    if chosen is None:
+        raise FitError(
+            f"experiment {experiment!r} logs losses on domains {sorted(domains)} and no 'all': "
+            "name the loss to relate the metric to with --domain"
+        )
+    final = final.filter(pl.col("domain") == chosen)
+    if final["split"].n_unique() > 1:
+        split = "val" if (final["split"] == "val").any() else final["split"][0]
+        final = final.filter(pl.col("split") == split)
+    table = downstream_table(final, metric)
+    fit = fit_downstream(
+        table["loss"].to_numpy(),
+        table["metric"].to_numpy(),
+        metric_name=metric,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+    )
+    name = downstream_name(experiment, metric)
+    fit = {"kind": "downstream", "name": name, "experiment": experiment, "domain": chosen, **fit}
+    path = fit_path(lake, name)
+    text = json.dumps(fit, indent=1, allow_nan=True)
+    if "://" in path:
+        import fsspec
+
+        with fsspec.open(path, "w") as handle:
+            handle.write(text)
+    else:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text)
+    return fit, path

@@ -164,6 +164,37 @@ def test_bootstrap_chunks_equal_one_batch():
     np.testing.assert_allclose(whole, parts, rtol=1e-10, atol=1e-12)
 
 
+def test_bootstrap_batched_by_memory_equals_one_batch(monkeypatch):
+    """Refits split to bound array sizes (``MAX_ELEMENTS``) give the same draws."""
+    from mixplan.planning.fitting import engine
+
+    data = prepare(synthetic_runs(TRUTH, n_runs=30, seed=5), "chinchilla")
+    result = point_fit(data, "chinchilla", grid=SMALL_GRID, keep=2)
+    counts = resample_counts(data.n_runs, 40, 3)
+    whole, _ = bootstrap_chunk(CHINCHILLA, data, warm_starts(result), counts)
+    monkeypatch.setattr(engine, "MAX_ELEMENTS", 2 * 30 * 5 * 7)  # 7 draws per batch
+    monkeypatch.setattr("mixplan.planning.fitting.bootstrap.MAX_ELEMENTS", 2 * 30 * 5 * 7)
+    batched, _ = bootstrap_chunk(CHINCHILLA, data, warm_starts(result), counts)
+    np.testing.assert_allclose(whole, batched, rtol=1e-10, atol=1e-12)
+
+
+def test_screening_on_a_subsample_still_finds_the_full_data_optimum(monkeypatch):
+    """Past ``SCREEN_POINTS`` points the starts are screened on a subsample; the candidates are
+    then iterated on every point, so the fit equals the full-screening one."""
+    from mixplan.planning.fitting import engine
+
+    frame = pl.concat(
+        [synthetic_runs(TRUTH, n_runs=200, seed=s).with_columns(pl.lit(s).alias("s")) for s in (1,)]
+    )
+    data = prepare(frame, "chinchilla")
+    full = search(CHINCHILLA, data.columns, data.loss)
+    monkeypatch.setattr(engine, "SCREEN_POINTS", 40)
+    monkeypatch.setattr(engine, "MAX_ELEMENTS", 4500 * 40 * 5 // 3)  # and blocks of starts
+    sub = search(CHINCHILLA, data.columns, data.loss)
+    assert sub.objective == pytest.approx(full.objective, rel=1e-6)
+    np.testing.assert_allclose(sub.theta, full.theta, rtol=1e-3, atol=1e-4)
+
+
 @pytest.fixture(scope="module")
 def small_fit() -> FitResult:
     frame = synthetic_runs(TRUTH, n_runs=40, seed=11).with_columns(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -55,6 +56,10 @@ def test_point_fit_and_store_tasks(lake):
     again = read_fit(path)
     assert again.law == result.law
     assert again.n_bootstrap == 50
+    # the sweep StepLaw holds over, for the planner's extrapolation warning
+    span = again.data_range
+    assert span["params_min"] < span["params"] and span["tokens_min"] < span["tokens"]
+    assert span["flops_min"] < span["flops"]
     recipe = next(r for r in discover_task.fn(lake, ["sardana"]))
     data, search = point_fit_task.fn(load_table_task.fn(lake, recipe), recipe)
     assert data.n_runs == 47 and np.isfinite(search.objective)
@@ -83,7 +88,12 @@ def test_cli_fit_and_predict(lake, tmp_path):
     )
     assert out.exit_code == 0, out.output
     fits = json.loads(out.stdout)
-    assert [f["name"] for f in fits] == ["sardana-chinchilla"]
+    # the recipe's law first, then the law that extrapolated best on the rolling backtests
+    board = json.loads((Path(lake) / "fits" / "sardana-leaderboard.json").read_text())
+    names = ["sardana-chinchilla"] + (
+        ["sardana-" + board["winner"]] * (board["winner"] != "chinchilla")
+    )
+    assert [f["name"] for f in fits] == names
     assert fits[0]["n_bootstrap"] == 30
     assert "alpha" in fits[0]["intervals"]
 
@@ -101,6 +111,92 @@ def test_cli_fit_and_predict(lake, tmp_path):
 
     bad = runner.invoke(app, ["predict", "--fit", str(tmp_path / "nope.json"), "--at", str(rows)])
     assert bad.exit_code == 2
+
+
+def test_cli_fit_law_and_target_options(lake, tmp_path):
+    from mixplan.flows.cli import app
+
+    runner = CliRunner()
+    board_path = Path(lake) / "fits" / "sardana-leaderboard.json"
+    board_path.unlink(missing_ok=True)
+    out = runner.invoke(
+        app, ["fit", "--lake", lake, "-e", "sardana", "--law", "gadre", "-b", "10", "--json"]
+    )
+    assert out.exit_code == 0, out.output
+    fits = json.loads(out.stdout)
+    assert [f["name"] for f in fits] == ["sardana-gadre"]
+    assert fits[0]["law"]["law"] == "gadre"
+    assert 0 < fits[0]["calibration"]["coverage"]["coverage"] <= 1
+    assert not board_path.exists()  # a named law is not a leaderboard
+
+    bad = runner.invoke(app, ["fit", "--lake", lake, "--law", "chinchila"])
+    assert bad.exit_code == 2
+    assert "unknown law 'chinchila'" in bad.output and "kaplan" in bad.output
+
+    target = runner.invoke(
+        app,
+        [
+            "fit",
+            "--lake",
+            lake,
+            "-e",
+            "sardana",
+            "--target",
+            "eval_gauntlet/world_knowledge",
+            "-b",
+            "10",
+        ],
+    )
+    assert target.exit_code == 0, target.output
+    assert "error = 1 - metric" in target.output and "(chosen)" in target.output
+    stored = json.loads(
+        (Path(lake) / "fits" / "sardana-downstream-eval_gauntlet_world_knowledge.json").read_text()
+    )
+    assert stored["kind"] == "downstream" and stored["n_runs"] == 47
+    missing = runner.invoke(app, ["fit", "--lake", lake, "-e", "sardana", "--target", "nope"])
+    assert missing.exit_code == 2 and "eval_gauntlet/core_average" in missing.output
+
+
+def test_runs_with_several_domains_and_no_all_are_fitted_per_domain(tmp_path):
+    """No aggregate domain: every domain is fitted, and the CLI says so."""
+    from mixplan.flows.cli import app
+    from mixplan.tasks.ingest import ingest_paths
+
+    rng = np.random.default_rng(4)
+    truth = {"web": (1.9, 400.0, 1800.0), "code": (1.2, 300.0, 1500.0)}
+    lines = []
+    for i, n in enumerate(np.geomspace(5e7, 3e9, 24)):
+        tokens = n * float(rng.uniform(5, 100))
+        for domain, (e, a, b) in truth.items():
+            loss = (e + a / n**0.34 + b / tokens**0.36) * float(np.exp(rng.normal(0, 0.004)))
+            record = {
+                "run_id": f"dom/r{i}",
+                "experiment": "dom",
+                "params": float(n),
+                "tokens": tokens,
+                "step": -1,
+                "split": "val",
+                "domain": domain,
+                "loss": loss,
+            }
+            lines.append(json.dumps(record))
+    log = tmp_path / "domains.jsonl"
+    log.write_text("\n".join(lines) + "\n")
+    lake = tmp_path / "lake"
+    ingest_paths([log], lake)
+    out = CliRunner().invoke(
+        app, ["fit", "--lake", str(lake), "--law", "chinchilla", "-b", "0", "--json"]
+    )
+    assert out.exit_code == 0, out.output
+    names = sorted(f["name"] for f in json.loads(out.stdout))
+    assert names == ["dom-chinchilla@code", "dom-chinchilla@web"]
+    assert "logs 2 evaluation domains (code, web) and no aggregate 'all'" in out.stderr
+    one = CliRunner().invoke(
+        app, ["fit", "--lake", str(lake), "--law", "chinchilla", "-d", "web", "-b", "0", "--json"]
+    )
+    assert [f["name"] for f in json.loads(one.stdout)] == ["dom-chinchilla@web"]
+    wrong = CliRunner().invoke(app, ["fit", "--lake", str(lake), "-d", "math"])
+    assert wrong.exit_code == 2 and "no domain 'math'" in wrong.output
 
 
 def test_loss_curves_are_fitted_from_logged_learning_rates(tmp_path):

@@ -226,3 +226,41 @@ def test_epoch_tokens_per_parameter_closed_form():
     from mixplan.planning.laws import EPOCH
 
     assert float(EPOCH.tokens_per_param(5.88e23)) == pytest.approx(18.33, rel=1e-3)
+
+
+def test_published_hoffmann_and_kaplan_constants():
+    """laws.md 1.1 and 1.2, digit for digit: a changed constant must fail here."""
+    from mixplan.planning.laws import HOFFMANN, HOFFMANN_ROUNDED
+    from mixplan.planning.laws.kaplan import KAPLAN_SINGLE
+
+    assert HOFFMANN.to_dict()["params"] == {
+        "E": 1.6933737,
+        "A": 406.4010175,
+        "B": 410.7228269,
+        "alpha": 0.33917084,
+        "beta": 0.2849083,
+    }
+    assert HOFFMANN_ROUNDED.to_dict()["params"] == {
+        "E": 1.69,
+        "A": 406.4,
+        "B": 410.7,
+        "alpha": 0.34,
+        "beta": 0.28,
+    }
+    assert KAPLAN_JOINT.to_dict()["params"] == {
+        "N_c": 6.4e13,
+        "D_c": 1.8e13,
+        "alpha_N": 0.076,
+        "alpha_D": 0.103,
+    }
+    assert KAPLAN_SINGLE.to_dict()["params"] == {
+        "N_c": 8.8e13,
+        "D_c": 5.4e13,
+        "alpha_N": 0.076,
+        "alpha_D": 0.095,
+    }
+    # derived from the formulas: Chinchilla-70B's loss, and Kaplan's L(N) limit at D -> inf
+    assert HOFFMANN.predict(70e9, 1.4e12) == pytest.approx(
+        1.6933737 + 406.4010175 / 70e9**0.33917084 + 410.7228269 / 1.4e12**0.2849083, rel=1e-12
+    )
+    assert KAPLAN_SINGLE.predict(1e9, 1e300) == pytest.approx((8.8e13 / 1e9) ** 0.076, rel=1e-9)

@@ -63,3 +63,55 @@ def test_mixture_section_without_held_out_runs_has_no_comparison():
         "additive law per validation domain"
     ]
     assert section.figures == ()
+
+
+def test_law_section_shows_leaderboard_coverage_and_isoflop(bundled):
+    """A real Epoch fit: the section carries the leaderboard, the calibrated loss intervals
+    with their measured coverage, and the isoFLOP exponents next to the parametric ones."""
+    import dataclasses
+
+    import polars as pl
+
+    from mixplan.planning.fitting import fit_frame
+    from mixplan.planning.fitting.leaderboard import leaderboard
+    from mixplan.planning.report.laws import law_section
+
+    raw = pl.read_csv(bundled / "epoch-research__analyzing-chinchilla/svg_extracted_data.csv")
+    frame = raw.select(
+        pl.col("Model Size").alias("params"),
+        pl.col("Training FLOP").alias("flops"),
+        pl.col("loss"),
+    ).with_columns((pl.col("flops") / (6 * pl.col("params"))).alias("tokens"))
+    board, origins = leaderboard(
+        frame,
+        name="epoch",
+        laws=["chinchilla", "kaplan"],
+        outlier_rule="drop_highest_loss:5",
+        quantiles=(0.6, 0.7, 0.8),  # scored: 0.7 (calibrated on 0.6) and 0.8
+    )
+    fit = fit_frame(
+        frame,
+        "chinchilla",
+        name="epoch-chinchilla",
+        n_bootstrap=40,
+        backtest_quantile=None,
+        outlier_rule="drop_highest_loss:5",
+        origins=origins["chinchilla"],
+    )
+    fit = dataclasses.replace(fit, leaderboard={**board, "entries": board["entries"]})
+    section = law_section(fit)
+    captions = [table.caption for table in section.tables]
+    ranked = next(t for t in section.tables if t.caption.startswith("laws ranked"))
+    assert [row[1].split(" ")[0] for row in ranked.rows] == [e["law"] for e in board["entries"]]
+    assert ranked.rows[0][0] == "1" and ranked.rows[0][4].endswith("of 120")  # 72 + 48 runs
+    calibrated = next(t for t in section.tables if t.columns[-1] == "90% prediction interval")
+    assert len(calibrated.rows) == 2 and "measured coverage" in calibrated.caption
+    assert any("90% loss intervals: measured coverage" in note for note in section.notes)
+    iso = next(t for t in section.tables if t.columns[0] == "method")
+    assert [row[0].split(" (")[0] for row in iso.rows] == [
+        "isoFLOP approach 1",
+        "isoFLOP approach 2",
+        "parametric fit: beta/(alpha+beta), alpha/(alpha+beta)",
+    ]
+    assert iso.rows[2][1].startswith("0.51")  # 0.36718 / (0.34731 + 0.36718)
+    assert len(captions) == len(set(captions))

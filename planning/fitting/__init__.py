@@ -1,5 +1,6 @@
 """One fitting engine for every law: vectorised multi-start Huber fits, bootstrap, backtests."""
 
+from mixplan.planning.fitting.downstream import downstream_law
 from mixplan.planning.fitting.fit import (
     LawFitter,
     assemble,
@@ -10,6 +11,7 @@ from mixplan.planning.fitting.fit import (
     predict_with_interval,
     prepare,
 )
+from mixplan.planning.fitting.leaderboard import leaderboard_path, winner
 from mixplan.planning.fitting.result import FitResult
 from mixplan.planning.fitting.specs import SPECS, FitSpec
 
@@ -20,9 +22,12 @@ __all__ = [
     "LawFitter",
     "assemble",
     "decision_values",
+    "downstream_law",
     "fit_frame",
     "get_spec",
+    "leaderboard_path",
     "point_fit",
     "predict_with_interval",
     "prepare",
+    "winner",
 ]

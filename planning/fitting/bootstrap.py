@@ -13,6 +13,7 @@ import numpy as np
 
 from mixplan.planning.fitting.data import FitData
 from mixplan.planning.fitting.engine import (
+    MAX_ELEMENTS,
     batched_lm,
     polish,
     residual_target,
@@ -49,6 +50,21 @@ def bootstrap_chunk(
     target = residual_target(spec, data.loss)
     starts = np.atleast_2d(starts)
     n_draws, n_starts = counts.shape[0], starts.shape[0]
+    per_batch = max(1, MAX_ELEMENTS // max(n_starts * data.n_points * len(spec.theta_names), 1))
+    if n_draws > per_batch:  # bounded memory: refit the draws in batches (same answer)
+        parts = [
+            bootstrap_chunk(
+                spec,
+                data,
+                starts,
+                counts[i : i + per_batch],
+                delta=delta,
+                iterations=iterations,
+                polish_draws=polish_draws,
+            )
+            for i in range(0, n_draws, per_batch)
+        ]
+        return np.concatenate([t for t, _ in parts]), np.concatenate([o for _, o in parts])
     weights = counts[:, data.run_index].astype(float)
     theta0 = np.repeat(starts[None], n_draws, axis=0).reshape(n_draws * n_starts, -1)
     w = np.repeat(weights, n_starts, axis=0)

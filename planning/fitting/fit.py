@@ -20,6 +20,12 @@ import polars as pl
 from mixplan.planning.errors import FitError, NotFittedError
 from mixplan.planning.fitting.backtest import DEFAULT_HOLDOUT_QUANTILE, backtest
 from mixplan.planning.fitting.bootstrap import bootstrap_chunk, resample_counts
+from mixplan.planning.fitting.calibration import (
+    NOMINAL_LEVEL,
+    calibration_record,
+    coverage_note,
+    prediction_interval,
+)
 from mixplan.planning.fitting.data import FitData, apply_outlier_rule, prepare_frame
 from mixplan.planning.fitting.engine import (
     SearchResult,
@@ -30,7 +36,9 @@ from mixplan.planning.fitting.engine import (
     tie_break_relative_mse,
 )
 from mixplan.planning.fitting.huber import DEFAULT_DELTA, irls_weights
+from mixplan.planning.fitting.isoflop import compare_with_parametric, isoflop_fits
 from mixplan.planning.fitting.result import FitResult
+from mixplan.planning.fitting.rolling import ORIGINS, last_rows, rolling_origin
 from mixplan.planning.fitting.specs import SPECS, FitSpec
 from mixplan.planning.laws.base import Law
 from mixplan.planning.provenance import code_version, frame_hash
@@ -55,6 +63,8 @@ __all__ = [
 MIN_RUNS_PER_PARAM = 3
 MIN_SIZES = 3
 EXTRAPOLATION_LIMIT = 10.0
+ISOFLOP_LAWS = ("chinchilla",)
+"""Laws whose fits are compared with isoFLOP approaches 1 and 2 (exponents alpha, beta)."""
 
 
 def get_spec(law: str | FitSpec) -> FitSpec:
@@ -223,8 +233,15 @@ def assemble(
     budgets: Sequence[float] | None = None,
     options: Mapping[str, Any] | None = None,
     delta: float = DEFAULT_DELTA,
+    origins: Sequence[Mapping[str, Any]] | None = None,
 ) -> FitResult:
-    """Build the :class:`FitResult` from a point fit, bootstrap draws and a backtest."""
+    """Build the :class:`FitResult` from a point fit, bootstrap draws and a backtest.
+
+    ``origins`` (this law's :func:`~mixplan.planning.fitting.rolling.rolling_origin` results on
+    the same data) calibrate the prediction intervals and measure their coverage; the
+    compute-optimal loss at each budget then gets its calibrated interval
+    (``decisions["loss_calibrated"]``: ``[low, high]`` per budget).
+    """
     spec = get_spec(law)
     point_law = spec.to_law(result.theta)
     budget_list = [float(b) for b in (budgets if budgets is not None else _default_budgets(data))]
@@ -245,13 +262,36 @@ def assemble(
     decisions = {k: v.tolist() for k, v in point_decisions.items()}
     if decisions:
         decisions["flops"] = budget_list
+    calibration: dict[str, Any] = {}
+    if origins:
+        calibration = calibration_record(spec, data, result.theta, origins)
+        if "params" in decisions and spec.columns == ("params", "tokens"):
+            cols = {"params": point_decisions["params"], "tokens": point_decisions["tokens"]}
+            _, low, high = prediction_interval(spec, result.theta, calibration, cols, flops)
+            decisions["loss_calibrated"] = np.stack([low, high], axis=1).tolist()
     law_draws = {k: v for k, v in bootstrap.items() if k != "objective"}
+    isoflop: dict[str, Any] = {}
+    if spec.name in ISOFLOP_LAWS and {"params", "tokens"} <= set(data.columns):
+        last = last_rows(data.run_index, data.n_runs)
+        iso = isoflop_fits(
+            6 * data.columns["params"][last] * data.columns["tokens"][last],
+            data.columns["params"][last],
+            data.loss[last],
+        )
+        isoflop = compare_with_parametric(iso, point_law.to_dict()["params"], law_draws)
     warnings = _diagnose(spec, data, result, delta, law_draws, budget_list if decisions else [])
     if not result.converged:
         warnings.append("L-BFGS-B polish did not report convergence at the best candidate")
     data_range = {
         c: float(np.max(data.columns[c])) for c in ("params", "tokens") if c in data.columns
     }
+    data_range.update(
+        {
+            f"{c}_min": float(np.min(data.columns[c]))
+            for c in ("params", "tokens")
+            if c in data.columns
+        }
+    )
     data_range["flops"] = float(np.nanmax(data.flops)) if np.isfinite(data.flops).any() else 0.0
     opts = {
         "law": spec.name,
@@ -280,6 +320,8 @@ def assemble(
         backtest=backtest_result or {},
         data_range=data_range,
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        calibration=calibration,
+        isoflop=isoflop,
     )
 
 
@@ -327,6 +369,8 @@ def fit_frame(
     chunk_size: int | None = None,
     on_progress: Callable[[str], None] | None = None,
     extra_options: Mapping[str, Any] | None = None,
+    rolling_quantiles: Sequence[float] | None = ORIGINS,
+    origins: Sequence[Mapping[str, Any]] | None = None,
 ) -> FitResult:
     """Fit ``law`` to ``frame`` end to end (point fit, bootstrap by run, backtest, warnings).
 
@@ -344,6 +388,9 @@ def fit_frame(
     on_progress : called with a short description after the point fit, each bootstrap batch and
         the backtest.
     extra_options : recorded with the fit next to the options above (e.g. the recipe).
+    rolling_quantiles : origins of the rolling backtests that calibrate the prediction
+        intervals (:mod:`~mixplan.planning.fitting.calibration`); ``None`` to skip.
+    origins : those backtests already run on the same table (a leaderboard's), reused as is.
     """
     progress = on_progress or (lambda _: None)
     spec = get_spec(law)
@@ -376,6 +423,9 @@ def fit_frame(
             starts = spec.grid_points({k: np.asarray(v, float) for k, v in grid.items()})
         bt = backtest(spec, data, quantile=backtest_quantile, delta=delta, starts=starts)
         progress("backtest")
+    if origins is None and rolling_quantiles:
+        origins = rolling_origin(spec, data, quantiles=rolling_quantiles, delta=delta)
+        progress("calibration")
     options = fit_options(
         flop_convention=flop_convention,
         outlier_rule=outlier_rule,
@@ -397,16 +447,21 @@ def fit_frame(
         budgets=budgets,
         options={**options, **dict(extra_options or {})},
         delta=delta,
+        origins=origins,
     )
 
 
 def predict_with_interval(
-    fit: FitResult, frame: pl.DataFrame, *, level: float = 0.95
+    fit: FitResult, frame: pl.DataFrame, *, level: float = NOMINAL_LEVEL
 ) -> pl.DataFrame:
-    """Predicted loss with a bootstrap percentile interval for every row of ``frame``.
+    """Predicted loss with an interval for every row of ``frame``.
 
-    Adds ``predicted_loss``, ``loss_low``, ``loss_high`` and ``extrapolation`` (how many times
-    the row's compute exceeds the largest fitted run; > 10 deserves caution).
+    The interval is the calibrated prediction interval when the fit has a calibration
+    (:mod:`~mixplan.planning.fitting.calibration`: it covers held-out runs, not only the
+    curve), else the bootstrap percentile interval of the curve. Adds ``predicted_loss``,
+    ``loss_low``, ``loss_high``, ``interval`` (which kind, with the measured coverage) and
+    ``extrapolation`` (how many times the row's compute exceeds the largest fitted run; > 10
+    deserves caution).
     """
     law_name = fit.options.get("law", fit.law.name)
     if law_name not in SPECS:
@@ -422,24 +477,31 @@ def predict_with_interval(
             f"{missing} missing from the rows given"
         )
     cols = {c: frame[c].cast(pl.Float64).to_numpy() for c in spec.columns}
-    point = spec.predict_loss(spec.from_law(fit.law)[None], cols)[0]
-    low = high = np.full_like(point, np.nan)
-    if fit.n_bootstrap:
-        thetas = np.array([spec.from_law(lw) for lw in fit.law_draws()])
-        draws = spec.predict_loss(thetas, cols)
-        q = 100 * (1 - level) / 2
-        low, high = np.nanpercentile(draws, [q, 100 - q], axis=0)
+    theta = spec.from_law(fit.law)
+    point = spec.predict_loss(theta[None], cols)[0]
     if "flops" in frame.columns:
         flops = frame["flops"].cast(pl.Float64).to_numpy()
     elif {"params", "tokens"} <= set(frame.columns):
         flops = 6 * frame["params"].to_numpy() * frame["tokens"].to_numpy()
     else:
         flops = np.full_like(point, np.nan)
+    low = high = np.full_like(point, np.nan)
+    kind = "none"
+    if fit.calibration:
+        _, low, high = prediction_interval(spec, theta, fit.calibration, cols, flops, level)
+        kind = f"calibrated {level:.0%}, {coverage_note(fit.calibration)}"
+    elif fit.n_bootstrap:
+        thetas = np.array([spec.from_law(lw) for lw in fit.law_draws()])
+        draws = spec.predict_loss(thetas, cols)
+        q = 100 * (1 - level) / 2
+        low, high = np.nanpercentile(draws, [q, 100 - q], axis=0)
+        kind = f"bootstrap {level:.0%} (curve only, coverage not measured)"
     top = fit.data_range.get("flops") or np.nan
     return frame.with_columns(
         pl.Series("predicted_loss", point),
         pl.Series("loss_low", low),
         pl.Series("loss_high", high),
+        pl.lit(kind).alias("interval"),
         pl.Series("extrapolation", flops / top),
     )
 
@@ -473,7 +535,7 @@ class LawFitter:
             )
         return self.result_
 
-    def predict(self, frame: pl.DataFrame, *, level: float = 0.95) -> pl.DataFrame:
+    def predict(self, frame: pl.DataFrame, *, level: float = NOMINAL_LEVEL) -> pl.DataFrame:
         """Predicted loss and interval for each row (see :func:`predict_with_interval`)."""
         return predict_with_interval(self._check(), frame, level=level)
 

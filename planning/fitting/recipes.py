@@ -35,22 +35,27 @@ loss blew up).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
 import polars as pl
 
+from mixplan.planning.errors import FitError
 from mixplan.planning.fitting.backtest import DEFAULT_HOLDOUT_QUANTILE
 from mixplan.planning.fitting.fit import fit_frame, fit_options
 from mixplan.planning.fitting.huber import DEFAULT_DELTA
 from mixplan.planning.fitting.result import FitResult
+from mixplan.planning.fitting.specs import SPECS
 from mixplan.planning.fitting.steplaw import fit_steplaw
 from mixplan.planning.laws.loss_curve import DEFAULT_DECAY
 from mixplan.planning.laws.vocabulary import TPC_COEFFS
 
 RowsKind = Literal["final", "checkpoints"]
+
+LAW_NAMES: tuple[str, ...] = (*sorted(SPECS), "steplaw")
+"""Every law ``mixplan fit --law`` accepts."""
 
 
 @dataclass(frozen=True)
@@ -109,9 +114,11 @@ class FitRecipe:
         backtest_quantile: float | None = DEFAULT_HOLDOUT_QUANTILE,
         chunk_size: int | None = None,
         on_progress: Callable[[str], None] | None = None,
+        origins: Sequence[Mapping[str, Any]] | None = None,
     ) -> FitResult:
         """Fit this recipe to its table (:func:`fit_table`): StepLaw's selection rule for
-        ``law="steplaw"``, the shared engine (:func:`planning.fitting.fit_frame`) otherwise."""
+        ``law="steplaw"``, the shared engine (:func:`planning.fitting.fit_frame`) otherwise;
+        ``origins`` are this law's rolling-origin backtests on ``table`` when already run."""
         if self.law == "steplaw":
             return fit_steplaw(
                 table,
@@ -136,6 +143,7 @@ class FitRecipe:
             chunk_size=chunk_size,
             on_progress=on_progress,
             extra_options={"recipe": self.to_dict()},
+            origins=origins,
         )
 
 
@@ -245,6 +253,57 @@ def _one_split_domain(recipe: FitRecipe, metrics: pl.DataFrame) -> pl.DataFrame:
         preferred = "val" if (metrics["split"] == "val").any() else metrics["split"][0]
         metrics = metrics.filter(pl.col("split") == preferred)
     return metrics
+
+
+def domain_choice(
+    experiment: str,
+    available: Sequence[str],
+    *,
+    by_domain: bool = False,
+    wanted: Sequence[str] | None = None,
+) -> tuple[list[str] | None, str | None]:
+    """Which evaluation domains to fit one by one, and a line telling the user when the choice
+    was made for them.
+
+    ``None`` means the default selection (the aggregate ``all`` domain, or the only one).
+    ``wanted`` domains are checked against ``available``; ``by_domain`` picks every domain; an
+    experiment that logs several domains and no ``all`` gets every domain too, with a note.
+    """
+    domains = sorted(str(d) for d in available if d is not None)
+    if wanted:
+        unknown = [d for d in wanted if d not in domains]
+        if unknown:
+            raise FitError(
+                f"experiment {experiment!r} has no domain {', '.join(map(repr, unknown))}; "
+                f"its domains are {', '.join(domains)}"
+            )
+        return sorted(set(wanted)), None
+    if len(domains) <= 1:
+        return None, None
+    if by_domain:
+        return domains, None
+    if "all" not in domains:
+        shown = ", ".join(domains[:6]) + (", ..." if len(domains) > 6 else "")
+        return domains, (
+            f"experiment {experiment} logs {len(domains)} evaluation domains ({shown}) and no "
+            "aggregate 'all': fitting each domain separately (choose some with --domain)"
+        )
+    return None, None
+
+
+def with_law(recipe: FitRecipe, law: str) -> FitRecipe:
+    """``recipe`` fitting ``law`` instead (named ``<experiment>[@domain]-<law>``)."""
+    if law == recipe.law:
+        return recipe
+    if law not in SPECS and law != "steplaw":
+        raise FitError(f"unknown law {law!r}; known: {', '.join(LAW_NAMES)}")
+    name = f"{board_name(recipe)}-{law}"
+    return replace(recipe, law=law, name=name, tie_break=None if law != "tao" else recipe.tie_break)
+
+
+def board_name(recipe: FitRecipe) -> str:
+    """What a recipe's leaderboard ranks: its experiment, and domain when it selects one."""
+    return recipe.experiment + (f"@{recipe.domain}" if recipe.domain else "")
 
 
 def per_size(recipe: FitRecipe, runs: pl.DataFrame) -> list[FitRecipe]:

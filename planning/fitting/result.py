@@ -41,7 +41,14 @@ class FitResult:
         a compute-optimal allocation.
     decision_draws_ : decision name -> ``(B, n_budgets)`` draws.
     backtest : the held-out extrapolation check (see ``mixplan.planning.fitting.backtest``).
-    data_range : largest ``flops``, ``params``, ``tokens`` among the fitted runs.
+    data_range : largest ``flops``, ``params``, ``tokens`` among the fitted runs, and the
+        smallest as ``params_min``, ``tokens_min`` (and ``flops_min`` for StepLaw).
+    calibration : the calibrated prediction intervals' record and measured coverage
+        (:func:`mixplan.planning.fitting.calibration.calibration_record`); empty if not run.
+    leaderboard : the rolling-origin leaderboard of the experiment this fit belongs to
+        (:func:`mixplan.planning.fitting.leaderboard.leaderboard`), when one was made.
+    isoflop : Chinchilla approaches 1 and 2 on the same runs
+        (:func:`mixplan.planning.fitting.isoflop.isoflop_fits`), when the runs form budgets.
     """
 
     name: str
@@ -59,6 +66,9 @@ class FitResult:
     backtest: dict[str, Any] = field(default_factory=dict)
     data_range: dict[str, float] = field(default_factory=dict)
     created_at: str = ""
+    calibration: dict[str, Any] = field(default_factory=dict)
+    leaderboard: dict[str, Any] = field(default_factory=dict)
+    isoflop: dict[str, Any] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ draws and intervals
     @property
@@ -119,6 +129,9 @@ class FitResult:
             "backtest": self.backtest,
             "data_range": self.data_range,
             "created_at": self.created_at,
+            "calibration": self.calibration,
+            "leaderboard": self.leaderboard,
+            "isoflop": self.isoflop,
         }
 
     def to_json(self, path: str | Path | None = None) -> str:
@@ -154,6 +167,9 @@ class FitResult:
             backtest=data.get("backtest", {}),
             data_range=data.get("data_range", {}),
             created_at=data.get("created_at", ""),
+            calibration=data.get("calibration", {}),
+            leaderboard=data.get("leaderboard", {}),
+            isoflop=data.get("isoflop", {}),
         )
 
     @classmethod

@@ -111,7 +111,11 @@ def _chinchilla_jac(theta: np.ndarray, columns: Columns) -> tuple[np.ndarray, np
 
 
 def _chinchilla_predict(theta: np.ndarray, columns: Columns) -> np.ndarray:
-    return _chinchilla_jac(theta, columns)[0]
+    a, b, e, alpha, beta = (theta[:, i : i + 1] for i in range(5))
+    t1 = a - alpha * np.log(_col(columns, "params"))
+    t2 = b - beta * np.log(_col(columns, "tokens"))
+    m = np.maximum(np.maximum(t1, t2), e)
+    return m + np.log(np.exp(t1 - m) + np.exp(t2 - m) + np.exp(e - m))
 
 
 def _chinchilla_to_law(theta: np.ndarray) -> Law:

@@ -191,10 +191,13 @@ def fit_steplaw(
         warnings=tuple(warnings),
         bootstrap_=bootstrap,
         backtest=backtest,
-        data_range={
+        data_range={  # the sweep the law holds over: a planner warns outside it
             "params": float(selected["params"].max()),
             "tokens": float(selected["tokens"].max()),
             "flops": float(flops.max()),
+            "params_min": float(selected["params"].min()),
+            "tokens_min": float(selected["tokens"].min()),
+            "flops_min": float(flops.min()),
         },
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )

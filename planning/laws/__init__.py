@@ -12,7 +12,7 @@ from mixplan.planning.laws.chinchilla import (
 from mixplan.planning.laws.hyperparams import DEEPSEEK, STEPLAW, DeepSeekHyperparams, StepLaw
 from mixplan.planning.laws.kaplan import KAPLAN_JOINT, KaplanLaw
 from mixplan.planning.laws.loss_curve import LossCurveLaw, schedule_areas
-from mixplan.planning.laws.overtraining import DownstreamErrorLaw, GadreLaw
+from mixplan.planning.laws.overtraining import DownstreamErrorLaw, GadreLaw, SigmoidErrorLaw
 from mixplan.planning.laws.repetition import (
     DATABLATIONS,
     MuennighoffLaw,
@@ -36,6 +36,7 @@ __all__ = [
     "ChinchillaLaw",
     "DeepSeekHyperparams",
     "DownstreamErrorLaw",
+    "SigmoidErrorLaw",
     "GadreLaw",
     "KaplanLaw",
     "Law",

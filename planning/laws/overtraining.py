@@ -57,3 +57,39 @@ class DownstreamErrorLaw(Law):
     def predict(self, loss: np.ndarray | float) -> np.ndarray:
         """Average top-1 error at ``loss`` (nats per token)."""
         return self.eps - self.k * np.exp(-self.gamma * as_float_array(loss))
+
+    def required_loss(self, error: np.ndarray | float) -> np.ndarray:
+        """The loss at which the error falls to ``error`` (the inverse of :meth:`predict`);
+        NaN for errors at or above ``eps`` (the law's error at infinite loss) or at or below
+        ``eps - k`` (its error at zero loss), which no loss reaches."""
+        err = as_float_array(error)
+        ratio = (self.eps - err) / self.k
+        ok = (ratio > 0) & (ratio < 1)
+        return np.where(ok, -np.log(np.where(ok, ratio, 0.5)) / self.gamma, np.nan)
+
+
+@register_law
+@dataclass(frozen=True)
+class SigmoidErrorLaw(Law):
+    """``err(L) = floor + (ceiling - floor) / (1 + exp(-slope (L - midpoint)))``: a logistic
+    alternative to Gadre's law that saturates at both ends (chance-level error at high loss)."""
+
+    floor: float
+    ceiling: float
+    slope: float
+    midpoint: float
+
+    name = "downstream_sigmoid"
+
+    def predict(self, loss: np.ndarray | float) -> np.ndarray:
+        """Downstream error at ``loss`` (nats per token)."""
+        z = -self.slope * (as_float_array(loss) - self.midpoint)
+        return self.floor + (self.ceiling - self.floor) / (1 + np.exp(z))
+
+    def required_loss(self, error: np.ndarray | float) -> np.ndarray:
+        """The loss at which the error equals ``error`` (NaN outside ``(floor, ceiling)``)."""
+        err = as_float_array(error)
+        frac = (err - self.floor) / (self.ceiling - self.floor)
+        ok = (frac > 0) & (frac < 1)
+        safe = np.where(ok, frac, 0.5)
+        return np.where(ok, self.midpoint + np.log(safe / (1 - safe)) / self.slope, np.nan)

@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 
 from mixplan.planning.drift import fit_selection, one_loss_per_run
+from mixplan.planning.fitting.calibration import coverage_note
 from mixplan.planning.fitting.result import FitResult
 from mixplan.planning.report import plots
 from mixplan.planning.report.format import (
@@ -225,6 +226,11 @@ def law_section(fit: FitResult, frame: pl.DataFrame | None = None) -> LawSection
                 "largest backtest errors (fit below the cut-off, predict above it)",
             )
         )
+    tables.extend(selection_tables(fit))
+    if fit.calibration:
+        notes.append(
+            f"{fit.calibration['level']:.0%} loss intervals: {coverage_note(fit.calibration)}"
+        )
     return LawSection(
         title=title,
         formula=FORMULAS.get(fit.law.name, fit.law.name),
@@ -235,6 +241,83 @@ def law_section(fit: FitResult, frame: pl.DataFrame | None = None) -> LawSection
         figures=tuple(figures),
         tables=tuple(tables),
     )
+
+
+def _exponent(entry: Mapping[str, Any], key: str) -> str:
+    value = finite(entry.get(key))
+    if value is None:
+        return "—"
+    lo, hi = entry.get(f"{key}_interval", [None, None])
+    band = "" if finite(lo) is None else f" ({lo:.3f} – {hi:.3f})"
+    return f"{value:.3f}{band}"
+
+
+def selection_tables(fit: FitResult) -> list[Table]:
+    """The tables on which law to trust: the rolling-origin leaderboard of the fit's data, the
+    calibrated loss intervals with their measured coverage, and the isoFLOP exponents next to
+    the parametric fit's (each only when the fit carries it)."""
+    tables = []
+    board = fit.leaderboard or {}
+    if board.get("entries"):
+        rows = []
+        for entry in board["entries"]:
+            cov = entry.get("coverage", {})
+            rows.append(
+                (
+                    str(entry["rank"]),
+                    entry["law"] + (" (this fit)" if entry.get("fit") == fit.name else ""),
+                    format_percent(finite(entry["score"])),
+                    str(entry["n_origins"]),
+                    f"{cov['coverage']:.0%} of {cov['n']}" if cov.get("n") else "—",
+                )
+            )
+        quantiles = ", ".join(f"{q:g}" for q in board["quantiles"])
+        tables.append(
+            Table(
+                ("rank", "law", "held-out error", "origins", f"{board['level']:.0%} coverage"),
+                tuple(rows),
+                f"laws ranked by extrapolation: fit below compute quantiles {quantiles}, "
+                "predict the runs above (mean relative error); coverage of calibrated "
+                "intervals on held-out runs",
+            )
+        )
+    bands = fit.decisions.get("loss_calibrated", [])
+    if bands and fit.calibration:
+        level = fit.calibration["level"]
+        rows = [
+            (format_flops(budget), format_loss(loss), f"{format_loss(lo)} – {format_loss(hi)}")
+            for budget, loss, (lo, hi) in zip(
+                fit.decisions["flops"], fit.decisions["loss"], bands, strict=False
+            )
+        ]
+        tables.append(
+            Table(
+                ("budget", "compute-optimal loss", f"{level:.0%} prediction interval"),
+                tuple(rows),
+                f"calibrated on the backtests; {coverage_note(fit.calibration)}",
+            )
+        )
+    iso = fit.isoflop or {}
+    if iso.get("status") == "ok":
+        labels = (
+            ("approach_1", "isoFLOP approach 1 (per-budget minima)"),
+            ("approach_2", "isoFLOP approach 2 (parabola per budget)"),
+            ("parametric", "parametric fit: beta/(alpha+beta), alpha/(alpha+beta)"),
+        )
+        rows = [
+            (label, _exponent(iso[key], "a"), _exponent(iso[key], "b"))
+            for key, label in labels
+            if key in iso
+        ]
+        tables.append(
+            Table(
+                ("method", "a in N* ~ C^a", "b in D* ~ C^b"),
+                tuple(rows),
+                f"compute-optimal exponents from {iso['n_slices']} isoFLOP budgets, "
+                f"{iso.get('level', 0.9):.0%} bootstrap intervals by run",
+            )
+        )
+    return tables
 
 
 HEADLINE_PARAMETER = {"exponential": "c", "additive": "E", "per_source": "L_inf", "nested": "E"}
