@@ -31,10 +31,11 @@ metrics (one row per evaluation; primary key ``(run_id, step, split, domain)``)
     step           i64   optimizer step; ``FINAL_STEP`` (-1) when only the final value is known
     tokens_seen    f64   tokens consumed up to this step, tokens
     learning_rate  f64   learning rate at this step (null when not logged)
-    split          str   "train" or "val"
-    domain         str   evaluation domain ("all" for an aggregate loss)
+    split          str   "train", "val", or "downstream" (a benchmark score, see below)
+    domain         str   evaluation domain ("all" for an aggregate loss; the task downstream)
     loss           f64   cross-entropy, nats per token (``loss_kind`` says if otherwise)
-    loss_kind      str   "nats" or "unigram_normalized" (Tao et al.'s Lossu, negative)
+    loss_kind      str   "nats" or "unigram_normalized" (Tao et al.'s Lossu, negative); for
+                         downstream rows the benchmark's metric key (e.g. "acc,none")
     source_file    str   raw file
     source_line    i64   1-based line (or row) in the raw file
 
@@ -66,6 +67,12 @@ Conventions
   ``seconds_per_step``, unknown columns of a canonical file) go into ``tags`` (a JSON object);
   assumptions a reader makes are recorded there too (key ``assumptions``).
 * Loss that is not nats per token says so in ``loss_kind``; a reader never converts it.
+* Downstream metrics (lm-evaluation-harness scores) are metrics rows with
+  ``split = "downstream"``, ``domain = <task>`` (``"hellaswag"``), ``loss = <score>`` and
+  ``loss_kind = <metric key>`` (``"acc,none"``, ``"acc_norm,none"``, ``"perplexity,none"``):
+  they sit next to the losses of the same run (joinable on ``run_id`` and ``step``), and
+  the loss fits, which select a ``train`` / ``val`` split, never take them for nats. Their
+  standard errors are in the run's ``tags``.
 """
 
 from __future__ import annotations
@@ -82,7 +89,7 @@ FLOP_CONVENTIONS: dict[str, str] = {
     "reported": "as reported by the source, convention unknown",
 }
 
-SPLITS = ("train", "val")
+SPLITS = ("train", "val", "downstream")
 LOSS_KINDS = ("nats", "unigram_normalized")
 DEFAULT_DOMAIN = "all"
 

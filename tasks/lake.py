@@ -509,6 +509,25 @@ def run_ids_elsewhere(
     return set(frame["run_id"].to_list())
 
 
+def runs_from_other_files(
+    lake: str | Path,
+    source_files: list[str],
+    run_ids: list[str],
+    *,
+    storage_options: dict[str, str] | None = None,
+) -> pl.DataFrame:
+    """The lake's rows of ``run_ids`` that came from files other than ``source_files``
+    (``RUNS_SCHEMA``; empty for no lake): what a new file's runs must agree with."""
+    if not run_ids or not _exists(lake, "runs", storage_options):
+        return empty_frame(RUNS_SCHEMA)
+    frame = (
+        pl.scan_delta(table_uri(lake, "runs"), storage_options=storage_options)
+        .filter(~pl.col("source_file").is_in(source_files) & pl.col("run_id").is_in(run_ids))
+        .collect()
+    )
+    return conform(frame, RUNS_SCHEMA)
+
+
 def write_streamed(
     lake: str | Path,
     *,
