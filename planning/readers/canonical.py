@@ -29,6 +29,7 @@ to find the bad lines (``malformed_json``; ``truncated_line`` for an unterminate
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 from collections.abc import Iterator
@@ -71,9 +72,12 @@ CSV_BATCH_ROWS = 500_000
 """Rows of Parquet parsed at once."""
 CSV_BLOCK_BYTES = 32 * 1024 * 1024
 """Bytes of CSV parsed at once."""
-INFER_ROWS = None
-"""Rows per JSONL chunk used to infer column types: all of them (``None``), so a key that
-first appears late in a chunk (evaluation starting late in a run) is kept, never dropped."""
+INFER_BYTES = 1024 * 1024
+"""Bytes at the start of each JSONL chunk whose lines set the column types (see
+``chunk_schema``: keys first seen later are still kept)."""
+SAMPLE_LINES = 2_000
+"""Lines spread evenly over each chunk whose keys are read to find unknown keys that start
+late (mixplan's own keys need no sample: they are always declared)."""
 
 _BOOKKEEPING = {"source_file", "source_line", "_record"}
 RUN_COLUMNS = [c for c in RUNS_SCHEMA if c not in _BOOKKEEPING]
@@ -93,6 +97,40 @@ def _empty_quarantine() -> pl.DataFrame:
 # --------------------------------------------------------------------------- JSONL parsing
 
 
+def chunk_schema(data: bytes) -> tuple[dict[str, pl.DataType], list[str]]:
+    """The column types of a JSONL chunk, without a fixed window that drops late keys.
+
+    Types are inferred from the lines in the first ``INFER_BYTES``; every other key mixplan
+    knows (``KNOWN``) is declared as text, so it is kept wherever it first appears (polars
+    reads numbers and objects into a text column as their JSON text; they are coerced and
+    checked later like any text). Unknown keys first seen later are found from
+    ``SAMPLE_LINES`` lines spread over the chunk and declared as text too. Returns the schema
+    and the keys declared beyond the inferred ones (dropped again when no line has them).
+
+    Raises ``PolarsError`` / ``JSONDecodeError`` when the first lines are not all JSON (the
+    caller then parses line by line).
+    """
+    cut = data.rfind(b"\n", 0, INFER_BYTES) + 1 if len(data) > INFER_BYTES else len(data)
+    schema = dict(pl.read_ndjson(data[: cut or len(data)], infer_schema_length=None).schema)
+    declared = [key for key in KNOWN if key not in schema]
+    for key in declared:
+        schema[key] = pl.String
+    if cut < len(data):
+        step = max(1, (len(data) - cut) // SAMPLE_LINES)
+        seen: set[str] = set()
+        for start in range(cut, len(data), step):
+            begin = data.find(b"\n", start) + 1
+            end = data.find(b"\n", begin)
+            if begin == 0 or end == -1:
+                break
+            with contextlib.suppress(orjson.JSONDecodeError, TypeError):
+                seen.update(orjson.loads(data[begin:end]))
+        late = sorted(seen - set(schema))
+        schema.update(dict.fromkeys(late, pl.String))
+        declared += late
+    return schema, declared
+
+
 def _parse_block(
     data: bytes,
     first_line: int,
@@ -108,8 +146,11 @@ def _parse_block(
     # numpy counts ~3x faster than bytes.count and releases the GIL (the writer runs beside)
     n_lines = count_lines(data) + (1 if unterminated else 0)
     try:
-        frame = pl.read_ndjson(data, infer_schema_length=INFER_ROWS)
-    except pl.exceptions.PolarsError:
+        schema, declared = chunk_schema(data)
+        frame = pl.read_ndjson(data, schema=schema)
+        unused = [c for c in declared if frame[c].null_count() == frame.height]
+        frame = frame.drop(unused)
+    except (pl.exceptions.PolarsError, orjson.JSONDecodeError):
         frame = None
     # one row per line means no blank or bad line: row i is line first_line + i
     if frame is not None and frame.height == n_lines:

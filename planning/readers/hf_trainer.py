@@ -8,6 +8,9 @@ The Trainer writes ``trainer_state.json`` into its output folder and into every
   ``train``, domain ``all``;
 * evaluation entries ``{"eval_loss", ...}`` -> split ``val``, domain ``all``; with several
   evaluation sets the Trainer prefixes them ``eval_<name>_loss`` -> domain ``<name>``;
+  ``predict_loss`` / ``test_loss`` (``trainer.predict`` on a test set) -> split ``val``,
+  domain ``predict`` / ``test``. An entry without ``step`` (the Trainer logs predictions
+  so) takes the step of the entry before it;
 * the closing entry ``{"train_loss", "train_runtime", "total_flos", ...}`` gives the run's
   compute: ``flops = total_flos`` (the Trainer's ``floating_point_ops``: 6 x tokens x
   non-embedding parameters, hence ``flop_convention = "6N_nonemb_D"``).
@@ -37,7 +40,7 @@ from mixplan.planning.readers.documents import (
 from mixplan.planning.readers.rawfile import inner_path
 
 EXPERIMENT = "hf-trainer"
-_EVAL_LOSS = re.compile(r"^eval_(?:(?P<domain>.+)_)?loss$")
+_EVAL_LOSS = re.compile(r"^(?P<prefix>eval|predict|test)_(?:(?P<domain>.+)_)?loss$")
 _STATE_TAGS = ("train_batch_size", "num_train_epochs", "max_steps", "best_model_checkpoint")
 
 
@@ -64,6 +67,8 @@ def read_hf_trainer(path: Path) -> ReaderOutput:
     if entries.height == 0:
         return failed(path, "empty_file", "log_history has no entries")
     run_id = f"{EXPERIMENT}/{run_name(path)}"
+    if "step" in entries.columns:
+        entries = entries.with_columns(pl.col("step").forward_fill())
     metrics = _metrics(entries, run_id, str(path))
     columns = entries.columns
     final = (
@@ -134,7 +139,9 @@ def _metrics(entries: pl.DataFrame, run_id: str, source_file: str) -> pl.DataFra
                 *base,
                 pl.lit(None, pl.Float64).alias("learning_rate"),
                 pl.lit("val").alias("split"),
-                pl.lit(match["domain"] or "all").alias("domain"),
+                pl.lit(
+                    match["domain"] or ("all" if match["prefix"] == "eval" else match["prefix"])
+                ).alias("domain"),
                 pl.col(column).alias("loss"),
             )
         )
