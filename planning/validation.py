@@ -27,7 +27,7 @@ Decisions (documented for the README)
 * Mixture weights must be >= 0 and sum to 1 within ``MIXTURE_TOLERANCE`` (a reader may pass a
   looser tolerance for sources that publish rounded weights, and then stores renormalised
   weights with the original sum in ``tags``).
-* Duplicate ``(run_id, step, split, domain)`` rows: identical duplicates (same loss, tokens
+* Duplicate ``(run_id, step, split, domain, loss_kind)`` rows: identical duplicates (same loss, tokens
   and learning rate) are collapsed to the first; conflicting ones are all quarantined
   (``duplicate_conflict``): mixplan cannot know which one is right.
 * A rejected run takes its metrics rows with it (``run_rejected``), since they cannot be
@@ -66,7 +66,7 @@ REASONS: dict[str, str] = {
     "conflict": "another file already brought this run id with different run facts",
     "mixture_negative": "a mixture weight is negative or not finite",
     "mixture_sum": "mixture weights do not sum to 1",
-    "duplicate_conflict": "several rows share (run_id, step, split, domain) with different values",
+    "duplicate_conflict": "several rows share (run_id, step, split, domain, loss_kind) with different values",
     "run_rejected": "the row belongs to a run that was rejected",
     "unmatched_path": "the record does not match the declared mapping's pattern",
     "empty_file": "the file has no records",
@@ -248,6 +248,10 @@ def coerce_numeric(
     for name, dtype in present.items():
         column = frame.schema[name]
         if column == dtype:
+            continue
+        if column.is_nested():  # a list or object where a number belongs
+            casts[name] = pl.lit(None, dtype)
+            checks.append((pl.col(name).is_not_null(), name, "non_numeric"))
             continue
         if column.is_numeric() or column == pl.Boolean or column == pl.Null:
             cast = pl.col(name).cast(dtype, strict=False)
@@ -438,17 +442,17 @@ def normalise_mixture(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-VALUE_COLUMNS = ("loss", "tokens_seen", "learning_rate", "loss_kind")
+VALUE_COLUMNS = ("loss", "tokens_seen", "learning_rate")
 """Metrics columns compared to tell identical from conflicting duplicates."""
 
 
 def duplicate_split(frame: pl.DataFrame, *, source_file: str) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Resolve duplicate ``(run_id, step, split, domain)`` rows of one file.
+    """Resolve duplicate ``(run_id, step, split, domain, loss_kind)`` rows of one file.
 
     Identical duplicates collapse to their first row (by ``source_line``); keys whose rows
     disagree on any of ``VALUE_COLUMNS`` are quarantined entirely (``duplicate_conflict``).
     """
-    key = list(METRICS_KEY)
+    key = [name for name in METRICS_KEY if name in frame.columns]
     if frame.height == 0:
         return frame, conform(pl.DataFrame(), QUARANTINE_SCHEMA)
     values = [c for c in VALUE_COLUMNS if c in frame.columns]

@@ -147,7 +147,10 @@ def _json_format(path: Path, head: str) -> str:
         record = json.loads(first)
     except (ValueError, TypeError):
         record = None
-    if isinstance(record, dict):  # one object per line: JSONL
+    columnar = isinstance(record, dict) and any(
+        isinstance(v, list) for k, v in record.items() if k != "mixture"
+    )
+    if isinstance(record, dict) and not columnar:  # one object per line: JSONL
         if set(record) >= WANDB_SIGNATURE and "run_id" not in record:
             return "wandb"
         if "log_history" in record:
@@ -155,7 +158,7 @@ def _json_format(path: Path, head: str) -> str:
         if is_lm_eval(record):
             return "lm-eval"
         return "jsonl"
-    if text.startswith("{"):  # a pretty-printed document
+    if text.startswith("{"):  # a pretty-printed document (or one object of arrays)
         if re.search(r'^\s*"log_history"\s*:', text, re.MULTILINE):
             return "hf-trainer"
         if re.search(r'^\s{0,4}"results"\s*:', text, re.MULTILINE):
@@ -427,8 +430,9 @@ def source_file_of(metrics: pl.DataFrame, path: Path) -> str:
 
 
 def conform_metrics(metrics: pl.DataFrame) -> pl.DataFrame:
-    """``METRICS_SCHEMA`` columns plus ``_record`` when the reader kept the raw text."""
-    frame = conform(metrics, METRICS_SCHEMA)
+    """``METRICS_SCHEMA`` columns plus ``_record`` when the reader kept the raw text; a missing
+    ``loss_kind`` is ``"nats"`` (it is part of the metrics key, so never null)."""
+    frame = conform(metrics, METRICS_SCHEMA).with_columns(pl.col("loss_kind").fill_null("nats"))
     if "_record" in metrics.columns:
         frame = frame.with_columns(metrics["_record"].cast(pl.String))
     return frame
@@ -564,7 +568,7 @@ def stream_source(
         partner_files=output.partner_files,
         warnings=output.warnings,
     )
-    group = ["run_id", "split", "domain"]
+    group = ["run_id", "split", "domain", "loss_kind"]
 
     def batches():
         fragments: list[pl.DataFrame] = []

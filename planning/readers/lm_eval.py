@@ -28,6 +28,8 @@ from mixplan.planning.schema import FINAL_STEP
 from mixplan.planning.validation import quarantine_frame
 
 EXPERIMENT = "lm-eval"
+NOT_METRICS = {"alias", "name", "sample_len", "sample_count", "num_samples"}
+"""Numeric keys of a task's results that are not scores (bare-named versions)."""
 DOWNSTREAM = "downstream"
 
 
@@ -75,8 +77,13 @@ def read_lm_eval(path: Path) -> ReaderOutput:
         if not isinstance(scores, dict):
             continue
         line = _line_of(text, task)
+        # lm-eval >= 0.4 names metrics "<metric>,<filter>"; other numbers ("sample_len") are
+        # counts. Older versions have bare metric names.
+        filtered = any("," in key for key in scores)
         for key, value in scores.items():
-            if key == "alias" or not isinstance(value, int | float) or isinstance(value, bool):
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                continue
+            if (filtered and "," not in key) or key in NOT_METRICS:
                 continue
             metric = key.split(",", 1)[0]
             if metric.endswith("_stderr"):

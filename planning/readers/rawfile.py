@@ -53,6 +53,8 @@ CHANGED = "changed while read"
 
 BLOCK_BYTES = 8 * 1024 * 1024
 """Bytes read (or decoded) per call when streaming."""
+_PIECE = 64 * 1024
+"""Bytes read per call from a decompressor (a read that hits a cut container loses its data)."""
 
 
 def inner_path(path: Path) -> Path:
@@ -215,7 +217,7 @@ class TextSource:
                 self._stream_error = f"{type(error).__name__}: {error}"
 
     def _decoded(self, stream: BinaryIO, block_bytes: int) -> Iterator[bytes]:
-        head = stream.read(block_bytes)
+        head = stream.read(block_bytes if self.compression is None else _PIECE)
         if not head:
             return
         encoding, skip = _sniff_encoding(head)
@@ -223,12 +225,14 @@ class TextSource:
         if encoding == "utf-8" and not _valid_utf8_prefix(head[skip:]):
             encoding = legacy_encoding(head[skip:])
         self.encoding = encoding
+        # a decompressor loses the data of a read that hits a cut container: read small pieces
+        piece = block_bytes if self.compression is None else min(block_bytes, _PIECE)
         if encoding == "utf-8":
             if skip:
                 head = head[skip:]
             if head:
                 yield head
-            while block := stream.read(block_bytes):
+            while block := stream.read(piece):
                 yield block
             return
         decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
@@ -239,7 +243,7 @@ class TextSource:
                 yield text.encode("utf-8")
             if not block:
                 return
-            block = stream.read(block_bytes)
+            block = stream.read(piece)
 
     def read_all(self) -> bytes:
         """The whole file's text as UTF-8 bytes (for small documents and tables)."""
