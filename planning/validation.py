@@ -27,8 +27,8 @@ Decisions (documented for the README)
 * Mixture weights must be >= 0 and sum to 1 within ``MIXTURE_TOLERANCE`` (a reader may pass a
   looser tolerance for sources that publish rounded weights, and then stores renormalised
   weights with the original sum in ``tags``).
-* Duplicate ``(run_id, step, split, domain, loss_kind)`` rows: identical duplicates (same loss, tokens
-  and learning rate) are collapsed to the first; conflicting ones are all quarantined
+* Duplicate ``(run_id, step, split, domain, loss_kind)`` rows: identical duplicates (same loss,
+  tokens and learning rate) are collapsed to the first; conflicting ones are all quarantined
   (``duplicate_conflict``): mixplan cannot know which one is right.
 * A rejected run takes its metrics rows with it (``run_rejected``), since they cannot be
   interpreted without the run.
@@ -66,7 +66,9 @@ REASONS: dict[str, str] = {
     "conflict": "another file already brought this run id with different run facts",
     "mixture_negative": "a mixture weight is negative or not finite",
     "mixture_sum": "mixture weights do not sum to 1",
-    "duplicate_conflict": "several rows share (run_id, step, split, domain, loss_kind) with different values",
+    "duplicate_conflict": (
+        "several rows share (run_id, step, split, domain, loss_kind) with different values"
+    ),
     "run_rejected": "the row belongs to a run that was rejected",
     "unmatched_path": "the record does not match the declared mapping's pattern",
     "empty_file": "the file has no records",

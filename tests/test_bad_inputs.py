@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import polars as pl
@@ -356,27 +357,28 @@ def test_keys_first_seen_after_a_chunk_boundary_are_kept(tmp_path, monkeypatch):
     metrics = read_metrics(lake)
     assert metrics.filter(pl.col("split") == "val").height == 3
     assert metrics.height == 3003
-    assert json.loads(read_runs(lake)["tags"][0])["extra"] == {"seed": 7}  # unknown key kept
+    assert json.loads(read_runs(lake)["tags"][0])["extra"] == {"seed": "7"}  # kept, as text
 
 
 # --------------------------------------------------------------------------- snapshots
 
 _TRUNCATING_READER = textwrap.dedent(
     """
-    import sys, time
+    import os, sys, time
     from pathlib import Path
     from mixplan.planning.readers import canonical
     from mixplan.tasks.ingest import ingest_paths
 
-    log, lake, marker = map(Path, sys.argv[1:4])
+    log, lake, ready, go = map(Path, sys.argv[1:5])
     canonical.CHUNK_BYTES = 256 * 1024
     parse_block = canonical._parse_block
 
     def first_block_then_wait(*args, **kwargs):
         result = parse_block(*args, **kwargs)
-        if not marker.exists():
-            marker.write_text("read one chunk")  # the test process truncates the log now
-            while marker.read_text() != "truncated":
+        if not ready.exists():
+            ready.with_suffix(".tmp").write_text("read one chunk")
+            os.replace(ready.with_suffix(".tmp"), ready)  # the test truncates the log now
+            while not go.exists():
                 time.sleep(0.01)
         return result
 
@@ -390,19 +392,20 @@ _TRUNCATING_READER = textwrap.dedent(
 def test_a_log_truncated_while_it_is_read_does_not_kill_the_ingest(tmp_path):
     """logrotate's copytruncate cuts the file to 0 bytes while mixplan reads it: a memory map
     would SIGBUS (exit -7); the snapshot reader stops at the new end and says so."""
-    log, lake, marker = tmp_path / "live.jsonl", tmp_path / "lake", tmp_path / "marker"
+    log, lake = tmp_path / "live.jsonl", tmp_path / "lake"
+    ready, go = tmp_path / "ready", tmp_path / "go"
     log.write_text("\n".join(_lines(40_000)) + "\n")
     size = log.stat().st_size
     process = subprocess.Popen(
-        [sys.executable, "-c", _TRUNCATING_READER, str(log), str(lake), str(marker)],
+        [sys.executable, "-c", _TRUNCATING_READER, str(log), str(lake), str(ready), str(go)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    while not marker.exists() and process.poll() is None:
-        os.sched_yield()
+    while not ready.exists() and process.poll() is None:
+        time.sleep(0.01)
     os.truncate(log, 0)  # another process (this one) truncates the open file
-    marker.write_text("truncated")
+    go.touch()
     out, err = process.communicate()
     assert process.returncode == 0, err
     kept = int(out.strip().splitlines()[-1])

@@ -578,14 +578,7 @@ def stream_source(
         for chunk in prefetch(output.chunks):
             quarantines.append(conform(chunk.quarantine, QUARANTINE_SCHEMA))
             if chunk.runs.height:
-                runs = conform(chunk.runs, RUNS_SCHEMA)
-                _, bad_runs = validate_runs(
-                    runs, source_file=source_file, mixture_tolerance=output.mixture_tolerance
-                )
-                if bad_runs.height:
-                    result.restaged = "a run failed validation"
-                    raise Restage(result.restaged)
-                fragments.append(runs)
+                fragments.append(chunk.runs)
             if chunk.metrics.height == 0:
                 continue
             good, bad = validate_metrics(
@@ -620,7 +613,13 @@ def stream_source(
             yield from (
                 conform(good, METRICS_SCHEMA).to_arrow(compat_level=_ARROW_LEVEL).to_batches()
             )
-        runs = _combine_runs(fragments)
+        runs = _combine_runs(fragments)  # checked once, as the staged path does
+        _, bad_runs = validate_runs(
+            runs, source_file=source_file, mixture_tolerance=output.mixture_tolerance
+        )
+        if bad_runs.height:
+            result.restaged = "a run failed validation"
+            raise Restage(result.restaged)
         if output.normalise_mixture:
             runs = normalise_mixture(runs)
         if before_end is not None:

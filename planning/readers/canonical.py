@@ -65,19 +65,18 @@ from mixplan.planning.schema import (
 )
 from mixplan.planning.validation import coerce_numeric, quarantine_frame, split_by_checks
 
-CHUNK_BYTES = 64 * 1024 * 1024
-"""Bytes of JSONL parsed at once (64 MB: ~0.25 CPU-s/GB less per-chunk overhead than 32 MB, for
-~0.1 GB more peak RSS in the 1 GB bench)."""
+CHUNK_BYTES = 16 * 1024 * 1024
+"""Bytes of JSONL parsed at once (16 MB: below glibc's 32 MB mmap threshold, so chunk buffers
+are reused instead of page-faulted in again: about half the system time of 64 MB chunks)."""
 CSV_BATCH_ROWS = 500_000
 """Rows of Parquet parsed at once."""
 CSV_BLOCK_BYTES = 32 * 1024 * 1024
 """Bytes of CSV parsed at once."""
 INFER_BYTES = 1024 * 1024
 """Bytes at the start of each JSONL chunk whose lines set the column types (see
-``chunk_schema``: keys first seen later are still kept)."""
-SAMPLE_LINES = 2_000
-"""Lines spread evenly over each chunk whose keys are read to find unknown keys that start
-late (mixplan's own keys need no sample: they are always declared)."""
+``ChunkSchema``: keys first seen later are still kept)."""
+SAMPLE_LINES_PER_MB = 32
+"""Lines per MB, spread evenly over each chunk, whose keys are read to find keys that start late."""
 
 _BOOKKEEPING = {"source_file", "source_line", "_record"}
 RUN_COLUMNS = [c for c in RUNS_SCHEMA if c not in _BOOKKEEPING]
@@ -97,38 +96,79 @@ def _empty_quarantine() -> pl.DataFrame:
 # --------------------------------------------------------------------------- JSONL parsing
 
 
-def chunk_schema(data: bytes) -> tuple[dict[str, pl.DataType], list[str]]:
-    """The column types of a JSONL chunk, without a fixed window that drops late keys.
+ROW_KEYS = ("split", "domain", "loss_kind", "step", "tokens_seen", "learning_rate", "loss")
+"""Keys that define metric rows: declared in every chunk's schema, wherever they first appear."""
 
-    Types are inferred from the lines in the first ``INFER_BYTES``; every other key mixplan
-    knows (``KNOWN``) is declared as text, so it is kept wherever it first appears (polars
-    reads numbers and objects into a text column as their JSON text; they are coerced and
-    checked later like any text). Unknown keys first seen later are found from
-    ``SAMPLE_LINES`` lines spread over the chunk and declared as text too. Returns the schema
-    and the keys declared beyond the inferred ones (dropped again when no line has them).
 
-    Raises ``PolarsError`` / ``JSONDecodeError`` when the first lines are not all JSON (the
-    caller then parses line by line).
+def _sampled_keys(data: bytes, start: int) -> set[str]:
+    """Keys of lines spread evenly over ``data[start:]`` (``SAMPLE_LINES_PER_MB``) and of its
+    last line (a closing summary)."""
+    keys: set[str] = set()
+    span = len(data) - start
+    if span <= 0:
+        return keys
+    step = max(1, int(1e6 / SAMPLE_LINES_PER_MB))
+    last = data.rfind(b"\n", 0, len(data) - 1) + 1
+    begins = [data.find(b"\n", at) + 1 for at in range(start, len(data), step)]
+    for begin in [*begins, last]:
+        if begin <= 0 or begin >= len(data):
+            continue
+        end = data.find(b"\n", begin)
+        with contextlib.suppress(orjson.JSONDecodeError, TypeError):
+            keys.update(orjson.loads(data[begin : len(data) if end == -1 else end]))
+    return keys
+
+
+class ChunkSchema:
+    """The column types of one JSONL file's chunks, without a fixed window that drops late keys.
+
+    Types are inferred once per file, from the lines in its first ``INFER_BYTES``. Keys first
+    seen later are declared as text (polars reads numbers and objects into a text column as
+    their JSON text; they are coerced and checked later like any text): always the keys that
+    define metric rows (``ROW_KEYS``: evaluation splits and domains that start late in a run),
+    and any other key found on the lines ``_sampled_keys`` reads from every chunk. A chunk whose
+    values no longer fit the types is inferred again (``refresh``).
     """
-    cut = data.rfind(b"\n", 0, INFER_BYTES) + 1 if len(data) > INFER_BYTES else len(data)
-    schema = dict(pl.read_ndjson(data[: cut or len(data)], infer_schema_length=None).schema)
-    declared = [key for key in KNOWN if key not in schema]
-    for key in declared:
-        schema[key] = pl.String
-    if cut < len(data):
-        step = max(1, (len(data) - cut) // SAMPLE_LINES)
-        seen: set[str] = set()
-        for start in range(cut, len(data), step):
-            begin = data.find(b"\n", start) + 1
-            end = data.find(b"\n", begin)
-            if begin == 0 or end == -1:
-                break
-            with contextlib.suppress(orjson.JSONDecodeError, TypeError):
-                seen.update(orjson.loads(data[begin:end]))
-        late = sorted(seen - set(schema))
-        schema.update(dict.fromkeys(late, pl.String))
-        declared += late
-    return schema, declared
+
+    def __init__(self) -> None:
+        self.inferred: dict[str, pl.DataType] | None = None
+        self.declared: set[str] = set()
+
+    def refresh(self, data: bytes) -> None:
+        """Infer the types from the first lines of ``data`` (raises on lines that are not JSON)."""
+        cut = data.rfind(b"\n", 0, INFER_BYTES) + 1 if len(data) > INFER_BYTES else len(data)
+        frame = pl.read_ndjson(data[: cut or len(data)], infer_schema_length=None)
+        self.inferred = dict(frame.schema)
+        self.declared = set()
+
+    def of(self, data: bytes) -> tuple[dict[str, pl.DataType], list[str]]:
+        """The schema of chunk ``data`` and the declared keys (dropped when no line has them)."""
+        if self.inferred is None:
+            self.refresh(data)
+        assert self.inferred is not None
+        self.declared |= (set(ROW_KEYS) | _sampled_keys(data, 0)) - set(self.inferred)
+        declared = sorted(self.declared)
+        return {**self.inferred, **dict.fromkeys(declared, pl.String)}, declared
+
+
+def _fast_parse(data: bytes, schema: ChunkSchema) -> pl.DataFrame | None:
+    """Parse a chunk with polars, or None when a line is not valid JSON (or does not fit)."""
+    for attempt in range(2):
+        try:
+            columns, declared = schema.of(data)
+            # the lazy reader parses ~2x faster than read_ndjson with a schema (polars 2.1)
+            frame = pl.scan_ndjson(data, schema=columns).collect()
+        except pl.exceptions.PolarsError:
+            if attempt == 0 and schema.inferred is not None:
+                try:  # the types changed (an integer column with a float): infer them again
+                    schema.refresh(data)
+                    continue
+                except pl.exceptions.PolarsError:
+                    return None
+            return None
+        unused = [c for c in declared if frame[c].null_count() == frame.height]
+        return frame.drop(unused)
+    return None
 
 
 def _parse_block(
@@ -138,6 +178,7 @@ def _parse_block(
     source_file: str,
     keep_record: bool,
     warnings: list[str],
+    schema: ChunkSchema | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame, int]:
     """Parse complete lines ``data`` starting at line ``first_line``.
 
@@ -145,13 +186,7 @@ def _parse_block(
     """
     # numpy counts ~3x faster than bytes.count and releases the GIL (the writer runs beside)
     n_lines = count_lines(data) + (1 if unterminated else 0)
-    try:
-        schema, declared = chunk_schema(data)
-        frame = pl.read_ndjson(data, schema=schema)
-        unused = [c for c in declared if frame[c].null_count() == frame.height]
-        frame = frame.drop(unused)
-    except (pl.exceptions.PolarsError, orjson.JSONDecodeError):
-        frame = None
+    frame = _fast_parse(data, schema or ChunkSchema())
     # one row per line means no blank or bad line: row i is line first_line + i
     if frame is not None and frame.height == n_lines:
         frame = frame.with_row_index("source_line", offset=first_line).with_columns(
@@ -237,13 +272,14 @@ def iter_jsonl(
     chunk_bytes = chunk_bytes or CHUNK_BYTES
     warnings = warnings if warnings is not None else []
     text = open_text(path)
+    schema = ChunkSchema()
     line = 1
     for index, data in enumerate(line_blocks(text, chunk_bytes)):
         if index == 0 and text.note:
             warnings.append(text.note)
         unterminated = not data.endswith(b"\n")
         frame, quarantine, lines = _parse_block(
-            data, line, unterminated, str(path), keep_record, warnings
+            data, line, unterminated, str(path), keep_record, warnings, schema
         )
         yield frame, quarantine
         line += lines
