@@ -28,11 +28,12 @@ How writes stay correct
   stay on disk until ``vacuum``).
 
 Concurrency (deltalake 1.6): every commit is atomic (a new JSON entry in ``_delta_log`` created
-with put-if-absent). Two writers that touch *different* source files can run at the same time
-on a local file system: a writer whose commit loses the race gets ``CommitFailedError`` and
-``write_source`` retries it (``COMMIT_RETRIES``) against the new table version. On S3, safe
-concurrent writes need a locking provider or conditional puts (``storage_options``), as the
-deltalake documentation describes.
+with put-if-absent). A writer whose commit loses a race gets ``CommitFailedError`` and is retried
+(``COMMIT_RETRIES``) against the new table version. Delta cannot detect the race of two ingests
+of *different* files that bring the *same* runs (each replaces only its own file's rows, so
+both would insert the runs): ingests therefore hold the lake's lock while they decide and write
+(``tasks.ingest.lake_write_lock``). On S3, safe concurrent writes need a locking provider or
+conditional puts (``storage_options``), as the deltalake documentation describes.
 """
 
 from __future__ import annotations
