@@ -49,7 +49,6 @@ from mixplan.tasks.lake import (
     write_source,
     write_streamed,
 )
-from mixplan.tasks.locking import LakeBusyError, lake_lock, lock_path
 
 
 @dataclass
@@ -145,6 +144,8 @@ def lake_write_lock(lake: str | Path) -> Iterator[None]:
     pipeline run, which already holds the lake's lock in this process, only the thread lock
     is taken.
     """
+    from mixplan.tasks.locking import lake_lock  # lazy: it imports fsspec (~0.15 s)
+
     key = str(lake)
     with _LOCAL_LOCKS_GUARD:
         local = _LOCAL_LOCKS.setdefault(key, threading.Lock())
@@ -155,6 +156,8 @@ def lake_write_lock(lake: str | Path) -> Iterator[None]:
 
 
 def _try_lock(stack: contextlib.ExitStack, lake: str | Path) -> bool:
+    from mixplan.tasks.locking import LakeBusyError, lake_lock
+
     try:
         stack.enter_context(lake_lock(lake, timeout=0))
     except LakeBusyError:
@@ -169,6 +172,8 @@ def _held_by_this_process(stack: contextlib.ExitStack, lake: str | Path) -> bool
     read twice, 50 ms apart, so a holder that has not written its pid yet is not mistaken for
     this process (the lock is taken if it was released meanwhile).
     """
+    from mixplan.tasks.locking import lock_path
+
     for _ in range(2):
         try:
             if lock_path(lake).read_text().strip() != str(os.getpid()):

@@ -21,7 +21,8 @@ How writes stay correct
   duplicates rows, and a changed file replaces exactly its own rows.
 * When a file's runs already exist in the lake from *another* file (a run logged across two
   files), its runs and metrics are upserted with a Delta MERGE on the primary keys
-  (``run_id`` / ``(run_id, step, split, domain, loss_kind)``) instead; the later file wins on equal keys.
+  (``run_id`` / ``(run_id, step, split, domain, loss_kind)``) instead; the later file wins on
+  equal keys (when its run facts agree: different facts are a ``conflict``, see validation).
 * The ``sources`` row (path, sha256, size, counts) is committed last, so it marks a file as done:
   a crash mid-file leaves no ``sources`` row and the next ingest simply redoes the file.
 * Row counts always come from the tables (never from globbing Parquet files: old file versions
@@ -191,9 +192,11 @@ def final_losses(
     version: int | None = None,
     storage_options: dict[str, str] | None = None,
 ) -> pl.DataFrame:
-    """The loss at each run's end: one row per ``(run_id, split, domain, loss_kind)`` with the run joined.
+    """The loss at each run's end: one row per ``(run_id, split, domain, loss_kind)``, with the
+    run joined.
 
-    The final row of a (run, split, domain) is chosen by ``mixplan.planning.schema.final_rows``.
+    The final row of a (run, split, domain, loss_kind) is chosen by
+    ``mixplan.planning.schema.final_rows``.
     Columns: every ``RUNS_SCHEMA`` column, then ``split``, ``domain``, ``step``,
     ``tokens_seen``, ``learning_rate_at_step``, ``loss``, ``loss_kind``.
     Sorted by ``run_id, split, domain``.

@@ -38,7 +38,6 @@ from typing import Any
 
 import orjson
 import polars as pl
-import pyarrow.parquet as pq
 
 from mixplan.planning.readers.base import Chunk, ReaderOutput, failed, merge_tags
 from mixplan.planning.readers.documents import (
@@ -652,6 +651,8 @@ def read_canonical_parquet(path: Path) -> ReaderOutput:
     """Read a canonical Parquet log, one row group batch at a time."""
     warnings: list[str] = []
     try:
+        import pyarrow.parquet as pq  # lazy: only Parquet logs need it
+
         parquet = pq.ParquetFile(path)
     except Exception as error:  # pyarrow raises several types for a bad file
         return failed(path, "unreadable_file", f"{type(error).__name__}: {error}")
