@@ -71,6 +71,8 @@ def test_a_byte_order_mark_is_stripped_in_every_text_format(tmp_path, bundled, e
     table = logs / "bom.csv"
     rows = "run_id,step,loss\n" + "".join(f"élan,{s},{3 - s / 100}\n" for s in range(1, 20))
     table.write_bytes(bom + rows.encode(encoding))
+    tsv = logs / "bom.tsv"
+    tsv.write_bytes(bom + "run_id\tstep\tloss\nt\t1\t3.0\nt\t2\t2.9\n".encode(encoding))
     dump = logs / "5Mix" / "70M.txt"  # a tab-separated dump read through a declared mapping
     original = (bundled / "yegcjs__mixinglaws/5Mix/70M.txt").read_text()
     dump.write_bytes(bom + original.encode(encoding))
@@ -78,6 +80,7 @@ def test_a_byte_order_mark_is_stripped_in_every_text_format(tmp_path, bundled, e
     metrics = read_metrics(lake)
     assert metrics.filter(pl.col("run_id") == "bom/r1").height == 220
     assert metrics.filter(pl.col("run_id") == "bom/élan").height == 19
+    assert metrics.filter(pl.col("run_id") == "bom/t")["loss"].to_list() == [3.0, 2.9]
     assert metrics.filter(pl.col("run_id").str.starts_with("mixinglaws")).height == sum(
         1 for line in original.splitlines() if line.strip()
     )

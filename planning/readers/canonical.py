@@ -587,8 +587,10 @@ def read_canonical_json(path: Path) -> ReaderOutput:
     return ReaderOutput(chunks=chunks(), warnings=warnings)
 
 
-def read_canonical_csv(path: Path, *, separator: str = ",") -> ReaderOutput:
+def read_canonical_csv(path: Path, *, separator: str | None = None) -> ReaderOutput:
     """Read a canonical CSV (or TSV) log in blocks of about ``CSV_BLOCK_BYTES``.
+
+    The separator is a tab for ``.tsv`` files (also inside a container), else a comma.
 
     Every column is read as text (numbers are coerced, and checked, per column); a block is
     never cut inside a quoted field, so rows are numbered as data rows (header = line 1).
@@ -599,6 +601,8 @@ def read_canonical_csv(path: Path, *, separator: str = ",") -> ReaderOutput:
             return failed(path, "empty_file", "the file is empty (0 bytes)")
     except OSError as error:
         return failed(path, "unreadable_file", f"{type(error).__name__}: {error}")
+    if separator is None:
+        separator = "\t" if inner_path(path).suffix.lower() == ".tsv" else ","
     quote = None if separator == "\t" else b'"'
 
     def parse(data: bytes, header: list[str] | None) -> pl.DataFrame:
