@@ -160,6 +160,16 @@ def test_compressed_logs_are_read_through(tmp_path, suffix, compress):
     }
 
 
+def test_a_compressed_parquet_log(tmp_path):
+    raw = tmp_path / "raw.parquet"
+    pl.DataFrame({"run_id": ["a", "a"], "step": [1, 2], "loss": ["3.0", "x"]}).write_parquet(raw)
+    log = tmp_path / "typed.parquet.gz"
+    log.write_bytes(gzip.compress(raw.read_bytes()))
+    lake, _ = _ingest(tmp_path, log)
+    assert read_metrics(lake).select("run_id", "step").rows() == [("typed/a", 1)]
+    assert _quarantine(lake) == {(str(log), 2, "loss", "non_numeric")}
+
+
 def test_a_cut_container_keeps_what_was_read_and_says_so(tmp_path):
     log = tmp_path / "cut.jsonl.gz"
     whole = gzip.compress(("\n".join(_lines(5000)) + "\n").encode())

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,12 +48,15 @@ from mixplan.planning.readers.documents import (
     load_text,
 )
 from mixplan.planning.readers.rawfile import (
+    CHANGED,
     LEGACY_ENCODINGS,
+    compression_of,
     count_lines,
     inner_path,
     legacy_encoding,
     line_blocks,
     open_text,
+    read_decompressed,
 )
 from mixplan.planning.schema import (
     FINAL_STEP,
@@ -652,12 +656,21 @@ def read_canonical_csv(path: Path, *, separator: str | None = None) -> ReaderOut
 
 
 def read_canonical_parquet(path: Path) -> ReaderOutput:
-    """Read a canonical Parquet log, one row group batch at a time."""
+    """Read a canonical Parquet log, one row group batch at a time.
+
+    A compressed container (``x.parquet.gz``) is decompressed into memory first. A file that
+    fails or changes while read keeps the rows read before, with an ``unreadable_file`` row
+    saying after which row, and a ``CHANGED`` warning (see ``rawfile``).
+    """
     warnings: list[str] = []
+    before = os.stat(path)
     try:
+        import pyarrow as pa
         import pyarrow.parquet as pq  # lazy: only Parquet logs need it
 
-        parquet = pq.ParquetFile(path)
+        compressed = compression_of(path) is not None
+        source = pa.BufferReader(read_decompressed(path)) if compressed else path
+        parquet = pq.ParquetFile(source)
     except Exception as error:  # pyarrow raises several types for a bad file
         return failed(path, "unreadable_file", f"{type(error).__name__}: {error}")
     if parquet.metadata.num_rows == 0:
@@ -665,15 +678,33 @@ def read_canonical_parquet(path: Path) -> ReaderOutput:
 
     def chunks() -> Iterator[Chunk]:
         start = 1
-        for batch in parquet.iter_batches(batch_size=CSV_BATCH_ROWS):
-            frame = pl.from_arrow(batch)
-            assert isinstance(frame, pl.DataFrame)
-            frame = frame.with_row_index("source_line", offset=start).with_columns(
-                pl.col("source_line").cast(pl.Int64)
+        try:
+            for batch in parquet.iter_batches(batch_size=CSV_BATCH_ROWS):
+                frame = pl.DataFrame(pl.from_arrow(batch))
+                frame = frame.with_row_index("source_line", offset=start).with_columns(
+                    pl.col("source_line").cast(pl.Int64)
+                )
+                start += frame.height
+                yield canonical_chunk(
+                    frame,
+                    source_file=str(path),
+                    experiment=inner_path(path).stem,
+                    warnings=warnings,
+                )
+        except Exception as error:  # a file cut or replaced while read
+            detail = f"after row {start - 1}: {type(error).__name__}: {error}"
+            yield Chunk(
+                pl.DataFrame(), pl.DataFrame(), failed_rows(path, "unreadable_file", detail)
             )
-            start += frame.height
-            yield canonical_chunk(
-                frame, source_file=str(path), experiment=inner_path(path).stem, warnings=warnings
+        after = os.stat(path) if path.exists() else None
+        if after is None or (after.st_size, after.st_mtime_ns) != (
+            before.st_size,
+            before.st_mtime_ns,
+        ):
+            size = after.st_size if after else 0
+            warnings.append(
+                f"{CHANGED}: {path.name} went from {before.st_size:,} to {size:,} bytes while "
+                "read; ingest again once the file is complete."
             )
 
     return ReaderOutput(chunks=chunks(), warnings=warnings)

@@ -334,6 +334,12 @@ def open_text(path: Path) -> TextSource:
     return TextSource(path=Path(path), compression=compression_of(Path(path)))
 
 
+def read_decompressed(path: Path) -> bytes:
+    """The bytes inside a compressed container (binary files such as ``x.parquet.gz``)."""
+    with open(path, "rb") as handle:
+        return _decompressor(handle, compression_of(path)).read()  # type: ignore[arg-type]
+
+
 def changed_while_read(warnings: list[str]) -> bool:
     """Whether a reader's warnings say the file changed while it was read."""
     return any(w.startswith(CHANGED) for w in warnings)
