@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 import polars as pl
 
+from mixplan.planning.errors import RunLogError
 from mixplan.planning.readers.rawfile import open_text
 from mixplan.planning.validation import RECORD_CHARS, quarantine_frame
 
@@ -42,8 +43,8 @@ def frame_from_objects(objects: list[dict]) -> pl.DataFrame:
         return pl.DataFrame(flat, infer_schema_length=None, strict=False)
 
 
-class DocumentError(ValueError):
-    """The text is not one JSON document (message says where)."""
+class DocumentError(RunLogError):
+    """The text is not one JSON document of records (the message says where and why)."""
 
 
 def load_text(path: Path, warnings: list[str]) -> str:

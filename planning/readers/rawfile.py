@@ -189,11 +189,6 @@ class TextSource:
     _shrank: bool = False
 
     @property
-    def plain(self) -> bool:
-        """True when the bytes are passed through unchanged (uncompressed UTF-8, no BOM)."""
-        return self.compression is None and self.encoding == "utf-8" and not self.bom
-
-    @property
     def note(self) -> str:
         """How the file was decoded, when that was not plain UTF-8 ("" otherwise)."""
         parts = []
