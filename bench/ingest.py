@@ -1,14 +1,17 @@
-"""Benchmark: ingest >= 1 GB of synthetic per-step JSONL logs vs a bare polars baseline.
+"""Benchmark: ingest 0.25, 1 and 4 GB of synthetic per-step JSONL logs vs a bare polars baseline.
 
-Run as ``python bench/ingest.py [--gb 1.0] [--repeat 3]``. Generates canonical per-step JSONL
-logs under ``bench/_work`` (git-ignored), then, each in its own subprocess so peak RSS is
-measured per job: (1) the baseline ``polars.scan_ndjson(files).sink_parquet(out)``; (2)
-``mixplan ingest``'s plain function ``tasks.ingest.ingest_paths`` (what ``mixplan ingest`` runs)
-into a fresh lake; each job reports its own ``ru_maxrss``. The two jobs alternate ``--repeat``
-times and each keeps its fastest run: on a shared machine the other processes only ever slow a
-run down, so the best of a few is the fairest figure. Prints rows/s, MB/s, CPU seconds (user +
-system, all threads), peak RSS and the ratio of mixplan to the baseline.
-Goals: throughput >= 0.5x baseline, RSS < 1.5 GB.
+Run as ``python bench/ingest.py [--sizes 0.25 1 4] [--repeat 2]``. Checks the free disk space
+first, generates canonical per-step JSONL logs under ``bench/_work`` (git-ignored; 8 files per
+size, the smaller inputs are the first lines of the largest one's files) and removes them
+afterwards. For each size, each job runs in its own subprocess so
+that peak RSS is measured per job: (1) the baseline ``polars.scan_ndjson(files)
+.sink_parquet(out)``; (2) ``mixplan ingest``'s plain function ``tasks.ingest.ingest_paths``
+(what ``mixplan ingest`` runs) into a fresh lake. The two jobs alternate ``--repeat`` times and
+each keeps its fastest run: on a shared machine the other processes only ever slow a run down,
+so the best of a few is the fairest figure. Both sides get the same thread settings (polars'
+pool, BLAS pinned to one thread with threadpoolctl). Prints rows/s, MB/s, CPU seconds (user +
+system, all threads), peak RSS and the ratio of mixplan to the baseline, per size.
+Goals: throughput >= 0.8x baseline at 1 and 4 GB, peak RSS < 1 GB at every size.
 
 mixplan does more than the baseline by design: it hashes every file (sha256, so unchanged files
 are skipped next time), validates every row and commits to Delta Lake tables.
@@ -30,36 +33,63 @@ import numpy as np
 
 WORK = Path(__file__).resolve().parent / "_work"
 ROOT = Path(__file__).resolve().parents[1]
+FILES = 8
+"""Log files per input (as in a folder of 8 runs' logs)."""
 
 
-def generate(folder: Path, gigabytes: float, *, files: int = 8, seed: int = 0) -> int:
-    """Write ``files`` JSONL logs totalling ~``gigabytes`` GB; returns the number of rows."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    target = gigabytes * 1e9 / files
-    rows = 0
-    for f in range(files):
-        path = folder / f"run_{f:02d}.jsonl"
-        written = 0
-        with open(path, "w") as handle:
-            run = 0
-            while written < target:
-                run += 1
-                run_id = f"bench/f{f}-r{run}"
-                steps = np.arange(1, 20_001)
-                loss = 2.0 + 8.0 * steps**-0.3 + rng.normal(0, 0.01, steps.size)
-                lr = 3e-4 * np.minimum(1.0, steps / 500)
-                head = f'{{"run_id":"{run_id}","experiment":"bench","params":124000000,"step":'
-                lines = [
-                    f'{head}{s},"tokens_seen":{s * 524_288},"learning_rate":{r:.6g},'
-                    f'"split":"train","domain":"all","loss":{x:.6f}}}\n'
-                    for s, r, x in zip(steps.tolist(), lr.tolist(), loss.tolist(), strict=True)
-                ]
-                block = "".join(lines)
-                handle.write(block)
-                written += len(block)
-                rows += len(lines)
+def generate_file(path: Path, index: int, target: float, rng: np.random.Generator) -> int:
+    """Write one ~``target``-byte JSONL log of 20,000-step runs; returns its rows."""
+    rows, written = 0, 0
+    with open(path, "w") as handle:
+        run = 0
+        while written < target:
+            run += 1
+            steps = np.arange(1, 20_001)
+            loss = 2.0 + 8.0 * steps**-0.3 + rng.normal(0, 0.01, steps.size)
+            lr = 3e-4 * np.minimum(1.0, steps / 500)
+            head = f'{{"run_id":"bench/f{index}-r{run}","experiment":"bench","params":124000000,'
+            block = "".join(
+                f'{head}"step":{s},"tokens_seen":{s * 524_288},"learning_rate":{r:.6g},'
+                f'"split":"train","domain":"all","loss":{x:.6f}}}\n'
+                for s, r, x in zip(steps.tolist(), lr.tolist(), loss.tolist(), strict=True)
+            )
+            handle.write(block)
+            written += len(block)
+            rows += steps.size
     return rows
+
+
+def _prefix_copy(source: Path, target: Path, size: float) -> int:
+    """Copy the whole lines in the first ``size`` bytes of ``source``; returns their count."""
+    with open(source, "rb") as handle:
+        data = handle.read(int(size))
+    data = data[: data.rfind(b"\n") + 1]
+    target.write_bytes(data)
+    return data.count(b"\n")
+
+
+def generate(sizes: list[float], seed: int = 0) -> dict[float, tuple[Path, int, int]]:
+    """One folder of ``FILES`` logs per size (GB) -> (folder, rows, bytes). The largest is
+    generated; the smaller ones are the first lines of its files (so runs are shared)."""
+    rng = np.random.default_rng(seed)
+    largest = max(sizes)
+    folders = {}
+    big = WORK / f"logs_{largest:g}gb"
+    big.mkdir(parents=True)
+    rows = sum(
+        generate_file(big / f"run_{i:02d}.jsonl", i, largest * 1e9 / FILES, rng)
+        for i in range(FILES)
+    )
+    folders[largest] = (big, rows, sum(p.stat().st_size for p in big.iterdir()))
+    for size in sorted(set(sizes) - {largest}):
+        folder = WORK / f"logs_{size:g}gb"
+        folder.mkdir()
+        rows = sum(
+            _prefix_copy(path, folder / path.name, size * 1e9 / FILES)
+            for path in sorted(big.iterdir())
+        )
+        folders[size] = (folder, rows, sum(p.stat().st_size for p in folder.iterdir()))
+    return folders
 
 
 PEAK = """
@@ -85,6 +115,12 @@ print(report.totals()["metric_rows"])
 )
 
 
+PIN = """
+from threadpoolctl import threadpool_limits
+threadpool_limits(1)
+"""
+
+
 def timed(code: str, *args: str) -> tuple[float, float, float, str]:
     """Run ``code`` in a fresh interpreter.
 
@@ -93,7 +129,11 @@ def timed(code: str, *args: str) -> tuple[float, float, float, str]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT, check=True
+        [sys.executable, "-c", PIN + code, *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
     )
     seconds = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -102,66 +142,79 @@ def timed(code: str, *args: str) -> tuple[float, float, float, str]:
     return seconds, cpu, int(lines[-1]) * 1024 / 1e9, lines[-2]
 
 
+def measure(folder: Path, rows: int, size: int, repeat: int) -> dict:
+    """Alternate baseline and mixplan ``repeat`` times on one input; best wall time of each."""
+    runs: dict[str, list[tuple[float, float, float]]] = {"baseline": [], "mixplan": []}
+    for attempt in range(repeat):
+        out = WORK / "baseline.parquet"
+        runs["baseline"].append(timed(BASELINE, str(folder / "*.jsonl"), str(out))[:3])
+        out.unlink(missing_ok=True)
+        lake = WORK / "lake"
+        shutil.rmtree(lake, ignore_errors=True)
+        seconds, cpu, rss, accepted = timed(MIXPLAN, str(folder), str(lake))
+        shutil.rmtree(lake, ignore_errors=True)
+        runs["mixplan"].append((seconds, cpu, rss))
+        if int(accepted) != rows:
+            raise SystemExit(f"mixplan accepted {int(accepted):,} rows, expected {rows:,}")
+        print(
+            f"  run {attempt + 1}: baseline {runs['baseline'][-1][0]:.1f}s, "
+            f"mixplan {seconds:.1f}s, ratio {runs['baseline'][-1][0] / seconds:.2f}",
+            flush=True,
+        )
+    best = {name: min(results) for name, results in runs.items()}  # fastest wall time
+    peak = {name: max(r[2] for r in results) for name, results in runs.items()}
+    return {
+        "rows": rows,
+        "bytes": size,
+        "runs": runs,
+        "best": best,
+        "peak_rss_gb": peak,
+        "ratio": best["baseline"][0] / best["mixplan"][0],
+        "cpu_ratio": best["baseline"][1] / best["mixplan"][1],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--gb", type=float, default=1.0, help="input size in GB")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each job (best kept)")
+    parser.add_argument("--sizes", type=float, nargs="+", default=[0.25, 1.0, 4.0], help="GB")
+    parser.add_argument("--repeat", type=int, default=2, help="runs of each job (best kept)")
     parser.add_argument("--keep", action="store_true", help="keep bench/_work afterwards")
     args = parser.parse_args()
     shutil.rmtree(WORK, ignore_errors=True)
-    logs = WORK / "logs"
+    WORK.mkdir(parents=True)
+    need = (
+        2.2 * max(args.sizes) + sum(args.sizes)
+    ) * 1e9  # logs + baseline Parquet + lake, with room to spare
+    free = shutil.disk_usage(WORK).free
+    if free < need:
+        raise SystemExit(f"{free / 1e9:.1f} GB free under {WORK}, need ~{need / 1e9:.1f} GB")
     t0 = time.perf_counter()
-    rows = generate(logs, args.gb)
-    size = sum(p.stat().st_size for p in logs.iterdir())
-    print(f"generated {rows:,} rows, {size / 1e6:,.0f} MB in {time.perf_counter() - t0:.1f}s")
-
-    runs: dict[str, list[tuple[float, float, float]]] = {"baseline": [], "mixplan": []}
-    for attempt in range(args.repeat):
-        seconds, cpu, rss, _ = timed(
-            BASELINE, str(logs / "*.jsonl"), str(WORK / "baseline.parquet")
-        )
-        runs["baseline"].append((seconds, cpu, rss))
-        shutil.rmtree(WORK / "lake", ignore_errors=True)
-        seconds, cpu, rss, out = timed(MIXPLAN, str(logs), str(WORK / "lake"))
-        runs["mixplan"].append((seconds, cpu, rss))
-        if int(out) != rows:
-            raise SystemExit(f"mixplan accepted {int(out):,} rows, expected {rows:,}")
+    inputs = generate(args.sizes)
+    print(f"generated {max(args.sizes):g} GB of logs in {time.perf_counter() - t0:.0f}s")
+    results = {}
+    try:
+        for size, (folder, rows, nbytes) in sorted(inputs.items()):
+            print(f"{size:g} GB: {rows:,} rows, {nbytes / 1e6:,.0f} MB", flush=True)
+            results[size] = measure(folder, rows, nbytes, args.repeat)
+    finally:
+        if not args.keep:
+            shutil.rmtree(WORK, ignore_errors=True)
+    header = f"{'GB':>5} {'job':<9}{'seconds':>9}{'rows/s':>13}{'MB/s':>8}{'CPU s':>8}{'RSS GB':>8}"
+    print(header)
+    for size, result in results.items():
+        for name, (seconds, cpu, _) in result["best"].items():
+            print(
+                f"{size:>5g} {name:<9}{seconds:>9.1f}{result['rows'] / seconds:>13,.0f}"
+                f"{result['bytes'] / 1e6 / seconds:>8.1f}{cpu:>8.1f}"
+                f"{result['peak_rss_gb'][name]:>8.2f}"
+            )
         print(
-            f"run {attempt + 1}: baseline {runs['baseline'][-1][0]:.1f}s, "
-            f"mixplan {seconds:.1f}s, ratio {runs['baseline'][-1][0] / seconds:.2f}"
+            f"{size:>5g} ratio mixplan/baseline: throughput {result['ratio']:.2f} (goal >= 0.8), "
+            f"CPU time {result['cpu_ratio']:.2f}; mixplan peak RSS "
+            f"{result['peak_rss_gb']['mixplan']:.2f} GB (goal < 1 GB)"
         )
-
-    best = {name: min(results) for name, results in runs.items()}  # fastest wall time
-    peak = {name: max(r[2] for r in results) for name, results in runs.items()}
-    print(f"{'job':<10}{'seconds':>10}{'rows/s':>14}{'MB/s':>10}{'CPU s':>8}{'peak RSS GB':>14}")
-    for name, (seconds, cpu, _) in best.items():
-        print(
-            f"{name:<10}{seconds:>10.1f}{rows / seconds:>14,.0f}{size / 1e6 / seconds:>10.1f}"
-            f"{cpu:>8.1f}{peak[name]:>14.2f}"
-        )
-    ratio = best["baseline"][0] / best["mixplan"][0]
-    cpu_ratio = best["baseline"][1] / best["mixplan"][1]
-    print(f"throughput ratio mixplan/baseline = {ratio:.2f} (goal >= 0.5; best of {args.repeat})")
-    print(f"CPU-time ratio mixplan/baseline = {cpu_ratio:.2f} (what a fully busy machine sees)")
-    print(f"mixplan peak RSS = {peak['mixplan']:.2f} GB (goal < 1.5 GB; ru_maxrss, worst run)")
-    print(f"cpu count {os.cpu_count()} (shared with other processes; timings are noisy)")
-    print(
-        json.dumps(
-            {
-                "rows": rows,
-                "bytes": size,
-                "runs": runs,
-                "baseline_s": best["baseline"][0],
-                "mixplan_s": best["mixplan"][0],
-                "baseline_rss_gb": peak["baseline"],
-                "mixplan_rss_gb": peak["mixplan"],
-                "ratio": ratio,
-                "cpu_ratio": cpu_ratio,
-            }
-        )
-    )
-    if not args.keep:
-        shutil.rmtree(WORK, ignore_errors=True)
+    print(f"best of {args.repeat}; cpu count {os.cpu_count()} (shared: timings are noisy)")
+    print(json.dumps({f"{size:g}": r for size, r in results.items()}))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,16 @@ HELP = """Read training-run logs into the validated run-log lake (Delta Lake tab
 
 Formats (detected from the file name and first line, or forced with --format):
 
-* jsonl / csv / parquet: canonical logs with mixplan's column names (run_id, step, loss, ...)
+* jsonl / csv / parquet / json: canonical logs with mixplan's column names (run_id, step,
+  loss, ...); json is a document: an array of records or an object of arrays
+
+* hf-trainer: Hugging Face Trainer `trainer_state.json` (log_history)
+
+* tensorboard: TensorBoard event files `events.out.tfevents.*` (scalar loss tags)
+
+* wandb-csv: a W&B chart's CSV export (`Step`, `<run> - <metric>` columns)
+
+* lm-eval: lm-evaluation-harness results JSON (downstream metrics, split "downstream")
 
 * wandb: W&B history exports (Gemstones `wandb_df_*.jsonl`)
 
@@ -29,6 +38,9 @@ Formats (detected from the file name and first line, or forced with --format):
 
 * mapping:NAME: raw dumps read through a declared mapping in `data/mappings/*.toml`
   (e.g. `mapping:mixinglaws-5mix` for the Data Mixing Laws `5Mix/*.txt` files)
+
+Compressed logs (.gz, .zst, .bz2) are read through; byte-order marks, UTF-16/32 and legacy code
+pages (Windows-1252) are handled, the decoding stated in the file's warnings.
 
 A format not listed: declare a mapping (a TOML file, no code; see planning/mappings.py) or
 name your columns as mixplan does. A file no reader recognises is reported with what was seen.

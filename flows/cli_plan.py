@@ -11,7 +11,6 @@ from rich.table import Table
 
 from mixplan.flows.console import cli_console
 from mixplan.planning.errors import MixplanError
-from mixplan.planning.explain import format_number
 
 console = cli_console()
 
@@ -94,6 +93,8 @@ def whatif_command(
     if as_json:
         typer.echo(json.dumps(rows, indent=1))
         return
+    from mixplan.planning.explain import format_number  # lazy: scipy is slow to import
+
     table = Table(title=f"what-if: {spec}")
     for column in ("budget", "target", "T_inf", "status", "N", "D", "D/N", "loss", "train FLOPs"):
         table.add_column(column, justify="right")

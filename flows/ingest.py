@@ -13,6 +13,7 @@ from mixplan.tasks.ingest import (
     IngestReport,
     discover_task,
     has_lake,
+    lake_write_lock,
     parse_task,
     skipped,
     summary_task,
@@ -34,6 +35,16 @@ def ingest(
     parsed, validated and committed on its own, so one bad file never blocks the others.
     """
     logger = get_run_logger()
+    with lake_write_lock(lake):  # no other ingest decides and writes in between
+        reports = _ingest_files(paths, lake, format, mappings_dir, logger)
+        summary = summary_task(lake) if has_lake(reports) else {}
+    return IngestReport(lake=lake, files=reports, lake_summary=summary).to_dict()
+
+
+def _ingest_files(
+    paths: list[str], lake: str, format: str | None, mappings_dir: str | None, logger
+) -> list[FileReport]:
+    """Discover, then parse -> validate -> write each file that changed (as Prefect tasks)."""
     plans = discover_task(paths, lake, format=format, mappings_dir=mappings_dir)
     reports: list[FileReport] = []
     for plan in plans:
@@ -43,7 +54,7 @@ def ingest(
         staging = tempfile.mkdtemp(prefix="mixplan-stage-")
         try:
             parsed = parse_task(plan, staging, mappings_dir)
-            validated = validate_task(parsed, staging)
+            validated = validate_task(parsed, staging, lake)
             report = write_task(validated, plan, lake)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -55,5 +66,4 @@ def ingest(
             report.quarantined or "none",
         )
         reports.append(report)
-    summary = summary_task(lake) if has_lake(reports) else {}
-    return IngestReport(lake=lake, files=reports, lake_summary=summary).to_dict()
+    return reports

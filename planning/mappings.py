@@ -224,11 +224,13 @@ def read_mapped(path: Path, mapping: Mapping):
     from mixplan.planning.readers.base import ReaderOutput, read_text_table, single
     from mixplan.planning.validation import coerce_numeric, split_by_checks
 
+    warnings: list[str] = []
     table = read_text_table(
         path,
         separator=mapping.separator,
         has_header=mapping.has_header,
         columns=list(mapping.columns),
+        warnings=warnings,
     )
     if isinstance(table, ReaderOutput):
         return table
@@ -292,4 +294,6 @@ def read_mapped(path: Path, mapping: Mapping):
         .sort("source_line")
         .unique(subset="run_id", keep="first", maintain_order=True)
     )
-    return ReaderOutput(chunks=single(runs, metrics, pl.concat([quarantine, q_numeric])))
+    return ReaderOutput(
+        chunks=single(runs, metrics, pl.concat([quarantine, q_numeric])), warnings=warnings
+    )

@@ -26,15 +26,16 @@ runs (one row per training run; primary key ``run_id``)
     source_file           str      the raw file the run came from
     source_line           i64      1-based line (or row) of the run's record in that file
 
-metrics (one row per evaluation; primary key ``(run_id, step, split, domain)``)
+metrics (one row per evaluation; primary key ``(run_id, step, split, domain, loss_kind)``)
     run_id         str   references runs.run_id
     step           i64   optimizer step; ``FINAL_STEP`` (-1) when only the final value is known
     tokens_seen    f64   tokens consumed up to this step, tokens
     learning_rate  f64   learning rate at this step (null when not logged)
-    split          str   "train" or "val"
-    domain         str   evaluation domain ("all" for an aggregate loss)
+    split          str   "train", "val", or "downstream" (a benchmark score, see below)
+    domain         str   evaluation domain ("all" for an aggregate loss; the task downstream)
     loss           f64   cross-entropy, nats per token (``loss_kind`` says if otherwise)
-    loss_kind      str   "nats" or "unigram_normalized" (Tao et al.'s Lossu, negative)
+    loss_kind      str   "nats" or "unigram_normalized" (Tao et al.'s Lossu, negative); for
+                         downstream rows the benchmark's metric key (e.g. "acc,none")
     source_file    str   raw file
     source_line    i64   1-based line (or row) in the raw file
 
@@ -66,6 +67,13 @@ Conventions
   ``seconds_per_step``, unknown columns of a canonical file) go into ``tags`` (a JSON object);
   assumptions a reader makes are recorded there too (key ``assumptions``).
 * Loss that is not nats per token says so in ``loss_kind``; a reader never converts it.
+* Downstream metrics (lm-evaluation-harness scores) are metrics rows with
+  ``split = "downstream"``, ``domain = <task>`` (``"hellaswag"``), ``loss = <score>`` and
+  ``loss_kind = <metric key>`` (``"acc,none"``, ``"acc_norm,none"``, ``"perplexity,none"``;
+  ``loss_kind`` is therefore part of the metrics key, so a task's metrics do not collide):
+  they sit next to the losses of the same run (joinable on ``run_id`` and ``step``), and
+  the loss fits, which select a ``train`` / ``val`` split, never take them for nats. Their
+  standard errors are in the run's ``tags``.
 """
 
 from __future__ import annotations
@@ -82,7 +90,7 @@ FLOP_CONVENTIONS: dict[str, str] = {
     "reported": "as reported by the source, convention unknown",
 }
 
-SPLITS = ("train", "val")
+SPLITS = ("train", "val", "downstream")
 LOSS_KINDS = ("nats", "unigram_normalized")
 DEFAULT_DOMAIN = "all"
 
@@ -149,7 +157,7 @@ SOURCES_SCHEMA: dict[str, pl.DataType] = {
 }
 
 RUNS_KEY = ("run_id",)
-METRICS_KEY = ("run_id", "step", "split", "domain")
+METRICS_KEY = ("run_id", "step", "split", "domain", "loss_kind")
 
 
 def empty_frame(schema: dict[str, pl.DataType]) -> pl.DataFrame:
@@ -173,7 +181,8 @@ def conform(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame
 
 
 def final_rows(metrics: pl.DataFrame) -> pl.DataFrame:
-    """The loss at each run's end: one metrics row per ``(run_id, split, domain)``.
+    """The loss at each run's end: one metrics row per ``(run_id, split, domain, loss_kind)``
+    (a loss has one ``loss_kind`` per run, split and domain; downstream scores have several).
 
     That is the ``FINAL_STEP`` row when the source reported only the final value, otherwise the
     row with the largest ``step`` (ties broken by the largest ``tokens_seen``). Keeps the input's
@@ -182,7 +191,10 @@ def final_rows(metrics: pl.DataFrame) -> pl.DataFrame:
     return (
         metrics.with_columns((pl.col("step") == FINAL_STEP).alias("_is_final"))
         .sort(["_is_final", "step", "tokens_seen"], nulls_last=False)
-        .group_by(["run_id", "split", "domain"], maintain_order=True)
+        .group_by(
+            [c for c in ("run_id", "split", "domain", "loss_kind") if c in metrics.columns],
+            maintain_order=True,
+        )
         .last()
         .drop("_is_final")
     )

@@ -15,11 +15,20 @@ Decisions (documented for the README)
   ``"unigram_normalized"`` (Tao et al.'s Lossu is negative by construction).
 * Sizes (params, tokens, FLOPs, width, depth, vocab, context, batch size, learning rate,
   unique tokens) must be > 0 when present; missing sizes are allowed (null).
+* Every number must lie in its physical range (``PHYSICAL_RANGES``, ``out_of_range``): far
+  beyond any model trained or plannable, so a value outside is a unit or logging error (params
+  1e30, step 2^64). A number too large for its column's type (an integer past 2^63) is
+  ``out_of_range`` too, never silently nulled.
+* A field of the wrong type (text where a number belongs, in any format, Parquet included)
+  quarantines that row with the field named (``non_numeric``); the other rows land.
+* A run whose id another file already brought into the lake with different run facts
+  (``CONFLICT_COLUMNS``: sizes, tokens, FLOPs, schedule) is a ``conflict``: the later file's
+  run and its rows are quarantined, naming both files, and the lake keeps the first one.
 * Mixture weights must be >= 0 and sum to 1 within ``MIXTURE_TOLERANCE`` (a reader may pass a
   looser tolerance for sources that publish rounded weights, and then stores renormalised
   weights with the original sum in ``tags``).
-* Duplicate ``(run_id, step, split, domain)`` rows: identical duplicates (same loss, tokens
-  and learning rate) are collapsed to the first; conflicting ones are all quarantined
+* Duplicate ``(run_id, step, split, domain, loss_kind)`` rows: identical duplicates (same loss,
+  tokens and learning rate) are collapsed to the first; conflicting ones are all quarantined
   (``duplicate_conflict``): mixplan cannot know which one is right.
 * A rejected run takes its metrics rows with it (``run_rejected``), since they cannot be
   interpreted without the run.
@@ -53,9 +62,13 @@ REASONS: dict[str, str] = {
     "negative_value": "a step or token count is negative",
     "non_positive_size": "a size (params, tokens, FLOPs, ...) is zero or negative",
     "bad_value": "a field holds a value outside its allowed set",
+    "out_of_range": "a number is outside its physical range (PHYSICAL_RANGES) or its type",
+    "conflict": "another file already brought this run id with different run facts",
     "mixture_negative": "a mixture weight is negative or not finite",
     "mixture_sum": "mixture weights do not sum to 1",
-    "duplicate_conflict": "several rows share (run_id, step, split, domain) with different values",
+    "duplicate_conflict": (
+        "several rows share (run_id, step, split, domain, loss_kind) with different values"
+    ),
     "run_rejected": "the row belongs to a run that was rejected",
     "unmatched_path": "the record does not match the declared mapping's pattern",
     "empty_file": "the file has no records",
@@ -85,6 +98,42 @@ SIZE_COLUMNS = (
     "learning_rate",
 )
 """Run columns that must be > 0 when present."""
+
+PHYSICAL_RANGES: dict[str, tuple[float, float]] = {
+    "params": (0, 1e15),  # 1,000x the largest dense models trained so far
+    "non_embedding_params": (0, 1e15),
+    "vocab_params": (0, 1e15),
+    "vocab_size": (0, 1e8),
+    "width": (0, 1e7),
+    "depth": (0, 1e5),
+    "context": (0, 1e9),
+    "tokens": (0, 1e17),  # ~1,000x the largest training sets
+    "unique_tokens": (0, 1e17),
+    "flops": (0, 1e32),
+    "batch_size": (0, 1e10),  # tokens per optimizer step
+    "learning_rate": (0, 1e3),
+    "step": (-1, 1e13),  # FINAL_STEP = -1 allowed
+    "tokens_seen": (0, 1e17),
+}
+"""Inclusive physical range of each numeric column; values outside are ``out_of_range``."""
+
+CONFLICT_COLUMNS = (
+    "params",
+    "non_embedding_params",
+    "vocab_params",
+    "vocab_size",
+    "width",
+    "depth",
+    "context",
+    "tokens",
+    "unique_tokens",
+    "flops",
+    "flop_convention",
+    "batch_size",
+    "learning_rate",
+    "lr_schedule",
+)
+"""Run facts that must agree when two files bring the same run id."""
 
 
 def now_utc() -> datetime:
@@ -202,23 +251,30 @@ def coerce_numeric(
         column = frame.schema[name]
         if column == dtype:
             continue
+        if column.is_nested():  # a list or object where a number belongs
+            casts[name] = pl.lit(None, dtype)
+            checks.append((pl.col(name).is_not_null(), name, "non_numeric"))
+            continue
         if column.is_numeric() or column == pl.Boolean or column == pl.Null:
-            casts[name] = pl.col(name).cast(dtype, strict=False)
+            cast = pl.col(name).cast(dtype, strict=False)
+            casts[name] = cast
+            if column.is_numeric():  # e.g. an integer past 2^63 read as i128
+                checks.append((pl.col(name).is_not_null() & cast.is_null(), name, "out_of_range"))
             continue
         text = pl.col(name).cast(pl.String, strict=False).str.strip_chars()
         parsed = text.cast(pl.Float64, strict=False)
         if dtype.is_integer():
-            parsed = pl.when(parsed.is_finite()).then(parsed).otherwise(None).cast(dtype)
+            # integers past 2^63 become null here and are caught as out_of_range below
+            parsed = pl.when(parsed.is_finite()).then(parsed).otherwise(None)
+            parsed = parsed.cast(dtype, strict=False)
         else:
             parsed = parsed.cast(dtype)
         casts[name] = parsed
-        checks.append(
-            (
-                pl.col(name).is_not_null() & (text != "") & parsed.is_null(),
-                name,
-                "non_numeric",
-            )
-        )
+        as_float = text.cast(pl.Float64, strict=False)
+        present = pl.col(name).is_not_null() & (text != "")
+        checks.append((present & as_float.is_null(), name, "non_numeric"))
+        if dtype.is_integer():
+            checks.append((present & as_float.is_finite() & parsed.is_null(), name, "out_of_range"))
     good, quarantine = split_by_checks(frame, checks, source_file=source_file)
     if casts:
         good = good.with_columns(**casts)
@@ -247,6 +303,18 @@ def metric_checks(frame: pl.DataFrame) -> list[tuple[pl.Expr, str, str]]:
         checks.append((pl.col("learning_rate") < 0, "learning_rate", "negative_value"))
     if "split" in frame.columns:
         checks.append((~pl.col("split").is_in(list(SPLITS)), "split", "bad_value"))
+    checks += range_checks(frame, ("step", "tokens_seen"))
+    return checks
+
+
+def range_checks(frame: pl.DataFrame, columns: Sequence[str]) -> list[tuple[pl.Expr, str, str]]:
+    """``out_of_range`` checks of the named columns present in ``frame`` (``PHYSICAL_RANGES``)."""
+    checks = []
+    for name in columns:
+        if name in frame.columns and name in PHYSICAL_RANGES:
+            low, high = PHYSICAL_RANGES[name]
+            column = pl.col(name)
+            checks.append(((column < low) | (column > high), name, "out_of_range"))
     return checks
 
 
@@ -269,6 +337,7 @@ def run_checks(
         if frame.schema[name].is_float():
             checks.append((~column.is_finite(), name, "non_finite"))
         checks.append((column <= 0, name, "non_positive_size"))
+    checks += range_checks(frame, SIZE_COLUMNS)
     if "mixture" in frame.columns and isinstance(frame.schema["mixture"], pl.List):
         weights = pl.col("mixture").list.eval(pl.element().struct.field("weight"))
         unique = pl.col("mixture").list.eval(pl.element().struct.field("unique_tokens"))
@@ -308,6 +377,53 @@ def validate_runs(
     return split_by_checks(frame, checks, source_file=source_file)
 
 
+def run_conflicts(
+    runs: pl.DataFrame, existing: pl.DataFrame, *, source_file: str
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Split ``runs`` into runs agreeing with ``existing`` (same ids from other files) and
+    ``conflict`` quarantine rows naming the first differing fact and both files.
+
+    A fact null on either side is not a conflict (one file may simply not know it); floats
+    agree within a relative 1e-9.
+    """
+    if runs.height == 0 or existing.height == 0:
+        return runs, conform(pl.DataFrame(), QUARANTINE_SCHEMA)
+    other = existing.select(
+        "run_id",
+        pl.col("source_file").alias("_other_file"),
+        *[pl.col(c).alias(f"_other_{c}") for c in CONFLICT_COLUMNS if c in existing.columns],
+    ).unique(subset="run_id", keep="first")
+    joined = runs.join(other, on="run_id", how="left")
+    differs = []
+    for name in CONFLICT_COLUMNS:
+        if name not in runs.columns or f"_other_{name}" not in joined.columns:
+            continue
+        mine, theirs = pl.col(name), pl.col(f"_other_{name}")
+        if runs.schema[name].is_numeric():
+            unequal = (mine - theirs).abs() > 1e-9 * pl.max_horizontal(mine.abs(), theirs.abs())
+        else:
+            unequal = mine != theirs
+        differs.append((name, mine.is_not_null() & theirs.is_not_null() & unequal))
+    if not differs:
+        return runs, conform(pl.DataFrame(), QUARANTINE_SCHEMA)
+    record = pl.lit(None, pl.String)
+    for name, bad in reversed(differs):
+        text = pl.format(
+            "run {}: {} = {} in this file, {} in {} (already in the lake); fix one of them "
+            "or give the runs different ids",
+            "run_id",
+            pl.lit(name),
+            pl.col(name).cast(pl.String),
+            pl.col(f"_other_{name}").cast(pl.String),
+            "_other_file",
+        )
+        record = pl.when(bad).then(text).otherwise(record)
+    joined = joined.with_columns(record.alias("_record"))
+    checks = [(bad, name, "conflict") for name, bad in differs]
+    good, quarantine = split_by_checks(joined, checks, source_file=source_file)
+    return good.select(runs.columns), quarantine
+
+
 def normalise_mixture(frame: pl.DataFrame) -> pl.DataFrame:
     """Rescale each run's mixture weights to sum exactly to 1 (after validation)."""
     if "mixture" not in frame.columns or frame.height == 0:
@@ -328,17 +444,17 @@ def normalise_mixture(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-VALUE_COLUMNS = ("loss", "tokens_seen", "learning_rate", "loss_kind")
+VALUE_COLUMNS = ("loss", "tokens_seen", "learning_rate")
 """Metrics columns compared to tell identical from conflicting duplicates."""
 
 
 def duplicate_split(frame: pl.DataFrame, *, source_file: str) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Resolve duplicate ``(run_id, step, split, domain)`` rows of one file.
+    """Resolve duplicate ``(run_id, step, split, domain, loss_kind)`` rows of one file.
 
     Identical duplicates collapse to their first row (by ``source_line``); keys whose rows
     disagree on any of ``VALUE_COLUMNS`` are quarantined entirely (``duplicate_conflict``).
     """
-    key = list(METRICS_KEY)
+    key = [name for name in METRICS_KEY if name in frame.columns]
     if frame.height == 0:
         return frame, conform(pl.DataFrame(), QUARANTINE_SCHEMA)
     values = [c for c in VALUE_COLUMNS if c in frame.columns]

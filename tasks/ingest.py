@@ -7,14 +7,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import mmap
 import os
 import queue
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -25,13 +26,14 @@ import pyarrow as pa
 
 from mixplan.planning.mappings import Mapping, load_mappings
 from mixplan.planning.readers import (
-    LOG_SUFFIXES,
     PARTNER_FORMAT,
     ParsedSource,
     Restage,
     StreamedSource,
     ValidatedSource,
+    changed_while_read,
     detect_format,
+    is_log_file,
     parse_source,
     partner_of,
     read_together,
@@ -42,6 +44,7 @@ from mixplan.planning.validation import now_utc
 from mixplan.tasks.lake import (
     lake_summary,
     run_ids_elsewhere,
+    runs_from_other_files,
     source_hashes,
     write_source,
     write_streamed,
@@ -123,20 +126,82 @@ class IngestReport:
         }
 
 
+# --------------------------------------------------------------------------- write lock
+
+_LOCAL_LOCKS: dict[str, threading.Lock] = {}
+_LOCAL_LOCKS_GUARD = threading.Lock()
+
+
+@contextlib.contextmanager
+def lake_write_lock(lake: str | Path) -> Iterator[None]:
+    """Hold the lake's lock while an ingest decides and writes (one ingest at a time per lake).
+
+    Two ingests of files sharing runs must not both decide "these runs are new" and each
+    write them: the second must see the first one's commit and MERGE (or report a
+    ``conflict``). Delta cannot see this race (the two writes replace different files' rows),
+    so the ingest holds ``tasks.locking.lake_lock`` (a process-wide ``flock``, dropped by the
+    kernel if the holder dies) plus a lock per lake for threads of this process. Inside a
+    pipeline run, which already holds the lake's lock in this process, only the thread lock
+    is taken.
+    """
+    from mixplan.tasks.locking import lake_lock  # lazy: it imports fsspec (~0.15 s)
+
+    key = str(lake)
+    with _LOCAL_LOCKS_GUARD:
+        local = _LOCAL_LOCKS.setdefault(key, threading.Lock())
+    with local, contextlib.ExitStack() as stack:
+        if not _try_lock(stack, lake) and not _held_by_this_process(stack, lake):
+            stack.enter_context(lake_lock(lake))
+        yield
+
+
+def _try_lock(stack: contextlib.ExitStack, lake: str | Path) -> bool:
+    from mixplan.tasks.locking import LakeBusyError, lake_lock
+
+    try:
+        stack.enter_context(lake_lock(lake, timeout=0))
+    except LakeBusyError:
+        return False
+    return True
+
+
+def _held_by_this_process(stack: contextlib.ExitStack, lake: str | Path) -> bool:
+    """Whether this process already holds the lake's lock (a pipeline run around the ingest).
+
+    ``lake_lock`` writes its holder's pid into the lock file just after taking it; the pid is
+    read twice, 50 ms apart, so a holder that has not written its pid yet is not mistaken for
+    this process (the lock is taken if it was released meanwhile).
+    """
+    from mixplan.tasks.locking import lock_path
+
+    for _ in range(2):
+        try:
+            if lock_path(lake).read_text().strip() != str(os.getpid()):
+                return False
+        except OSError:
+            return False
+        time.sleep(0.05)
+        if _try_lock(stack, lake):
+            return True  # released meanwhile: now held by this ingest
+    return True
+
+
 # --------------------------------------------------------------------------- plain steps
 
 
 def file_sha256(paths: Iterable[str | Path]) -> str:
-    """sha256 over the contents of ``paths`` (in order), each hashed straight from the page
-    cache through a read-only memory map (no copies of the file in Python)."""
+    """sha256 over the contents of ``paths`` (in order), read in blocks (never memory-mapped:
+    a log truncated meanwhile must not kill the process; hashlib releases the GIL)."""
     digest = hashlib.sha256()
     for path in paths:
         with open(path, "rb") as handle:
-            if os.fstat(handle.fileno()).st_size == 0:
-                continue  # an empty file cannot be memory-mapped and adds nothing
-            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-                digest.update(mapped)
+            while block := handle.read(HASH_BLOCK):
+                digest.update(block)
     return digest.hexdigest()
+
+
+HASH_BLOCK = 4 * 1024 * 1024
+"""Bytes hashed per read."""
 
 
 def _expand(paths: Iterable[str | Path]) -> list[Path]:
@@ -144,9 +209,7 @@ def _expand(paths: Iterable[str | Path]) -> list[Path]:
     for raw in paths:
         path = Path(raw).expanduser().resolve()
         if path.is_dir():
-            found += sorted(
-                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in LOG_SUFFIXES
-            )
+            found += sorted(p for p in path.rglob("*") if p.is_file() and is_log_file(p))
         else:
             found.append(path)
     unique: dict[Path, None] = dict.fromkeys(found)
@@ -226,15 +289,31 @@ def parse(
     return parse_source(plan.path, format=plan.format, staging_dir=staging_dir, mappings=mappings)
 
 
-def validate(parsed: ParsedSource, *, staging_dir: str | Path) -> ValidatedSource:
-    """Whole-file checks of a parsed file (runs, duplicates, rows of rejected runs)."""
-    return validate_source(parsed, staging_dir=staging_dir)
+def validate(
+    parsed: ParsedSource,
+    *,
+    staging_dir: str | Path,
+    lake: str | Path | None = None,
+    storage_options: dict[str, str] | None = None,
+) -> ValidatedSource:
+    """Whole-file checks of a parsed file (runs, duplicates, rows of rejected runs); with
+    ``lake``, also its runs against the same run ids from other files (``conflict``)."""
+    existing = None
+    if lake is not None:
+        existing = runs_from_other_files(
+            lake,
+            [parsed.source_file, *parsed.partner_files],
+            parsed.runs["run_id"].drop_nulls().to_list(),
+            storage_options=storage_options,
+        )
+    return validate_source(parsed, staging_dir=staging_dir, existing_runs=existing)
 
 
 def _source_row(plan: SourcePlan, result: ValidatedSource | StreamedSource) -> dict:
     return {
         "source_file": plan.path,
-        "sha256": plan.sha256,
+        # a file that changed while read gets no hash, so the next ingest reads it again
+        "sha256": "" if changed_while_read(result.warnings) else plan.sha256,
         "size_bytes": plan.size_bytes,
         "format": result.format,
         "partner_files": json.dumps(result.partner_files),
@@ -427,7 +506,9 @@ def _finish(
     staging = tempfile.mkdtemp(prefix="mixplan-stage-")
     try:
         parsed = parse(plan, staging_dir=staging, mappings=mappings)
-        validated = validate(parsed, staging_dir=staging)
+        validated = validate(
+            parsed, staging_dir=staging, lake=lake, storage_options=storage_options
+        )
         return write(validated, plan, lake, storage_options=storage_options), validated.runs
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -516,7 +597,8 @@ def ingest_paths(
     Parameters
     ----------
     paths
-        Files or folders (folders are searched recursively for ``LOG_SUFFIXES`` files).
+        Files or folders (folders are searched recursively for run logs, see
+        ``mixplan.planning.readers.is_log_file``).
     lake
         Lake folder or object-store URL (created when missing).
     format
@@ -536,47 +618,48 @@ def ingest_paths(
         storage_options=storage_options,
         hash_now=False,
     )
-    known = source_hashes(lake, storage_options=storage_options)
-    # hash the next files in a background thread while the current one is ingested
-    hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mixplan-sha256")
-    settled = [hasher.submit(settle, plan, known) for plan in plans]
-    hasher.shutdown(wait=False)
-    # one file is written while the next one is already being parsed and checked (its
-    # stream waits for this commit before its own last check, see ``_start``); Delta commits
-    # stay one file after the other, in order
-    reports: list[FileReport] = []
-    committed: set[str] = set()
-    options = {"mappings": mappings, "storage_options": storage_options}
-    ahead: dict[int, _Job] = {}
-    try:
-        for index, future in enumerate(settled):
-            plan = future.result()
-            if on_file:
-                on_file(plan, None)
-            if plan.action != "ingest":
-                report = skipped(plan)
-            else:
-                job = ahead.pop(index, None) or _start(plan, lake, **options)
-                done = threading.Event()
-                following = _next_to_ingest(settled, index)
-                if following is not None:
-                    ahead[following] = _start(
-                        settled[following].result(),
-                        lake,
-                        **options,
-                        previous=done,
-                        committed=committed,
-                    )
-                report, runs = _finish(job, lake, **options)
-                committed.update(runs["run_id"].to_list())
-                done.set()
-            reports.append(report)
-            if on_file:
-                on_file(plan, report)
-    finally:
-        for job in ahead.values():
-            _abandon(job)
-    summary = lake_summary(lake, storage_options=storage_options) if has_lake(reports) else {}
+    with lake_write_lock(lake):  # decide + write with no other ingest in between
+        known = source_hashes(lake, storage_options=storage_options)
+        # hash the next files in a background thread while the current one is ingested
+        hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mixplan-sha256")
+        settled = [hasher.submit(settle, plan, known) for plan in plans]
+        hasher.shutdown(wait=False)
+        # one file is written while the next one is already being parsed and checked (its
+        # stream waits for this commit before its own last check, see ``_start``); Delta commits
+        # stay one file after the other, in order
+        reports: list[FileReport] = []
+        committed: set[str] = set()
+        options = {"mappings": mappings, "storage_options": storage_options}
+        ahead: dict[int, _Job] = {}
+        try:
+            for index, future in enumerate(settled):
+                plan = future.result()
+                if on_file:
+                    on_file(plan, None)
+                if plan.action != "ingest":
+                    report = skipped(plan)
+                else:
+                    job = ahead.pop(index, None) or _start(plan, lake, **options)
+                    done = threading.Event()
+                    following = _next_to_ingest(settled, index)
+                    if following is not None:
+                        ahead[following] = _start(
+                            settled[following].result(),
+                            lake,
+                            **options,
+                            previous=done,
+                            committed=committed,
+                        )
+                    report, runs = _finish(job, lake, **options)
+                    committed.update(runs["run_id"].to_list())
+                    done.set()
+                reports.append(report)
+                if on_file:
+                    on_file(plan, report)
+        finally:
+            for job in ahead.values():
+                _abandon(job)
+        summary = lake_summary(lake, storage_options=storage_options) if has_lake(reports) else {}
     return IngestReport(lake=str(lake), files=reports, lake_summary=summary)
 
 
@@ -599,9 +682,9 @@ def _parse(plan: SourcePlan, staging_dir: str, mappings_dir: str | None = None) 
     return parse(plan, staging_dir=staging_dir, mappings=load_mappings(mappings_dir))
 
 
-def _validate(parsed: ParsedSource, staging_dir: str) -> ValidatedSource:
-    """Run the whole-file checks of one parsed file."""
-    return validate(parsed, staging_dir=staging_dir)
+def _validate(parsed: ParsedSource, staging_dir: str, lake: str | None = None) -> ValidatedSource:
+    """Run the whole-file checks of one parsed file (against the lake's runs when given)."""
+    return validate(parsed, staging_dir=staging_dir, lake=lake)
 
 
 def _write(validated: ValidatedSource, plan: SourcePlan, lake: str) -> FileReport:

@@ -21,18 +21,20 @@ How writes stay correct
   duplicates rows, and a changed file replaces exactly its own rows.
 * When a file's runs already exist in the lake from *another* file (a run logged across two
   files), its runs and metrics are upserted with a Delta MERGE on the primary keys
-  (``run_id`` / ``(run_id, step, split, domain)``) instead; the later file wins on equal keys.
+  (``run_id`` / ``(run_id, step, split, domain, loss_kind)``) instead; the later file wins on
+  equal keys (when its run facts agree: different facts are a ``conflict``, see validation).
 * The ``sources`` row (path, sha256, size, counts) is committed last, so it marks a file as done:
   a crash mid-file leaves no ``sources`` row and the next ingest simply redoes the file.
 * Row counts always come from the tables (never from globbing Parquet files: old file versions
   stay on disk until ``vacuum``).
 
 Concurrency (deltalake 1.6): every commit is atomic (a new JSON entry in ``_delta_log`` created
-with put-if-absent). Two writers that touch *different* source files can run at the same time
-on a local file system: a writer whose commit loses the race gets ``CommitFailedError`` and
-``write_source`` retries it (``COMMIT_RETRIES``) against the new table version. On S3, safe
-concurrent writes need a locking provider or conditional puts (``storage_options``), as the
-deltalake documentation describes.
+with put-if-absent). A writer whose commit loses a race gets ``CommitFailedError`` and is retried
+(``COMMIT_RETRIES``) against the new table version. Delta cannot detect the race of two ingests
+of *different* files that bring the *same* runs (each replaces only its own file's rows, so
+both would insert the runs): ingests therefore hold the lake's lock while they decide and write
+(``tasks.ingest.lake_write_lock``). On S3, safe concurrent writes need a locking provider or
+conditional puts (``storage_options``), as the deltalake documentation describes.
 """
 
 from __future__ import annotations
@@ -190,9 +192,11 @@ def final_losses(
     version: int | None = None,
     storage_options: dict[str, str] | None = None,
 ) -> pl.DataFrame:
-    """The loss at each run's end: one row per ``(run_id, split, domain)`` with the run joined.
+    """The loss at each run's end: one row per ``(run_id, split, domain, loss_kind)``, with the
+    run joined.
 
-    The final row of a (run, split, domain) is chosen by ``mixplan.planning.schema.final_rows``.
+    The final row of a (run, split, domain, loss_kind) is chosen by
+    ``mixplan.planning.schema.final_rows``.
     Columns: every ``RUNS_SCHEMA`` column, then ``split``, ``domain``, ``step``,
     ``tokens_seen``, ``learning_rate_at_step``, ``loss``, ``loss_kind``.
     Sorted by ``run_id, split, domain``.
@@ -507,6 +511,25 @@ def run_ids_elsewhere(
         .collect()
     )
     return set(frame["run_id"].to_list())
+
+
+def runs_from_other_files(
+    lake: str | Path,
+    source_files: list[str],
+    run_ids: list[str],
+    *,
+    storage_options: dict[str, str] | None = None,
+) -> pl.DataFrame:
+    """The lake's rows of ``run_ids`` that came from files other than ``source_files``
+    (``RUNS_SCHEMA``; empty for no lake): what a new file's runs must agree with."""
+    if not run_ids or not _exists(lake, "runs", storage_options):
+        return empty_frame(RUNS_SCHEMA)
+    frame = (
+        pl.scan_delta(table_uri(lake, "runs"), storage_options=storage_options)
+        .filter(~pl.col("source_file").is_in(source_files) & pl.col("run_id").is_in(run_ids))
+        .collect()
+    )
+    return conform(frame, RUNS_SCHEMA)
 
 
 def write_streamed(

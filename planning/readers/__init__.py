@@ -25,6 +25,7 @@ quarantine row whose message names what was seen and these three ways forward.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,17 +33,21 @@ from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 
 from mixplan.planning.errors import RunLogError
 from mixplan.planning.mappings import Mapping, find_mapping, load_mappings, read_mapped
 from mixplan.planning.readers.base import Chunk, ReaderOutput, prefetch
 from mixplan.planning.readers.canonical import (
     read_canonical_csv,
+    read_canonical_json,
     read_canonical_jsonl,
     read_canonical_parquet,
 )
+from mixplan.planning.readers.hf_trainer import read_hf_trainer
+from mixplan.planning.readers.lm_eval import looks_like as is_lm_eval
+from mixplan.planning.readers.lm_eval import read_lm_eval
+from mixplan.planning.readers.rawfile import changed_while_read as changed_while_read
+from mixplan.planning.readers.rawfile import inner_path, open_text
 from mixplan.planning.readers.regmix import mixture_file_of, partner_loss_file, read_regmix
 from mixplan.planning.readers.tables import (
     read_datablations,
@@ -51,8 +56,9 @@ from mixplan.planning.readers.tables import (
     read_steplaw,
     read_tao_vocab,
 )
+from mixplan.planning.readers.tensorboard import is_event_file, read_tensorboard
 from mixplan.planning.readers.wandb import SIGNATURE as WANDB_SIGNATURE
-from mixplan.planning.readers.wandb import read_wandb
+from mixplan.planning.readers.wandb import is_wandb_csv, read_wandb, read_wandb_csv
 from mixplan.planning.schema import (
     METRICS_KEY,
     METRICS_SCHEMA,
@@ -64,6 +70,7 @@ from mixplan.planning.validation import (
     duplicate_split,
     file_problem,
     normalise_mixture,
+    run_conflicts,
     split_by_checks,
     validate_metrics,
     validate_runs,
@@ -74,8 +81,13 @@ Reader = Callable[[Path], ReaderOutput]
 FORMATS: dict[str, tuple[Reader, str]] = {
     "jsonl": (read_canonical_jsonl, "canonical per-step JSONL (mixplan column names)"),
     "csv": (read_canonical_csv, "canonical CSV (mixplan column names)"),
+    "json": (read_canonical_json, "canonical JSON document: array of records, object of arrays"),
     "parquet": (read_canonical_parquet, "canonical Parquet (mixplan column names)"),
     "wandb": (read_wandb, "W&B history export, one JSON object per checkpoint (Gemstones)"),
+    "wandb-csv": (read_wandb_csv, "W&B chart CSV export (Step, '<run> - <metric>' columns)"),
+    "hf-trainer": (read_hf_trainer, "Hugging Face Trainer trainer_state.json (log_history)"),
+    "tensorboard": (read_tensorboard, "TensorBoard event file (scalar loss tags)"),
+    "lm-eval": (read_lm_eval, "lm-evaluation-harness results JSON (downstream metrics)"),
     "epoch-chinchilla": (read_epoch_chinchilla, "Epoch AI's Chinchilla CSV (N, C, loss)"),
     "datablations": (read_datablations, "datablations runs table (N, D, U, val_loss)"),
     "sardana": (read_sardana, "Sardana et al. training results (beyond-chinchilla)"),
@@ -96,60 +108,109 @@ CSV_SIGNATURES: list[tuple[str, set[str]]] = [
 """Header columns that identify each table format (checked in order)."""
 
 LOG_SUFFIXES = {".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet", ".txt", ".log"}
-"""File suffixes that discovery considers run logs (others are ignored, e.g. ``.md``)."""
+"""File suffixes that discovery considers run logs (others are ignored, e.g. ``.md``), also
+inside a ``.gz`` / ``.zst`` / ``.bz2`` container; TensorBoard event files are found by name."""
 
 PARTNER_FORMAT = "partner"
 """Pseudo-format of a file that is read together with another (RegMix loss file)."""
 
 
+def _head(path: Path, limit: int = 65_536) -> str:
+    """The first ``limit`` bytes of the file's text (decompressed and decoded, see ``rawfile``)."""
+    blocks = open_text(path).blocks(limit)
+    try:
+        head = next(blocks, b"")
+    finally:
+        blocks.close()
+    return head[:limit].decode("utf-8", "replace")
+
+
 def _first_line(path: Path) -> str:
-    with open(path, "rb") as handle:
-        for raw in handle:
-            if raw.strip():
-                return raw.decode("utf-8", "replace").strip()
+    for line in _head(path).splitlines():
+        if line.strip():
+            return line.strip()
     return ""
 
 
-def detect_format(path: Path, *, mappings: list[Mapping] | None = None) -> str | None:
-    """The format of ``path`` from its name and first line, or None when none fits.
+def is_log_file(path: Path) -> bool:
+    """Whether discovery considers ``path`` a run log (by its inner suffix or its name)."""
+    return inner_path(path).suffix.lower() in LOG_SUFFIXES or is_event_file(path)
 
-    Tried in this order:
+
+def _json_format(path: Path, head: str) -> str:
+    """The format of a ``.json``/``.jsonl`` file from its first text (see ``detect_format``)."""
+    text = head.lstrip()
+    first = text.splitlines()[0] if text else ""
+    try:
+        record = json.loads(first)
+    except (ValueError, TypeError):
+        record = None
+    columnar = isinstance(record, dict) and any(
+        isinstance(v, list) for k, v in record.items() if k != "mixture"
+    )
+    if isinstance(record, dict) and not columnar:  # one object per line: JSONL
+        if set(record) >= WANDB_SIGNATURE and "run_id" not in record:
+            return "wandb"
+        if "log_history" in record:
+            return "hf-trainer"
+        if is_lm_eval(record):
+            return "lm-eval"
+        return "jsonl"
+    if text.startswith("{"):  # a pretty-printed document (or one object of arrays)
+        if re.search(r'^\s*"log_history"\s*:', text, re.MULTILINE):
+            return "hf-trainer"
+        if re.search(r'^\s{0,4}"results"\s*:', text, re.MULTILINE):
+            return "lm-eval"
+        return "json"
+    if text.startswith("["):
+        return "json"
+    return "jsonl"  # malformed first line: let the JSONL reader quarantine it
+
+
+def detect_format(path: Path, *, mappings: list[Mapping] | None = None) -> str | None:
+    """The format of ``path`` from its name and first text, or None when none fits.
+
+    Containers (``.gz``, ``.zst``, ``.bz2``) are looked through: the inner name and the
+    decompressed, decoded text decide. Tried in this order:
 
     1. declared mappings (their ``files`` globs): ``mapping:<name>``, or ``"ignore"`` for a
        file the mapping excludes (``proportions.txt``);
-    2. ``.parquet``: canonical Parquet;
-    3. ``.jsonl`` / ``.ndjson`` / ``.json``: ``wandb`` when the first record has the W&B keys
-       (``wandb.SIGNATURE``) and no ``run_id``, else canonical JSONL;
-    4. ``.csv`` / ``.tsv`` by header: RegMix (``index`` + ``train_*`` columns), ``"partner"``
+    2. TensorBoard event files (``events.out.tfevents.*``): ``tensorboard``;
+    3. ``.parquet``: canonical Parquet;
+    4. ``.jsonl`` / ``.ndjson`` / ``.json``: one object per line is ``wandb`` when the first
+       record has the W&B keys (``wandb.SIGNATURE``) and no ``run_id``, else canonical JSONL;
+       a pretty-printed document is ``hf-trainer`` with a ``log_history``, ``lm-eval`` with
+       ``results``, else canonical ``json`` (an array of records or an object of arrays);
+    5. ``.csv`` / ``.tsv`` by header: RegMix (``index`` + ``train_*`` columns), ``"partner"``
        for a RegMix loss file (``index`` + ``metric/*``; read by its mixture file's reader),
-       then the first of ``CSV_SIGNATURES`` whose columns are all present.
+       a W&B UI export (``Step`` + ``<run> - <metric>`` columns), then the first of
+       ``CSV_SIGNATURES`` whose columns are all present.
 
     None means no reader fits; ``unrecognised(path)`` says why and what to do.
     """
     mapping = find_mapping(path, mappings if mappings is not None else load_mappings())
     if mapping is not None:
         return "ignore" if mapping.excludes(path) else f"mapping:{mapping.name}"
-    suffix = path.suffix.lower()
+    if is_event_file(path):
+        return "tensorboard"
+    suffix = inner_path(path).suffix.lower()
     if suffix == ".parquet":
         return "parquet"
     try:
-        first = _first_line(path)
-    except OSError:
+        head = _head(path)
+    except (OSError, EOFError, ValueError):
         return None
     if suffix in {".jsonl", ".ndjson", ".json"}:
-        try:
-            keys = set(json.loads(first))
-        except (ValueError, TypeError):
-            return "jsonl"  # malformed first line: let the JSONL reader quarantine it
-        if keys >= WANDB_SIGNATURE and "run_id" not in keys:
-            return "wandb"
-        return "jsonl"
+        return _json_format(path, head)
     if suffix in {".csv", ".tsv"}:
+        first = next((line.strip() for line in head.splitlines() if line.strip()), "")
         header = {c.strip().strip('"') for c in first.split("\t" if suffix == ".tsv" else ",")}
         if "index" in header and any(c.startswith("train_") for c in header):
             return "regmix"
         if "index" in header and any(c.startswith("metric/") for c in header):
             return PARTNER_FORMAT
+        if is_wandb_csv(header):
+            return "wandb-csv"
         for name, signature in CSV_SIGNATURES:
             if signature <= header:
                 return "csv" if name == "canonical" else name
@@ -159,11 +220,11 @@ def detect_format(path: Path, *, mappings: list[Mapping] | None = None) -> str |
 
 def unrecognised(path: Path) -> str:
     """Why ``detect_format`` found no reader for ``path``, and what the user can do."""
-    suffix = path.suffix.lower()
+    suffix = inner_path(path).suffix.lower()
     if suffix in {".csv", ".tsv"}:
         try:
             header = _first_line(path)
-        except OSError:
+        except (OSError, EOFError, ValueError):
             header = ""
         seen = f"its header is {header[:120]!r}"
     else:  # JSONL and Parquet always have a reader (the canonical one)
@@ -240,6 +301,8 @@ class ValidatedSource:
         """A fresh stream of the accepted metric rows (call again to re-read, e.g. on retry)."""
         if not self.metric_files:
             return pa.RecordBatchReader.from_batches(_METRICS_ARROW, [])
+        import pyarrow.dataset as pads  # lazy: ~0.3 s of import the streamed path never needs
+
         dataset = pads.dataset([str(p) for p in self.metric_files], format="parquet")
         return dataset.scanner(batch_size=262_144).to_reader()
 
@@ -304,6 +367,8 @@ def parse_source(
     staging = Path(staging_dir) / f"{uuid.uuid4().hex}.parquet"
     staging.parent.mkdir(parents=True, exist_ok=True)
     arrow_schema = conform(pl.DataFrame(), METRICS_SCHEMA).to_arrow().schema
+    import pyarrow.parquet as pq  # lazy, as above
+
     writer: pq.ParquetWriter | None = None
     fragments: list[pl.DataFrame] = []
     quarantines: list[pl.DataFrame] = []
@@ -367,20 +432,33 @@ def source_file_of(metrics: pl.DataFrame, path: Path) -> str:
 
 
 def conform_metrics(metrics: pl.DataFrame) -> pl.DataFrame:
-    """``METRICS_SCHEMA`` columns plus ``_record`` when the reader kept the raw text."""
-    frame = conform(metrics, METRICS_SCHEMA)
+    """``METRICS_SCHEMA`` columns plus ``_record`` when the reader kept the raw text; a missing
+    ``loss_kind`` is ``"nats"`` (it is part of the metrics key, so never null)."""
+    frame = conform(metrics, METRICS_SCHEMA).with_columns(pl.col("loss_kind").fill_null("nats"))
     if "_record" in metrics.columns:
         frame = frame.with_columns(metrics["_record"].cast(pl.String))
     return frame
 
 
-def validate_source(parsed: ParsedSource, *, staging_dir: str | Path) -> ValidatedSource:
-    """Whole-file checks: runs, rows of rejected runs, duplicate keys. Streams the metrics."""
+def validate_source(
+    parsed: ParsedSource,
+    *,
+    staging_dir: str | Path,
+    existing_runs: pl.DataFrame | None = None,
+) -> ValidatedSource:
+    """Whole-file checks: runs, rows of rejected runs, duplicate keys. Streams the metrics.
+
+    ``existing_runs`` are the lake's runs of the same ids from other files (``RUNS_SCHEMA``):
+    a run whose facts differ from them is a ``conflict`` (see ``validation.run_conflicts``).
+    """
     staging_dir = Path(staging_dir)
     source_file = parsed.source_file
     runs, q_runs = validate_runs(
         parsed.runs, source_file=source_file, mixture_tolerance=parsed.mixture_tolerance
     )
+    if existing_runs is not None and existing_runs.height:
+        runs, q_conflicts = run_conflicts(runs, existing_runs, source_file=source_file)
+        q_runs = pl.concat([q_runs, q_conflicts])
     if parsed.normalise_mixture:
         runs = normalise_mixture(runs)
     rejected = sorted(set(parsed.runs["run_id"].drop_nulls()) - set(runs["run_id"]))
@@ -423,6 +501,8 @@ def validate_source(parsed: ParsedSource, *, staging_dir: str | Path) -> Validat
                     path = staging_dir / f"{uuid.uuid4().hex}.parquet"
                     conform(frame, METRICS_SCHEMA).write_parquet(path)
                     staged.append(path)
+            import pyarrow.parquet as pq
+
             metric_rows = sum(pq.ParquetFile(p).metadata.num_rows for p in staged)
     return ValidatedSource(
         source_file=source_file,
@@ -492,7 +572,7 @@ def stream_source(
         partner_files=output.partner_files,
         warnings=output.warnings,
     )
-    group = ["run_id", "split", "domain"]
+    group = ["run_id", "split", "domain", "loss_kind"]
 
     def batches():
         fragments: list[pl.DataFrame] = []
@@ -502,14 +582,7 @@ def stream_source(
         for chunk in prefetch(output.chunks):
             quarantines.append(conform(chunk.quarantine, QUARANTINE_SCHEMA))
             if chunk.runs.height:
-                runs = conform(chunk.runs, RUNS_SCHEMA)
-                _, bad_runs = validate_runs(
-                    runs, source_file=source_file, mixture_tolerance=output.mixture_tolerance
-                )
-                if bad_runs.height:
-                    result.restaged = "a run failed validation"
-                    raise Restage(result.restaged)
-                fragments.append(runs)
+                fragments.append(chunk.runs)
             if chunk.metrics.height == 0:
                 continue
             good, bad = validate_metrics(
@@ -544,7 +617,13 @@ def stream_source(
             yield from (
                 conform(good, METRICS_SCHEMA).to_arrow(compat_level=_ARROW_LEVEL).to_batches()
             )
-        runs = _combine_runs(fragments)
+        runs = _combine_runs(fragments)  # checked once, as the staged path does
+        _, bad_runs = validate_runs(
+            runs, source_file=source_file, mixture_tolerance=output.mixture_tolerance
+        )
+        if bad_runs.height:
+            result.restaged = "a run failed validation"
+            raise Restage(result.restaged)
         if output.normalise_mixture:
             runs = normalise_mixture(runs)
         if before_end is not None:

@@ -13,6 +13,7 @@ Readers never write anything and never modify the raw file.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from collections.abc import Iterable, Iterator
@@ -22,6 +23,7 @@ from typing import Any
 
 import polars as pl
 
+from mixplan.planning.readers.rawfile import open_text
 from mixplan.planning.schema import MIXTURE_DTYPE, QUARANTINE_SCHEMA, conform
 from mixplan.planning.validation import MIXTURE_TOLERANCE, file_problem
 
@@ -75,18 +77,29 @@ def failed(path: Path, reason: str, detail: str) -> ReaderOutput:
 
 
 def read_text_table(
-    path: Path, *, separator: str = ",", has_header: bool = True, columns: list[str] | None = None
+    path: Path,
+    *,
+    separator: str = ",",
+    has_header: bool = True,
+    columns: list[str] | None = None,
+    warnings: list[str] | None = None,
 ) -> pl.DataFrame | ReaderOutput:
     """Read a delimited text file with every column as text, plus ``source_line`` (1-based).
 
+    The file is read as a snapshot through ``rawfile`` (containers, byte-order marks and
+    legacy encodings handled; a note on how it was decoded is appended to ``warnings``).
     Returns a ``ReaderOutput`` with the file-level problem instead when the file is empty or
     cannot be parsed.
     """
+    text = open_text(path)
     try:
         if path.stat().st_size == 0:
             return failed(path, "empty_file", "the file is empty (0 bytes)")
+        data = text.read_all()
+        if not data.strip():
+            return failed(path, "empty_file", "the file has no text")
         frame = pl.read_csv(
-            path,
+            io.BytesIO(data),
             separator=separator,
             has_header=has_header,
             new_columns=columns,
@@ -94,8 +107,10 @@ def read_text_table(
             quote_char=None if separator == "\t" else '"',
             truncate_ragged_lines=False,
         )
-    except (OSError, pl.exceptions.PolarsError) as error:
+    except (OSError, UnicodeDecodeError, pl.exceptions.PolarsError) as error:
         return failed(path, "unreadable_file", f"{type(error).__name__}: {error}")
+    if warnings is not None:
+        warnings += [note for note in (text.note, text.check()) if note]
     if frame.height == 0:
         return failed(path, "empty_file", "the file has a header but no rows")
     first_line = 2 if has_header else 1

@@ -29,17 +29,35 @@ to find the bad lines (``malformed_json``; ``truncated_line`` for an unterminate
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
-import mmap
+import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import orjson
 import polars as pl
-import pyarrow.parquet as pq
 
 from mixplan.planning.readers.base import Chunk, ReaderOutput, failed, merge_tags
+from mixplan.planning.readers.documents import (
+    DocumentError,
+    document_frames,
+    frame_from_objects,
+    load_text,
+)
+from mixplan.planning.readers.rawfile import (
+    CHANGED,
+    LEGACY_ENCODINGS,
+    compression_of,
+    count_lines,
+    inner_path,
+    legacy_encoding,
+    line_blocks,
+    open_text,
+    read_decompressed,
+)
 from mixplan.planning.schema import (
     FINAL_STEP,
     METRICS_SCHEMA,
@@ -48,16 +66,20 @@ from mixplan.planning.schema import (
     RUNS_SCHEMA,
     conform,
 )
-from mixplan.planning.validation import coerce_numeric, quarantine_frame
+from mixplan.planning.validation import coerce_numeric, quarantine_frame, split_by_checks
 
-CHUNK_BYTES = 64 * 1024 * 1024
-"""Bytes of JSONL parsed at once (64 MB: ~0.25 CPU-s/GB less per-chunk overhead than 32 MB, for
-~0.1 GB more peak RSS in the 1 GB bench)."""
+CHUNK_BYTES = 16 * 1024 * 1024
+"""Bytes of JSONL parsed at once (16 MB: below glibc's 32 MB mmap threshold, so chunk buffers
+are reused instead of page-faulted in again: about half the system time of 64 MB chunks)."""
 CSV_BATCH_ROWS = 500_000
-"""Rows of CSV / Parquet parsed at once."""
-INFER_ROWS = 10_000
-"""Rows per JSONL chunk used to infer column types; keys first seen later in a chunk are
-ignored by the fast path (put every key on the first lines, as loggers do)."""
+"""Rows of Parquet parsed at once."""
+CSV_BLOCK_BYTES = 32 * 1024 * 1024
+"""Bytes of CSV parsed at once."""
+INFER_BYTES = 1024 * 1024
+"""Bytes at the start of each JSONL chunk whose lines set the column types (see
+``ChunkSchema``: keys first seen later are still kept)."""
+SAMPLE_LINES_PER_MB = 32
+"""Lines per MB, spread evenly over each chunk, whose keys are read to find keys that start late."""
 
 _BOOKKEEPING = {"source_file", "source_line", "_record"}
 RUN_COLUMNS = [c for c in RUNS_SCHEMA if c not in _BOOKKEEPING]
@@ -70,9 +92,6 @@ NUMERIC: dict[str, pl.DataType] = {
 } | {"peak_learning_rate": pl.Float64}
 
 
-_NEWLINE = ord("\n")
-
-
 def _empty_quarantine() -> pl.DataFrame:
     return conform(pl.DataFrame(), QUARANTINE_SCHEMA)
 
@@ -80,30 +99,97 @@ def _empty_quarantine() -> pl.DataFrame:
 # --------------------------------------------------------------------------- JSONL parsing
 
 
-def _frame_from_objects(objects: list[dict]) -> pl.DataFrame:
-    try:
-        return pl.DataFrame(objects, infer_schema_length=None, strict=False)
-    except Exception:  # mixed nested types: fall back to text for nested values
-        flat = [
-            {k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in obj.items()}
-            for obj in objects
-        ]
-        return pl.DataFrame(flat, infer_schema_length=None, strict=False)
+ROW_KEYS = ("split", "domain", "loss_kind", "step", "tokens_seen", "learning_rate", "loss")
+"""Keys that define metric rows: declared in every chunk's schema, wherever they first appear."""
+
+
+def _sampled_keys(data: bytes, start: int) -> set[str]:
+    """Keys of lines spread evenly over ``data[start:]`` (``SAMPLE_LINES_PER_MB``) and of its
+    last line (a closing summary)."""
+    keys: set[str] = set()
+    span = len(data) - start
+    if span <= 0:
+        return keys
+    step = max(1, int(1e6 / SAMPLE_LINES_PER_MB))
+    last = data.rfind(b"\n", 0, len(data) - 1) + 1
+    begins = [data.find(b"\n", at) + 1 for at in range(start, len(data), step)]
+    for begin in [*begins, last]:
+        if begin <= 0 or begin >= len(data):
+            continue
+        end = data.find(b"\n", begin)
+        with contextlib.suppress(orjson.JSONDecodeError, TypeError):
+            keys.update(orjson.loads(data[begin : len(data) if end == -1 else end]))
+    return keys
+
+
+class ChunkSchema:
+    """The column types of one JSONL file's chunks, without a fixed window that drops late keys.
+
+    Types are inferred once per file, from the lines in its first ``INFER_BYTES``. Keys first
+    seen later are declared as text (polars reads numbers and objects into a text column as
+    their JSON text; they are coerced and checked later like any text): always the keys that
+    define metric rows (``ROW_KEYS``: evaluation splits and domains that start late in a run),
+    and any other key found on the lines ``_sampled_keys`` reads from every chunk. A chunk whose
+    values no longer fit the types is inferred again (``refresh``).
+    """
+
+    def __init__(self) -> None:
+        self.inferred: dict[str, pl.DataType] | None = None
+        self.declared: set[str] = set()
+
+    def refresh(self, data: bytes) -> None:
+        """Infer the types from the first lines of ``data`` (raises on lines that are not JSON)."""
+        cut = data.rfind(b"\n", 0, INFER_BYTES) + 1 if len(data) > INFER_BYTES else len(data)
+        frame = pl.read_ndjson(data[: cut or len(data)], infer_schema_length=None)
+        self.inferred = dict(frame.schema)
+        self.declared = set()
+
+    def of(self, data: bytes) -> tuple[dict[str, pl.DataType], list[str]]:
+        """The schema of chunk ``data`` and the declared keys (dropped when no line has them)."""
+        if self.inferred is None:
+            self.refresh(data)
+        assert self.inferred is not None
+        self.declared |= (set(ROW_KEYS) | _sampled_keys(data, 0)) - set(self.inferred)
+        declared = sorted(self.declared)
+        return {**self.inferred, **dict.fromkeys(declared, pl.String)}, declared
+
+
+def _fast_parse(data: bytes, schema: ChunkSchema) -> pl.DataFrame | None:
+    """Parse a chunk with polars, or None when a line is not valid JSON (or does not fit)."""
+    for attempt in range(2):
+        try:
+            columns, declared = schema.of(data)
+            # the lazy reader parses ~2x faster than read_ndjson with a schema (polars 2.1)
+            frame = pl.scan_ndjson(data, schema=columns).collect()
+        except pl.exceptions.PolarsError:
+            if attempt == 0 and schema.inferred is not None:
+                try:  # the types changed (an integer column with a float): infer them again
+                    schema.refresh(data)
+                    continue
+                except pl.exceptions.PolarsError:
+                    return None
+            return None
+        unused = [c for c in declared if frame[c].null_count() == frame.height]
+        return frame.drop(unused)
+    return None
 
 
 def _parse_block(
-    data: bytes, first_line: int, unterminated: bool, source_file: str, keep_record: bool
+    data: bytes,
+    first_line: int,
+    unterminated: bool,
+    source_file: str,
+    keep_record: bool,
+    warnings: list[str],
+    schema: ChunkSchema | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame, int]:
     """Parse complete lines ``data`` starting at line ``first_line``.
 
     Returns ``(frame, quarantine, lines)`` where ``lines`` is the number of lines consumed.
     """
     # numpy counts ~3x faster than bytes.count and releases the GIL (the writer runs beside)
-    n_lines = _count_lines(data) + (1 if unterminated else 0)
-    try:
-        frame = pl.read_ndjson(data, infer_schema_length=INFER_ROWS)
-    except pl.exceptions.PolarsError:
-        frame = None
+    n_lines = count_lines(data) + (1 if unterminated else 0)
+    frame = _fast_parse(data, schema or ChunkSchema())
     # one row per line means no blank or bad line: row i is line first_line + i
     if frame is not None and frame.height == n_lines:
         frame = frame.with_row_index("source_line", offset=first_line).with_columns(
@@ -121,10 +207,17 @@ def _parse_block(
         lines = lines[:-1]
     objects, numbers, records = [], [], []
     bad_lines, bad_reasons, bad_records = [], [], []
+    legacy: list[int] = []
     for offset, raw in enumerate(lines):
         text = raw.strip()
         if not text:
             continue
+        try:
+            text.decode("utf-8")
+        except UnicodeDecodeError:  # one line saved in a legacy code page
+            text = text.decode(legacy_encoding(text)).encode("utf-8")
+            raw = text
+            legacy.append(first_line + offset)
         try:
             value = orjson.loads(text)
         except orjson.JSONDecodeError:
@@ -141,6 +234,12 @@ def _parse_block(
         bad_lines.append(first_line + offset)
         bad_reasons.append("truncated_line" if unterminated and is_last else "malformed_json")
         bad_records.append(raw.decode("utf-8", "replace"))
+    if legacy:
+        shown = ", ".join(map(str, legacy[:5])) + (" ..." if len(legacy) > 5 else "")
+        warnings.append(
+            f"{Path(source_file).name}: {len(legacy)} line(s) not valid UTF-8, decoded as "
+            f"{LEGACY_ENCODINGS[0]} (lines {shown}); save the file as UTF-8"
+        )
     quarantine = quarantine_frame(
         source_file,
         lines=bad_lines,
@@ -151,7 +250,7 @@ def _parse_block(
     if not objects:
         empty = pl.DataFrame({"source_line": pl.Series([], dtype=pl.Int64)})
         return empty, quarantine, len(lines)
-    frame = _frame_from_objects(objects).with_columns(
+    frame = frame_from_objects(objects).with_columns(
         pl.Series("source_line", numbers, dtype=pl.Int64)
     )
     if keep_record:
@@ -159,73 +258,51 @@ def _parse_block(
     return frame, quarantine, len(lines)
 
 
-def _count_lines(buffer) -> int:
-    return int(np.count_nonzero(np.frombuffer(buffer, dtype=np.uint8) == _NEWLINE))
-
-
-def _parse_whole(path: Path, mm: mmap.mmap) -> pl.DataFrame | None:
-    """A file of at most two chunks parsed in one go by polars straight from disk (no copy of
-    its bytes in Python), when every line is a record; None sends it to the chunked reader."""
-    n_lines = _count_lines(mm) + (0 if mm[-1:] == b"\n" else 1)
-    try:
-        frame = pl.read_ndjson(path, infer_schema_length=INFER_ROWS)
-    except pl.exceptions.PolarsError:
-        return None
-    if path.stat().st_size != len(mm):  # written to meanwhile: read the mapped bytes instead
-        return None
-    if frame.height != n_lines:  # a blank or bad line: line numbers need the chunked reader
-        return None
-    return frame.with_row_index("source_line", offset=1).with_columns(
-        pl.col("source_line").cast(pl.Int64)
-    )
-
-
 def iter_jsonl(
-    path: Path, *, chunk_bytes: int | None = None, keep_record: bool = False
+    path: Path,
+    *,
+    chunk_bytes: int | None = None,
+    keep_record: bool = False,
+    warnings: list[str] | None = None,
 ) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
     """Yield ``(frame, quarantine)`` per chunk of a JSONL file, with 1-based ``source_line``.
 
-    The file is memory-mapped and cut at line ends every ``chunk_bytes`` (default
-    ``CHUNK_BYTES``, read at call time); memory is bounded by the chunk (plus its parsed frame),
-    whatever the file size.
+    The file is read (never memory-mapped, see ``rawfile``) as UTF-8 blocks cut at line ends
+    every ``chunk_bytes`` (default ``CHUNK_BYTES``, read at call time); memory is bounded by the
+    chunk (plus its parsed frame), whatever the file size. How the file was decoded and whether
+    it changed while read are appended to ``warnings``.
     """
     chunk_bytes = chunk_bytes or CHUNK_BYTES
-    size = path.stat().st_size
-    if size == 0:
-        return
-    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        if not keep_record and size <= 2 * chunk_bytes:
-            whole = _parse_whole(path, mm)
-            if whole is not None:
-                yield whole, _empty_quarantine()
-                return
-        start, line = 0, 1
-        while start < size:
-            end = min(start + chunk_bytes, size)
-            if end < size:
-                cut = mm.rfind(b"\n", start, end)
-                if cut == -1:  # a line longer than the chunk: extend to its end
-                    cut = mm.find(b"\n", end)
-                end = size if cut == -1 else cut + 1
-            data = mm[start:end]
-            unterminated = end == size and not data.endswith(b"\n")
-            frame, quarantine, lines = _parse_block(
-                data, line, unterminated, str(path), keep_record
-            )
-            yield frame, quarantine
-            line += lines
-            start = end
+    warnings = warnings if warnings is not None else []
+    text = open_text(path)
+    schema = ChunkSchema()
+    line = 1
+    for index, data in enumerate(line_blocks(text, chunk_bytes)):
+        if index == 0 and text.note:
+            warnings.append(text.note)
+        unterminated = not data.endswith(b"\n")
+        frame, quarantine, lines = _parse_block(
+            data, line, unterminated, str(path), keep_record, warnings, schema
+        )
+        yield frame, quarantine
+        line += lines
+    change = text.check()
+    if change:
+        warnings.append(change)
 
 
-def jsonl_frames(path: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+def jsonl_frames(
+    path: Path, warnings: list[str] | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """A whole (small) JSONL file as one frame with ``source_line`` and ``_record``.
 
-    An empty or unreadable file gives an empty frame and one quarantine row.
+    An empty or unreadable file gives an empty frame and one quarantine row; decoding notes
+    go to ``warnings``.
     """
     try:
         if path.stat().st_size == 0:
             return pl.DataFrame(), failed_rows(path, "empty_file", "the file is empty (0 bytes)")
-        parts = list(iter_jsonl(path, keep_record=True))
+        parts = list(iter_jsonl(path, keep_record=True, warnings=warnings))
     except OSError as error:
         return pl.DataFrame(), failed_rows(path, "unreadable_file", str(error))
     frames = [frame for frame, _ in parts if frame.height]
@@ -286,12 +363,67 @@ def _mixture_expr(frame: pl.DataFrame) -> pl.Expr | None:
     return pl.lit(None, MIXTURE_DTYPE)
 
 
-def _decode_text_mixture(frame: pl.DataFrame) -> pl.DataFrame:
-    for name in ("mixture", "mixture_unique_tokens"):
-        if name in frame.columns and frame.schema[name] == pl.String:
-            values = [json.loads(v) if v else None for v in frame[name].to_list()]
-            frame = frame.with_columns(pl.Series(name, values, strict=False))
-    return frame
+def _mixture_items(value: Any, unique: Any) -> list[dict] | None:
+    """A decoded mixture (``{source: weight}`` or a list of items) as ``MIXTURE_DTYPE`` items;
+    None when it has neither shape."""
+    unique = unique if isinstance(unique, dict) else {}
+    if isinstance(value, dict):
+        value = [
+            {"source": k, "weight": w, "unique_tokens": unique.get(k)} for k, w in value.items()
+        ]
+    if not isinstance(value, list) or not all(isinstance(i, dict) for i in value):
+        return None
+    items = []
+    for item in value:
+        weight, tokens = item.get("weight"), item.get("unique_tokens")
+        if not all(v is None or isinstance(v, int | float) for v in (weight, tokens)):
+            return None
+        items.append(
+            {
+                "source": str(item.get("source")),
+                "weight": None if weight is None else float(weight),
+                "unique_tokens": None if tokens is None else float(tokens),
+            }
+        )
+    return items
+
+
+def _decode_text_mixture(
+    frame: pl.DataFrame, source_file: str
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Mixtures given as JSON text (CSV cells, or JSON strings in a log) -> ``MIXTURE_DTYPE``;
+    a text that is not a mixture is quarantined (field ``mixture``, ``bad_value``)."""
+    if "mixture" not in frame.columns or frame.schema["mixture"] != pl.String:
+        return frame, _empty_quarantine()
+    unique_text = (
+        frame["mixture_unique_tokens"].cast(pl.String).to_list()
+        if "mixture_unique_tokens" in frame.columns
+        else [None] * frame.height
+    )
+    values, bad = [], []
+    for row, (text, unique) in enumerate(zip(frame["mixture"].to_list(), unique_text, strict=True)):
+        if text is None or not text.strip():
+            values.append(None)
+            continue
+        try:
+            decoded = json.loads(text)
+            extra = json.loads(unique) if unique else None
+        except ValueError:
+            decoded = extra = None
+        items = _mixture_items(decoded, extra)
+        if items is None:
+            bad.append(row)
+        values.append(items)
+    frame = frame.with_columns(pl.Series("mixture", values, dtype=MIXTURE_DTYPE))
+    if "mixture_unique_tokens" in frame.columns:
+        frame = frame.drop("mixture_unique_tokens")
+    if not bad:
+        return frame, _empty_quarantine()
+    flagged = frame.with_columns(pl.int_range(pl.len()).is_in(bad).alias("_bad_mixture"))
+    good, quarantine = split_by_checks(
+        flagged, [(pl.col("_bad_mixture"), "mixture", "bad_value")], source_file=source_file
+    )
+    return good.drop("_bad_mixture"), quarantine
 
 
 def canonical_chunk(
@@ -309,7 +441,8 @@ def canonical_chunk(
     frame, quarantine = coerce_numeric(frame, NUMERIC, source_file=source_file)
     if "run_id" not in frame.columns:
         frame = frame.with_columns(pl.lit(None, pl.String).alias("run_id"))
-    frame = _decode_text_mixture(frame)
+    frame, q_mixture = _decode_text_mixture(frame, source_file)
+    quarantine = pl.concat([quarantine, q_mixture])
     experiment_col = (
         pl.col("experiment").cast(pl.String).fill_null(experiment)
         if "experiment" in frame.columns
@@ -417,10 +550,10 @@ def read_canonical_jsonl(path: Path) -> ReaderOutput:
 
     def chunks() -> Iterator[Chunk]:
         seen_rows = 0
-        for frame, quarantine in iter_jsonl(path):
+        for frame, quarantine in iter_jsonl(path, warnings=warnings):
             seen_rows += frame.height
             chunk = canonical_chunk(
-                frame, source_file=str(path), experiment=path.stem, warnings=warnings
+                frame, source_file=str(path), experiment=inner_path(path).stem, warnings=warnings
             )
             chunk.quarantine = pl.concat([quarantine, chunk.quarantine])
             yield chunk
@@ -432,36 +565,90 @@ def read_canonical_jsonl(path: Path) -> ReaderOutput:
     return ReaderOutput(chunks=chunks(), warnings=warnings)
 
 
-def read_canonical_csv(path: Path, *, separator: str = ",") -> ReaderOutput:
-    """Read a canonical CSV (or TSV) log in batches of ``CSV_BATCH_ROWS`` rows."""
+def read_canonical_json(path: Path) -> ReaderOutput:
+    """Read a canonical JSON document: an array of records or an object of arrays."""
+    warnings: list[str] = []
+    empty = pl.DataFrame()
+
+    def chunks() -> Iterator[Chunk]:
+        try:
+            frame, quarantine = document_frames(path, load_text(path, warnings))
+        except (OSError, EOFError, UnicodeDecodeError, DocumentError) as error:
+            detail = f"{error}; a JSON log is one object per line, an array of records or an "
+            detail += "object of equal-length arrays"
+            yield Chunk(empty, empty, failed_rows(path, "unreadable_file", detail))
+            return
+        if frame.height == 0:
+            rows = failed_rows(path, "empty_file", "the document has no records")
+            yield Chunk(empty, empty, pl.concat([quarantine, rows]))
+            return
+        chunk = canonical_chunk(
+            frame, source_file=str(path), experiment=inner_path(path).stem, warnings=warnings
+        )
+        chunk.quarantine = pl.concat([quarantine, chunk.quarantine])
+        yield chunk
+
+    return ReaderOutput(chunks=chunks(), warnings=warnings)
+
+
+def read_canonical_csv(path: Path, *, separator: str | None = None) -> ReaderOutput:
+    """Read a canonical CSV (or TSV) log in blocks of about ``CSV_BLOCK_BYTES``.
+
+    The separator is a tab for ``.tsv`` files (also inside a container), else a comma.
+
+    Every column is read as text (numbers are coerced, and checked, per column); a block is
+    never cut inside a quoted field, so rows are numbered as data rows (header = line 1).
+    """
     warnings: list[str] = []
     try:
         if path.stat().st_size == 0:
             return failed(path, "empty_file", "the file is empty (0 bytes)")
-        scan = pl.scan_csv(path, separator=separator, infer_schema=False)
-        scan.collect_schema()
-    except (OSError, pl.exceptions.PolarsError) as error:
+    except OSError as error:
         return failed(path, "unreadable_file", f"{type(error).__name__}: {error}")
+    if separator is None:
+        separator = "\t" if inner_path(path).suffix.lower() == ".tsv" else ","
+    quote = None if separator == "\t" else b'"'
+
+    def parse(data: bytes, header: list[str] | None) -> pl.DataFrame:
+        return pl.read_csv(
+            io.BytesIO(data),
+            separator=separator,
+            has_header=header is None,
+            new_columns=header,
+            infer_schema=False,
+            quote_char=None if quote is None else '"',
+        )
 
     def chunks() -> Iterator[Chunk]:
-        rows = 0
-        batches = scan.with_row_index("source_line", offset=2).collect_batches(
-            chunk_size=CSV_BATCH_ROWS
-        )
+        text = open_text(path)
+        rows, header = 0, None
         try:
-            for frame in batches:
-                rows += frame.height
-                frame = frame.with_columns(pl.col("source_line").cast(pl.Int64))
-                yield canonical_chunk(
-                    frame, source_file=str(path), experiment=path.stem, warnings=warnings
+            for index, data in enumerate(line_blocks(text, CSV_BLOCK_BYTES, quote=quote)):
+                if index == 0 and text.note:
+                    warnings.append(text.note)
+                frame = parse(data, header)
+                header = header or frame.columns
+                frame = frame.with_row_index("source_line", offset=rows + 2).with_columns(
+                    pl.col("source_line").cast(pl.Int64)
                 )
-        except pl.exceptions.PolarsError as error:
+                rows += frame.height
+                if frame.height:
+                    yield canonical_chunk(
+                        frame,
+                        source_file=str(path),
+                        experiment=inner_path(path).stem,
+                        warnings=warnings,
+                    )
+        except (pl.exceptions.PolarsError, OSError) as error:
             yield Chunk(
                 pl.DataFrame(),
                 pl.DataFrame(),
                 failed_rows(path, "unreadable_file", f"after row {rows}: {error}"),
             )
             return
+        change = text.check()
+        if change:
+            warnings.append(change)
         if rows == 0:
             yield Chunk(pl.DataFrame(), pl.DataFrame(), failed_rows(path, "empty_file", "no rows"))
 
@@ -469,10 +656,21 @@ def read_canonical_csv(path: Path, *, separator: str = ",") -> ReaderOutput:
 
 
 def read_canonical_parquet(path: Path) -> ReaderOutput:
-    """Read a canonical Parquet log, one row group batch at a time."""
+    """Read a canonical Parquet log, one row group batch at a time.
+
+    A compressed container (``x.parquet.gz``) is decompressed into memory first. A file that
+    fails or changes while read keeps the rows read before, with an ``unreadable_file`` row
+    saying after which row, and a ``CHANGED`` warning (see ``rawfile``).
+    """
     warnings: list[str] = []
+    before = os.stat(path)
     try:
-        parquet = pq.ParquetFile(path)
+        import pyarrow as pa
+        import pyarrow.parquet as pq  # lazy: only Parquet logs need it
+
+        compressed = compression_of(path) is not None
+        source = pa.BufferReader(read_decompressed(path)) if compressed else path
+        parquet = pq.ParquetFile(source)
     except Exception as error:  # pyarrow raises several types for a bad file
         return failed(path, "unreadable_file", f"{type(error).__name__}: {error}")
     if parquet.metadata.num_rows == 0:
@@ -480,15 +678,33 @@ def read_canonical_parquet(path: Path) -> ReaderOutput:
 
     def chunks() -> Iterator[Chunk]:
         start = 1
-        for batch in parquet.iter_batches(batch_size=CSV_BATCH_ROWS):
-            frame = pl.from_arrow(batch)
-            assert isinstance(frame, pl.DataFrame)
-            frame = frame.with_row_index("source_line", offset=start).with_columns(
-                pl.col("source_line").cast(pl.Int64)
+        try:
+            for batch in parquet.iter_batches(batch_size=CSV_BATCH_ROWS):
+                frame = pl.DataFrame(pl.from_arrow(batch))
+                frame = frame.with_row_index("source_line", offset=start).with_columns(
+                    pl.col("source_line").cast(pl.Int64)
+                )
+                start += frame.height
+                yield canonical_chunk(
+                    frame,
+                    source_file=str(path),
+                    experiment=inner_path(path).stem,
+                    warnings=warnings,
+                )
+        except Exception as error:  # a file cut or replaced while read
+            detail = f"after row {start - 1}: {type(error).__name__}: {error}"
+            yield Chunk(
+                pl.DataFrame(), pl.DataFrame(), failed_rows(path, "unreadable_file", detail)
             )
-            start += frame.height
-            yield canonical_chunk(
-                frame, source_file=str(path), experiment=path.stem, warnings=warnings
+        after = os.stat(path) if path.exists() else None
+        if after is None or (after.st_size, after.st_mtime_ns) != (
+            before.st_size,
+            before.st_mtime_ns,
+        ):
+            size = after.st_size if after else 0
+            warnings.append(
+                f"{CHANGED}: {path.name} went from {before.st_size:,} to {size:,} bytes while "
+                "read; ingest again once the file is complete."
             )
 
     return ReaderOutput(chunks=chunks(), warnings=warnings)

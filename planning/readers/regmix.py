@@ -54,10 +54,11 @@ def read_regmix(path: Path) -> ReaderOutput:
     loss_path = partner_loss_file(path)
     if not loss_path.is_file():
         return failed(path, "unreadable_file", f"partner loss file {loss_path.name} not found")
-    mixture = read_text_table(path)
+    warnings: list[str] = []
+    mixture = read_text_table(path, warnings=warnings)
     if isinstance(mixture, ReaderOutput):
         return mixture
-    losses = read_text_table(loss_path)
+    losses = read_text_table(loss_path, warnings=warnings)
     if isinstance(losses, ReaderOutput):
         return losses
     weight_columns = [c for c in mixture.columns if _WEIGHT.match(c)]
@@ -118,6 +119,7 @@ def read_regmix(path: Path) -> ReaderOutput:
     return ReaderOutput(
         chunks=single(runs, metrics, pl.concat([q_mix, q_loss, q_orphan])),
         partner_files=[str(loss_path)],
+        warnings=warnings,
         mixture_tolerance=tolerance,
         normalise_mixture=True,
     )

@@ -49,9 +49,9 @@ def tao_tokens_per_character(vocab_size: pl.Expr) -> pl.Expr:
 
 
 def _prepare(
-    path: Path, numeric: dict[str, pl.DataType]
+    path: Path, numeric: dict[str, pl.DataType], warnings: list[str]
 ) -> tuple[pl.DataFrame, pl.DataFrame] | ReaderOutput:
-    table = read_text_table(path)
+    table = read_text_table(path, warnings=warnings)
     if isinstance(table, ReaderOutput):
         return table
     return coerce_numeric(table, numeric, source_file=str(path))
@@ -75,8 +75,11 @@ def _final_metric(
 
 def read_epoch_chinchilla(path: Path) -> ReaderOutput:
     """Epoch AI's digitised Chinchilla runs (``svg_extracted_data.csv``)."""
+    warnings: list[str] = []
     prepared = _prepare(
-        path, {"Model Size": pl.Float64, "Training FLOP": pl.Float64, "loss": pl.Float64}
+        path,
+        {"Model Size": pl.Float64, "Training FLOP": pl.Float64, "loss": pl.Float64},
+        warnings,
     )
     if isinstance(prepared, ReaderOutput):
         return prepared
@@ -96,11 +99,12 @@ def read_epoch_chinchilla(path: Path) -> ReaderOutput:
         flop_convention=pl.lit("6ND"),
     )
     metrics = table.select(_final_metric(experiment, name, "loss", "train", path))
-    return ReaderOutput(chunks=single(runs, metrics, quarantine))
+    return ReaderOutput(chunks=single(runs, metrics, quarantine), warnings=warnings)
 
 
 def read_datablations(path: Path) -> ReaderOutput:
     """Muennighoff et al.'s data-constrained runs (``parametric_fit_runs.csv``)."""
+    warnings: list[str] = []
     prepared = _prepare(
         path,
         {
@@ -109,6 +113,7 @@ def read_datablations(path: Path) -> ReaderOutput:
             "unique_tokens_U": pl.Float64,
             "val_loss": pl.Float64,
         },
+        warnings,
     )
     if isinstance(prepared, ReaderOutput):
         return prepared
@@ -138,11 +143,12 @@ def read_datablations(path: Path) -> ReaderOutput:
     metrics = table.select(
         _final_metric(experiment, name, "val_loss", "val", path, tokens_seen=pl.col("tokens_D"))
     )
-    return ReaderOutput(chunks=single(runs, metrics, quarantine))
+    return ReaderOutput(chunks=single(runs, metrics, quarantine), warnings=warnings)
 
 
 def read_sardana(path: Path) -> ReaderOutput:
     """Sardana et al.'s long-training runs (``trainingresults.csv``)."""
+    warnings: list[str] = []
     numeric = {
         "Parameters": pl.Float64,
         "Tokens/Params": pl.Float64,
@@ -150,7 +156,7 @@ def read_sardana(path: Path) -> ReaderOutput:
         "Batch Size": pl.Float64,
         "Smoothed Loss": pl.Float64,
     }
-    prepared = _prepare(path, numeric)
+    prepared = _prepare(path, numeric, warnings)
     if isinstance(prepared, ReaderOutput):
         return prepared
     table, quarantine = prepared
@@ -186,11 +192,12 @@ def read_sardana(path: Path) -> ReaderOutput:
             experiment, name, "Smoothed Loss", "train", path, tokens_seen=pl.col("Tokens")
         )
     )
-    return ReaderOutput(chunks=single(runs, metrics, quarantine))
+    return ReaderOutput(chunks=single(runs, metrics, quarantine), warnings=warnings)
 
 
 def read_steplaw(path: Path) -> ReaderOutput:
     """StepLaw's learning-rate / batch-size sweep (``dense_lr_bs_loss.csv``)."""
+    warnings: list[str] = []
     numeric = {
         "h": pl.Int64,
         "ffnh": pl.Int64,
@@ -204,7 +211,7 @@ def read_steplaw(path: Path) -> ReaderOutput:
         "D": pl.Float64,
         "N": pl.Float64,
     }
-    prepared = _prepare(path, numeric)
+    prepared = _prepare(path, numeric, warnings)
     if isinstance(prepared, ReaderOutput):
         return prepared
     table, quarantine = prepared
@@ -253,11 +260,12 @@ def read_steplaw(path: Path) -> ReaderOutput:
             learning_rate=pl.col("lr"),
         )
     )
-    return ReaderOutput(chunks=single(runs, metrics, quarantine))
+    return ReaderOutput(chunks=single(runs, metrics, quarantine), warnings=warnings)
 
 
 def read_tao_vocab(path: Path) -> ReaderOutput:
     """Tao et al.'s vocabulary sweep (``exp_data.csv``): 60 runs x 20 checkpoints."""
+    warnings: list[str] = []
     numeric = {
         "vocab_size": pl.Float64,
         "embed_dim": pl.Float64,
@@ -266,7 +274,7 @@ def read_tao_vocab(path: Path) -> ReaderOutput:
         "FLOPs": pl.Float64,
         "Lossu": pl.Float64,
     }
-    prepared = _prepare(path, numeric)
+    prepared = _prepare(path, numeric, warnings)
     if isinstance(prepared, ReaderOutput):
         return prepared
     table, quarantine = prepared
@@ -319,4 +327,4 @@ def read_tao_vocab(path: Path) -> ReaderOutput:
         pl.lit(str(path)).alias("source_file"),
         "source_line",
     )
-    return ReaderOutput(chunks=single(runs, metrics, quarantine))
+    return ReaderOutput(chunks=single(runs, metrics, quarantine), warnings=warnings)

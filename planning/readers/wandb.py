@@ -1,4 +1,4 @@
-"""Weights & Biases history exports: one JSON object per logged checkpoint.
+"""Weights & Biases exports: history dumps (one JSON object per checkpoint) and UI chart CSVs.
 
 The Gemstones exports (McLeish et al. 2025, ``wandb_df_for_fitting_{hot,cool_end}.jsonl``) have
 ``run_name, params_active_precise, width, depth, tokens, step, num_nodes, seconds_per_step,
@@ -25,9 +25,17 @@ from pathlib import Path
 
 import polars as pl
 
-from mixplan.planning.readers.base import ReaderOutput, run_id, run_rows, single
+from mixplan.planning.readers.base import (
+    ReaderOutput,
+    failed,
+    read_text_table,
+    run_id,
+    run_rows,
+    single,
+)
 from mixplan.planning.readers.canonical import jsonl_frames
-from mixplan.planning.validation import coerce_numeric
+from mixplan.planning.readers.rawfile import inner_path
+from mixplan.planning.validation import coerce_numeric, quarantine_frame
 
 NUMERIC = {
     "params_active_precise": pl.Float64,
@@ -54,10 +62,13 @@ def _experiment(path: Path) -> tuple[str, bool]:
 
 def read_wandb(path: Path) -> ReaderOutput:
     """Read a W&B history export (Gemstones layout) into runs and metrics."""
-    experiment, branches = _experiment(path)
-    frames, quarantine = jsonl_frames(path)
+    experiment, branches = _experiment(inner_path(path))
+    warnings: list[str] = []
+    frames, quarantine = jsonl_frames(path, warnings)
     if frames.height == 0:
-        return ReaderOutput(chunks=single(pl.DataFrame(), pl.DataFrame(), quarantine))
+        return ReaderOutput(
+            chunks=single(pl.DataFrame(), pl.DataFrame(), quarantine), warnings=warnings
+        )
     table, q_numeric = coerce_numeric(frames, NUMERIC, source_file=str(path))
     hot_name = pl.concat_str(pl.lit("gemstones-hot/"), pl.col("run_name"))
     if branches:
@@ -104,4 +115,107 @@ def read_wandb(path: Path) -> ReaderOutput:
         "source_line",
         "_record",
     )
-    return ReaderOutput(chunks=single(runs, metrics, pl.concat([quarantine, q_numeric])))
+    return ReaderOutput(
+        chunks=single(runs, metrics, pl.concat([quarantine, q_numeric])), warnings=warnings
+    )
+
+
+# --------------------------------------------------------------------------- W&B UI CSV export
+
+CSV_EXPERIMENT = "wandb"
+EVAL_WORDS = ("eval", "val", "valid", "validation", "test")
+_ENVELOPE = ("__MIN", "__MAX")
+
+
+def is_wandb_csv(header: set[str]) -> bool:
+    """Whether CSV header columns are a W&B chart export (``Step`` + ``<run> - <metric>``)."""
+    return bool({"Step", "_step"} & header) and any(" - " in column for column in header)
+
+
+def _split_of(metric: str) -> str:
+    words = set(metric.lower().replace("/", "_").replace("-", "_").split("_"))
+    return "val" if words & set(EVAL_WORDS) else "train"
+
+
+def read_wandb_csv(path: Path) -> ReaderOutput:
+    """Read a CSV downloaded from a W&B chart: ``Step`` plus ``<run> - <metric>`` columns.
+
+    Every loss column (metric name containing ``loss``) gives one metrics row per non-empty
+    cell: run ``wandb/<run>``, split ``val`` for evaluation metrics (``eval/loss``,
+    ``val_loss``), else ``train``, domain ``all``. The ``__MIN`` / ``__MAX`` columns are the
+    chart's sampling envelope, not data: they are skipped. Other metrics are listed in the
+    warnings. A cell that is not a number is quarantined with its column as the field.
+    """
+    warnings: list[str] = []
+    table = read_text_table(path, warnings=warnings)
+    if isinstance(table, ReaderOutput):
+        return table
+    step = "Step" if "Step" in table.columns else "_step"
+    series = {}
+    skipped = []
+    for column in table.columns:
+        if " - " not in column or column.endswith(_ENVELOPE):
+            continue
+        run, metric = column.rsplit(" - ", 1)
+        if "loss" in metric.lower():
+            series[column] = (run.strip(), metric.strip())
+        else:
+            skipped.append(column)
+    if skipped:
+        warnings.append(f"{path.name}: columns not read as losses: {', '.join(skipped)}")
+    if not series:
+        return failed(path, "empty_file", "no '<run> - <loss metric>' column in the export")
+    long = (
+        table.select("source_line", step, *series)
+        .unpivot(index=["source_line", step], variable_name="_column", value_name="_text")
+        .filter(pl.col("_text").is_not_null() & (pl.col("_text").str.strip_chars() != ""))
+        .with_columns(
+            pl.col("_text").str.strip_chars().cast(pl.Float64, strict=False).alias("loss"),
+            pl.col(step).str.strip_chars().cast(pl.Float64, strict=False).alias("_step"),
+        )
+    )
+    bad_loss = long.filter(pl.col("loss").is_null())
+    bad_step = long.filter(pl.col("loss").is_not_null() & pl.col("_step").is_null())
+    quarantine = pl.concat(
+        [
+            quarantine_frame(
+                str(path),
+                lines=frame["source_line"].to_list(),
+                fields=fields,
+                reasons=["non_numeric"] * frame.height,
+                records=[
+                    f"{c} = {t!r}" for c, t in zip(frame["_column"], frame["_text"], strict=True)
+                ],
+            )
+            for frame, fields in (
+                (bad_loss, bad_loss["_column"].to_list()),
+                (bad_step, [step] * bad_step.height),
+            )
+        ]
+    )
+    names = pl.col("_column").replace_strict({c: r for c, (r, _) in series.items()})
+    splits = pl.col("_column").replace_strict({c: _split_of(m) for c, (_, m) in series.items()})
+    good = long.filter(pl.col("loss").is_not_null() & pl.col("_step").is_not_null())
+    metrics = good.select(
+        run_id(CSV_EXPERIMENT, names).alias("run_id"),
+        pl.col("_step").cast(pl.Int64, strict=False).alias("step"),
+        splits.alias("split"),
+        pl.lit("all").alias("domain"),
+        "loss",
+        pl.lit("nats").alias("loss_kind"),
+        pl.lit(str(path)).alias("source_file"),
+        "source_line",
+        pl.format("{} = {}", "_column", "_text").alias("_record"),
+    )
+    runs = (
+        metrics.group_by("run_id", maintain_order=True)
+        .agg(pl.col("source_line").min())
+        .with_columns(
+            pl.lit(CSV_EXPERIMENT).alias("experiment"),
+            pl.lit(str(path)).alias("source_file"),
+            pl.lit(
+                '{"assumptions": "W&B chart export: run and metric from the column name"}'
+            ).alias("tags"),
+        )
+    )
+    return ReaderOutput(chunks=single(runs, metrics, quarantine), warnings=warnings)
