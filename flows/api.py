@@ -1,47 +1,293 @@
 """A small HTTP API for dashboards: plan a spec, or a what-if grid, as JSON.
 
-``mixplan api`` serves it on 127.0.0.1 by default. Bodies are pydantic-validated, capped in
-size (``MAX_BODY_BYTES``), and a spec may name stored fits only by name inside the server's
-lake (never a path), so a request cannot make the server read arbitrary files. The built
-convex programs are shared by all requests behind a lock (cvxpy parameters are mutable).
+``mixplan api`` serves it on 127.0.0.1 by default. What a request can make the server do is
+bounded:
+
+* **Every input is validated before any work**, by the pydantic models below: each section and
+  field of a spec is typed, unknown fields are refused, every number is finite and within
+  bounds far beyond any real training run (:data:`LIMITS`), every list has a maximum length.
+  A bad input is a 422 whose ``detail`` names the field (``field 'spec.budget.flops': ...``);
+  the spec then goes through :func:`mixplan.planning.spec.parse_spec`, whose errors name the
+  field too. A body over :data:`MAX_BODY_BYTES` is a 413.
+* **Stored fits are named, never located.** ``law.fit`` / ``mixture.fit`` must be a fit name
+  (letters, digits, ``._@+-``; no ``/``, ``\\``, ``..``, NUL); it is resolved to
+  ``<lake>/fits/<name>.json`` inside the server's lake, and a name with no such fit is a 422
+  listing the fits that exist. Nothing outside the lake's ``fits/`` is ever read.
+* **Work is bounded.** A what-if grid has at most :data:`MAX_GRID` points, and every request
+  has a time budget (:data:`REQUEST_SECONDS`): a grid that runs past it stops between points
+  with a 503 saying so. At most :data:`MAX_PENDING` solves wait at once; more get a 503 with
+  ``Retry-After``.
+* **Requests do not block each other.** Solves run in a pool of worker threads
+  (:data:`WORKERS`), each with its own :class:`~mixplan.planning.plan.Planner` (cvxpy
+  programs hold mutable parameters, so a planner is never shared between threads); the event
+  loop only parses and answers.
 """
 
 from __future__ import annotations
 
+import asyncio
+import re
 import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from mixplan.planning.errors import MixplanError, SpecError
+from mixplan.planning.errors import MixplanError
+from mixplan.planning.fitting.result import fit_path
 from mixplan.planning.plan import Planner, whatif
 from mixplan.planning.spec import parse_spec
 
 MAX_BODY_BYTES = 64 * 1024
 """Largest request body accepted (a spec is a few kB)."""
 
-MAX_GRID = 400
-"""Largest what-if grid (budgets x inference demands) per request."""
+MAX_GRID = 100
+"""Most what-if points (budgets or loss targets x inference demands) per request."""
+
+MAX_AXIS = 50
+"""Most values on one what-if axis."""
+
+REQUEST_SECONDS = 30.0
+"""Time budget of one request's solves; a what-if grid past it stops with a 503."""
+
+WORKERS = 4
+"""Worker threads that run solves (cvxpy's solvers release the GIL while they work)."""
+
+MAX_PENDING = 32
+"""Most requests solving or waiting for a worker at once; more get a 503."""
+
+LIMITS = {
+    "flops": 1e32,
+    "dollars": 1e13,
+    "loss": 100.0,
+    "tokens": 1e18,
+    "params": 1e15,
+    "tokens_per_param": 1e6,
+    "days": 3650.0,
+    "price_per_hour": 1e5,
+    "peak_flops": 1e18,
+    "gpus": 10_000_000,
+    "epochs": 1e4,
+    "requests": 1e15,
+    "vocabulary": 1e8,
+    "constant": 1e12,
+    "exponent": 10.0,
+    "mixture": 1e3,
+}
+"""Upper bounds of the spec's numbers by kind (far beyond any real run; they keep the solvers'
+arithmetic finite)."""
+
+FIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}")
+"""What a stored fit's name may look like (it becomes ``<lake>/fits/<name>.json``)."""
 
 
-class PlanRequest(BaseModel):
-    """Body of POST /plan: the spec as the TOML structure (a JSON object)."""
+def _bounded(kind: str, *, low: float = 0.0, inclusive: bool = False, doc: str = "") -> Any:
+    """A finite float in ``(low, LIMITS[kind]]`` (``[low, ...]`` when ``inclusive``)."""
+    bound = {"ge": low} if inclusive else {"gt": low}
+    return Annotated[
+        float, Field(le=LIMITS[kind], allow_inf_nan=False, description=doc or None, **bound)
+    ]
 
+
+Flops = _bounded("flops", doc="FLOPs")
+Dollars = _bounded("dollars", doc="US dollars")
+Loss = _bounded("loss", doc="loss in nats per token")
+Tokens = _bounded("tokens", inclusive=True, doc="tokens")
+PositiveTokens = _bounded("tokens", doc="tokens")
+Params = _bounded("params", doc="parameters")
+TokensPerParam = _bounded("tokens_per_param")
+Days = _bounded("days", doc="days of wall clock")
+Price = _bounded("price_per_hour", doc="US dollars per GPU-hour")
+PeakFlops = _bounded("peak_flops", doc="FLOP/s per GPU")
+Fraction = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
+Share = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+Epochs = _bounded("epochs")
+Count = _bounded("requests", inclusive=True)
+Vocabulary = _bounded("vocabulary", doc="vocabulary size")
+Constant = _bounded("constant")
+Exponent = _bounded("exponent")
+MixtureNumber = Annotated[
+    float, Field(ge=-LIMITS["mixture"], le=LIMITS["mixture"], allow_inf_nan=False)
+]
+Name = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+def _fit_name(value: str) -> str:
+    if not FIT_NAME.fullmatch(value) or ".." in value or value.removesuffix(".json").endswith("."):
+        raise ValueError(
+            "name a stored fit in the server's lake (letters, digits and ._@+-, e.g. "
+            "'epoch-chinchilla'), not a path"
+        )
+    return value
+
+
+class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    spec: dict[str, Any]
 
 
-class WhatIfRequest(BaseModel):
-    """Body of POST /whatif: a spec and the values to sweep."""
+class LawModel(_Section):
+    """``[law]``: a published constant set (``name``), a stored fit (``fit``), or inline
+    constants (``E``, ``A``, ``B``, ``alpha``, ``beta``; ``rd_star``, ``rn_star`` for the
+    repetition-aware law)."""
 
-    model_config = ConfigDict(extra="forbid")
-    spec: dict[str, Any]
-    budgets: list[float] | None = Field(default=None, max_length=100)
-    inference_tokens: list[float] | None = Field(default=None, max_length=100)
-    target_losses: list[float] | None = Field(default=None, max_length=100)
+    name: Name | None = None
+    fit: Annotated[str, Field(max_length=128)] | None = None
+    E: Annotated[float, Field(ge=0, le=LIMITS["loss"], allow_inf_nan=False)] | None = None
+    A: Constant | None = None
+    B: Constant | None = None
+    alpha: Exponent | None = None
+    beta: Exponent | None = None
+    rd_star: Constant | None = None
+    rn_star: Constant | None = None
+
+    @field_validator("fit")
+    @classmethod
+    def _named_fit(cls, value: str | None) -> str | None:
+        return None if value is None else _fit_name(value)
+
+
+class BudgetModel(_Section):
+    """``[budget]``: exactly one of ``flops``, ``dollars`` or ``target_loss``."""
+
+    flops: Flops | None = None
+    dollars: Dollars | None = None
+    target_loss: Loss | None = None
+    objective: Literal["flops", "dollars"] | None = None
+
+
+class HardwareModel(_Section):
+    """``[training]``: the training GPUs."""
+
+    gpu: Name | None = None
+    precision: Name | None = None
+    peak_flops: PeakFlops | None = None
+    mfu: Fraction | None = None
+    price_per_hour: Price | None = None
+    gpus: Annotated[int, Field(gt=0, le=LIMITS["gpus"])] | None = None
+
+
+class InferenceModel(_Section):
+    """``[inference]``: lifetime demand (totals, or requests x per-request tokens) and the
+    serving hardware."""
+
+    tokens: Tokens | None = None
+    tokens_in: Tokens | None = None
+    tokens_out: Tokens | None = None
+    requests: Count | None = None
+    tokens_in_per_request: Tokens | None = None
+    tokens_out_per_request: Tokens | None = None
+    gpu: Name | None = None
+    precision: Name | None = None
+    peak_flops: PeakFlops | None = None
+    price_per_hour: Price | None = None
+    mfu: Fraction | None = None
+    prefill_mfu: Fraction | None = None
+    decode_mfu: Fraction | None = None
+
+
+class LimitsModel(_Section):
+    """``[limits]``: caps on the model and the run."""
+
+    max_params: Params | None = None
+    min_tokens_per_param: TokensPerParam | None = None
+    max_tokens_per_param: TokensPerParam | None = None
+    max_days: Days | None = None
+
+
+class SourceModel(_Section):
+    """One ``[[sources]]`` entry: a data source's unique tokens and allowed passes."""
+
+    name: Name
+    unique_tokens: PositiveTokens
+    max_epochs: Epochs | None = None
+
+
+class VocabularyModel(_Section):
+    """``[vocabulary]``: the vocabulary sizes to choose from."""
+
+    min: Vocabulary | None = None
+    max: Vocabulary | None = None
+
+
+class MixtureModel(_Section):
+    """``[mixture]``: an inline exponential mixture law or a stored fitted one (``fit``)."""
+
+    domains: Annotated[list[Name], Field(max_length=64)] | None = None
+    sources: Annotated[list[Name], Field(max_length=64)] | None = None
+    c: Annotated[list[MixtureNumber], Field(max_length=64)] | None = None
+    k: Annotated[list[MixtureNumber], Field(max_length=64)] | None = None
+    t: (
+        Annotated[list[Annotated[list[MixtureNumber], Field(max_length=64)]], Field(max_length=64)]
+        | None
+    ) = None
+    fit: Annotated[str, Field(max_length=128)] | None = None
+    reference: Annotated[dict[Name, Share], Field(max_length=64)] | None = None
+    trust_region: bool | None = None
+
+    @field_validator("fit")
+    @classmethod
+    def _named_fit(cls, value: str | None) -> str | None:
+        return None if value is None else _fit_name(value)
+
+
+class EvalModel(_Section):
+    """``[eval]``: the eval-domain weights of the mixture objective (summing to 1)."""
+
+    weights: Annotated[dict[Name, Share], Field(max_length=64)] | None = None
+
+
+class UncertaintyModel(_Section):
+    """``[uncertainty]``: bootstrap intervals and the robust plan."""
+
+    draws: bool | None = None
+    robust: bool | None = None
+
+
+class SpecModel(_Section):
+    """A plan spec: the TOML structure of data/specs/example.toml as a JSON object."""
+
+    name: Name | None = None
+    law: LawModel
+    budget: BudgetModel
+    training: HardwareModel | None = None
+    inference: InferenceModel | None = None
+    limits: LimitsModel | None = None
+    sources: Annotated[list[SourceModel], Field(max_length=64)] | None = None
+    vocabulary: VocabularyModel | None = None
+    eval: EvalModel | None = None
+    mixture: MixtureModel | None = None
+    uncertainty: UncertaintyModel | None = None
+
+
+class PlanRequest(_Section):
+    """Body of POST /plan."""
+
+    spec: SpecModel
+
+
+class WhatIfRequest(_Section):
+    """Body of POST /whatif: a spec and the values to sweep (budgets or loss targets, times
+    lifetime inference demands; at most ``MAX_GRID`` points)."""
+
+    spec: SpecModel
+    budgets: Annotated[list[Flops], Field(max_length=MAX_AXIS)] | None = None
+    inference_tokens: Annotated[list[Tokens], Field(max_length=MAX_AXIS)] | None = None
+    target_losses: Annotated[list[Loss], Field(max_length=MAX_AXIS)] | None = None
+
+
+class RequestError(Exception):
+    """A request the server refuses: its status code and a message naming the field."""
+
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None):
+        super().__init__(detail)
+        self.status, self.detail, self.headers = status, detail, headers
 
 
 class BodyLimit:
@@ -88,29 +334,116 @@ async def _too_large(limit, scope, receive, send):
     await response(scope, receive, send)
 
 
-def _no_paths(spec: dict[str, Any]) -> None:
-    for section in ("law", "mixture"):
-        table = spec.get(section)
-        fit = table.get("fit") if isinstance(table, dict) else None
-        if isinstance(fit, str) and ("/" in fit or "\\" in fit or ".." in fit or ":" in fit):
-            raise HTTPException(
-                422, f"field '{section}.fit': name a stored fit in the server's lake, not a path"
-            )
+def _field_errors(exc: RequestValidationError) -> str:
+    """One sentence per invalid field: ``field 'spec.budget.flops': <what is wrong>``."""
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+        lines.append(f"field '{where or 'body'}': {error.get('msg', 'invalid')}")
+    return "; ".join(lines)
 
 
-def create_app(*, lake: str | Path | None = None) -> FastAPI:
-    """The FastAPI app; ``lake`` is where stored fits named by specs are read."""
+T = TypeVar("T")
+
+
+class Solver:
+    """The worker pool that runs solves, one :class:`Planner` per worker thread."""
+
+    def __init__(self, workers: int = WORKERS, pending: int = MAX_PENDING) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mixplan-solve")
+        self.local = threading.local()
+        self.pending = pending
+        self.active = 0
+        self.counter = threading.Lock()
+
+    def planner(self) -> Planner:
+        """This worker thread's planner (built on its first solve)."""
+        if not hasattr(self.local, "planner"):
+            self.local.planner = Planner()
+        return self.local.planner
+
+    async def run(self, work: Callable[[], T]) -> T:
+        """Run ``work`` on a worker; 503 when too many requests are already waiting."""
+        with self.counter:
+            if self.active >= self.pending:
+                raise RequestError(
+                    503,
+                    f"the server is busy ({self.active} requests solving or waiting); retry "
+                    "in a few seconds",
+                    {"Retry-After": "2"},
+                )
+            self.active += 1
+        try:
+            return await asyncio.wrap_future(self.pool.submit(work))
+        finally:
+            with self.counter:
+                self.active -= 1
+
+
+def create_app(
+    *,
+    lake: str | Path | None = None,
+    workers: int = WORKERS,
+    request_seconds: float = REQUEST_SECONDS,
+) -> FastAPI:
+    """The FastAPI app; ``lake`` is where the stored fits that specs name are read."""
     app = FastAPI(title="mixplan", description="compute-optimal LLM pretraining plans")
-    planner = Planner()
-    lock = threading.Lock()
+    solver = Solver(workers)
     lake_str = str(lake) if lake is not None else None
 
-    def _parse(spec: dict[str, Any]):
-        _no_paths(spec)
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": _field_errors(exc), "errors": jsonable_encoder(exc.errors())},
+            status_code=422,
+        )
+
+    @app.exception_handler(RequestError)
+    async def refused(_request: Request, exc: RequestError) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
+
+    def stored_fit(section: str, name: str) -> str:
+        """The location of the stored fit ``name`` inside the lake (422 when there is none)."""
+        field = f"spec.{section}.fit"
+        if lake_str is None:
+            raise RequestError(
+                422, f"field '{field}': this server has no lake (start it with --lake DIR)"
+            )
+        from mixplan.tasks.storage import exists, filesystem, is_local, join, local_path
+
+        stem = name.removesuffix(".json")
+        location = fit_path(lake_str, stem)
+        if exists(location):
+            return location
+        folder = join(lake_str, "fits")
+        if is_local(folder):
+            names = sorted(p.stem for p in local_path(folder).glob("*.json"))
+        else:
+            fs, path = filesystem(folder)
+            names = sorted(Path(p).stem for p in fs.glob(f"{path}/*.json"))
+        listed = ", ".join(names[:20]) or "none"
+        raise RequestError(
+            422, f"field '{field}': no stored fit {stem!r} in the lake; fits there: {listed}"
+        )
+
+    def parse(model: SpecModel):
+        spec = model.model_dump(exclude_none=True)
+        for section in ("law", "mixture"):
+            table = spec.get(section)
+            if table and table.get("fit"):
+                table["fit"] = stored_fit(section, table["fit"])
         try:
             return parse_spec(spec, origin="<request>")
-        except SpecError as exc:
-            raise HTTPException(422, str(exc)) from exc
+        except MixplanError as exc:
+            raise RequestError(422, str(exc).replace("<request>: field '", "field 'spec.")) from exc
+
+    def deadline_passed(started: float, done: int, total: int) -> None:
+        if time.monotonic() - started > request_seconds:
+            raise RequestError(
+                503,
+                f"the what-if grid ran past this server's {request_seconds:.0f} s budget per "
+                f"request after {done} of {total} points; ask for fewer points",
+            )
 
     @app.get("/health")
     def health() -> dict[str, str]:
@@ -118,35 +451,53 @@ def create_app(*, lake: str | Path | None = None) -> FastAPI:
         return {"status": "ok"}
 
     @app.post("/plan")
-    def plan(request: PlanRequest) -> dict[str, Any]:
+    async def plan(request: PlanRequest) -> dict[str, Any]:
         """Plan one spec."""
-        spec = _parse(request.spec)
-        try:
-            with lock:
-                return planner.plan(spec, lake=lake_str).to_dict()
-        except MixplanError as exc:
-            raise HTTPException(422, str(exc)) from exc
+        spec = parse(request.spec)
+
+        def work() -> dict[str, Any]:
+            try:
+                return solver.planner().plan(spec).to_dict()
+            except MixplanError as exc:
+                raise RequestError(422, str(exc)) from exc
+
+        return await solver.run(work)
 
     @app.post("/whatif")
-    def what_if(request: WhatIfRequest) -> dict[str, Any]:
+    async def what_if(request: WhatIfRequest) -> dict[str, Any]:
         """Re-plan a spec over budgets (or loss targets) x inference demand."""
-        spec = _parse(request.spec)
         first = request.target_losses or request.budgets or [None]
-        if len(first) * len(request.inference_tokens or [None]) > MAX_GRID:
-            raise HTTPException(422, f"what-if grid over {MAX_GRID} points")
-        try:
-            with lock:
-                plans = whatif(
-                    spec,
-                    budgets=request.budgets,
-                    inference_tokens=request.inference_tokens,
-                    target_losses=request.target_losses,
-                    lake=lake_str,
-                    planner=planner,
-                )
-        except MixplanError as exc:
-            raise HTTPException(422, str(exc)) from exc
-        return {"plans": [p.to_dict() for p in plans]}
+        tokens = request.inference_tokens or [None]
+        if len(first) * len(tokens) > MAX_GRID:
+            axis = "target_losses" if request.target_losses else "budgets"
+            raise RequestError(
+                422,
+                f"field '{axis}' x 'inference_tokens': the what-if grid has "
+                f"{len(first) * len(tokens)} points, over this server's limit of {MAX_GRID}",
+            )
+        spec = parse(request.spec)
+        key = "target_losses" if request.target_losses else "budgets"
+
+        def work() -> list[dict[str, Any]]:
+            started = time.monotonic()
+            plans = []
+            total = len(first) * len(tokens)
+            for value in first:
+                for t_inf in tokens:
+                    deadline_passed(started, len(plans), total)
+                    try:
+                        (point,) = whatif(
+                            spec,
+                            **({key: [value]} if value is not None else {}),
+                            inference_tokens=None if t_inf is None else [t_inf],
+                            planner=solver.planner(),
+                        )
+                    except MixplanError as exc:
+                        raise RequestError(422, str(exc)) from exc
+                    plans.append(point.to_dict())
+            return plans
+
+        return {"plans": await solver.run(work)}
 
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     return app
