@@ -15,8 +15,8 @@ bounded:
   listing the fits that exist. Nothing outside the lake's ``fits/`` is ever read.
 * **Work is bounded.** A what-if grid has at most :data:`MAX_GRID` points, and every request
   has a time budget (:data:`REQUEST_SECONDS`): a grid that runs past it stops between points
-  with a 503 saying so. At most :data:`MAX_PENDING` solves wait at once; more get a 503 with
-  ``Retry-After``.
+  with a 422 saying so (the request asks for too much work, like an oversized grid). At most
+  :data:`MAX_PENDING` requests solve or wait at once; more get a 503 with ``Retry-After``.
 * **Requests do not block each other.** Solves run in a pool of worker threads
   (:data:`WORKERS`), each with its own :class:`~mixplan.planning.plan.Planner` (cvxpy
   programs hold mutable parameters, so a planner is never shared between threads); the event
@@ -55,7 +55,7 @@ MAX_AXIS = 50
 """Most values on one what-if axis."""
 
 REQUEST_SECONDS = 30.0
-"""Time budget of one request's solves; a what-if grid past it stops with a 503."""
+"""Time budget of one request's solves; a what-if grid past it stops with a 422."""
 
 WORKERS = 4
 """Worker threads that run solves (cvxpy's solvers release the GIL while they work)."""
@@ -63,59 +63,82 @@ WORKERS = 4
 MAX_PENDING = 32
 """Most requests solving or waiting for a worker at once; more get a 503."""
 
-LIMITS = {
-    "flops": 1e32,
-    "dollars": 1e13,
-    "loss": 100.0,
-    "tokens": 1e18,
-    "params": 1e15,
-    "tokens_per_param": 1e6,
-    "days": 3650.0,
-    "price_per_hour": 1e5,
-    "peak_flops": 1e18,
-    "gpus": 10_000_000,
-    "epochs": 1e4,
-    "requests": 1e15,
-    "vocabulary": 1e8,
-    "constant": 1e12,
-    "exponent": 10.0,
-    "mixture": 1e3,
+LIMITS: dict[str, tuple[float, float]] = {
+    "flops": (1e6, 1e32),
+    "dollars": (1e-2, 1e13),
+    "loss": (1e-3, 100.0),
+    "tokens": (0.0, 1e18),
+    "unique_tokens": (1e3, 1e18),
+    "params": (1e3, 1e15),
+    "tokens_per_param": (1e-3, 1e6),
+    "days": (1e-3, 3650.0),
+    "price_per_hour": (1e-6, 1e5),
+    "peak_flops": (1e9, 1e18),
+    "mfu": (1e-4, 1.0),
+    "share": (0.0, 1.0),
+    "gpus": (1, 10_000_000),
+    "epochs": (1e-2, 1e4),
+    "requests": (0.0, 1e15),
+    "vocabulary": (2.0, 1e8),
+    "constant": (1e-12, 1e12),
+    "exponent": (1e-3, 10.0),
+    "floor": (0.0, 100.0),
+    "mixture": (-1e3, 1e3),
 }
-"""Upper bounds of the spec's numbers by kind (far beyond any real run; they keep the solvers'
-arithmetic finite)."""
+"""The closed range ``(low, high)`` of each kind of number in a spec. Far wider than any real
+run, narrow enough that the solvers' arithmetic stays finite (a 5e-324 epoch cap or a 1e400
+budget would underflow or overflow it)."""
 
 FIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}")
 """What a stored fit's name may look like (it becomes ``<lake>/fits/<name>.json``)."""
 
+FitName = Annotated[
+    str,
+    Field(
+        max_length=128,
+        description="a stored fit's name in the server's lake (no path)",
+        json_schema_extra={"pattern": f"^{FIT_NAME.pattern}$"},
+    ),
+]
 
-def _bounded(kind: str, *, low: float = 0.0, inclusive: bool = False, doc: str = "") -> Any:
-    """A finite float in ``(low, LIMITS[kind]]`` (``[low, ...]`` when ``inclusive``)."""
-    bound = {"ge": low} if inclusive else {"gt": low}
-    return Annotated[
-        float, Field(le=LIMITS[kind], allow_inf_nan=False, description=doc or None, **bound)
-    ]
+EXAMPLE_SPEC = {
+    "name": "example",
+    "law": {"name": "sardana"},
+    "budget": {"flops": 1e23},
+    "training": {"gpu": "h100", "precision": "bf16", "mfu": 0.4, "gpus": 1024},
+    "inference": {"tokens_in": 4e11, "tokens_out": 1e11},
+    "limits": {"max_params": 7e10, "max_days": 60},
+    "sources": [{"name": "web", "unique_tokens": 1.5e12, "max_epochs": 2}],
+}
+"""A small valid spec: the schema's example (and the fuzzer's starting point)."""
 
 
-Flops = _bounded("flops", doc="FLOPs")
-Dollars = _bounded("dollars", doc="US dollars")
-Loss = _bounded("loss", doc="loss in nats per token")
-Tokens = _bounded("tokens", inclusive=True, doc="tokens")
-PositiveTokens = _bounded("tokens", doc="tokens")
-Params = _bounded("params", doc="parameters")
+def _bounded(kind: str, doc: str = "") -> Any:
+    """A finite float within ``LIMITS[kind]``."""
+    low, high = LIMITS[kind]
+    return Annotated[float, Field(ge=low, le=high, allow_inf_nan=False, description=doc or None)]
+
+
+Flops = _bounded("flops", "FLOPs")
+Dollars = _bounded("dollars", "US dollars")
+Loss = _bounded("loss", "loss in nats per token")
+Tokens = _bounded("tokens", "tokens")
+UniqueTokens = _bounded("unique_tokens", "tokens")
+Params = _bounded("params", "parameters")
 TokensPerParam = _bounded("tokens_per_param")
-Days = _bounded("days", doc="days of wall clock")
-Price = _bounded("price_per_hour", doc="US dollars per GPU-hour")
-PeakFlops = _bounded("peak_flops", doc="FLOP/s per GPU")
-Fraction = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
-Share = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
-Epochs = _bounded("epochs")
-Count = _bounded("requests", inclusive=True)
-Vocabulary = _bounded("vocabulary", doc="vocabulary size")
+Days = _bounded("days", "days of wall clock")
+Price = _bounded("price_per_hour", "US dollars per GPU-hour")
+PeakFlops = _bounded("peak_flops", "FLOP/s per GPU")
+Fraction = _bounded("mfu", "model FLOP utilisation")
+Share = _bounded("share")
+Epochs = _bounded("epochs", "passes over the source")
+Count = _bounded("requests")
+Vocabulary = _bounded("vocabulary", "vocabulary size")
 Constant = _bounded("constant")
 Exponent = _bounded("exponent")
-MixtureNumber = Annotated[
-    float, Field(ge=-LIMITS["mixture"], le=LIMITS["mixture"], allow_inf_nan=False)
-]
+Floor = _bounded("floor", "irreducible loss")
+MixtureNumber = _bounded("mixture")
+GPUs = Annotated[int, Field(ge=LIMITS["gpus"][0], le=LIMITS["gpus"][1])]
 Name = Annotated[str, Field(min_length=1, max_length=128)]
 
 
@@ -138,8 +161,8 @@ class LawModel(_Section):
     repetition-aware law)."""
 
     name: Name | None = None
-    fit: Annotated[str, Field(max_length=128)] | None = None
-    E: Annotated[float, Field(ge=0, le=LIMITS["loss"], allow_inf_nan=False)] | None = None
+    fit: FitName | None = None
+    E: Floor | None = None
     A: Constant | None = None
     B: Constant | None = None
     alpha: Exponent | None = None
@@ -170,7 +193,7 @@ class HardwareModel(_Section):
     peak_flops: PeakFlops | None = None
     mfu: Fraction | None = None
     price_per_hour: Price | None = None
-    gpus: Annotated[int, Field(gt=0, le=LIMITS["gpus"])] | None = None
+    gpus: GPUs | None = None
 
 
 class InferenceModel(_Section):
@@ -205,7 +228,7 @@ class SourceModel(_Section):
     """One ``[[sources]]`` entry: a data source's unique tokens and allowed passes."""
 
     name: Name
-    unique_tokens: PositiveTokens
+    unique_tokens: UniqueTokens
     max_epochs: Epochs | None = None
 
 
@@ -227,7 +250,7 @@ class MixtureModel(_Section):
         Annotated[list[Annotated[list[MixtureNumber], Field(max_length=64)]], Field(max_length=64)]
         | None
     ) = None
-    fit: Annotated[str, Field(max_length=128)] | None = None
+    fit: FitName | None = None
     reference: Annotated[dict[Name, Share], Field(max_length=64)] | None = None
     trust_region: bool | None = None
 
@@ -269,6 +292,9 @@ class SpecModel(_Section):
 class PlanRequest(_Section):
     """Body of POST /plan."""
 
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"spec": EXAMPLE_SPEC}]}
+    )
     spec: SpecModel
 
 
@@ -276,6 +302,14 @@ class WhatIfRequest(_Section):
     """Body of POST /whatif: a spec and the values to sweep (budgets or loss targets, times
     lifetime inference demands; at most ``MAX_GRID`` points)."""
 
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"spec": EXAMPLE_SPEC, "budgets": [1e22, 1e23], "inference_tokens": [0, 1e12]}
+            ]
+        },
+    )
     spec: SpecModel
     budgets: Annotated[list[Flops], Field(max_length=MAX_AXIS)] | None = None
     inference_tokens: Annotated[list[Tokens], Field(max_length=MAX_AXIS)] | None = None
@@ -393,9 +427,13 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # loc, msg and type only: echoing the input back could hold NaN, which is not JSON
+        errors = [
+            {"loc": list(error.get("loc", ())), "msg": error.get("msg"), "type": error.get("type")}
+            for error in exc.errors()
+        ]
         return JSONResponse(
-            {"detail": _field_errors(exc), "errors": jsonable_encoder(exc.errors())},
-            status_code=422,
+            {"detail": _field_errors(exc), "errors": jsonable_encoder(errors)}, status_code=422
         )
 
     @app.exception_handler(RequestError)
@@ -440,7 +478,7 @@ def create_app(
     def deadline_passed(started: float, done: int, total: int) -> None:
         if time.monotonic() - started > request_seconds:
             raise RequestError(
-                503,
+                422,
                 f"the what-if grid ran past this server's {request_seconds:.0f} s budget per "
                 f"request after {done} of {total} points; ask for fewer points",
             )
@@ -484,7 +522,8 @@ def create_app(
             total = len(first) * len(tokens)
             for value in first:
                 for t_inf in tokens:
-                    deadline_passed(started, len(plans), total)
+                    if plans:
+                        deadline_passed(started, len(plans), total)
                     try:
                         (point,) = whatif(
                             spec,
