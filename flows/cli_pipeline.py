@@ -229,7 +229,16 @@ def register(app: typer.Typer) -> None:
         """Run the whole pipeline once: ingest -> fit -> plan -> drift -> report.
 
         Runs on the bundled real data by default, in Prefect's ephemeral mode (no server), and
-        prints where the HTML report is.
+        prints where the HTML report is. A second run on an unchanged lake reuses the fits.
+
+        Examples:
+
+        * `mixplan pipeline` - the bundled real data into out/lake, report in out/reports
+
+        * `mixplan pipeline runs/ --lake s3://bucket/lake --specs specs/` - your logs, an S3 lake
+          (`pip install 'mixplan[s3]'`)
+
+        * `mixplan pipeline --dask` - the fit and plan fan-out on a local Dask cluster
         """
         started = time.perf_counter()
         with (
@@ -286,7 +295,15 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Serve the pipeline on a schedule (needs a Prefect server: `prefect server start`,
-        then `export PREFECT_API_URL=http://127.0.0.1:4200/api`)."""
+        then `export PREFECT_API_URL=http://127.0.0.1:4200/api`).
+
+        Examples:
+
+        * `mixplan serve --interval 3600 --input runs/` - hourly runs in this process
+
+        * `mixplan serve --work-pool my-pool` - register on a work pool, then start a worker:
+          `prefect worker start --pool my-pool`
+        """
         from mixplan.flows.serve import deploy_to_work_pool, serve
 
         parameters = pipeline_parameters(inputs, lake, specs, reports, bootstrap, mixture)
