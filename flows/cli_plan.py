@@ -11,7 +11,6 @@ from rich.table import Table
 
 from mixplan.flows.console import cli_console
 from mixplan.planning.errors import MixplanError
-from mixplan.planning.explain import format_number
 
 console = cli_console()
 
@@ -88,6 +87,7 @@ def whatif_command(
 
     * `mixplan whatif data/specs/example.toml --target-loss 2.0,2.1`
     """
+    from mixplan.planning.explain import format_number
     from mixplan.planning.plan import whatif
     from mixplan.planning.spec import load_spec
 
