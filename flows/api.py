@@ -17,20 +17,24 @@ bounded:
   has a time budget (:data:`REQUEST_SECONDS`): a grid that runs past it stops between points
   with a 422 saying so (the request asks for too much work, like an oversized grid). At most
   :data:`MAX_PENDING` requests solve or wait at once; more get a 503 with ``Retry-After``.
-* **Requests do not block each other.** Solves run in a pool of worker threads
-  (:data:`WORKERS`), each with its own :class:`~mixplan.planning.plan.Planner` (cvxpy
-  programs hold mutable parameters, so a planner is never shared between threads); the event
-  loop only parses and answers.
+* **Requests do not block each other.** Solves run in a pool of worker processes
+  (:data:`WORKERS`, one per core), each with its own :class:`~mixplan.planning.plan.Planner`
+  (its cvxpy programs are built once per worker and re-solved); the server process only
+  validates and answers, so ``/health`` and cheap refusals stay fast while plans solve, and
+  solves use every core (threads would share one, through the GIL).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import multiprocessing
+import os
 import re
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -43,7 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from mixplan.planning.errors import MixplanError
 from mixplan.planning.fitting.result import fit_path
 from mixplan.planning.plan import Planner, whatif
-from mixplan.planning.spec import parse_spec
+from mixplan.planning.spec import PlanSpec, parse_spec
 
 MAX_BODY_BYTES = 64 * 1024
 """Largest request body accepted (a spec is a few kB)."""
@@ -57,8 +61,8 @@ MAX_AXIS = 50
 REQUEST_SECONDS = 30.0
 """Time budget of one request's solves; a what-if grid past it stops with a 422."""
 
-WORKERS = 4
-"""Worker threads that run solves (cvxpy's solvers release the GIL while they work)."""
+WORKERS = max(1, min(4, os.cpu_count() or 1))
+"""Worker processes that run solves (one per core, at most 4)."""
 
 MAX_PENDING = 32
 """Most requests solving or waiting for a worker at once; more get a 503."""
@@ -323,6 +327,9 @@ class RequestError(Exception):
         super().__init__(detail)
         self.status, self.detail, self.headers = status, detail, headers
 
+    def __reduce__(self):  # raised in a worker process, re-raised in the server
+        return RequestError, (self.status, self.detail, self.headers)
+
 
 class BodyLimit:
     """ASGI middleware: 413 when a body exceeds ``limit`` bytes (declared or streamed)."""
@@ -380,24 +387,81 @@ def _field_errors(exc: RequestValidationError) -> str:
 T = TypeVar("T")
 
 
+_PLANNER: Planner | None = None
+"""This worker process's planner (built on its first solve)."""
+
+
+def _worker_start() -> None:
+    """Pin each worker to one BLAS thread: the pool already has one worker per core."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+
+
+def _planner() -> Planner:
+    global _PLANNER
+    if _PLANNER is None:
+        _PLANNER = Planner()
+    return _PLANNER
+
+
+def solve_plan(spec: PlanSpec) -> dict[str, Any]:
+    """Plan one validated spec (runs in a worker process)."""
+    try:
+        return _planner().plan(spec).to_dict()
+    except MixplanError as exc:
+        raise RequestError(422, str(exc)) from None
+
+
+def solve_whatif(
+    spec: PlanSpec,
+    axis: str,
+    first: list[float | None],
+    tokens: list[float | None],
+    budget_seconds: float,
+) -> list[dict[str, Any]]:
+    """Re-plan ``spec`` at every point of ``first`` (budgets or loss targets, by ``axis``) x
+    ``tokens`` (runs in a worker process); stops with a 422 once ``budget_seconds`` have passed
+    (checked between points, after the first)."""
+    started = time.monotonic()
+    total = len(first) * len(tokens)
+    plans: list[dict[str, Any]] = []
+    for value in first:
+        for t_inf in tokens:
+            if plans and time.monotonic() - started > budget_seconds:
+                raise RequestError(
+                    422,
+                    f"the what-if grid ran past this server's {budget_seconds:.0f} s budget per "
+                    f"request after {len(plans)} of {total} points; ask for fewer points",
+                )
+            try:
+                (point,) = whatif(
+                    spec,
+                    **({axis: [value]} if value is not None else {}),
+                    inference_tokens=None if t_inf is None else [t_inf],
+                    planner=_planner(),
+                )
+            except MixplanError as exc:
+                raise RequestError(422, str(exc)) from None
+            plans.append(point.to_dict())
+    return plans
+
+
 class Solver:
-    """The worker pool that runs solves, one :class:`Planner` per worker thread."""
+    """The pool of worker processes that run solves, and the cap on requests in flight."""
 
     def __init__(self, workers: int = WORKERS, pending: int = MAX_PENDING) -> None:
-        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mixplan-solve")
-        self.local = threading.local()
+        self.pool = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),  # never fork a running server
+            initializer=_worker_start,
+        )
         self.pending = pending
         self.active = 0
         self.counter = threading.Lock()
 
-    def planner(self) -> Planner:
-        """This worker thread's planner (built on its first solve)."""
-        if not hasattr(self.local, "planner"):
-            self.local.planner = Planner()
-        return self.local.planner
-
-    async def run(self, work: Callable[[], T]) -> T:
-        """Run ``work`` on a worker; 503 when too many requests are already waiting."""
+    async def run(self, work: Callable[..., T], *args: Any) -> T:
+        """Run ``work(*args)`` on a worker; 503 when too many requests are already in flight."""
         with self.counter:
             if self.active >= self.pending:
                 raise RequestError(
@@ -408,10 +472,14 @@ class Solver:
                 )
             self.active += 1
         try:
-            return await asyncio.wrap_future(self.pool.submit(work))
+            return await asyncio.wrap_future(self.pool.submit(work, *args))
         finally:
             with self.counter:
                 self.active -= 1
+
+    def close(self) -> None:
+        """Stop the workers (pending solves are cancelled)."""
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def create_app(
@@ -421,8 +489,16 @@ def create_app(
     request_seconds: float = REQUEST_SECONDS,
 ) -> FastAPI:
     """The FastAPI app; ``lake`` is where the stored fits that specs name are read."""
-    app = FastAPI(title="mixplan", description="compute-optimal LLM pretraining plans")
     solver = Solver(workers)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        solver.close()
+
+    app = FastAPI(
+        title="mixplan", description="compute-optimal LLM pretraining plans", lifespan=lifespan
+    )
     lake_str = str(lake) if lake is not None else None
 
     @app.exception_handler(RequestValidationError)
@@ -475,14 +551,6 @@ def create_app(
         except MixplanError as exc:
             raise RequestError(422, str(exc).replace("<request>: field '", "field 'spec.")) from exc
 
-    def deadline_passed(started: float, done: int, total: int) -> None:
-        if time.monotonic() - started > request_seconds:
-            raise RequestError(
-                422,
-                f"the what-if grid ran past this server's {request_seconds:.0f} s budget per "
-                f"request after {done} of {total} points; ask for fewer points",
-            )
-
     @app.get("/health")
     def health() -> dict[str, str]:
         """Liveness check."""
@@ -491,15 +559,7 @@ def create_app(
     @app.post("/plan")
     async def plan(request: PlanRequest) -> dict[str, Any]:
         """Plan one spec."""
-        spec = parse(request.spec)
-
-        def work() -> dict[str, Any]:
-            try:
-                return solver.planner().plan(spec).to_dict()
-            except MixplanError as exc:
-                raise RequestError(422, str(exc)) from exc
-
-        return await solver.run(work)
+        return await solver.run(solve_plan, parse(request.spec))
 
     @app.post("/whatif")
     async def what_if(request: WhatIfRequest) -> dict[str, Any]:
@@ -514,29 +574,9 @@ def create_app(
                 f"{len(first) * len(tokens)} points, over this server's limit of {MAX_GRID}",
             )
         spec = parse(request.spec)
-        key = "target_losses" if request.target_losses else "budgets"
-
-        def work() -> list[dict[str, Any]]:
-            started = time.monotonic()
-            plans = []
-            total = len(first) * len(tokens)
-            for value in first:
-                for t_inf in tokens:
-                    if plans:
-                        deadline_passed(started, len(plans), total)
-                    try:
-                        (point,) = whatif(
-                            spec,
-                            **({key: [value]} if value is not None else {}),
-                            inference_tokens=None if t_inf is None else [t_inf],
-                            planner=solver.planner(),
-                        )
-                    except MixplanError as exc:
-                        raise RequestError(422, str(exc)) from exc
-                    plans.append(point.to_dict())
-            return plans
-
-        return {"plans": await solver.run(work)}
+        axis = "target_losses" if request.target_losses else "budgets"
+        plans = await solver.run(solve_whatif, spec, axis, first, tokens, request_seconds)
+        return {"plans": plans}
 
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     return app
