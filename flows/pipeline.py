@@ -310,6 +310,7 @@ def pipeline(
             reports=reports,
             fits=previous_fits if cached else load_fits(fit_paths),
             fit_key=key,
+            fits_reused=cached,
             mixture_fits=mixture_results,
             plans=plans,
             drift=drift,

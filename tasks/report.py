@@ -150,14 +150,16 @@ def render_report(
     problems: Sequence[str] = (),
     run_facts: Mapping[str, str] | None = None,
     fit_key: str | None = None,
+    fits_reused: bool = False,
 ) -> dict[str, str]:
     """Build the report and write ``report.html`` and ``report.md`` atomically (plus a dated
     copy of the HTML under ``history/``). Returns their paths.
 
     ``reports`` must be a local folder. The lake is read for the coverage table and for the
     runs behind each fit's charts; what cannot be read becomes a line under "problems".
-    With ``fit_key`` (the fits' cache key) the law sections are reused from the previous run
-    when it had the same key, and stored for the next run otherwise.
+    With ``fit_key`` (the fits' cache key) the law sections are stored for the next run; with
+    ``fits_reused`` too (the fits are the previous run's files), the sections the previous run
+    stored under that key are reused instead of drawn again.
     """
     if not is_local(reports):
         raise ValueError(
@@ -169,7 +171,7 @@ def render_report(
         coverage = lake_coverage(lake)
     except Exception as error:  # noqa: BLE001 - the report goes out without the table
         problems.append(f"lake coverage unavailable: {error}")
-    sections = cached_law_sections(lake, fit_key) if fit_key else None
+    sections = cached_law_sections(lake, fit_key) if fit_key and fits_reused else None
     fits_with_runs = []
     for fit in fits if sections is None else ():
         try:
