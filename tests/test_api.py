@@ -226,3 +226,18 @@ def test_real_server_on_loopback(spec):
         server.should_exit = True
         thread.join(timeout=10)
     assert not thread.is_alive()
+
+
+def test_requests_over_the_in_flight_cap_get_a_503_with_retry_after():
+    import asyncio
+
+    from mixplan.flows.api import RequestError, Solver
+
+    solver = Solver(workers=1, pending=0)
+    try:
+        with pytest.raises(RequestError) as refused:
+            asyncio.run(solver.run(len, "never runs"))
+    finally:
+        solver.close()
+    assert refused.value.status == 503 and refused.value.headers == {"Retry-After": "2"}
+    assert "the server is busy" in refused.value.detail
