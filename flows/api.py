@@ -27,7 +27,6 @@ bounded:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import multiprocessing
 import os
 import re
@@ -38,6 +37,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -391,11 +391,17 @@ _PLANNER: Planner | None = None
 """This worker process's planner (built on its first solve)."""
 
 
-def _worker_start() -> None:
-    """Pin each worker to one BLAS thread: the pool already has one worker per core."""
+def _worker_start(lake: str | None) -> None:
+    """Pin each worker to one BLAS thread (the pool already has one worker per core), and give
+    its fsspec the lake's storage options (the planner reads stored fits through fsspec)."""
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
+    if lake is not None:
+        from mixplan.tasks.storage import filesystem, is_local
+
+        if not is_local(lake):
+            filesystem(lake)
 
 
 def _planner() -> Planner:
@@ -448,17 +454,30 @@ def solve_whatif(
 
 
 class Solver:
-    """The pool of worker processes that run solves, and the cap on requests in flight."""
+    """The pool of worker processes that run solves, and the cap on requests in flight.
 
-    def __init__(self, workers: int = WORKERS, pending: int = MAX_PENDING) -> None:
-        self.pool = ProcessPoolExecutor(
-            max_workers=workers,
-            mp_context=multiprocessing.get_context("spawn"),  # never fork a running server
-            initializer=_worker_start,
-        )
-        self.pending = pending
+    The pool starts on the first solve and lives as long as the server process (the workers
+    exit with it); :meth:`close` stops it earlier, and a later solve starts a new one.
+    """
+
+    def __init__(
+        self, workers: int = WORKERS, pending: int = MAX_PENDING, lake: str | None = None
+    ) -> None:
+        self.workers, self.pending, self.lake = workers, pending, lake
+        self.pool: ProcessPoolExecutor | None = None
         self.active = 0
         self.counter = threading.Lock()
+
+    def _pool(self) -> ProcessPoolExecutor:
+        with self.counter:
+            if self.pool is None:
+                self.pool = ProcessPoolExecutor(
+                    max_workers=self.workers,
+                    mp_context=multiprocessing.get_context("spawn"),  # never fork a server
+                    initializer=_worker_start,
+                    initargs=(self.lake,),
+                )
+            return self.pool
 
     async def run(self, work: Callable[..., T], *args: Any) -> T:
         """Run ``work(*args)`` on a worker; 503 when too many requests are already in flight."""
@@ -472,14 +491,17 @@ class Solver:
                 )
             self.active += 1
         try:
-            return await asyncio.wrap_future(self.pool.submit(work, *args))
+            return await asyncio.wrap_future(self._pool().submit(work, *args))
         finally:
             with self.counter:
                 self.active -= 1
 
     def close(self) -> None:
         """Stop the workers (pending solves are cancelled)."""
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        with self.counter:
+            pool, self.pool = self.pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def create_app(
@@ -489,17 +511,10 @@ def create_app(
     request_seconds: float = REQUEST_SECONDS,
 ) -> FastAPI:
     """The FastAPI app; ``lake`` is where the stored fits that specs name are read."""
-    solver = Solver(workers)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_app: FastAPI):
-        yield
-        solver.close()
-
-    app = FastAPI(
-        title="mixplan", description="compute-optimal LLM pretraining plans", lifespan=lifespan
-    )
     lake_str = str(lake) if lake is not None else None
+    solver = Solver(workers, lake=lake_str)
+
+    app = FastAPI(title="mixplan", description="compute-optimal LLM pretraining plans")
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -559,22 +574,22 @@ def create_app(
     @app.post("/plan")
     async def plan(request: PlanRequest) -> dict[str, Any]:
         """Plan one spec."""
-        return await solver.run(solve_plan, parse(request.spec))
+        spec = await anyio.to_thread.run_sync(parse, request.spec)  # may read the lake
+        return await solver.run(solve_plan, spec)
 
     @app.post("/whatif")
     async def what_if(request: WhatIfRequest) -> dict[str, Any]:
         """Re-plan a spec over budgets (or loss targets) x inference demand."""
         first = request.target_losses or request.budgets or [None]
         tokens = request.inference_tokens or [None]
+        axis = "target_losses" if request.target_losses else "budgets"
         if len(first) * len(tokens) > MAX_GRID:
-            axis = "target_losses" if request.target_losses else "budgets"
             raise RequestError(
                 422,
                 f"field '{axis}' x 'inference_tokens': the what-if grid has "
                 f"{len(first) * len(tokens)} points, over this server's limit of {MAX_GRID}",
             )
-        spec = parse(request.spec)
-        axis = "target_losses" if request.target_losses else "budgets"
+        spec = await anyio.to_thread.run_sync(parse, request.spec)  # may read the lake
         plans = await solver.run(solve_whatif, spec, axis, first, tokens, request_seconds)
         return {"plans": plans}
 
