@@ -1,47 +1,334 @@
 """A small HTTP API for dashboards: plan a spec, or a what-if grid, as JSON.
 
-``mixplan api`` serves it on 127.0.0.1 by default. Bodies are pydantic-validated, capped in
-size (``MAX_BODY_BYTES``), and a spec may name stored fits only by name inside the server's
-lake (never a path), so a request cannot make the server read arbitrary files. The built
-convex programs are shared by all requests behind a lock (cvxpy parameters are mutable).
+``mixplan api`` serves it on 127.0.0.1 by default. What a request can make the server do is
+bounded:
+
+* **Every input is validated before any work**, by the pydantic models below: each section and
+  field of a spec is typed, unknown fields are refused, every number is finite and within
+  bounds far beyond any real training run (:data:`LIMITS`), every list has a maximum length.
+  A bad input is a 422 whose ``detail`` names the field (``field 'spec.budget.flops': ...``);
+  the spec then goes through :func:`mixplan.planning.spec.parse_spec`, whose errors name the
+  field too. A body over :data:`MAX_BODY_BYTES` is a 413.
+* **Stored fits are named, never located.** ``law.fit`` / ``mixture.fit`` must be a fit name
+  (letters, digits, ``._@+-``; no ``/``, ``\\``, ``..``, NUL); it is resolved to
+  ``<lake>/fits/<name>.json`` inside the server's lake, and a name with no such fit is a 422
+  listing the fits that exist. Nothing outside the lake's ``fits/`` is ever read.
+* **Work is bounded.** A what-if grid has at most :data:`MAX_GRID` points, and every request
+  has a time budget (:data:`REQUEST_SECONDS`): a grid that runs past it stops between points
+  with a 422 saying so (the request asks for too much work, like an oversized grid). At most
+  :data:`MAX_PENDING` requests solve or wait at once; more get a 503 with ``Retry-After``.
+* **Requests do not block each other.** Solves run in a pool of worker processes
+  (:data:`WORKERS`, one per core), each with its own :class:`~mixplan.planning.plan.Planner`
+  (its cvxpy programs are built once per worker and re-solved); the server process only
+  validates and answers, so ``/health`` and cheap refusals stay fast while plans solve, and
+  solves use every core (threads would share one, through the GIL).
 """
 
 from __future__ import annotations
 
+import asyncio
+import multiprocessing
+import os
+import re
 import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import FastAPI, HTTPException
+import anyio
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from mixplan.planning.errors import MixplanError, SpecError
+from mixplan.planning.errors import MixplanError
+from mixplan.planning.fitting.result import fit_path
 from mixplan.planning.plan import Planner, whatif
-from mixplan.planning.spec import parse_spec
+from mixplan.planning.spec import PlanSpec, parse_spec
 
 MAX_BODY_BYTES = 64 * 1024
 """Largest request body accepted (a spec is a few kB)."""
 
-MAX_GRID = 400
-"""Largest what-if grid (budgets x inference demands) per request."""
+MAX_GRID = 100
+"""Most what-if points (budgets or loss targets x inference demands) per request."""
+
+MAX_AXIS = 50
+"""Most values on one what-if axis."""
+
+REQUEST_SECONDS = 30.0
+"""Time budget of one request's solves; a what-if grid past it stops with a 422."""
+
+WORKERS = max(1, min(4, os.cpu_count() or 1))
+"""Worker processes that run solves (one per core, at most 4)."""
+
+MAX_PENDING = 32
+"""Most requests solving or waiting for a worker at once; more get a 503."""
+
+LIMITS: dict[str, tuple[float, float]] = {
+    "flops": (1e6, 1e32),
+    "dollars": (1e-2, 1e13),
+    "loss": (1e-3, 100.0),
+    "tokens": (0.0, 1e18),
+    "unique_tokens": (1e3, 1e18),
+    "params": (1e3, 1e15),
+    "tokens_per_param": (1e-3, 1e6),
+    "days": (1e-3, 3650.0),
+    "price_per_hour": (1e-6, 1e5),
+    "peak_flops": (1e9, 1e18),
+    "mfu": (1e-4, 1.0),
+    "share": (0.0, 1.0),
+    "gpus": (1, 10_000_000),
+    "epochs": (1e-2, 1e4),
+    "requests": (0.0, 1e15),
+    "vocabulary": (2.0, 1e8),
+    "constant": (1e-12, 1e12),
+    "exponent": (1e-3, 10.0),
+    "floor": (0.0, 100.0),
+    "mixture": (-1e3, 1e3),
+}
+"""The closed range ``(low, high)`` of each kind of number in a spec. Far wider than any real
+run, narrow enough that the solvers' arithmetic stays finite (a 5e-324 epoch cap or a 1e400
+budget would underflow or overflow it)."""
+
+FIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}")
+"""What a stored fit's name may look like (it becomes ``<lake>/fits/<name>.json``)."""
+
+FitName = Annotated[
+    str,
+    Field(
+        max_length=128,
+        description="a stored fit's name in the server's lake (no path)",
+        json_schema_extra={"pattern": f"^{FIT_NAME.pattern}$"},
+    ),
+]
+
+EXAMPLE_SPEC = {
+    "name": "example",
+    "law": {"name": "sardana"},
+    "budget": {"flops": 1e23},
+    "training": {"gpu": "h100", "precision": "bf16", "mfu": 0.4, "gpus": 1024},
+    "inference": {"tokens_in": 4e11, "tokens_out": 1e11},
+    "limits": {"max_params": 7e10, "max_days": 60},
+    "sources": [{"name": "web", "unique_tokens": 1.5e12, "max_epochs": 2}],
+}
+"""A small valid spec: the schema's example (and the fuzzer's starting point)."""
 
 
-class PlanRequest(BaseModel):
-    """Body of POST /plan: the spec as the TOML structure (a JSON object)."""
+def _bounded(kind: str, doc: str = "") -> Any:
+    """A finite float within ``LIMITS[kind]``."""
+    low, high = LIMITS[kind]
+    return Annotated[float, Field(ge=low, le=high, allow_inf_nan=False, description=doc or None)]
 
+
+Flops = _bounded("flops", "FLOPs")
+Dollars = _bounded("dollars", "US dollars")
+Loss = _bounded("loss", "loss in nats per token")
+Tokens = _bounded("tokens", "tokens")
+UniqueTokens = _bounded("unique_tokens", "tokens")
+Params = _bounded("params", "parameters")
+TokensPerParam = _bounded("tokens_per_param")
+Days = _bounded("days", "days of wall clock")
+Price = _bounded("price_per_hour", "US dollars per GPU-hour")
+PeakFlops = _bounded("peak_flops", "FLOP/s per GPU")
+Fraction = _bounded("mfu", "model FLOP utilisation")
+Share = _bounded("share")
+Epochs = _bounded("epochs", "passes over the source")
+Count = _bounded("requests")
+Vocabulary = _bounded("vocabulary", "vocabulary size")
+Constant = _bounded("constant")
+Exponent = _bounded("exponent")
+Floor = _bounded("floor", "irreducible loss")
+MixtureNumber = _bounded("mixture")
+GPUs = Annotated[int, Field(ge=LIMITS["gpus"][0], le=LIMITS["gpus"][1])]
+Name = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+def _fit_name(value: str) -> str:
+    if not FIT_NAME.fullmatch(value) or ".." in value or value.removesuffix(".json").endswith("."):
+        raise ValueError(
+            "name a stored fit in the server's lake (letters, digits and ._@+-, e.g. "
+            "'epoch-chinchilla'), not a path"
+        )
+    return value
+
+
+class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    spec: dict[str, Any]
 
 
-class WhatIfRequest(BaseModel):
-    """Body of POST /whatif: a spec and the values to sweep."""
+class LawModel(_Section):
+    """``[law]``: a published constant set (``name``), a stored fit (``fit``), or inline
+    constants (``E``, ``A``, ``B``, ``alpha``, ``beta``; ``rd_star``, ``rn_star`` for the
+    repetition-aware law)."""
 
-    model_config = ConfigDict(extra="forbid")
-    spec: dict[str, Any]
-    budgets: list[float] | None = Field(default=None, max_length=100)
-    inference_tokens: list[float] | None = Field(default=None, max_length=100)
-    target_losses: list[float] | None = Field(default=None, max_length=100)
+    name: Name | None = None
+    fit: FitName | None = None
+    E: Floor | None = None
+    A: Constant | None = None
+    B: Constant | None = None
+    alpha: Exponent | None = None
+    beta: Exponent | None = None
+    rd_star: Constant | None = None
+    rn_star: Constant | None = None
+
+    @field_validator("fit")
+    @classmethod
+    def _named_fit(cls, value: str | None) -> str | None:
+        return None if value is None else _fit_name(value)
+
+
+class BudgetModel(_Section):
+    """``[budget]``: exactly one of ``flops``, ``dollars`` or ``target_loss``."""
+
+    flops: Flops | None = None
+    dollars: Dollars | None = None
+    target_loss: Loss | None = None
+    objective: Literal["flops", "dollars"] | None = None
+
+
+class HardwareModel(_Section):
+    """``[training]``: the training GPUs."""
+
+    gpu: Name | None = None
+    precision: Name | None = None
+    peak_flops: PeakFlops | None = None
+    mfu: Fraction | None = None
+    price_per_hour: Price | None = None
+    gpus: GPUs | None = None
+
+
+class InferenceModel(_Section):
+    """``[inference]``: lifetime demand (totals, or requests x per-request tokens) and the
+    serving hardware."""
+
+    tokens: Tokens | None = None
+    tokens_in: Tokens | None = None
+    tokens_out: Tokens | None = None
+    requests: Count | None = None
+    tokens_in_per_request: Tokens | None = None
+    tokens_out_per_request: Tokens | None = None
+    gpu: Name | None = None
+    precision: Name | None = None
+    peak_flops: PeakFlops | None = None
+    price_per_hour: Price | None = None
+    mfu: Fraction | None = None
+    prefill_mfu: Fraction | None = None
+    decode_mfu: Fraction | None = None
+
+
+class LimitsModel(_Section):
+    """``[limits]``: caps on the model and the run."""
+
+    max_params: Params | None = None
+    min_tokens_per_param: TokensPerParam | None = None
+    max_tokens_per_param: TokensPerParam | None = None
+    max_days: Days | None = None
+
+
+class SourceModel(_Section):
+    """One ``[[sources]]`` entry: a data source's unique tokens and allowed passes."""
+
+    name: Name
+    unique_tokens: UniqueTokens
+    max_epochs: Epochs | None = None
+
+
+class VocabularyModel(_Section):
+    """``[vocabulary]``: the vocabulary sizes to choose from."""
+
+    min: Vocabulary | None = None
+    max: Vocabulary | None = None
+
+
+class MixtureModel(_Section):
+    """``[mixture]``: an inline exponential mixture law or a stored fitted one (``fit``)."""
+
+    domains: Annotated[list[Name], Field(max_length=64)] | None = None
+    sources: Annotated[list[Name], Field(max_length=64)] | None = None
+    c: Annotated[list[MixtureNumber], Field(max_length=64)] | None = None
+    k: Annotated[list[MixtureNumber], Field(max_length=64)] | None = None
+    t: (
+        Annotated[list[Annotated[list[MixtureNumber], Field(max_length=64)]], Field(max_length=64)]
+        | None
+    ) = None
+    fit: FitName | None = None
+    reference: Annotated[dict[Name, Share], Field(max_length=64)] | None = None
+    trust_region: bool | None = None
+
+    @field_validator("fit")
+    @classmethod
+    def _named_fit(cls, value: str | None) -> str | None:
+        return None if value is None else _fit_name(value)
+
+
+class EvalModel(_Section):
+    """``[eval]``: the eval-domain weights of the mixture objective (summing to 1)."""
+
+    weights: Annotated[dict[Name, Share], Field(max_length=64)] | None = None
+
+
+class UncertaintyModel(_Section):
+    """``[uncertainty]``: bootstrap intervals and the robust plan."""
+
+    draws: bool | None = None
+    robust: bool | None = None
+
+
+class SpecModel(_Section):
+    """A plan spec: the TOML structure of data/specs/example.toml as a JSON object."""
+
+    name: Name | None = None
+    law: LawModel
+    budget: BudgetModel
+    training: HardwareModel | None = None
+    inference: InferenceModel | None = None
+    limits: LimitsModel | None = None
+    sources: Annotated[list[SourceModel], Field(max_length=64)] | None = None
+    vocabulary: VocabularyModel | None = None
+    eval: EvalModel | None = None
+    mixture: MixtureModel | None = None
+    uncertainty: UncertaintyModel | None = None
+
+
+class PlanRequest(_Section):
+    """Body of POST /plan."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"spec": EXAMPLE_SPEC}]}
+    )
+    spec: SpecModel
+
+
+class WhatIfRequest(_Section):
+    """Body of POST /whatif: a spec and the values to sweep (budgets or loss targets, times
+    lifetime inference demands; at most ``MAX_GRID`` points)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"spec": EXAMPLE_SPEC, "budgets": [1e22, 1e23], "inference_tokens": [0, 1e12]}
+            ]
+        },
+    )
+    spec: SpecModel
+    budgets: Annotated[list[Flops], Field(max_length=MAX_AXIS)] | None = None
+    inference_tokens: Annotated[list[Tokens], Field(max_length=MAX_AXIS)] | None = None
+    target_losses: Annotated[list[Loss], Field(max_length=MAX_AXIS)] | None = None
+
+
+class RequestError(Exception):
+    """A request the server refuses: its status code and a message naming the field."""
+
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None):
+        super().__init__(detail)
+        self.status, self.detail, self.headers = status, detail, headers
+
+    def __reduce__(self):  # raised in a worker process, re-raised in the server
+        return RequestError, (self.status, self.detail, self.headers)
 
 
 class BodyLimit:
@@ -88,29 +375,196 @@ async def _too_large(limit, scope, receive, send):
     await response(scope, receive, send)
 
 
-def _no_paths(spec: dict[str, Any]) -> None:
-    for section in ("law", "mixture"):
-        table = spec.get(section)
-        fit = table.get("fit") if isinstance(table, dict) else None
-        if isinstance(fit, str) and ("/" in fit or "\\" in fit or ".." in fit or ":" in fit):
-            raise HTTPException(
-                422, f"field '{section}.fit': name a stored fit in the server's lake, not a path"
-            )
+def _field_errors(exc: RequestValidationError) -> str:
+    """One sentence per invalid field: ``field 'spec.budget.flops': <what is wrong>``."""
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+        lines.append(f"field '{where or 'body'}': {error.get('msg', 'invalid')}")
+    return "; ".join(lines)
 
 
-def create_app(*, lake: str | Path | None = None) -> FastAPI:
-    """The FastAPI app; ``lake`` is where stored fits named by specs are read."""
-    app = FastAPI(title="mixplan", description="compute-optimal LLM pretraining plans")
-    planner = Planner()
-    lock = threading.Lock()
+T = TypeVar("T")
+
+
+_PLANNER: Planner | None = None
+"""This worker process's planner (built on its first solve)."""
+
+
+def _worker_start(lake: str | None) -> None:
+    """Pin each worker to one BLAS thread (the pool already has one worker per core), and give
+    its fsspec the lake's storage options (the planner reads stored fits through fsspec)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    if lake is not None:
+        from mixplan.tasks.storage import filesystem, is_local
+
+        if not is_local(lake):
+            filesystem(lake)
+
+
+def _planner() -> Planner:
+    global _PLANNER
+    if _PLANNER is None:
+        _PLANNER = Planner()
+    return _PLANNER
+
+
+def solve_plan(spec: PlanSpec) -> dict[str, Any]:
+    """Plan one validated spec (runs in a worker process)."""
+    try:
+        return _planner().plan(spec).to_dict()
+    except MixplanError as exc:
+        raise RequestError(422, str(exc)) from None
+
+
+def solve_whatif(
+    spec: PlanSpec,
+    axis: str,
+    first: list[float | None],
+    tokens: list[float | None],
+    budget_seconds: float,
+) -> list[dict[str, Any]]:
+    """Re-plan ``spec`` at every point of ``first`` (budgets or loss targets, by ``axis``) x
+    ``tokens`` (runs in a worker process); stops with a 422 once ``budget_seconds`` have passed
+    (checked between points, after the first)."""
+    started = time.monotonic()
+    total = len(first) * len(tokens)
+    plans: list[dict[str, Any]] = []
+    for value in first:
+        for t_inf in tokens:
+            if plans and time.monotonic() - started > budget_seconds:
+                raise RequestError(
+                    422,
+                    f"the what-if grid ran past this server's {budget_seconds:.0f} s budget per "
+                    f"request after {len(plans)} of {total} points; ask for fewer points",
+                )
+            try:
+                (point,) = whatif(
+                    spec,
+                    **({axis: [value]} if value is not None else {}),
+                    inference_tokens=None if t_inf is None else [t_inf],
+                    planner=_planner(),
+                )
+            except MixplanError as exc:
+                raise RequestError(422, str(exc)) from None
+            plans.append(point.to_dict())
+    return plans
+
+
+class Solver:
+    """The pool of worker processes that run solves, and the cap on requests in flight.
+
+    The pool starts on the first solve and lives as long as the server process (the workers
+    exit with it); :meth:`close` stops it earlier, and a later solve starts a new one.
+    """
+
+    def __init__(
+        self, workers: int = WORKERS, pending: int = MAX_PENDING, lake: str | None = None
+    ) -> None:
+        self.workers, self.pending, self.lake = workers, pending, lake
+        self.pool: ProcessPoolExecutor | None = None
+        self.active = 0
+        self.counter = threading.Lock()
+
+    def _pool(self) -> ProcessPoolExecutor:
+        with self.counter:
+            if self.pool is None:
+                self.pool = ProcessPoolExecutor(
+                    max_workers=self.workers,
+                    mp_context=multiprocessing.get_context("spawn"),  # never fork a server
+                    initializer=_worker_start,
+                    initargs=(self.lake,),
+                )
+            return self.pool
+
+    async def run(self, work: Callable[..., T], *args: Any) -> T:
+        """Run ``work(*args)`` on a worker; 503 when too many requests are already in flight."""
+        with self.counter:
+            if self.active >= self.pending:
+                raise RequestError(
+                    503,
+                    f"the server is busy ({self.active} requests solving or waiting); retry "
+                    "in a few seconds",
+                    {"Retry-After": "2"},
+                )
+            self.active += 1
+        try:
+            return await asyncio.wrap_future(self._pool().submit(work, *args))
+        finally:
+            with self.counter:
+                self.active -= 1
+
+    def close(self) -> None:
+        """Stop the workers (pending solves are cancelled)."""
+        with self.counter:
+            pool, self.pool = self.pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def create_app(
+    *,
+    lake: str | Path | None = None,
+    workers: int = WORKERS,
+    request_seconds: float = REQUEST_SECONDS,
+) -> FastAPI:
+    """The FastAPI app; ``lake`` is where the stored fits that specs name are read."""
     lake_str = str(lake) if lake is not None else None
+    solver = Solver(workers, lake=lake_str)
 
-    def _parse(spec: dict[str, Any]):
-        _no_paths(spec)
+    app = FastAPI(title="mixplan", description="compute-optimal LLM pretraining plans")
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # loc, msg and type only: echoing the input back could hold NaN, which is not JSON
+        errors = [
+            {"loc": list(error.get("loc", ())), "msg": error.get("msg"), "type": error.get("type")}
+            for error in exc.errors()
+        ]
+        return JSONResponse(
+            {"detail": _field_errors(exc), "errors": jsonable_encoder(errors)}, status_code=422
+        )
+
+    @app.exception_handler(RequestError)
+    async def refused(_request: Request, exc: RequestError) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
+
+    def stored_fit(section: str, name: str) -> str:
+        """The location of the stored fit ``name`` inside the lake (422 when there is none)."""
+        field = f"spec.{section}.fit"
+        if lake_str is None:
+            raise RequestError(
+                422, f"field '{field}': this server has no lake (start it with --lake DIR)"
+            )
+        from mixplan.tasks.storage import exists, filesystem, is_local, join, local_path
+
+        stem = name.removesuffix(".json")
+        location = fit_path(lake_str, stem)
+        if exists(location):
+            return location
+        folder = join(lake_str, "fits")
+        if is_local(folder):
+            names = sorted(p.stem for p in local_path(folder).glob("*.json"))
+        else:
+            fs, path = filesystem(folder)
+            names = sorted(Path(p).stem for p in fs.glob(f"{path}/*.json"))
+        listed = ", ".join(names[:20]) or "none"
+        raise RequestError(
+            422, f"field '{field}': no stored fit {stem!r} in the lake; fits there: {listed}"
+        )
+
+    def parse(model: SpecModel):
+        spec = model.model_dump(exclude_none=True)
+        for section in ("law", "mixture"):
+            table = spec.get(section)
+            if table and table.get("fit"):
+                table["fit"] = stored_fit(section, table["fit"])
         try:
             return parse_spec(spec, origin="<request>")
-        except SpecError as exc:
-            raise HTTPException(422, str(exc)) from exc
+        except MixplanError as exc:
+            raise RequestError(422, str(exc).replace("<request>: field '", "field 'spec.")) from exc
 
     @app.get("/health")
     def health() -> dict[str, str]:
@@ -118,35 +572,26 @@ def create_app(*, lake: str | Path | None = None) -> FastAPI:
         return {"status": "ok"}
 
     @app.post("/plan")
-    def plan(request: PlanRequest) -> dict[str, Any]:
+    async def plan(request: PlanRequest) -> dict[str, Any]:
         """Plan one spec."""
-        spec = _parse(request.spec)
-        try:
-            with lock:
-                return planner.plan(spec, lake=lake_str).to_dict()
-        except MixplanError as exc:
-            raise HTTPException(422, str(exc)) from exc
+        spec = await anyio.to_thread.run_sync(parse, request.spec)  # may read the lake
+        return await solver.run(solve_plan, spec)
 
     @app.post("/whatif")
-    def what_if(request: WhatIfRequest) -> dict[str, Any]:
+    async def what_if(request: WhatIfRequest) -> dict[str, Any]:
         """Re-plan a spec over budgets (or loss targets) x inference demand."""
-        spec = _parse(request.spec)
         first = request.target_losses or request.budgets or [None]
-        if len(first) * len(request.inference_tokens or [None]) > MAX_GRID:
-            raise HTTPException(422, f"what-if grid over {MAX_GRID} points")
-        try:
-            with lock:
-                plans = whatif(
-                    spec,
-                    budgets=request.budgets,
-                    inference_tokens=request.inference_tokens,
-                    target_losses=request.target_losses,
-                    lake=lake_str,
-                    planner=planner,
-                )
-        except MixplanError as exc:
-            raise HTTPException(422, str(exc)) from exc
-        return {"plans": [p.to_dict() for p in plans]}
+        tokens = request.inference_tokens or [None]
+        axis = "target_losses" if request.target_losses else "budgets"
+        if len(first) * len(tokens) > MAX_GRID:
+            raise RequestError(
+                422,
+                f"field '{axis}' x 'inference_tokens': the what-if grid has "
+                f"{len(first) * len(tokens)} points, over this server's limit of {MAX_GRID}",
+            )
+        spec = await anyio.to_thread.run_sync(parse, request.spec)  # may read the lake
+        plans = await solver.run(solve_whatif, spec, axis, first, tokens, request_seconds)
+        return {"plans": plans}
 
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     return app

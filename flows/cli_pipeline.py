@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,29 +21,135 @@ from mixplan.flows.console import cli_console
 console = cli_console()
 
 
-EPHEMERAL_STARTUP_SECONDS = 120
-"""Prefect's default (20 s) is too short for a first start on a busy 2-core machine (the
-ephemeral server migrates a fresh SQLite database before it answers)."""
+EPHEMERAL_STARTUP_SECONDS = 300
+"""How long the throwaway Prefect API may take to answer (it migrates a fresh SQLite database
+first; on a busy 2-core machine that has taken over a minute). Overridden by
+``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS``."""
+
+
+class LocalPrefectAPI:
+    """A throwaway Prefect API server on 127.0.0.1, started in the background.
+
+    What Prefect's ephemeral mode does on the first API call (the same ``uvicorn`` command and
+    environment), but started *before* the pipeline's imports, so the server boots on the other
+    core while this process imports the pipeline, and this process never imports the server
+    code itself (~3 s of imports it would otherwise pay on every run).
+    """
+
+    def __init__(self) -> None:
+        import prefect
+
+        self.app_dir = str(Path(prefect.__file__).parent.parent)
+        self.process: subprocess.Popen | None = None
+        self.port = 0
+        self._start()
+
+    def _start(self) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        env = {
+            **os.environ,
+            "PREFECT_UI_ENABLED": "0",
+            "PREFECT__SERVER_EPHEMERAL": "1",
+            "PREFECT__SERVER_FINAL": "1",
+        }
+        # the throwaway server's telemetry writes race the run's writes on its SQLite file
+        env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--app-dir",
+                self.app_dir,
+                "--factory",
+                "prefect.server.api.server:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "error",
+                "--lifespan",
+                "on",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def wait_ready(self, timeout: float) -> None:
+        """Poll the server's health until it answers (restarting it once on a port clash)."""
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=5) as client:
+            while True:
+                code = self.process.poll()
+                if code == 3:  # uvicorn could not bind: the port was taken meanwhile
+                    self._start()
+                elif code is not None:
+                    error = self.process.stderr.read().decode(errors="replace")[-2000:]
+                    raise RuntimeError(f"the Prefect API server exited ({code}):\n{error}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if client.get(f"{self.url}/health").status_code == 200:
+                        return
+                if time.monotonic() >= deadline:
+                    raise RuntimeError(
+                        f"the Prefect API server did not answer within {timeout:.0f} s; raise "
+                        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS or start one with "
+                        "`prefect server start` and set PREFECT_API_URL"
+                    )
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 @contextlib.contextmanager
-def patient_ephemeral_server():
-    """Give Prefect's ephemeral API server time to start, unless the user configured it."""
-    if "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" in os.environ:
-        yield
-        return
-    from prefect.settings import (
-        PREFECT_SERVER_ANALYTICS_ENABLED,
-        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
-        temporary_settings,
-    )
+def prefect_api():
+    """The Prefect API a CLI run reports to: the configured one (``PREFECT_API_URL``), else a
+    :class:`LocalPrefectAPI` started now and stopped on exit.
 
-    updates = {PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: EPHEMERAL_STARTUP_SECONDS}
-    if "PREFECT_SERVER_ANALYTICS_ENABLED" not in os.environ:
-        # the throwaway server's telemetry writes race the run's writes on its SQLite file
-        updates[PREFECT_SERVER_ANALYTICS_ENABLED] = False
-    with temporary_settings(updates=updates):
-        yield
+    Start this before importing the pipeline (the server boots meanwhile) and call the yielded
+    function before the first flow call: it waits until the API answers.
+    """
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if PREFECT_API_URL.value():
+        yield lambda: None
+        return
+    timeout = float(
+        os.environ.get(
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", EPHEMERAL_STARTUP_SECONDS
+        )
+    )
+    server = LocalPrefectAPI()
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: server.url}):
+            try:
+                yield lambda: server.wait_ready(timeout)
+            finally:
+                # send the queued logs and events while the server still answers
+                from prefect.events.worker import EventsWorker
+                from prefect.logging.handlers import APILogWorker
+
+                APILogWorker.drain_all(timeout=60)
+                EventsWorker.drain_all(timeout=60)
+    finally:
+        server.stop()
 
 
 @contextlib.contextmanager
@@ -120,23 +229,33 @@ def register(app: typer.Typer) -> None:
         """Run the whole pipeline once: ingest -> fit -> plan -> drift -> report.
 
         Runs on the bundled real data by default, in Prefect's ephemeral mode (no server), and
-        prints where the HTML report is.
-        """
-        from mixplan.flows.pipeline import pipeline
+        prints where the HTML report is. A second run on an unchanged lake reuses the fits.
 
-        if not verbose:  # warnings and errors still show; the flow run's log keeps everything
-            logging.getLogger("prefect").setLevel(logging.WARNING)
+        Examples:
+
+        * `mixplan pipeline` - the bundled real data into out/lake, report in out/reports
+
+        * `mixplan pipeline runs/ --lake s3://bucket/lake --specs specs/` - your logs, an S3 lake
+          (`pip install 'mixplan[s3]'`)
+
+        * `mixplan pipeline --dask` - the fit and plan fan-out on a local Dask cluster
+        """
         started = time.perf_counter()
         with (
             console.status("running the pipeline: ingest -> fit -> plan -> drift -> report"),
-            patient_ephemeral_server(),
-            dask_scheduler(dask, dask_address, dask_workers) as address,
+            prefect_api() as api_ready,
         ):
-            result = pipeline(
-                **pipeline_parameters(inputs, lake, specs, reports, bootstrap, mixture),
-                refit=refit,
-                dask_address=address,
-            )
+            from mixplan.flows.pipeline import pipeline  # while the API server starts
+
+            if not verbose:  # warnings and errors still show; the flow run's log keeps all
+                logging.getLogger("prefect").setLevel(logging.WARNING)
+            api_ready()
+            with dask_scheduler(dask, dask_address, dask_workers) as address:
+                result = pipeline(
+                    **pipeline_parameters(inputs, lake, specs, reports, bootstrap, mixture),
+                    refit=refit,
+                    dask_address=address,
+                )
         elapsed = time.perf_counter() - started
         for name, status in result["plans"].items():
             console.print(f"plan [bold]{name}[/bold]: {status}")
@@ -176,7 +295,15 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Serve the pipeline on a schedule (needs a Prefect server: `prefect server start`,
-        then `export PREFECT_API_URL=http://127.0.0.1:4200/api`)."""
+        then `export PREFECT_API_URL=http://127.0.0.1:4200/api`).
+
+        Examples:
+
+        * `mixplan serve --interval 3600 --input runs/` - hourly runs in this process
+
+        * `mixplan serve --work-pool my-pool` - register on a work pool, then start a worker:
+          `prefect worker start --pool my-pool`
+        """
         from mixplan.flows.serve import deploy_to_work_pool, serve
 
         parameters = pipeline_parameters(inputs, lake, specs, reports, bootstrap, mixture)

@@ -37,7 +37,14 @@ def plan_command(
         bool, typer.Option(help="run through the Prefect flow (recorded in Prefect)")
     ] = False,
 ) -> None:
-    """Plan compute-optimal N, D, vocabulary and mixture for a spec."""
+    """Plan compute-optimal N, D, vocabulary and mixture for a spec.
+
+    Examples:
+
+    * `mixplan plan data/specs/example.toml` - published constants, no lake needed
+
+    * `mixplan plan my.toml --lake out/lake --json` - a spec naming a stored fit
+    """
     from mixplan.planning.explain import render_text
     from mixplan.planning.plan import make_plan
     from mixplan.planning.spec import load_spec
@@ -72,7 +79,15 @@ def whatif_command(
     lake: Annotated[str | None, typer.Option(help="lake holding stored fits")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Re-plan a spec over budgets (or loss targets) x inference demand (programs built once)."""
+    """Re-plan a spec over budgets (or loss targets) x inference demand (programs built once).
+
+    Examples:
+
+    * `mixplan whatif data/specs/example.toml --budget 1e22,1e23,1e24 --inference-tokens 0,1e12`
+
+    * `mixplan whatif data/specs/example.toml --target-loss 2.0,2.1`
+    """
+    from mixplan.planning.explain import format_number
     from mixplan.planning.plan import whatif
     from mixplan.planning.spec import load_spec
 
@@ -119,7 +134,14 @@ def api_command(
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
     lake: Annotated[str | None, typer.Option(help="lake holding stored fits")] = None,
 ) -> None:
-    """Serve the plan / what-if HTTP API (FastAPI + uvicorn)."""
+    """Serve the plan / what-if HTTP API (FastAPI + uvicorn) on 127.0.0.1.
+
+    Examples:
+
+    * `mixplan api --lake out/lake` - specs may name the lake's stored fits
+
+    * `curl -X POST localhost:8000/plan -H 'content-type: application/json' -d '{"spec": ...}'`
+    """
     from mixplan.flows.api import serve
 
     serve(host=host, port=port, lake=lake)

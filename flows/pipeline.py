@@ -7,7 +7,15 @@ commits are atomic; state and reports are replaced atomically) and the next run 
 
 Fits are cached: the cache key is the content hash of every ingested source file plus the fit
 options and the code version (:func:`tasks.drift.cache_key`); while it is unchanged the stored
-fits are reused and only planning, drift and the report run again.
+fits are reused. Plans are cached on top of that (:func:`tasks.drift.plan_key`: the fit key
+plus every spec's content), so a run on an unchanged lake with unchanged specs only ingests
+(nothing), checks drift and writes the report (whose law charts are reused too).
+
+The stages (ingest, fit, mixture fit, plan) are the same flows the CLI runs, called *inline*:
+their tasks run inside the pipeline's own flow run, because a subflow run costs API round trips
+and buys nothing when the stages run one after another in this process. With a Dask address
+each stage runs as a subflow instead, on a DaskTaskRunner (a subflow's task runner is the only
+one Prefect lets a run choose at run time).
 
 Every failure a run can survive (one experiment's fit, one spec's plan) becomes a line under
 "problems" in the report and the CLI output, saying what failed, why and what to do.
@@ -35,6 +43,7 @@ from mixplan.tasks.drift import (
     check_drift,
     load_state,
     new_runs_since,
+    plan_key,
     publish_drift,
     reusable_fits,
     save_state,
@@ -81,8 +90,10 @@ def _task_runner(dask_address: str | None):
     return DaskTaskRunner(address=dask_address)
 
 
-def _with_runner(subflow, runner):
-    return subflow if runner is None else subflow.with_options(task_runner=runner)
+def _stage(stage_flow, runner):
+    """How the pipeline calls a stage's flow: inline (its tasks join the pipeline's flow run)
+    or, with a Dask task runner, as a subflow run on that runner."""
+    return stage_flow.fn if runner is None else stage_flow.with_options(task_runner=runner)
 
 
 def _fit_name(path: str) -> str:
@@ -109,7 +120,7 @@ def plan_specs(
     problems: list[str] = []
     for name, spec in specs.items():
         try:
-            plans[name] = plan_flow(spec, lake)
+            plans[name] = plan_flow.fn(spec, lake)
             grid = whatif_grid(spec)
         except Exception as error:  # a broken spec is reported, the other plans still run
             hint = missing_fit_hint(spec, fits_written) if fits_written is not None else None
@@ -149,7 +160,7 @@ def _fit_scale_laws(lake: str, n_bootstrap: int, runner, problems: list[str]) ->
         # one subflow per experiment: a law that cannot be fitted to one experiment is
         # reported, and the other experiments' fits still land
         try:
-            written = _with_runner(fit_flow, runner)(
+            written = _stage(fit_flow, runner)(
                 lake, experiments=[experiment], n_bootstrap=n_bootstrap
             )
         except Exception as error:
@@ -178,7 +189,7 @@ def _fit_mixture_laws(
     for experiment, held_out in mixture_experiments(lake):
         try:
             results.append(
-                _with_runner(mixture_flow, runner)(
+                _stage(mixture_flow, runner)(
                     lake,
                     experiment,
                     held_out_experiment=held_out,
@@ -251,7 +262,7 @@ def pipeline(
         previous = load_state(lake)
         # read before refitting: a refit may overwrite the stored fit files in place
         previous_fits = load_fits(previous.get("fit_paths", [])) if previous else []
-        ingest_summary = ingest_flow(inputs, lake)
+        ingest_summary = _stage(ingest_flow, runner)(inputs, lake)
         fingerprint = lake_fingerprint(lake)
         key = cache_key(fingerprint["sources"], {"n_bootstrap": n_bootstrap, "mixture": mixture})
         cached = not refit and reusable_fits(previous, key)
@@ -274,9 +285,17 @@ def pipeline(
             for entry in result["fits"].values()
             if entry.get("path")
         ]
-        plans, whatifs, plan_problems = _with_runner(plan_specs, runner)(
-            discover_specs(specs), lake, [_fit_name(path) for path in fit_paths]
-        )
+        spec_dicts = discover_specs(specs)
+        plans_key = plan_key(key, spec_dicts)
+        if cached and previous.get("plan_key") == plans_key:
+            # same fits, same specs, same code: the plans are the previous run's
+            plans = previous["plan_results"]
+            whatifs = previous["whatifs"]
+            plan_problems = previous.get("plan_problems", [])
+        else:
+            plans, whatifs, plan_problems = _stage(plan_specs, runner)(
+                spec_dicts, lake, [_fit_name(path) for path in fit_paths]
+            )
         problems.extend(plan_problems)
         flat_plans = {name: flatten_plan(result) for name, result in plans.items()}
         drift = check_drift(
@@ -289,7 +308,9 @@ def pipeline(
         paths = render_report(
             lake=lake,
             reports=reports,
-            fits=load_fits(fit_paths),
+            fits=previous_fits if cached else load_fits(fit_paths),
+            fit_key=key,
+            fits_reused=cached,
             mixture_fits=mixture_results,
             plans=plans,
             drift=drift,
@@ -311,6 +332,10 @@ def pipeline(
                 "fit_paths": fit_paths,
                 "mixture_paths": mixture_paths,
                 "mixture_results": mixture_results,
+                "plan_key": plans_key,
+                "plan_results": plans,
+                "plan_problems": plan_problems,
+                "whatifs": whatifs,
                 "plans": flat_plans,
                 "report": paths["html"],
             },

@@ -22,7 +22,7 @@ from prefect.cache_policies import NO_CACHE
 from mixplan.planning.drift import DriftResult, detect_drift, one_loss_per_run, prediction_intervals
 from mixplan.planning.fitting.result import FitResult
 from mixplan.planning.provenance import code_version
-from mixplan.tasks.locking import exists, join, read_text, write_text_atomic
+from mixplan.tasks.storage import exists, join, read_text, write_text_atomic
 
 STATE_FILE = "pipeline/state.json"
 
@@ -73,6 +73,13 @@ def cache_key(source_hashes: Mapping[str, str], options: Mapping[str, Any]) -> s
         sort_keys=True,
         default=str,
     )
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def plan_key(fit_key: str, specs: Mapping[str, Any]) -> str:
+    """A key that changes when the fits (their :func:`cache_key`) or any spec's content change:
+    while it is unchanged the previous run's plans and what-if rows are reused."""
+    payload = json.dumps({"fits": fit_key, "specs": specs}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 

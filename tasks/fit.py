@@ -44,6 +44,7 @@ from mixplan.planning.fitting.recipes import (
 )
 from mixplan.planning.fitting.result import FitResult, fit_path
 from mixplan.tasks.lake import lake_summary, read_metrics, read_runs
+from mixplan.tasks.storage import read_text, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -59,26 +60,17 @@ def _logger() -> Any:
 
 
 def write_fit(result: FitResult, lake: str | Path) -> str:
-    """Store ``result`` under ``<lake>/fits/<name>.json`` (atomic locally; fsspec for URLs)."""
-    path = fit_path(lake, result.name)
-    if "://" in path:
-        import fsspec
-
-        with fsspec.open(path, "w") as handle:
-            handle.write(result.to_json())
-    else:
-        result.to_json(path)
-    return path
+    """Store ``result`` under ``<lake>/fits/<name>.json`` (atomically, through the lake's
+    storage layer: :mod:`mixplan.tasks.storage`)."""
+    return write_text_atomic(fit_path(lake, result.name), result.to_json())
 
 
 def read_fit(path: str | Path) -> FitResult:
-    """Load a stored fit (local path or URL)."""
-    if "://" in str(path):
-        import fsspec
-
-        with fsspec.open(str(path), "r") as handle:
-            return FitResult.from_json(handle.read())
-    return FitResult.from_json(Path(path))
+    """Load a stored fit (local path or URL, through the lake's storage layer)."""
+    text = read_text(path)
+    if text is None:
+        raise FitError(f"no fit file at {path}; run `mixplan fit` to create fits")
+    return FitResult.from_json(text)
 
 
 def discover_recipes(

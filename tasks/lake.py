@@ -93,10 +93,21 @@ def table_uri(lake: str | Path, table: str) -> str:
     return str(Path(lake) / table)
 
 
+def _options(lake: str | Path, storage_options: dict[str, str] | None) -> dict[str, str] | None:
+    """The given storage options, else the lake's own
+    (:func:`mixplan.tasks.storage.storage_options`: the tables, fits, state and lock share one
+    set)."""
+    from mixplan.tasks.storage import storage_options as lake_options
+
+    return storage_options if storage_options is not None else lake_options(lake)
+
+
 def _exists(lake: str | Path, table: str, storage_options: dict[str, str] | None = None) -> bool:
     from deltalake import DeltaTable
 
-    return DeltaTable.is_deltatable(table_uri(lake, table), storage_options=storage_options)
+    return DeltaTable.is_deltatable(
+        table_uri(lake, table), storage_options=_options(lake, storage_options)
+    )
 
 
 def _require_lake(lake: str | Path, storage_options: dict[str, str] | None = None) -> None:
@@ -119,7 +130,9 @@ def _scan(
     _require_lake(lake, storage_options)
     if not _exists(lake, table, storage_options):
         return empty_frame(TABLES[table]).lazy()
-    return pl.scan_delta(table_uri(lake, table), version=version, storage_options=storage_options)
+    return pl.scan_delta(
+        table_uri(lake, table), version=version, storage_options=_options(lake, storage_options)
+    )
 
 
 def read_runs(
@@ -254,7 +267,7 @@ def lake_version(
     for table in TABLES:
         if _exists(lake, table, storage_options):
             versions[table] = DeltaTable(
-                table_uri(lake, table), storage_options=storage_options
+                table_uri(lake, table), storage_options=_options(lake, storage_options)
             ).version()
         else:
             versions[table] = -1
@@ -310,7 +323,9 @@ def source_hashes(
     """``source_file -> sha256`` of every file the lake has ingested ({} for a new lake)."""
     if not _exists(lake, "sources", storage_options):
         return {}
-    frame = pl.scan_delta(table_uri(lake, "sources"), storage_options=storage_options)
+    frame = pl.scan_delta(
+        table_uri(lake, "sources"), storage_options=_options(lake, storage_options)
+    )
     frame = frame.select("source_file", "sha256").collect()
     return dict(zip(frame["source_file"].to_list(), frame["sha256"].to_list(), strict=True))
 
@@ -336,7 +351,7 @@ def ensure_lake(lake: str | Path, *, storage_options: dict[str, str] | None = No
                 table_uri(lake, table),
                 empty_frame(schema).to_arrow(),
                 mode="ignore",
-                storage_options=storage_options,
+                storage_options=_options(lake, storage_options),
             )
         except Exception as error:  # a concurrent writer created it first
             if not _exists(lake, table, storage_options):
@@ -394,7 +409,7 @@ def _replace_file_rows(
             data() if callable(data) else data,
             mode="overwrite",
             predicate=predicate,
-            storage_options=storage_options,
+            storage_options=_options(lake, storage_options),
             writer_properties=_writer_properties(),
         )
 
@@ -424,7 +439,7 @@ def _merge_file_rows(
     data = frame.to_arrow()
 
     def action() -> None:
-        target = DeltaTable(table_uri(lake, table), storage_options=storage_options)
+        target = DeltaTable(table_uri(lake, table), storage_options=_options(lake, storage_options))
         (
             target.merge(data, predicate=predicate, source_alias="s", target_alias="t")
             .when_matched_update_all()
@@ -505,7 +520,7 @@ def run_ids_elsewhere(
     if not _exists(lake, "runs", storage_options):
         return set()
     frame = (
-        pl.scan_delta(table_uri(lake, "runs"), storage_options=storage_options)
+        pl.scan_delta(table_uri(lake, "runs"), storage_options=_options(lake, storage_options))
         .filter(~pl.col("source_file").is_in(source_files))
         .select("run_id")
         .collect()

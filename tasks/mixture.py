@@ -29,7 +29,7 @@ from mixplan.planning.mixture.nested import MixtureCurves, compare_routes
 from mixplan.planning.mixture.per_source import PerSourceLaw
 from mixplan.planning.provenance import code_version, frame_hash
 from mixplan.tasks.lake import read_metrics, read_runs
-from mixplan.tasks.locking import write_text_atomic
+from mixplan.tasks.storage import write_text_atomic
 
 log = logging.getLogger(__name__)
 

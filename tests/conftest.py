@@ -19,6 +19,7 @@ os.environ.setdefault("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED", "fals
 os.environ["COLUMNS"] = "120"
 
 import pytest  # noqa: E402
+from test_pipeline_support import STARTUP_SECONDS, http_ok, wait_until  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = REPO_ROOT / "data" / "public"
@@ -46,7 +47,44 @@ def prefect_harness():
     from prefect.testing.utilities import prefect_test_harness
 
     with (
-        prefect_test_harness(server_startup_timeout=90),
+        prefect_test_harness(server_startup_timeout=STARTUP_SECONDS),
         temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
     ):
         yield
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory):
+    """A real S3-compatible server (moto's standalone server) on 127.0.0.1 for the session.
+
+    A subprocess, not moto's in-process thread: deltalake holds the GIL while it waits for an
+    S3 answer, so a server thread in the test process could never answer it.
+    """
+    import socket
+    import subprocess
+    import sys
+
+    pytest.importorskip("moto.server", reason="the S3 tests need moto[server] (test extra)")
+    pytest.importorskip("s3fs", reason="the S3 tests need s3fs (mixplan[s3])")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with log.open("w") as sink:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: http_ok(f"{endpoint}/moto-api/"), "moto server", process=server, log=log)
+        yield endpoint
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()

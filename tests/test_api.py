@@ -1,8 +1,10 @@
-"""The HTTP API: plan and what-if through FastAPI's TestClient, limits, and one real server."""
+"""The HTTP API: plan and what-if through FastAPI's TestClient, input bounds, stored fits by
+name inside the lake, request limits, concurrency, a schema fuzz, and one real server."""
 
 from __future__ import annotations
 
 import copy
+import json
 import socket
 import threading
 import time
@@ -13,9 +15,10 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from mixplan.flows.api import MAX_BODY_BYTES, create_app
+from mixplan.flows.api import MAX_BODY_BYTES, MAX_GRID, create_app
 
 SPECS = Path(__file__).resolve().parents[1] / "data" / "specs"
+EPOCH = "epoch-research__analyzing-chinchilla"
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +32,24 @@ def spec() -> dict:
 @pytest.fixture(scope="module")
 def client() -> TestClient:
     return TestClient(create_app())
+
+
+@pytest.fixture(scope="module")
+def fitted_lake(tmp_path_factory, bundled) -> Path:
+    """A real lake holding one stored fit (Epoch's runs, a few bootstrap draws)."""
+    from mixplan.tasks.fit import fit_lake
+    from mixplan.tasks.ingest import ingest_paths
+
+    lake = tmp_path_factory.mktemp("api") / "lake"
+    ingest_paths([bundled / EPOCH], lake)
+    fit_lake(lake, n_bootstrap=4)
+    assert (lake / "fits" / "epoch-chinchilla.json").exists()
+    return lake
+
+
+@pytest.fixture(scope="module")
+def lake_client(fitted_lake) -> TestClient:
+    return TestClient(create_app(lake=fitted_lake))
 
 
 def test_plan_endpoint(client, spec):
@@ -62,6 +83,97 @@ def test_invalid_bodies_are_422_naming_the_field(client, spec):
     assert response.status_code == 422 and "not a path" in response.json()["detail"]
     response = client.post("/whatif", json={"spec": spec, "budgets": [1e22] * 101})
     assert response.status_code == 422
+
+
+def _with(spec: dict, section: str, **fields) -> dict:
+    changed = copy.deepcopy(spec)
+    changed[section] = {**changed.get(section, {}), **fields}
+    return changed
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"budget": {"flops": 10**400}}, "spec.budget.flops"),
+        ({"budget": {"flops": 1e40}}, "spec.budget.flops"),
+        ({"limits": {"max_params": -1}}, "spec.limits.max_params"),
+        ({"training": {"mfu": 1.5}}, "spec.training.mfu"),
+        ({"training": {"gpus": 0}}, "spec.training.gpus"),
+        ({"inference": {"tokens_in": -5}}, "spec.inference.tokens_in"),
+        ({"sources": [{"name": "web", "unique_tokens": 0}]}, "spec.sources.0.unique_tokens"),
+        ({"law": {"name": "sardana", "alpha": 99}}, "spec.law.alpha"),
+        ({"budget": {"flops": 1e23, "bogus": 1}}, "spec.budget.bogus"),
+    ],
+)
+def test_every_bad_number_is_a_422_naming_its_field(client, spec, body, field):
+    bad = copy.deepcopy(spec)
+    for section, value in body.items():
+        bad[section] = value
+    response = client.post("/plan", json={"spec": bad})
+    assert response.status_code == 422, response.text
+    assert f"field '{field}'" in response.json()["detail"]
+
+
+def test_non_finite_and_non_positive_what_if_values_are_422s(client, spec):
+    for budgets, field in (
+        ("[NaN]", "budgets.0"),
+        ("[-1]", "budgets.0"),
+        ("[0]", "budgets.0"),
+        ("[1e22, Infinity]", "budgets.1"),
+    ):
+        body = f'{{"spec": {json.dumps(spec)}, "budgets": {budgets}}}'
+        response = client.post(
+            "/whatif", content=body, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 422, (budgets, response.text)
+        assert f"field '{field}'" in response.json()["detail"]
+    response = client.post("/whatif", json={"spec": spec, "inference_tokens": [-1.0]})
+    assert response.status_code == 422 and "inference_tokens.0" in response.json()["detail"]
+
+
+def test_a_grid_over_the_limit_is_refused_before_any_solve(client, spec):
+    budgets = [1e21 * 1.1**i for i in range(20)]
+    response = client.post(
+        "/whatif", json={"spec": spec, "budgets": budgets, "inference_tokens": [0.0] * 20}
+    )
+    assert response.status_code == 422
+    assert f"400 points, over this server's limit of {MAX_GRID}" in response.json()["detail"]
+
+
+def test_a_grid_past_the_time_budget_stops_with_a_message(spec):
+    tight = TestClient(create_app(request_seconds=0.0))
+    response = tight.post("/whatif", json={"spec": spec, "budgets": [1e22, 1e23]})
+    assert response.status_code == 422
+    assert "budget per request after 1 of 2 points" in response.json()["detail"]
+
+
+def test_stored_fits_are_named_and_resolved_inside_the_lake(
+    lake_client, client, fitted_lake, spec, tmp_path, monkeypatch
+):
+    # a valid fit file in the server's working directory: planning with it would answer 200
+    (tmp_path / "stolen.json").write_text(
+        (fitted_lake / "fits" / "epoch-chinchilla.json").read_text()
+    )
+    monkeypatch.chdir(tmp_path)
+    sources = [{"name": "web", "unique_tokens": 1e12}]
+    for section, extra in (("law", {}), ("mixture", {"sources": sources})):
+        body = {**spec, **extra, section: {"fit": "stolen.json"}}
+        response = lake_client.post("/plan", json={"spec": body})
+        assert response.status_code == 422, response.text
+        assert (
+            f"field 'spec.{section}.fit': no stored fit 'stolen' in the lake; "
+            "fits there: epoch-chinchilla"
+        ) in response.json()["detail"]
+    for name in ("a/b", "..", "x\x00y", "/etc/passwd", "fits/../x", "C:\\x", "", "x" * 200):
+        response = lake_client.post("/plan", json={"spec": {**spec, "law": {"fit": name}}})
+        assert response.status_code == 422, (name, response.text)
+        assert "field 'spec.law.fit'" in response.json()["detail"]
+    response = client.post("/plan", json={"spec": {**spec, "law": {"fit": "epoch-chinchilla"}}})
+    assert response.status_code == 422 and "has no lake" in response.json()["detail"]
+    for name in ("epoch-chinchilla", "epoch-chinchilla.json"):
+        response = lake_client.post("/plan", json={"spec": {**spec, "law": {"fit": name}}})
+        assert response.status_code == 200, response.text
+        assert "stored fit 'epoch-chinchilla'" in response.json()["law"]["description"]
 
 
 def test_request_size_limit(client, spec):
@@ -114,3 +226,18 @@ def test_real_server_on_loopback(spec):
         server.should_exit = True
         thread.join(timeout=10)
     assert not thread.is_alive()
+
+
+def test_requests_over_the_in_flight_cap_get_a_503_with_retry_after():
+    import asyncio
+
+    from mixplan.flows.api import RequestError, Solver
+
+    solver = Solver(workers=1, pending=0)
+    try:
+        with pytest.raises(RequestError) as refused:
+            asyncio.run(solver.run(len, "never runs"))
+    finally:
+        solver.close()
+    assert refused.value.status == 503 and refused.value.headers == {"Retry-After": "2"}
+    assert "the server is busy" in refused.value.detail

@@ -167,7 +167,8 @@ def test_killed_run_leaves_a_readable_lake_and_the_next_run_completes(
 
 
 def test_state_and_lock_work_for_object_store_urls():
-    """fsspec URLs (memory:// stands in for s3://): atomic state writes and a local lock."""
+    """fsspec URLs without conditional writes (memory://): atomic state writes and a lock kept
+    on this machine (s3:// lakes have their own lock object: test_s3.py)."""
     url = "memory://mixplan-test-lake"
     with lake_lock(url, timeout=5) as path:
         assert path.parent.name == "mixplan-locks"  # lock kept locally, keyed by the URL

@@ -42,10 +42,21 @@ def test_pipeline_reports_caches_fits_and_tracks_new_runs(prefect_harness, tmp_p
     assert markdown.startswith("# mixplan planning report")
     state = json.loads((lake / "pipeline" / "state.json").read_text())
     assert state["fit_paths"] == first["fits"] and state["plans"]["example"]["params"][0] > 0
+    first_params = state["plan_results"]["example"]["params"]
 
     second = pipeline(**options)  # nothing changed: the stored fits are reused
     assert second["cached_fit"] is True and second["fits"] == first["fits"]
     assert "0 new run(s)" in second["drift"]
+    # the drift check and the report are published as Prefect artifacts (the README says so)
+    drift, report = _latest_artifact("mixplan-drift"), _latest_artifact("mixplan-report")
+    assert drift.startswith("## mixplan drift") and "0 new run(s)" in drift
+    assert report.startswith("# mixplan planning report")
+    # warm: plans and law charts come from the previous run, the report is the same
+    state = json.loads((lake / "pipeline" / "state.json").read_text())
+    assert state["plan_results"]["example"]["params"] == first_params
+    assert (lake / "pipeline" / "law-sections.json").exists()
+    warm_html = (reports / "report.html").read_text(encoding="utf-8")
+    assert warm_html.count("data:image/png;base64,") == html.count("data:image/png;base64,")
 
     runs_before = read_runs(lake).height
     shutil.copytree(bundled / SARDANA, logs / SARDANA)  # new logs arrive
@@ -55,6 +66,22 @@ def test_pipeline_reports_caches_fits_and_tracks_new_runs(prefect_harness, tmp_p
     assert third["cached_fit"] is False  # new data: refitted
     assert f"{new_runs} new run(s)" in third["drift"]
     assert "What changed" in (reports / "report.html").read_text(encoding="utf-8")
+
+
+def _latest_artifact(key: str) -> str:
+    """The data of the latest Prefect artifact with ``key`` (from the harness's API)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=1,
+        )
+    assert artifacts, f"no artifact {key!r} was published"
+    return str(artifacts[0].data)
 
 
 def test_pipeline_report_opens_in_chromium(prefect_harness, tmp_path, bundled):

@@ -51,3 +51,45 @@ def test_a_spec_that_is_not_toml_is_named(tmp_path):
     with pytest.raises(SpecError, match=r"bad\.toml: not valid TOML"):
         discover_specs.fn(str(tmp_path))
     assert discover_specs.fn(str(tmp_path / "good.toml")) == {"good": {"name": "x"}}
+
+
+def test_the_fit_cache_key_changes_with_sources_options_and_code(monkeypatch):
+    import mixplan.tasks.drift as drift
+
+    sources, options = {"a.csv": "h1", "b.csv": "h2"}, {"n_bootstrap": 40, "mixture": True}
+    key = drift.cache_key(sources, options)
+    assert drift.cache_key(dict(reversed(sources.items())), options) == key  # order-free
+    assert drift.cache_key({**sources, "b.csv": "h3"}, options) != key
+    assert drift.cache_key(sources, {**options, "n_bootstrap": 41}) != key
+    monkeypatch.setattr(drift, "code_version", lambda: "0.1.0+gdifferent")
+    assert drift.cache_key(sources, options) != key  # new code: the stored fits are stale
+
+
+def test_the_plan_key_changes_with_the_fits_and_every_spec():
+    from mixplan.tasks.drift import plan_key
+
+    specs = {"a": {"budget": {"flops": 1e23}}, "b": {"budget": {"flops": 1e22}}}
+    key = plan_key("fits-1", specs)
+    assert plan_key("fits-2", specs) != key
+    assert plan_key("fits-1", {**specs, "b": {"budget": {"flops": 2e22}}}) != key
+    assert plan_key("fits-1", {"a": specs["a"]}) != key
+
+
+def test_law_sections_are_reused_only_under_their_fit_key(tmp_path):
+    from mixplan.planning.report import Estimate, Figure, LawSection, Table
+    from mixplan.tasks.report import cached_law_sections, store_law_sections
+
+    section = LawSection(
+        title="chinchilla law (epoch-chinchilla)",
+        formula="L = E + A/N^a + B/D^b",
+        parameters=(Estimate("E", 1.8, 1.7, 1.9),),
+        decisions=(Estimate("optimal N", 7e10, None, None, "params"),),
+        notes=("a note",),
+        figures=(Figure("loss vs compute", b"\x89PNG\r\n\x1a\n...", "caption"),),
+        tables=(Table(("a", "b"), (("1", "2"),), "t"),),
+    )
+    lake = str(tmp_path / "lake")
+    assert cached_law_sections(lake, "k1") is None  # nothing stored yet
+    store_law_sections(lake, "k1", [section])
+    assert cached_law_sections(lake, "k1") == [section]
+    assert cached_law_sections(lake, "k2") is None

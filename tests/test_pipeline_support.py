@@ -12,7 +12,12 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+
+import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EPOCH = "epoch-research__analyzing-chinchilla"
@@ -90,3 +95,34 @@ def stop(process: subprocess.Popen, timeout: float = 15) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
+
+
+STARTUP_SECONDS = 600
+"""How long a server the suite starts (Prefect's test API, moto's S3) may take to answer. Only
+a server that never comes up waits this long; readiness is polled, so a healthy start on a
+busy 2-core machine (a fresh SQLite migration has taken over a minute) never fails a test."""
+
+
+def wait_until(ready, what: str, *, process=None, log=None, poll: float = 0.2) -> None:
+    """Poll ``ready()`` until it is true; fail naming ``what`` after :data:`STARTUP_SECONDS`
+    or as soon as ``process`` (a Popen) exits, with the tail of ``log`` (a path) if given."""
+
+    def tail() -> str:
+        return Path(log).read_text(errors="replace")[-3000:] if log and Path(log).exists() else ""
+
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while not ready():
+        if process is not None and process.poll() is not None:
+            pytest.fail(f"{what} exited with {process.returncode}:\n{tail()}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not answer within {STARTUP_SECONDS} s:\n{tail()}")
+        time.sleep(poll)
+
+
+def http_ok(url: str) -> bool:
+    """True when GET ``url`` answers 2xx."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return 200 <= response.status < 300
+    except (urllib.error.URLError, OSError):
+        return False

@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.signal import lfilter
 
 from mixplan.planning.errors import SpecError
 from mixplan.planning.laws.base import Law, as_float_array, register_law
@@ -45,6 +44,8 @@ def schedule_areas(
     s1 = np.cumsum(eta)
     drops = np.zeros_like(eta)
     drops[1:] = eta[:-1] - eta[1:]
+    from scipy.signal import lfilter  # here: scipy.signal costs ~1 s to import, rarely needed
+
     momentum = lfilter([1.0], [1.0, -decay], drops)
     s2 = np.cumsum(momentum)
     return s1, s2

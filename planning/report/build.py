@@ -15,7 +15,7 @@ from mixplan.planning.drift import DriftResult
 from mixplan.planning.fitting.result import FitResult
 from mixplan.planning.report.drift import drift_section
 from mixplan.planning.report.laws import law_section, mixture_section
-from mixplan.planning.report.model import Report, Table
+from mixplan.planning.report.model import LawSection, Report, Table
 from mixplan.planning.report.plans import plan_section
 
 TITLE = "mixplan planning report"
@@ -34,6 +34,7 @@ def build_report(
     whatifs: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
     problems: Sequence[str] = (),
     run_facts: Mapping[str, str] | None = None,
+    law_sections: Sequence[LawSection] | None = None,
 ) -> Report:
     """The report model of one pipeline run.
 
@@ -55,15 +56,18 @@ def build_report(
         What went wrong earlier in the run, each a sentence that says what to do.
     run_facts
         Further header facts (``name -> value``).
+    law_sections
+        The sections of ``fits`` and ``mixture_fits`` when already built (a pipeline run whose
+        fits are unchanged reuses the previous run's charts); None builds them here.
     """
     problems = list(problems)
-    laws = []
-    for fit, runs in fits:
+    laws = list(law_sections or ())
+    for fit, runs in fits if law_sections is None else ():
         try:
             laws.append(law_section(fit, runs))
         except Exception as error:  # noqa: BLE001 - one broken section must not sink all
             problems.append(f"fit {fit.name}: could not be shown ({error})")
-    for result in mixture_fits:
+    for result in mixture_fits if law_sections is None else ():
         try:
             laws.append(mixture_section(result))
         except Exception as error:  # noqa: BLE001
