@@ -19,6 +19,7 @@ from typing import Any
 
 import cvxpy as cp
 import numpy as np
+from scipy.optimize import nnls
 
 from mixplan.planning.errors import SpecError
 from mixplan.planning.mixture.base import MixtureLaw
@@ -29,6 +30,30 @@ PARAMS_UNIT = 1e8
 """N is divided by this inside the law (conditioning only)."""
 TOKENS_UNIT = 1e10
 """D is divided by this inside the law (conditioning only)."""
+
+START_FLOOR_FRACTIONS = (0.0, 0.5, 0.8, 0.9, 0.95)
+"""Start values of the floor E, as fractions of the lowest observed loss."""
+START_GAMMAS = (0.25, 0.5, 1.0)
+"""Start values of the shared exponent gamma."""
+
+
+def linear_starts(losses: np.ndarray, mixture: np.ndarray) -> np.ndarray:
+    """Starts ``[E, logC, gamma]`` with C solved by non-negative least squares per (E, gamma).
+
+    Sources whose least-squares C is zero start at a small positive C (``logC`` finite), so the
+    batched iteration can still move them.
+    """
+    sources = mixture.shape[1]
+    grid = []
+    for fraction in START_FLOOR_FRACTIONS:
+        energy = fraction * losses.min()
+        inverse_gap = 1.0 / np.maximum(losses - energy, 1e-9)
+        for gamma in START_GAMMAS:
+            coefficients, _ = nnls(mixture**gamma, inverse_gap)
+            floor = 1e-6 * max(float(coefficients.max()), 1e-12)
+            log_c = np.log(np.maximum(coefficients, floor))
+            grid.append(np.r_[energy, log_c, np.full(sources, gamma)])
+    return np.array(grid)
 
 
 def _mixture_term(
@@ -80,17 +105,13 @@ class AdditiveLaw(MixtureLaw):
         return additive_model(theta, mixture, jac=jac)
 
     def starts(self, losses: np.ndarray, inputs: Any) -> np.ndarray:
-        """E at fractions of the lowest loss x a shared gamma; C matched to the mean loss."""
-        mixture = np.asarray(inputs)
-        grid = []
-        for fraction in (0.0, 0.4, 0.7, 0.9):
-            energy = fraction * losses.min()
-            for gamma in (0.25, 0.5, 1.0):
-                scale = np.mean(np.sum(mixture**gamma, axis=1))
-                log_c = -np.log(max(losses.mean() - energy, 1e-3)) - np.log(scale)
-                sources = mixture.shape[1]
-                grid.append(np.r_[energy, np.full(sources, log_c), np.full(sources, gamma)])
-        return np.array(grid)
+        """E at fractions of the lowest loss x a shared gamma, C by least squares.
+
+        For fixed E and gamma the law is linear in C: ``1 / (L - E) = sum_j C_j h_j^gamma``,
+        so each start solves that non-negative least-squares problem (cheap, and close to the
+        optimum, which is what lets the fit advance only the best few starts).
+        """
+        return linear_starts(losses, np.asarray(inputs))
 
     def bounds(self, losses: np.ndarray, n_sources: int) -> np.ndarray:
         """``0 <= E < min loss``, ``-30 <= logC <= 30``, ``GAMMA_MIN <= gamma <= 1``."""
