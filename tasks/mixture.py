@@ -28,7 +28,6 @@ from mixplan.planning.mixture.evaluation import evaluate
 from mixplan.planning.mixture.exponential import ExponentialLaw
 from mixplan.planning.mixture.nested import MixtureCurves, compare_routes
 from mixplan.planning.mixture.per_source import PerSourceLaw
-from mixplan.planning.mixture.scale import ScaleRoute
 from mixplan.planning.mixture.selection import ROUTES, best_route, leave_largest_scale_out
 from mixplan.planning.provenance import code_version, frame_hash
 from mixplan.tasks.lake import read_metrics, read_runs
@@ -220,7 +219,8 @@ def select_and_fit_route(
     dict
         ``route`` (the fitted route object), ``chosen`` (its name), ``scores`` (the selection
         table, empty with fewer than three sizes), ``target`` (``params``, ``tokens``) and
-        ``step_warning`` (the step stage's warning at the target, ``""`` when none).
+        ``step_warning`` (the step stage's warning at the target and how the size exponent was
+        set when it was not fitted; ``""`` when none).
     """
     sizes = np.unique(curves.params)
     scores = leave_largest_scale_out(curves) if len(sizes) >= 3 else pl.DataFrame()
@@ -231,17 +231,17 @@ def select_and_fit_route(
         np.maximum.at(last, largest.row_run, largest.tokens)
         params = float(sizes[-1]) if params is None else params
         tokens = float(last.min()) if tokens is None else tokens
-    route = ROUTES[chosen](float(params), float(tokens))
-    if isinstance(route, ScaleRoute):
-        route.law_.n_bootstrap, route.law_.seed = n_bootstrap, seed
+    route = ROUTES[chosen](float(params), float(tokens), n_bootstrap=n_bootstrap, seed=seed)
     route.fit(curves)
     stage = getattr(route, "stage_", None)
+    warnings = [stage.warning] if stage is not None and stage.warning else []
+    warnings += list(getattr(route, "notes_", ()))
     return {
         "route": route,
         "chosen": chosen,
         "scores": scores,
         "target": {"params": float(params), "tokens": float(tokens)},
-        "step_warning": stage.warning if stage is not None else "",
+        "step_warning": "; ".join(warnings),
     }
 
 

@@ -35,6 +35,8 @@ START_FLOOR_FRACTIONS = (0.0, 0.5, 0.8, 0.9, 0.95)
 """Start values of the floor E, as fractions of the lowest observed loss."""
 START_GAMMAS = (0.25, 0.5, 1.0)
 """Start values of the shared exponent gamma."""
+ALPHA_MAX = 3.0
+"""Upper bound of the size exponent alpha."""
 START_ALPHAS = (0.1, 0.2, 0.35, 0.6)
 """Start values of the size exponent alpha of :class:`AdditiveScaleLaw`."""
 
@@ -203,6 +205,9 @@ class AdditiveScaleLaw(MixtureLaw):
     tokens_term
         ``False`` drops ``B(h) / D^beta``: the law of runs read at one D (the target tokens, see
         :mod:`mixplan.planning.mixture.scale`), valid at that D only.
+    size_exponent
+        Hold alpha at this value in every domain instead of fitting it (two model sizes do not
+        identify it; see :class:`mixplan.planning.mixture.scale.ScaleRoute`).
     """
 
     name = "additive (N, D, h)"
@@ -214,13 +219,17 @@ class AdditiveScaleLaw(MixtureLaw):
         params: float = 1e9,
         tokens: float = 2e10,
         tokens_term: bool = True,
+        size_exponent: float | None = None,
         delta: float = 1e-3,
         n_bootstrap: int = 0,
         seed: int = 0,
     ) -> None:
         super().__init__(delta=delta, n_bootstrap=n_bootstrap, seed=seed)
+        if size_exponent is not None and not 0 <= size_exponent <= ALPHA_MAX:
+            raise SpecError(f"size_exponent must lie in [0, {ALPHA_MAX}], got {size_exponent}")
         self.joint = joint
         self.tokens_term = tokens_term
+        self.size_exponent = size_exponent
         self.params = float(params)
         self.tokens = float(tokens)
         scale = "N, D, h" if tokens_term else "N, h at one D"
@@ -232,6 +241,7 @@ class AdditiveScaleLaw(MixtureLaw):
             **super().options(),
             "joint": self.joint,
             "tokens_term": self.tokens_term,
+            "size_exponent": self.size_exponent,
             "params": self.params,
             "tokens": self.tokens,
         }
@@ -302,7 +312,8 @@ class AdditiveScaleLaw(MixtureLaw):
         sources = mixture.shape[1]
         k = self._k(sources)
         grid = []
-        for alpha in START_ALPHAS:
+        alphas = START_ALPHAS if self.size_exponent is None else (self.size_exponent,)
+        for alpha in alphas:
             size_term = params ** (-alpha)
             slope = np.polyfit(size_term, losses, 1)[0] if np.ptp(size_term) > 0 else 0.0
             amplitude = max(float(slope), 1e-3 * float(losses.mean()))
@@ -331,7 +342,7 @@ class AdditiveScaleLaw(MixtureLaw):
             + [(-30.0, 30.0)] * n_sources
             + [(GAMMA_MIN, 1.0)] * n_sources
             + [(-30.0, 10.0)] * k
-            + [(0.0, 3.0)]
+            + [(0.0, ALPHA_MAX) if self.size_exponent is None else (self.size_exponent,) * 2]
             + ([(-30.0, 10.0)] * k + [(0.0, 3.0)] if self.tokens_term else [])
         )
 

@@ -21,13 +21,18 @@ from mixplan.planning.mixture.nested import MixtureCurves, NestedRoute, held_out
 from mixplan.planning.mixture.scale import ScaleRoute
 from mixplan.planning.mixture.steps import losses_at_tokens
 
-RouteFactory = Callable[[float, float], Any]
-"""Builds an unfitted route for a target (params, tokens)."""
+RouteFactory = Callable[..., Any]
+"""``factory(params, tokens, n_bootstrap=0, seed=0)``: an unfitted route for a target (N, D)
+(routes without a bootstrap ignore the last two)."""
 
 ROUTES: dict[str, RouteFactory] = {
-    "scale (A in h)": lambda n, d: ScaleRoute(params=n, tokens=d, joint=True),
-    "scale (shared A)": lambda n, d: ScaleRoute(params=n, tokens=d, joint=False),
-    "nested": lambda n, d: NestedRoute(params=n, tokens=d),
+    "scale (A in h)": lambda n, d, **bootstrap: ScaleRoute(
+        params=n, tokens=d, joint=True, **bootstrap
+    ),
+    "scale (shared A)": lambda n, d, **bootstrap: ScaleRoute(
+        params=n, tokens=d, joint=False, **bootstrap
+    ),
+    "nested": lambda n, d, **bootstrap: NestedRoute(params=n, tokens=d),
 }
 """The candidate routes the flow scores (the checkpoint-wide JointRoute is in bench/mixture.py:
 it is slower and, along a learning-rate schedule, transfers worse)."""
