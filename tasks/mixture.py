@@ -235,6 +235,7 @@ def select_and_fit_route(
     route.fit(curves)
     stage = getattr(route, "stage_", None)
     warnings = [stage.warning] if stage is not None and stage.warning else []
+    warnings += [getattr(route, "warning_", "")] if getattr(route, "warning_", "") else []
     warnings += list(getattr(route, "notes_", ()))
     return {
         "route": route,

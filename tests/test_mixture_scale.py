@@ -19,7 +19,7 @@ from mixplan.planning.errors import ExtrapolationError, SpecError
 from mixplan.planning.fitting.engine import search
 from mixplan.planning.mixture.additive import AdditiveLaw, AdditiveScaleLaw
 from mixplan.planning.mixture.engine import fit_law, law_spec
-from mixplan.planning.mixture.nested import MixtureCurves
+from mixplan.planning.mixture.nested import MixtureCurves, NestedRoute
 from mixplan.planning.mixture.scale import ScaleRoute, best_mixture
 from mixplan.planning.mixture.selection import ROUTES, best_route, leave_largest_scale_out
 from mixplan.planning.mixture.steps import losses_at_tokens, step_backtest
@@ -86,6 +86,16 @@ def test_step_stage_warns_with_the_backtested_error_and_refuses_far_extrapolatio
     assert f"{stage.backtest.mae:.3g} nats" in stage.warning
     with pytest.raises(ExtrapolationError, match=r"3.33x past the last logged checkpoint"):
         losses_at_tokens(curves, 100_000 * STEP_TOKENS)
+
+
+def test_nested_route_refuses_and_warns_like_the_step_stage(curves: MixtureCurves) -> None:
+    sizes = _sizes(curves)
+    small = curves.runs_where(curves.params <= sizes[1])
+    with pytest.raises(ExtrapolationError, match="not trusted beyond 3x"):
+        NestedRoute(params=sizes[-1], tokens=100_000 * STEP_TOKENS).fit(small)
+    route = NestedRoute(params=sizes[-1], tokens=40_000 * STEP_TOKENS).fit(small)
+    assert "runs end before D" in route.warning_ and "backtested" in route.warning_
+    assert NestedRoute(params=sizes[-1], tokens=30_000 * STEP_TOKENS).fit(small).warning_ == ""
 
 
 def test_step_backtest_error_grows_with_the_extrapolation(curves: MixtureCurves) -> None:

@@ -15,7 +15,7 @@ bounds below enforce exactly this (``gamma`` in ``[GAMMA_MIN, 1]``, amplitudes a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import cvxpy as cp
 import numpy as np
@@ -60,16 +60,43 @@ def linear_starts(losses: np.ndarray, mixture: np.ndarray) -> np.ndarray:
     return np.array(grid)
 
 
+class LogMixture(NamedTuple):
+    """Mixture weights with their logs computed once (a fit evaluates the law ~10^3 times).
+
+    Attributes
+    ----------
+    values
+        Weights ``(runs, sources)``.
+    log
+        ``log h`` where ``h > 0``, 0 elsewhere.
+    present
+        ``h > 0`` as 0/1 floats (a source with zero weight contributes nothing).
+    """
+
+    values: np.ndarray
+    log: np.ndarray
+    present: np.ndarray
+
+
+def log_mixture(mixture: np.ndarray | LogMixture) -> LogMixture:
+    """``mixture`` with its logs (returned as is when already a :class:`LogMixture`)."""
+    if isinstance(mixture, LogMixture):
+        return mixture
+    mixture = np.asarray(mixture, dtype=float)
+    present = mixture > 0
+    log = np.log(np.where(present, mixture, 1.0))
+    return LogMixture(mixture, log, present.astype(float))
+
+
 def _mixture_term(
-    log_c: np.ndarray, gamma: np.ndarray, mixture: np.ndarray
+    log_c: np.ndarray, gamma: np.ndarray, mixture: np.ndarray | LogMixture
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``s = sum_j C_j h_j^gamma_j`` for batched parameters; also ``C_j h_j^g`` and ``log h``."""
-    with np.errstate(divide="ignore"):
-        log_h = np.where(mixture > 0, np.log(np.where(mixture > 0, mixture, 1.0)), -np.inf)
+    mixture = log_mixture(mixture)
     # (..., runs, sources)
-    exponent = log_c[..., None, :] + gamma[..., None, :] * log_h
-    terms = np.where(mixture > 0, np.exp(np.minimum(exponent, 700.0)), 0.0)
-    return terms.sum(axis=-1), terms, np.where(mixture > 0, log_h, 0.0)
+    exponent = log_c[..., None, :] + gamma[..., None, :] * mixture.log
+    terms = np.exp(np.minimum(exponent, 700.0)) * mixture.present
+    return terms.sum(axis=-1), terms, mixture.log
 
 
 def additive_model(
@@ -77,7 +104,8 @@ def additive_model(
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """``E + 1/(sum_j exp(logC_j) h_j^gamma_j)``; ``theta = [E, logC_1..S, gamma_1..S]``."""
     theta = np.asarray(theta, dtype=float)
-    sources = mixture.shape[1]
+    mixture = log_mixture(mixture)
+    sources = mixture.values.shape[1]
     energy = theta[..., 0]
     log_c, gamma = theta[..., 1 : sources + 1], theta[..., sources + 1 :]
     total, terms, log_h = _mixture_term(log_c, gamma, mixture)
@@ -102,6 +130,14 @@ class AdditiveLaw(MixtureLaw):
             + [f"gamma[{s}]" for s in self.sources_ or range(n_sources)]
         )
 
+    def inputs(self, data: MixtureData) -> Any:
+        """The runs' mixtures with their logs (:class:`LogMixture`)."""
+        return log_mixture(data.mixture)
+
+    def inputs_for(self, weights: np.ndarray) -> Any:
+        """New mixtures with their logs."""
+        return log_mixture(weights)
+
     def model(
         self, theta: np.ndarray, mixture: np.ndarray, *, jac: bool = False
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
@@ -115,7 +151,7 @@ class AdditiveLaw(MixtureLaw):
         so each start solves that non-negative least-squares problem (cheap, and close to the
         optimum, which is what lets the fit advance only the best few starts).
         """
-        return linear_starts(losses, np.asarray(inputs))
+        return linear_starts(losses, log_mixture(inputs).values)
 
     def bounds(self, losses: np.ndarray, n_sources: int) -> np.ndarray:
         """``0 <= E < min loss``, ``-30 <= logC <= 30``, ``GAMMA_MIN <= gamma <= 1``."""
@@ -153,8 +189,9 @@ def additive_scale_model(
     ``inputs = (mixture, params / PARAMS_UNIT, tokens / TOKENS_UNIT)``.
     """
     mixture, params, tokens = inputs
+    mixture = log_mixture(mixture)
     theta = np.asarray(theta, dtype=float)
-    sources = mixture.shape[1]
+    sources = mixture.values.shape[1]
     if joint is None:
         k = (theta.shape[-1] - 1 - 2 * sources - 2) // 2 if tokens_term else 1
     else:
@@ -164,7 +201,7 @@ def additive_scale_model(
     start = 2 * sources + 1
     log_a, alpha = theta[..., start : start + k], theta[..., start + k]
     total, terms, log_h = _mixture_term(log_c, gamma, mixture)
-    basis = mixture if k == sources else np.ones((len(params), 1))  # (runs, k)
+    basis = mixture.values if k == sources else np.ones((len(params), 1))  # (runs, k)
     a_parts = np.exp(log_a)[..., None, :] * basis  # (..., runs, k)
     n_power = params ** (-alpha[..., None])  # (..., runs)
     a_h = a_parts.sum(axis=-1)
@@ -285,13 +322,13 @@ class AdditiveScaleLaw(MixtureLaw):
         """(mixture, N / PARAMS_UNIT, D / TOKENS_UNIT) per run."""
         if not (np.all(np.isfinite(data.params)) and np.all(np.isfinite(data.tokens))):
             raise SpecError(f"{self.name}: every run needs params and tokens")
-        return data.mixture, data.params / PARAMS_UNIT, data.tokens / TOKENS_UNIT
+        return log_mixture(data.mixture), data.params / PARAMS_UNIT, data.tokens / TOKENS_UNIT
 
     def inputs_for(self, weights: np.ndarray) -> Any:
         """Mixtures at the target scale."""
         runs = len(weights)
         return (
-            weights,
+            log_mixture(weights),
             np.full(runs, self.params / PARAMS_UNIT),
             np.full(runs, self.tokens / TOKENS_UNIT),
         )
@@ -309,6 +346,7 @@ class AdditiveScaleLaw(MixtureLaw):
         the one-scale law's linear starts (:func:`linear_starts`) on the loss minus ``A N^-alpha``.
         """
         mixture, params, tokens = inputs
+        mixture = log_mixture(mixture).values
         sources = mixture.shape[1]
         k = self._k(sources)
         grid = []

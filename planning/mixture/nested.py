@@ -406,6 +406,10 @@ class NestedRoute:
         end of a decayed run by ~0.01 nats; it is for extrapolating in D).
     delta
         Huber threshold of the step laws and the mixture law.
+    max_ratio
+        Refuse a target D past ``max_ratio`` x a run's last checkpoint
+        (:class:`mixplan.planning.errors.ExtrapolationError`); past 1x, ``warning_`` says how
+        far and the backtested error of that extrapolation (:mod:`mixplan.planning.mixture.steps`).
     """
 
     name = "nested (step -> size -> mixture)"
@@ -420,6 +424,7 @@ class NestedRoute:
         step_window: float = 0.5,
         prefer_observed: bool = True,
         delta: float = DEFAULT_DELTA,
+        max_ratio: float = 3.0,
     ) -> None:
         if params <= 0 or tokens <= 0:
             raise SpecError("NestedRoute: params and tokens must be positive")
@@ -436,6 +441,8 @@ class NestedRoute:
         self.step_window = step_window
         self.prefer_observed = prefer_observed
         self.delta = delta
+        self.max_ratio = max_ratio
+        self.warning_ = ""
         self.step_fits_: FloorPowerFits | None = None
         self.at_tokens_: np.ndarray | None = None
         self.size_theta_: np.ndarray | None = None
@@ -447,6 +454,12 @@ class NestedRoute:
 
     def _stage_tokens(self, curves: MixtureCurves) -> np.ndarray:
         """Stage 1: loss of every (run, domain) at the target tokens, ``(runs, domains)``."""
+        # steps builds on this module's curves and step laws, hence the import here
+        from mixplan.planning.mixture.steps import extrapolation_warning
+
+        self.warning_ = extrapolation_warning(
+            curves, self.tokens, max_ratio=self.max_ratio, delta=self.delta
+        )
         runs, domains = len(curves.run_ids), len(curves.domains)
         row, column = np.nonzero(np.isfinite(curves.losses))
         tokens = curves.tokens[row]

@@ -168,6 +168,69 @@ def step_backtest(
     )
 
 
+def _logged_range(curves: MixtureCurves) -> tuple[np.ndarray, np.ndarray]:
+    """First and last logged tokens of every run."""
+    first = np.full(len(curves.run_ids), np.inf)
+    last = np.zeros(len(curves.run_ids))
+    np.minimum.at(first, curves.row_run, curves.tokens)
+    np.maximum.at(last, curves.row_run, curves.tokens)
+    return first, last
+
+
+def _refuse_past(
+    curves: MixtureCurves, tokens: float, ratio: np.ndarray, last: np.ndarray, max_ratio: float
+) -> None:
+    if np.any(ratio > max_ratio * (1 + 1e-9)):
+        worst = int(np.argmax(ratio))
+        raise ExtrapolationError(
+            f"step stage: D = {tokens:.4g} tokens is {ratio[worst]:.3g}x past the last logged "
+            f"checkpoint of run {curves.run_ids[worst]} ({last[worst]:.4g} tokens); the step law "
+            f"is not trusted beyond {max_ratio:g}x. Train the proxies longer, plan at a smaller "
+            "D, or raise max_ratio knowingly"
+        )
+
+
+def _measured(backtest: StepBacktest | None) -> str:
+    if backtest is None:
+        return "no run is long enough to backtest that extrapolation"
+    return (
+        f"backtested on these runs' own curves, extrapolating {backtest.ratio:.2g}x misses "
+        f"the last checkpoint by {backtest.mae:.3g} nats on average "
+        f"(max {backtest.max_error:.3g}, bias {backtest.bias:+.3g})"
+    )
+
+
+def extrapolation_warning(
+    curves: MixtureCurves,
+    tokens: float,
+    *,
+    max_ratio: float = MAX_RATIO,
+    delta: float = DEFAULT_DELTA,
+) -> str:
+    """The guard of any route that extrapolates run curves to ``tokens``.
+
+    Returns ``""`` when every run reaches ``tokens``, else a sentence with how far past its last
+    checkpoint the farthest run goes and the backtested error of extrapolating that far.
+
+    Raises
+    ------
+    ExtrapolationError
+        If a run would be extrapolated past ``max_ratio`` x its last logged tokens.
+    """
+    _, last = _logged_range(curves)
+    ratio = tokens / last
+    _refuse_past(curves, tokens, ratio, last, max_ratio)
+    beyond = ratio > 1 + 1e-9
+    if not beyond.any():
+        return ""
+    backtest = step_backtest(curves, float(ratio[beyond].max()), delta=delta)
+    return (
+        f"{int(beyond.sum())} runs end before D = {tokens:.4g} tokens (up to "
+        f"{ratio[beyond].max():.2g}x past their last checkpoint); their losses there come from "
+        f"a power law with a floor on each curve: {_measured(backtest)}"
+    )
+
+
 def losses_at_tokens(
     curves: MixtureCurves,
     tokens: float,
@@ -204,19 +267,9 @@ def losses_at_tokens(
     if not tokens > 0:
         raise FitError(f"step stage: target tokens must be positive, got {tokens}")
     runs, domains = len(curves.run_ids), len(curves.domains)
-    first = np.full(runs, np.inf)
-    last = np.zeros(runs)
-    np.minimum.at(first, curves.row_run, curves.tokens)
-    np.maximum.at(last, curves.row_run, curves.tokens)
+    first, last = _logged_range(curves)
     ratio = tokens / last
-    if np.any(ratio > max_ratio * (1 + 1e-9)):
-        worst = int(np.argmax(ratio))
-        raise ExtrapolationError(
-            f"step stage: D = {tokens:.4g} tokens is {ratio[worst]:.3g}x past the last logged "
-            f"checkpoint of run {curves.run_ids[worst]} ({last[worst]:.4g} tokens); the step law "
-            f"is not trusted beyond {max_ratio:g}x. Train the proxies longer, plan at a smaller "
-            "D, or raise max_ratio knowingly"
-        )
+    _refuse_past(curves, tokens, ratio, last, max_ratio)
     inside = (first <= tokens * (1 + 1e-9)) & (ratio <= 1 + 1e-9)
     beyond = ratio > 1 + 1e-9
     out = np.full((runs, domains), np.nan)
@@ -245,17 +298,10 @@ def losses_at_tokens(
         )
     warning = ""
     if beyond.any():
-        measured = (
-            f"backtested on these runs' own curves, extrapolating {backtest.ratio:.2g}x misses "
-            f"the last checkpoint by {backtest.mae:.3g} nats on average "
-            f"(max {backtest.max_error:.3g}, bias {backtest.bias:+.3g})"
-            if backtest is not None
-            else "no run is long enough to backtest that extrapolation"
-        )
         warning = (
             f"{int(beyond[keep].sum())} runs end before D = {tokens:.4g} tokens (up to "
             f"{ratio[beyond].max():.2g}x past their last checkpoint); their losses there come "
-            f"from a power law with a floor on each curve's tail: {measured}"
+            f"from a power law with a floor on each curve's tail: {_measured(backtest)}"
         )
     index = np.flatnonzero(keep)
     data = MixtureData(
