@@ -215,6 +215,8 @@ def test_fit_mixture_flow_stores_the_law_chosen_across_scale(
         best["predicted_loss"]
     )
     assert scale["planned"]["predicted_loss"] <= best["predicted_loss"] + 1e-6
+    low, high = scale["planned"]["interval_90"]  # bootstrap draws of the chosen route's law
+    assert low < high and high - low < 0.2
     section = mixture_section(result)
     titles = [table.caption for table in section.tables]
     assert any("across scale" in t and scale["chosen"] in t for t in titles)

@@ -410,6 +410,9 @@ class NestedRoute:
         Refuse a target D past ``max_ratio`` x a run's last checkpoint
         (:class:`mixplan.planning.errors.ExtrapolationError`); past 1x, ``warning_`` says how
         far and the backtested error of that extrapolation (:mod:`mixplan.planning.mixture.steps`).
+    n_bootstrap, seed
+        Bootstrap draws of the stage-3 mixture law (resampling mixtures), for intervals. They
+        cover the mixture stage only: the step and size stages are not refitted per draw.
     """
 
     name = "nested (step -> size -> mixture)"
@@ -425,6 +428,8 @@ class NestedRoute:
         prefer_observed: bool = True,
         delta: float = DEFAULT_DELTA,
         max_ratio: float = 3.0,
+        n_bootstrap: int = 0,
+        seed: int = 0,
     ) -> None:
         if params <= 0 or tokens <= 0:
             raise SpecError("NestedRoute: params and tokens must be positive")
@@ -442,6 +447,7 @@ class NestedRoute:
         self.prefer_observed = prefer_observed
         self.delta = delta
         self.max_ratio = max_ratio
+        self.n_bootstrap, self.seed = n_bootstrap, seed
         self.warning_ = ""
         self.step_fits_: FloorPowerFits | None = None
         self.at_tokens_: np.ndarray | None = None
@@ -540,9 +546,9 @@ class NestedRoute:
         )
         # 3. mixture law across mixtures at the target scale
         law: MixtureLaw = (
-            ExponentialLaw(delta=self.delta)
+            ExponentialLaw(delta=self.delta, n_bootstrap=self.n_bootstrap, seed=self.seed)
             if self.mixture_law == "exponential"
-            else AdditiveLaw(delta=self.delta)
+            else AdditiveLaw(delta=self.delta, n_bootstrap=self.n_bootstrap, seed=self.seed)
         )
         self.law_ = law.fit(self.at_target_)
         self.sources_, self.domains_ = curves.sources, curves.domains
@@ -556,6 +562,12 @@ class NestedRoute:
     def predict(self, weights: np.ndarray) -> np.ndarray:
         """Loss per domain at the target (N, D) from the mixture law."""
         return self._law().predict(weights)
+
+    def predict_interval(
+        self, weights: np.ndarray, *, level: float = 0.95
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Bootstrap interval of the mixture stage (fit with ``n_bootstrap > 0``)."""
+        return self._law().predict_interval(weights, level=level)
 
     def predict_size_stage(self, weights: np.ndarray) -> np.ndarray:
         """Stage-2 prediction (no mixture law) for mixtures that were among the fitted ones."""

@@ -22,8 +22,7 @@ from mixplan.planning.mixture.scale import ScaleRoute
 from mixplan.planning.mixture.steps import losses_at_tokens
 
 RouteFactory = Callable[..., Any]
-"""``factory(params, tokens, n_bootstrap=0, seed=0)``: an unfitted route for a target (N, D)
-(routes without a bootstrap ignore the last two)."""
+"""``factory(params, tokens, n_bootstrap=0, seed=0)``: an unfitted route for a target (N, D)."""
 
 ROUTES: dict[str, RouteFactory] = {
     "scale (A in h)": lambda n, d, **bootstrap: ScaleRoute(
@@ -32,7 +31,7 @@ ROUTES: dict[str, RouteFactory] = {
     "scale (shared A)": lambda n, d, **bootstrap: ScaleRoute(
         params=n, tokens=d, joint=False, **bootstrap
     ),
-    "nested": lambda n, d, **bootstrap: NestedRoute(params=n, tokens=d),
+    "nested": lambda n, d, **bootstrap: NestedRoute(params=n, tokens=d, **bootstrap),
 }
 """The candidate routes the flow scores (the checkpoint-wide JointRoute is in bench/mixture.py:
 it is slower and, along a learning-rate schedule, transfers worse)."""
