@@ -48,7 +48,7 @@ LAW_FORMS = {
     "scale": "L_i(h, N) = E_i + 1 / sum_j C_ij h_j^gamma_ij + A_i(h) / N^alpha_i at the target D "
     "(runs read at D; the route chosen by leave-largest-scale-out)",
 }
-HEADLINE = {"exponential": "c", "additive": "E", "per_source": "L_inf"}
+HEADLINE = {"exponential": "c", "additive": "E", "per_source": "L_inf", "scale": "E"}
 """The parameter shown with its interval per domain (the loss floor of each law)."""
 
 
@@ -107,7 +107,8 @@ def fit_mixture(
         JSON-ready: ``experiment``, ``sources``, ``domains``, ``fits`` (family -> form, path,
         per-domain parameter rows), ``scores`` (held-out rows), ``routes`` (route rows),
         ``scale`` (the chosen route across scale, its selection scores, target, planned mixture
-        and best observed run; ``None`` for one-size experiments).
+        and best observed run; ``None`` for one-size experiments; its law is also listed under
+        ``fits["scale"]``).
     """
     logger = get_run_logger()
     lake = str(lake)
@@ -167,11 +168,17 @@ def fit_mixture(
         curves = load_mixture_curves(lake, experiment, domains=list(data.domains))
         chosen = select_scale_route(curves, target_params, target_tokens, n_bootstrap, seed)
         result["scale"] = scale_summary(chosen, curves)
+        law = chosen_law(chosen["route"])
+        result["fits"]["scale"] = {
+            "form": result["scale"]["form"],
+            "params": law.params_table(),
+            "path": None,
+        }
         if save:
-            result["scale"]["path"] = store_mixture_fit(
+            result["scale"]["path"] = result["fits"]["scale"]["path"] = store_mixture_fit(
                 lake,
                 fit_name(experiment, "scale"),
-                chosen_law(chosen["route"]),
+                law,
                 data_hash,
                 None,
                 curves.final().max_shares(),
@@ -307,8 +314,8 @@ def mixture_fit_report(result: dict[str, Any], *, console: Console | None = None
         if entry["params"]:
             table.add_column(f"{headline} [95% CI]" if headline else "floor")
             table.add_column("objective", justify="right")
-            key = {"additive": "logC", "nested": "logC", "exponential": "t", "per_source": "logB"}
-            table.add_column(f"largest {key.get(family, '')} (sources)")
+            key = {"exponential": "t", "per_source": "logB"}
+            table.add_column(f"largest {key.get(family, 'logC')} (sources)")
         if scores is not None:
             table.add_column("held-out Spearman", justify="right")
             table.add_column("held-out MRE %", justify="right")

@@ -207,6 +207,8 @@ def test_fit_mixture_flow_stores_the_law_chosen_across_scale(
     scale = result["scale"]
     assert scale["chosen"] in ROUTES
     assert [row["route"] for row in scale["scores"]] == list(ROUTES)
+    assert result["fits"]["scale"]["path"] == scale["path"]  # listed with the other mixture fits
+    assert result["fits"]["scale"]["params"][0]["E"] >= 0
     stored = json.loads(Path(scale["path"]).read_text())
     assert stored["chosen_route"] == scale["chosen"] and stored["selection"] == scale["scores"]
     law = MIXTURE_LAWS[stored["law"]].from_json(Path(scale["path"]).read_text())

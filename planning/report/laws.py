@@ -237,7 +237,13 @@ def law_section(fit: FitResult, frame: pl.DataFrame | None = None) -> LawSection
     )
 
 
-HEADLINE_PARAMETER = {"exponential": "c", "additive": "E", "per_source": "L_inf", "nested": "E"}
+HEADLINE_PARAMETER = {
+    "exponential": "c",
+    "additive": "E",
+    "per_source": "L_inf",
+    "nested": "E",
+    "scale": "E",
+}
 """The loss floor each mixture law family reports per domain (shown with its interval)."""
 
 
