@@ -166,6 +166,7 @@ def fit_mixture(
     curves = None
     if scale and len(sizes) > 1:
         curves = load_mixture_curves(lake, experiment, domains=list(data.domains))
+        curves = curves.runs_where(np.isfinite(curves.params))  # a size law needs N
         chosen = select_scale_route(curves, target_params, target_tokens, n_bootstrap, seed)
         result["scale"] = scale_summary(chosen, curves)
         law = chosen_law(chosen["route"])
