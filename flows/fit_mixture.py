@@ -22,7 +22,9 @@ from mixplan.flows.config import DEFAULT_LAKE
 from mixplan.flows.console import cli_console
 from mixplan.planning.errors import SpecError
 from mixplan.planning.mixture.evaluation import comparison_table
-from mixplan.planning.mixture.nested import NestedRoute
+from mixplan.planning.mixture.nested import MixtureCurves, NestedRoute
+from mixplan.planning.mixture.scale import best_mixture
+from mixplan.planning.mixture.steps import losses_at_tokens
 from mixplan.tasks.mixture import (
     BASELINES,
     LAW_FAMILIES,
@@ -32,6 +34,7 @@ from mixplan.tasks.mixture import (
     load_mixture_curves,
     load_mixture_data,
     score_mixture_family,
+    select_scale_route,
     store_mixture_fit,
 )
 
@@ -42,8 +45,10 @@ LAW_FORMS = {
     "lightgbm": "LightGBM regression on the mixture (RegMix; not convex, comparison only)",
     "linear": "L_i(r) = b_i . r (least squares)",
     "nested": "step law -> size law -> additive mixture law at the target (N, D)",
+    "scale": "L_i(h, N) = E_i + 1 / sum_j C_ij h_j^gamma_ij + A_i(h) / N^alpha_i at the target D "
+    "(runs read at D; the route chosen by leave-largest-scale-out)",
 }
-HEADLINE = {"exponential": "c", "additive": "E", "per_source": "L_inf"}
+HEADLINE = {"exponential": "c", "additive": "E", "per_source": "L_inf", "scale": "E"}
 """The parameter shown with its interval per domain (the loss floor of each law)."""
 
 
@@ -59,6 +64,9 @@ def fit_mixture(
     hold_out_largest: bool = False,
     save: bool = True,
     all_sizes: bool = False,
+    scale: bool = True,
+    target_params: float | None = None,
+    target_tokens: float | None = None,
 ) -> dict[str, Any]:
     """Fit mixture laws (and baselines) on ``experiment``; score them on held-out runs.
 
@@ -86,12 +94,21 @@ def fit_mixture(
     all_sizes
         The law families describe one scale: when the experiment has runs of several model
         sizes, only the largest size's runs are fitted unless this is set.
+    scale
+        For experiments with two or more model sizes: score the mixture routes by
+        leave-largest-scale-out, refit the one that transfers best on every size at the target
+        (N, D), and store it as ``<experiment>-mixture-scale``.
+    target_params, target_tokens
+        The target (N, D) of that law (default: the largest size at its last common step).
 
     Returns
     -------
     dict
         JSON-ready: ``experiment``, ``sources``, ``domains``, ``fits`` (family -> form, path,
-        per-domain parameter rows), ``scores`` (held-out rows), ``routes`` (route rows).
+        per-domain parameter rows), ``scores`` (held-out rows), ``routes`` (route rows),
+        ``scale`` (the chosen route across scale, its selection scores, target, planned mixture
+        and best observed run; ``None`` for one-size experiments; its law is also listed under
+        ``fits["scale"]``).
     """
     logger = get_run_logger()
     lake = str(lake)
@@ -130,6 +147,7 @@ def fit_mixture(
         "fits": {},
         "scores": [],
         "routes": [],
+        "scale": None,
     }
     for family, future in futures.items():
         model = future.result()
@@ -145,8 +163,36 @@ def fit_mixture(
                     lake, fit_name(experiment, family), model, data_hash, scores, data.max_shares()
                 )
         result["fits"][family] = entry
-    if hold_out_largest:
+    curves = None
+    if scale and len(sizes) > 1:
         curves = load_mixture_curves(lake, experiment, domains=list(data.domains))
+        curves = curves.runs_where(np.isfinite(curves.params))  # a size law needs N
+        chosen = select_scale_route(curves, target_params, target_tokens, n_bootstrap, seed)
+        result["scale"] = scale_summary(chosen, curves)
+        law = chosen_law(chosen["route"])
+        result["fits"]["scale"] = {
+            "form": result["scale"]["form"],
+            "params": law.params_table(),
+            "path": None,
+        }
+        if save:
+            result["scale"]["path"] = result["fits"]["scale"]["path"] = store_mixture_fit(
+                lake,
+                fit_name(experiment, "scale"),
+                law,
+                data_hash,
+                None,
+                curves.final().max_shares(),
+                {
+                    "selection": result["scale"]["scores"],
+                    "chosen_route": chosen["chosen"],
+                    "target": chosen["target"],
+                    "step_warning": chosen["step_warning"],
+                },
+            )
+    if hold_out_largest:
+        if curves is None:
+            curves = load_mixture_curves(lake, experiment, domains=list(data.domains))
         sizes = np.unique(curves.params)
         if len(sizes) < 3:
             raise SpecError(
@@ -169,6 +215,58 @@ def fit_mixture(
             }
     logger.info("fit-mixture %s: %s", experiment, ", ".join(result["fits"]))
     return result
+
+
+def chosen_law(route: Any) -> Any:
+    """The stored law of a fitted route (what the planner loads): a scale route's
+    :class:`AdditiveScaleLaw` at the target, the nested route's mixture law at the target."""
+    law = getattr(route, "law_", None)
+    if law is None:
+        raise SpecError(f"{getattr(route, 'name', route)}: not fitted")
+    return law
+
+
+def scale_summary(chosen: dict[str, Any], curves: MixtureCurves) -> dict[str, Any]:
+    """JSON-ready view of :func:`select_and_fit_route`: scores, target, the planned mixture with
+    its predicted loss (and bootstrap interval) next to the best observed run."""
+    route, target = chosen["route"], chosen["target"]
+    sources = curves.sources
+    trust = curves.final().max_shares()
+    planned = best_mixture(route, sources, max_shares=trust, candidates=curves.final().mixture)
+    predicted = float(np.mean(route.predict(planned)))
+    interval: list[float] | None = None
+    law = chosen_law(route)
+    if getattr(law, "n_bootstrap", 0) > 0:
+        low, high = route.predict_interval(planned[None, :], level=0.9)
+        interval = [float(np.mean(low)), float(np.mean(high))]
+    sizes = np.unique(curves.params)
+    largest = curves.runs_where(curves.params == sizes[-1])
+    last = np.zeros(len(largest.run_ids))
+    np.maximum.at(last, largest.row_run, largest.tokens)
+    observed, _ = losses_at_tokens(largest, float(last.min()), max_ratio=1.0)
+    mean_loss = observed.losses.mean(axis=1)
+    best = int(np.argmin(mean_loss))
+    return {
+        "chosen": chosen["chosen"],
+        "form": LAW_FORMS["nested" if chosen["chosen"] == "nested" else "scale"],
+        "target": target,
+        "scores": chosen["scores"].to_dicts(),
+        "step_warning": chosen["step_warning"],
+        "planned": {
+            "mixture": dict(zip(sources, planned.tolist(), strict=True)),
+            "predicted_loss": predicted,
+            "interval_90": interval,
+        },
+        "best_observed": {
+            "run_id": observed.run_ids[best],
+            "params": float(sizes[-1]),
+            "tokens": float(last.min()),
+            "mixture": dict(zip(sources, observed.mixture[best].tolist(), strict=True)),
+            "loss": float(mean_loss[best]),
+            "predicted_loss": float(np.mean(route.predict(observed.mixture[best]))),
+        },
+        "path": None,
+    }
 
 
 # ------------------------------------------------------------------------------- report
@@ -217,8 +315,8 @@ def mixture_fit_report(result: dict[str, Any], *, console: Console | None = None
         if entry["params"]:
             table.add_column(f"{headline} [95% CI]" if headline else "floor")
             table.add_column("objective", justify="right")
-            key = {"additive": "logC", "nested": "logC", "exponential": "t", "per_source": "logB"}
-            table.add_column(f"largest {key.get(family, '')} (sources)")
+            key = {"exponential": "t", "per_source": "logB"}
+            table.add_column(f"largest {key.get(family, 'logC')} (sources)")
         if scores is not None:
             table.add_column("held-out Spearman", justify="right")
             table.add_column("held-out MRE %", justify="right")
@@ -254,6 +352,8 @@ def mixture_fit_report(result: dict[str, Any], *, console: Console | None = None
                 scale = 100 if metric == "mre" else 1
                 table.add_row(row[0], *[f"{scale * v:.4f}" for v in row[1:]])
             console.print(table)
+    if result.get("scale"):
+        _print_scale(console, result["scale"])
     if result["routes"]:
         routes = pl.DataFrame(result["routes"])
         summary = (
@@ -279,3 +379,39 @@ def mixture_fit_report(result: dict[str, Any], *, console: Console | None = None
             )
         table.caption = f"better on held-out runs: {summary['route'][0]}"
         console.print(table)
+
+
+def _print_scale(console: Console, scale: dict[str, Any]) -> None:
+    """The leave-largest-scale-out scores, the chosen route and its planned mixture."""
+    table = Table(
+        title="Mixture routes across scale: fitted on the smaller sizes, scored on the largest"
+    )
+    for column in ("route", "fitted sizes", "MAE (nats)", "max error", "status"):
+        table.add_column(column, justify="left" if column in ("route", "status") else "right")
+    for row in scale["scores"]:
+        table.add_row(
+            row["route"],
+            row["fit_sizes"],
+            f"{row['mae']:.4f}",
+            f"{row['max_error']:.4f}",
+            row["status"] if row["status"] == "ok" else row["status"][:60],
+        )
+    target = scale["target"]
+    table.caption = (
+        f"chosen: {scale['chosen']}, refitted on every size for N = {target['params']:.3g}, "
+        f"D = {target['tokens']:.3g}"
+        + (f"; stored at {scale['path']}" if scale.get("path") else "")
+    )
+    if scale["scores"]:
+        console.print(table)
+    planned, best = scale["planned"], scale["best_observed"]
+    interval = planned.get("interval_90")
+    span = f" (90% {interval[0]:.4f}-{interval[1]:.4f})" if interval else ""
+    mixture = ", ".join(f"{k} {v:.3f}" for k, v in planned["mixture"].items())
+    console.print(
+        f"planned mixture at the target ({mixture}): predicted mean loss "
+        f"{planned['predicted_loss']:.4f}{span}; best observed run {best['run_id']}: "
+        f"{best['loss']:.4f} (law: {best['predicted_loss']:.4f})"
+    )
+    if scale.get("step_warning"):
+        console.print(f"[yellow]warning[/yellow]: {scale['step_warning']}")

@@ -28,3 +28,7 @@ class NotFittedError(MixplanError):
 
 class SpecError(MixplanError):
     """A plan spec is invalid; the message names the field."""
+
+
+class ExtrapolationError(MixplanError):
+    """A prediction was asked for too far beyond the data a law was fitted on."""

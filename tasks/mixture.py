@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import polars as pl
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -27,6 +28,7 @@ from mixplan.planning.mixture.evaluation import evaluate
 from mixplan.planning.mixture.exponential import ExponentialLaw
 from mixplan.planning.mixture.nested import MixtureCurves, compare_routes
 from mixplan.planning.mixture.per_source import PerSourceLaw
+from mixplan.planning.mixture.selection import ROUTES, best_route, leave_largest_scale_out
 from mixplan.planning.provenance import code_version, frame_hash
 from mixplan.tasks.lake import read_metrics, read_runs
 from mixplan.tasks.storage import write_text_atomic
@@ -189,6 +191,85 @@ def compare_scale_routes(curves: MixtureCurves, train_params_max: float) -> pl.D
     return table
 
 
+DEFAULT_ROUTE = "scale (A in h)"
+"""The route fitted when there are too few model sizes to score routes across scale."""
+
+
+def select_and_fit_route(
+    curves: MixtureCurves,
+    *,
+    params: float | None = None,
+    tokens: float | None = None,
+    n_bootstrap: int = 0,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Score the routes by leave-largest-scale-out, refit the best on every size at the target.
+
+    Parameters
+    ----------
+    curves
+        Checkpoints of an experiment with two or more model sizes.
+    params, tokens
+        Target N and D (default: the largest size, at the last step all its runs logged).
+    n_bootstrap, seed
+        Bootstrap draws of the refitted route (scale routes), for intervals.
+
+    Returns
+    -------
+    dict
+        ``route`` (the fitted route object), ``chosen`` (its name), ``scores`` (the selection
+        table, empty with fewer than three sizes), ``target`` (``params``, ``tokens``) and
+        ``step_warning`` (the step stage's warning at the target and how the size exponent was
+        set when it was not fitted; ``""`` when none).
+    """
+    sizes = np.unique(curves.params)
+    scores = leave_largest_scale_out(curves) if len(sizes) >= 3 else pl.DataFrame()
+    chosen = (best_route(scores) if scores.height else None) or DEFAULT_ROUTE
+    if params is None or tokens is None:
+        largest = curves.runs_where(curves.params == sizes[-1])
+        last = np.zeros(len(largest.run_ids))
+        np.maximum.at(last, largest.row_run, largest.tokens)
+        params = float(sizes[-1]) if params is None else params
+        tokens = float(last.min()) if tokens is None else tokens
+    route = ROUTES[chosen](float(params), float(tokens), n_bootstrap=n_bootstrap, seed=seed)
+    route.fit(curves)
+    stage = getattr(route, "stage_", None)
+    warnings = [stage.warning] if stage is not None and stage.warning else []
+    warnings += [getattr(route, "warning_", "")] if getattr(route, "warning_", "") else []
+    warnings += list(getattr(route, "notes_", ()))
+    return {
+        "route": route,
+        "chosen": chosen,
+        "scores": scores,
+        "target": {"params": float(params), "tokens": float(tokens)},
+        "step_warning": "; ".join(warnings),
+    }
+
+
+@task(name="select-scale-route", cache_policy=NO_CACHE)
+def select_scale_route(
+    curves: MixtureCurves,
+    params: float | None = None,
+    tokens: float | None = None,
+    n_bootstrap: int = 0,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Prefect wrapper of :func:`select_and_fit_route` (logs the choice and any step warning)."""
+    result = select_and_fit_route(
+        curves, params=params, tokens=tokens, n_bootstrap=n_bootstrap, seed=seed
+    )
+    logger = _logger()
+    if result["scores"].height:
+        logger.info(
+            "leave-largest-scale-out MAE: %s -> %s",
+            dict(zip(result["scores"]["route"], result["scores"]["mae"], strict=True)),
+            result["chosen"],
+        )
+    if result["step_warning"]:
+        logger.warning("%s", result["step_warning"])
+    return result
+
+
 @task(name="write-mixture-fit", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
 def store_mixture_fit(
     lake: str,
@@ -197,11 +278,15 @@ def store_mixture_fit(
     data_hash: str,
     scores: pl.DataFrame | None = None,
     max_shares: dict[str, float] | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> str:
     """Store a fitted law as JSON under ``<lake>/fits/`` (retried: remote lakes).
 
     ``max_shares`` (each source's largest share in the fitted runs) is stored as the law's
-    trust region, which the planner applies to mixtures planned with it.
+    trust region, which the planner applies to mixtures planned with it. ``provenance`` adds
+    keys to the stored JSON (e.g. the selection scores of a law chosen across scale).
     """
-    extra = {TRAINING_MAX_SHARE: max_shares} if max_shares is not None else None
+    extra = dict(provenance or {})
+    if max_shares is not None:
+        extra[TRAINING_MAX_SHARE] = max_shares
     return write_mixture_fit(lake, name, law, data_hash=data_hash, scores=scores, extra=extra)

@@ -13,13 +13,14 @@ Both follow the mixture-law interface: ``fit(data) -> self``, ``predict(weights)
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Self
+from typing import Any, Self
 
 import cvxpy as cp
 import numpy as np
 
 from mixplan.planning.errors import FitError, NotFittedError, SpecError
 from mixplan.planning.mixture.data import MixtureData, domain_weight_vector, mixture_rows
+from mixplan.planning.mixture.steps import losses_at_tokens
 
 LIGHTGBM_PARAMS = {
     "boosting_type": "gbdt",
@@ -85,9 +86,15 @@ class LightGBMBaseline(_Baseline):
 
     def fit(self, data: MixtureData) -> Self:
         """Fit one regressor per domain; early stopping on a split of ``data``'s runs."""
+        self.fit_features(data.mixture, data.losses)
+        self.sources_, self.domains_ = data.sources, data.domains
+        return self
+
+    def fit_features(self, features: np.ndarray, losses: np.ndarray) -> None:
+        """Fit one regressor per column of ``losses`` on any feature matrix (runs x features)."""
         import lightgbm as lgb
 
-        runs = len(data.run_ids)
+        runs = len(features)
         if runs < 10:
             raise FitError(f"{self.name}: needs at least 10 runs, got {runs}")
         rng = np.random.default_rng(self.seed)
@@ -95,9 +102,9 @@ class LightGBMBaseline(_Baseline):
         n_val = max(1, round(self.validation_fraction * runs))
         val, train = order[:n_val], order[n_val:]
         self.models_ = []
-        for column in range(len(data.domains)):
-            train_set = lgb.Dataset(data.mixture[train], data.losses[train, column])
-            val_set = lgb.Dataset(data.mixture[val], data.losses[val, column], reference=train_set)
+        for column in range(losses.shape[1]):
+            train_set = lgb.Dataset(features[train], losses[train, column])
+            val_set = lgb.Dataset(features[val], losses[val, column], reference=train_set)
             booster = lgb.train(
                 {**LIGHTGBM_PARAMS, "seed": self.seed},
                 train_set,
@@ -106,15 +113,17 @@ class LightGBMBaseline(_Baseline):
                 callbacks=[lgb.early_stopping(self.stopping_rounds, verbose=False)],
             )
             self.models_.append(booster)
-        self.sources_, self.domains_ = data.sources, data.domains
-        return self
+
+    def predict_features(self, features: np.ndarray) -> np.ndarray:
+        """Predictions ``(runs, domains)`` for a feature matrix."""
+        return np.stack(
+            [m.predict(features, num_iteration=m.best_iteration) for m in self.models_], axis=-1
+        )
 
     def predict(self, weights: np.ndarray) -> np.ndarray:
         """Loss per domain for one or many mixtures."""
         weights, single = self._check(weights)
-        out = np.stack(
-            [m.predict(weights, num_iteration=m.best_iteration) for m in self.models_], axis=-1
-        )
+        out = self.predict_features(weights)
         return out[0] if single else out
 
 
@@ -148,3 +157,41 @@ class LinearBaseline(_Baseline):
         self._check(np.zeros(len(self.sources_)))
         assert self.coef_ is not None
         return (self.coef_ @ self.target_weights(domain_weights)) @ weights
+
+
+class LightGBMScaleBaseline(_Baseline):
+    """RegMix's regression carried across scale: LightGBM on (mixture, log N) at the target D.
+
+    Every run is read at the target tokens by the step stage
+    (:func:`mixplan.planning.mixture.steps.losses_at_tokens`), then one regressor per domain is
+    fitted on the mixture weights and ``log N``. Trees cannot extrapolate: at a larger N than
+    any fitted run the prediction is the largest fitted size's. Comparison only (bench).
+
+    Parameters
+    ----------
+    params, tokens
+        Target N and D.
+    seed
+        Seed of LightGBM and of its early-stopping split.
+    """
+
+    name = "LightGBM (mixture, log N)"
+
+    def __init__(self, *, params: float, tokens: float, seed: int = 42) -> None:
+        super().__init__()
+        self.params, self.tokens = float(params), float(tokens)
+        self.model_ = LightGBMBaseline(seed=seed)
+
+    def fit(self, curves: Any) -> Self:
+        """Read the runs (:class:`MixtureCurves`) at the target D, fit on (mixture, log N)."""
+        data, _ = losses_at_tokens(curves, self.tokens)
+        self.model_.fit_features(np.column_stack([data.mixture, np.log(data.params)]), data.losses)
+        self.sources_, self.domains_ = data.sources, data.domains
+        return self
+
+    def predict(self, weights: np.ndarray) -> np.ndarray:
+        """Loss per domain at the target (N, D) for one or many mixtures."""
+        weights, single = self._check(weights)
+        features = np.column_stack([weights, np.full(len(weights), np.log(self.params))])
+        out = self.model_.predict_features(features)
+        return out[0] if single else out

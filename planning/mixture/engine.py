@@ -1,8 +1,9 @@
 """Adapter from the mixture laws to the shared fitting engine (planning/fitting).
 
 The scale laws and the mixture laws are fitted by one engine: summed Huber on log-loss residuals
-(laws.md 1.1), every start advanced at once by a batched Levenberg-Marquardt iteration, the best
-distinct candidates polished with L-BFGS-B, and the bootstrap refitting all draws in one batch.
+(laws.md 1.1), the best starts advanced at once by the engine's batched Levenberg-Marquardt
+iteration, the best candidate polished with L-BFGS-B, and the bootstrap refitting all draws in
+one batch.
 The engine reads data as named 1-D columns; a mixture law reads a matrix (runs x sources), so
 this adapter wraps each law in a :class:`mixplan.planning.fitting.specs.FitSpec` whose single column
 ``"inputs"`` carries whatever the law needs (the engine hands columns to the law untouched).
@@ -24,7 +25,13 @@ import polars as pl
 from mixplan.planning.errors import FitError
 from mixplan.planning.fitting.bootstrap import bootstrap_chunk, resample_counts
 from mixplan.planning.fitting.data import FitData
-from mixplan.planning.fitting.engine import search, single_threaded_blas
+from mixplan.planning.fitting.engine import (
+    batched_lm,
+    objective_values,
+    polish,
+    residual_target,
+    single_threaded_blas,
+)
 from mixplan.planning.fitting.huber import DEFAULT_DELTA
 from mixplan.planning.fitting.specs import FitSpec
 
@@ -36,6 +43,11 @@ __all__ = [
     "fit_law",
     "law_spec",
 ]
+
+
+BOOTSTRAP_ITERATIONS = 40
+"""Batched iterations per bootstrap draw: every draw starts at the full-data optimum, a short
+walk away from its own (measured on RegMix: the draws' predictions move < 1e-4 nats after 40)."""
 
 
 class LawFunction(Protocol):
@@ -119,18 +131,26 @@ def fit_law(
     losses: np.ndarray,
     *,
     delta: float = DEFAULT_DELTA,
-    keep: int = 1,
-    refine_iterations: int = 200,
+    keep: int = 3,
+    refine_iterations: int = 60,
+    polish_iterations: int = 1000,
     weights: np.ndarray | None = None,
 ) -> EngineResult:
-    """Fit one law (one domain) with the shared engine.
+    """Fit one law (one domain) with the shared engine's pieces, sized for mixture laws.
+
+    The starts of a mixture law are cheap, already-good guesses (most solve the linear part of
+    the law by least squares), so instead of the engine's generic screen (a few batched
+    iterations on every start) they are ranked by their objective, the best ``keep`` are
+    advanced together by the batched Levenberg-Marquardt iteration, and the best of those is
+    polished with L-BFGS-B. Measured on RegMix (512 runs, 17 sources, 13 domains) this reaches
+    the same objectives as the generic search in a tenth of the time.
 
     Parameters
     ----------
     spec
         From :func:`law_spec`.
     starts
-        Start grid ``(n_starts, n_params)`` (clipped into the bounds by the engine).
+        Start grid ``(n_starts, n_params)`` (clipped into the bounds).
     inputs
         What the law reads.
     losses
@@ -138,10 +158,12 @@ def fit_law(
     delta
         Huber threshold on log residuals.
     keep
-        Distinct candidates polished with L-BFGS-B.
+        Starts advanced by the batched iteration.
     refine_iterations
-        Batched Levenberg-Marquardt iterations before the polish (cheap; they shorten the
-        L-BFGS-B polish, which crawls on the kinks of the Huber objective).
+        Most batched Levenberg-Marquardt iterations (they stop early once every row converged).
+    polish_iterations
+        Most L-BFGS-B iterations of the polish (it crawls on the kinks of the Huber objective;
+        the batched iteration has done the work by then).
     weights
         Optional per-row weights.
 
@@ -151,22 +173,30 @@ def fit_law(
         If the losses are unusable or no start reaches a finite objective.
     """
     losses = _check_losses(spec.name, losses)
+    bounds = spec.bounds_array()
+    columns = {"inputs": inputs}
+    target = residual_target(spec, losses)
+    w = np.ones_like(target) if weights is None else np.asarray(weights, dtype=float)
+    theta = np.clip(np.atleast_2d(np.asarray(starts, dtype=float)), bounds[:, 0], bounds[:, 1])
     with single_threaded_blas():
-        result = search(
-            spec,
-            {"inputs": inputs},
-            losses,
-            weights=weights,
-            delta=delta,
-            starts=np.atleast_2d(starts),
-            keep=keep,
-            refine_iterations=refine_iterations,
+        screened = objective_values(spec, theta, columns, target, w, delta)
+        order = np.argsort(screened)[: max(1, keep)]
+        if not np.isfinite(screened[order[0]]):
+            raise FitError(
+                f"{spec.name}: no start reached a finite objective on {target.size} points; "
+                "check the data for zeros, negative values or missing columns"
+            )
+        refined, objective, _ = batched_lm(
+            spec, theta[order], columns, target, w, delta=delta, iterations=refine_iterations
         )
+        best = refined[int(np.argmin(objective))]
+        polished, value, converged = polish(
+            spec, best, columns, target, w, delta=delta, max_iter=polish_iterations
+        )
+    if not value <= float(np.min(objective)):
+        polished, value = best, float(np.min(objective))
     return EngineResult(
-        theta=result.theta,
-        objective=result.objective,
-        converged=result.converged,
-        n_starts=result.n_starts,
+        theta=polished, objective=float(value), converged=converged, n_starts=len(theta)
     )
 
 
@@ -201,5 +231,12 @@ def bootstrap_law(
     )
     counts = resample_counts(len(unique), n_bootstrap, seed)
     with single_threaded_blas():
-        thetas, _ = bootstrap_chunk(spec, data, np.asarray(theta)[None, :], counts, delta=delta)
+        thetas, _ = bootstrap_chunk(
+            spec,
+            data,
+            np.asarray(theta)[None, :],
+            counts,
+            delta=delta,
+            iterations=BOOTSTRAP_ITERATIONS,
+        )
     return thetas

@@ -406,6 +406,13 @@ class NestedRoute:
         end of a decayed run by ~0.01 nats; it is for extrapolating in D).
     delta
         Huber threshold of the step laws and the mixture law.
+    max_ratio
+        Refuse a target D past ``max_ratio`` x a run's last checkpoint
+        (:class:`mixplan.planning.errors.ExtrapolationError`); past 1x, ``warning_`` says how
+        far and the backtested error of that extrapolation (:mod:`mixplan.planning.mixture.steps`).
+    n_bootstrap, seed
+        Bootstrap draws of the stage-3 mixture law (resampling mixtures), for intervals. They
+        cover the mixture stage only: the step and size stages are not refitted per draw.
     """
 
     name = "nested (step -> size -> mixture)"
@@ -420,6 +427,9 @@ class NestedRoute:
         step_window: float = 0.5,
         prefer_observed: bool = True,
         delta: float = DEFAULT_DELTA,
+        max_ratio: float = 3.0,
+        n_bootstrap: int = 0,
+        seed: int = 0,
     ) -> None:
         if params <= 0 or tokens <= 0:
             raise SpecError("NestedRoute: params and tokens must be positive")
@@ -436,6 +446,9 @@ class NestedRoute:
         self.step_window = step_window
         self.prefer_observed = prefer_observed
         self.delta = delta
+        self.max_ratio = max_ratio
+        self.n_bootstrap, self.seed = n_bootstrap, seed
+        self.warning_ = ""
         self.step_fits_: FloorPowerFits | None = None
         self.at_tokens_: np.ndarray | None = None
         self.size_theta_: np.ndarray | None = None
@@ -447,6 +460,12 @@ class NestedRoute:
 
     def _stage_tokens(self, curves: MixtureCurves) -> np.ndarray:
         """Stage 1: loss of every (run, domain) at the target tokens, ``(runs, domains)``."""
+        # steps builds on this module's curves and step laws, hence the import here
+        from mixplan.planning.mixture.steps import extrapolation_warning
+
+        self.warning_ = extrapolation_warning(
+            curves, self.tokens, max_ratio=self.max_ratio, delta=self.delta
+        )
         runs, domains = len(curves.run_ids), len(curves.domains)
         row, column = np.nonzero(np.isfinite(curves.losses))
         tokens = curves.tokens[row]
@@ -527,9 +546,9 @@ class NestedRoute:
         )
         # 3. mixture law across mixtures at the target scale
         law: MixtureLaw = (
-            ExponentialLaw(delta=self.delta)
+            ExponentialLaw(delta=self.delta, n_bootstrap=self.n_bootstrap, seed=self.seed)
             if self.mixture_law == "exponential"
-            else AdditiveLaw(delta=self.delta)
+            else AdditiveLaw(delta=self.delta, n_bootstrap=self.n_bootstrap, seed=self.seed)
         )
         self.law_ = law.fit(self.at_target_)
         self.sources_, self.domains_ = curves.sources, curves.domains
@@ -543,6 +562,12 @@ class NestedRoute:
     def predict(self, weights: np.ndarray) -> np.ndarray:
         """Loss per domain at the target (N, D) from the mixture law."""
         return self._law().predict(weights)
+
+    def predict_interval(
+        self, weights: np.ndarray, *, level: float = 0.95
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Bootstrap interval of the mixture stage (fit with ``n_bootstrap > 0``)."""
+        return self._law().predict_interval(weights, level=level)
 
     def predict_size_stage(self, weights: np.ndarray) -> np.ndarray:
         """Stage-2 prediction (no mixture law) for mixtures that were among the fitted ones."""

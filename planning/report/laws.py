@@ -321,6 +321,15 @@ def selection_tables(fit: FitResult) -> list[Table]:
 
 
 HEADLINE_PARAMETER = {"exponential": "c", "additive": "E", "per_source": "L_inf", "nested": "E"}
+
+
+HEADLINE_PARAMETER = {
+    "exponential": "c",
+    "additive": "E",
+    "per_source": "L_inf",
+    "nested": "E",
+    "scale": "E",
+}
 """The loss floor each mixture law family reports per domain (shown with its interval)."""
 
 
@@ -417,6 +426,13 @@ def mixture_section(result: Mapping[str, Any]) -> LawSection:
                 f"{family} law per validation domain: {entry.get('form', '')}",
             )
         )
+    scale = result.get("scale")
+    if scale:
+        tables.extend(_scale_tables(scale))
+        summary += (
+            f" Across scale: {scale.get('chosen', '?')} chosen by leave-largest-scale-out."
+            + (f" Warning: {scale['step_warning']}" if scale.get("step_warning") else "")
+        )
     return LawSection(
         title=title,
         formula=formula,
@@ -425,6 +441,65 @@ def mixture_section(result: Mapping[str, Any]) -> LawSection:
         tables=tuple(tables),
         figures=tuple(figures),
     )
+
+
+def _scale_tables(scale: Mapping[str, Any]) -> list[Table]:
+    """The leave-largest-scale-out scores and the planned mixture against the best observed
+    run (the ``scale`` entry of a ``fit_mixture`` result)."""
+    tables = []
+    scores = scale.get("scores") or []
+    if scores:
+        tables.append(
+            Table(
+                ("route", "fitted on sizes", "MAE on the largest size", "max error", "status"),
+                tuple(
+                    (
+                        str(row.get("route", "")),
+                        str(row.get("fit_sizes", "")),
+                        _four_decimals(row.get("mae")),
+                        _four_decimals(row.get("max_error")),
+                        str(row.get("status", "")),
+                    )
+                    for row in scores
+                ),
+                "mixture routes across scale: each fitted on the smaller model sizes predicts the "
+                f"largest size's runs (never seen); chosen: {scale.get('chosen', '?')}",
+            )
+        )
+    planned, best = scale.get("planned") or {}, scale.get("best_observed") or {}
+    target = scale.get("target") or {}
+    if planned and best:
+        interval = planned.get("interval_90")
+        span = "—" if not interval else f"{interval[0]:.4f} – {interval[1]:.4f}"
+
+        def mix(weights: Mapping[str, float]) -> str:
+            return ", ".join(f"{k} {v:.3f}" for k, v in weights.items())
+
+        tables.append(
+            Table(
+                ("mixture", "weights", "mean loss", "90% interval", "law's prediction"),
+                (
+                    (
+                        "planned (law's optimum)",
+                        mix(planned.get("mixture", {})),
+                        "—",
+                        span,
+                        _four_decimals(planned.get("predicted_loss")),
+                    ),
+                    (
+                        f"best observed ({best.get('run_id', '')})",
+                        mix(best.get("mixture", {})),
+                        _four_decimals(best.get("loss")),
+                        "—",
+                        _four_decimals(best.get("predicted_loss")),
+                    ),
+                ),
+                f"mixture at the target N = {finite(target.get('params')) or float('nan'):.3g}, "
+                f"D = {finite(target.get('tokens')) or float('nan'):.3g} tokens (equal domain "
+                "weights, each source within the largest share it had in the fitted runs)",
+            )
+        )
+    return tables
 
 
 def _four_decimals(value: Any) -> str:
