@@ -28,3 +28,8 @@ class NotFittedError(MixplanError):
 
 class SpecError(MixplanError):
     """A plan spec is invalid; the message names the field."""
+
+
+class PlanningError(MixplanError):
+    """A planning request cannot be built or solved as given (a law without the constants a
+    program needs, numbers a solver cannot represent, ...); the message says what to change."""

@@ -27,6 +27,7 @@ from mixplan.planning.programs.common import (
     limit_constraints,
     limit_parameters,
     log_or_off,
+    require_dpp,
     set_law,
     set_limits,
     solve,
@@ -80,7 +81,7 @@ class BudgetProgram(BuiltOnce):
             total = LOG6 + n + d
         cons = {"budget": total <= p["log_budget"], **limit_constraints(n, d, p)}
         problem = cp.Problem(cp.Minimize(objective), list(cons.values()))
-        assert problem.is_dcp(dpp=True)
+        require_dpp(problem, "budget program")
         return problem, p, cons, (n, d)
 
     def solve(

@@ -31,6 +31,7 @@ import numpy as np
 from mixplan.planning.errors import SpecError
 from mixplan.planning.laws.repetition import effective_tokens
 from mixplan.planning.programs.budget import closed_form
+from mixplan.planning.programs.mixture_forms import scaled_target
 from mixplan.planning.programs.common import (
     PlanStatus,
     ScaleLaw,
@@ -232,7 +233,7 @@ class MixtureProgram:
             cp.multiply(scale_r, 1 - cp.exp(-cp.multiply(1 / scale_r, z)))
         )
         weights = self.inv_total * self.x
-        objective = self.law.loss_expression(weights, self.domain_weights)
+        objective = scaled_target(self.law, weights, self.domain_weights)
         self.log_b = cp.Parameter(name="log_B")
         self.beta = cp.Parameter(nonneg=True, name="beta")
         if self.scale is not None:
@@ -297,8 +298,8 @@ class MixtureProgram:
         self.total.value = tokens / UNIT
         self.inv_total.value = UNIT / tokens
         status = solve(self.problem)
-        if status is not PlanStatus.OPTIMAL:
-            return _failed(f"the mixture program ended {self.problem.status}", tokens)
+        if not status.solved or self.x.value is None:
+            return _failed(f"the mixture program ended {self.problem.status}", tokens, status)
         x = np.maximum(self.x.value, 0.0) * UNIT
         mixture = x / x.sum()
         loss = float(self.objective(mixture, tokens, flops)[0])
@@ -318,7 +319,7 @@ class MixtureProgram:
                 zip(names, np.abs(self.share_constraint.dual_value).tolist(), strict=True)
             )
         return MixtureResult(
-            status=PlanStatus.OPTIMAL,
+            status=status,
             mixture=dict(zip(names, mixture.tolist(), strict=True)),
             tokens=tokens,
             params=params,
@@ -340,18 +341,20 @@ class MixtureProgram:
         flops: float,
         max_params: float | None = None,
         min_tokens: float | None = None,
+        max_tokens: float | None = None,
         grid_points: int = 7,
         tol: float = 5e-3,
     ) -> MixtureResult:
         """Mixture and D jointly at budget ``flops``: golden section on log D over inner solves.
 
-        D ranges from ``max(flops / (6 max_params), min_tokens)`` to the sources' total cap
-        (and ``flops / 6``, N >= 1), within 100x of the scale law's compute-optimal D.
+        D ranges from ``max(flops / (6 max_params), min_tokens)`` to the sources' total cap,
+        ``max_tokens`` and ``flops / 6`` (N >= 1), within 100x of the scale law's
+        compute-optimal D. The search is deterministic: a fixed grid, then golden section.
         """
         if self.scale is None:
             raise SpecError("mixture: planning D needs a scale law (the [law] section)")
         total_cap = float(self.caps.sum())
-        hi = math.log(min(total_cap, flops / 6.0))
+        hi = math.log(min(total_cap, flops / 6.0, max_tokens or math.inf))
         lo = math.log(max(flops / (6.0 * max_params) if max_params else 1.0, min_tokens or 1.0))
         # search within 100x of the scale law's compute-optimal D (a mixture moves D less)
         _, chinchilla_tokens, _ = closed_form(self.scale, flops)
@@ -370,13 +373,13 @@ class MixtureProgram:
         def loss(log_tokens: float) -> float:
             result = self.solve_at(math.exp(log_tokens), flops=flops)
             cache[log_tokens] = result
-            return result.loss if result.status is PlanStatus.OPTIMAL else math.inf
+            return result.loss if result.status.solved else math.inf
 
         grid = np.linspace(lo, hi, grid_points)
         a, b = bracket_on_grid([loss(g) for g in grid], grid)
         best_x, _, _ = golden_section(loss, a, b, tol=tol)
         best = min(
-            (r for r in cache.values() if r.status is PlanStatus.OPTIMAL),
+            (r for r in cache.values() if r.status.solved),
             key=lambda r: r.loss,
             default=cache[best_x],
         )
@@ -407,9 +410,11 @@ def _replace_solves(result: MixtureResult, solves: int) -> MixtureResult:
     return replace(result, solves=solves)
 
 
-def _failed(reason: str, tokens: float) -> MixtureResult:
+def _failed(
+    reason: str, tokens: float, status: PlanStatus = PlanStatus.INFEASIBLE
+) -> MixtureResult:
     nan = float("nan")
-    return MixtureResult(PlanStatus.INFEASIBLE, {}, tokens, nan, nan, nan, nan, reason=reason)
+    return MixtureResult(status, {}, tokens, nan, nan, nan, nan, reason=reason)
 
 
 def simplex_grid(sources: int, steps: int) -> np.ndarray:
