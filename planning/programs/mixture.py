@@ -31,7 +31,6 @@ import numpy as np
 from mixplan.planning.errors import SpecError
 from mixplan.planning.laws.repetition import effective_tokens
 from mixplan.planning.programs.budget import closed_form
-from mixplan.planning.programs.mixture_forms import scaled_target
 from mixplan.planning.programs.common import (
     PlanStatus,
     ScaleLaw,
@@ -40,6 +39,7 @@ from mixplan.planning.programs.common import (
     golden_section,
     solve,
 )
+from mixplan.planning.programs.mixture_forms import scaled_target
 
 RD_STAR = 15.387756
 """Muennighoff et al.'s R_D* (datablations), the default repetition scale."""
@@ -224,14 +224,25 @@ class MixtureProgram:
         count = len(self.sources)
         unique = self.unique / UNIT
         self.x = cp.Variable(count, nonneg=True, name="source_tokens")
-        s = cp.Variable(count, nonneg=True)
-        z = cp.Variable(count, nonneg=True)
         self.total = cp.Parameter(nonneg=True, name="tokens")
         self.inv_total = cp.Parameter(nonneg=True, name="inverse_tokens")
-        scale_r = unique * self.rd_star
-        self.d_eff = cp.sum(s) + cp.sum(
-            cp.multiply(scale_r, 1 - cp.exp(-cp.multiply(1 / scale_r, z)))
-        )
+        # the repetition split only where a source can pass its unique tokens: elsewhere
+        # D'_j = x_j exactly, and a huge U_j R* would only put a badly scaled term in the cone
+        total_cap = float(self.caps.sum())
+        repeats = np.flatnonzero((self.caps > self.unique) & (self.unique < total_cap))
+        once = np.setdiff1d(np.arange(count), repeats)
+        cons = []
+        self.d_eff = cp.sum(self.x[once]) if len(once) else 0.0
+        if len(repeats):
+            s = cp.Variable(len(repeats), nonneg=True)
+            z = cp.Variable(len(repeats), nonneg=True)
+            scale_r = unique[repeats] * self.rd_star
+            self.d_eff = (
+                self.d_eff
+                + cp.sum(s)
+                + cp.sum(cp.multiply(scale_r, 1 - cp.exp(-cp.multiply(1 / scale_r, z))))
+            )
+            cons += [s + z == self.x[repeats], s <= unique[repeats]]
         weights = self.inv_total * self.x
         objective = scaled_target(self.law, weights, self.domain_weights)
         self.log_b = cp.Parameter(name="log_B")
@@ -242,7 +253,7 @@ class MixtureProgram:
             objective = objective + cp.exp(self.log_b - self.beta * cp.log(self.d_eff))
             self.set_scale_law(self.scale)
         self.caps_constraint = self.x <= self.caps / UNIT
-        cons = [cp.sum(self.x) == self.total, self.caps_constraint, s + z == self.x, s <= unique]
+        cons += [cp.sum(self.x) == self.total, self.caps_constraint]
         self.share_constraint = None
         if self.max_shares is not None:
             self.share_constraint = self.x <= cp.multiply(self.max_shares, self.total)

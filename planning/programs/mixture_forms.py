@@ -102,7 +102,9 @@ def _additive_scale(law, w, theta, weights) -> cp.Expression | float:
     for wi, row in zip(w, theta, strict=True):
         a, alpha = np.exp(row[start : start + k]), row[start + k]
         b, beta = np.exp(row[start + k + 1 : start + 2 * k + 1]), row[start + 2 * k + 1]
-        part = a * (law.params / PARAMS_UNIT) ** (-alpha) + b * (law.tokens / TOKENS_UNIT) ** (-beta)
+        part = a * (law.params / PARAMS_UNIT) ** (-alpha) + b * (law.tokens / TOKENS_UNIT) ** (
+            -beta
+        )
         total += wi * row[0]
         if law.joint:
             linear += wi * part
