@@ -387,7 +387,10 @@ class MixtureProgram:
             return result.loss if result.status.solved else math.inf
 
         grid = np.linspace(lo, hi, grid_points)
-        a, b = bracket_on_grid([loss(g) for g in grid], grid)
+        values = [loss(g) for g in grid]
+        if not any(math.isfinite(v) for v in values):  # no D gives a solved mixture
+            return _replace_solves(cache[grid[len(grid) // 2]], len(cache))
+        a, b = bracket_on_grid(values, grid)
         best_x, _, _ = golden_section(loss, a, b, tol=tol)
         best = min(
             (r for r in cache.values() if r.status.solved),
