@@ -404,7 +404,10 @@ def allocate_budget(
     span = p.budget_curve()
     if span is not None:
         n = _along_budget(model, p, *span)
-        candidates.append((n, p.budget_tokens(n)))
+        # on the interval every limit holds exactly; the clip only removes the round-off of
+        # D = (C - 2 T N) / 6N, large when inference takes nearly all of the budget
+        d = min(max(p.budget_tokens(n), n + p.rlo), n + p.rhi, p.dm, p.k - n)
+        candidates.append((n, d))
     span = p.cap_curve()
     if span is not None:
         n = _along_cap(model, p, *span)

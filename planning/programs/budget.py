@@ -136,7 +136,7 @@ class BudgetProgram(BuiltOnce):
                 f"towards E = {law.E:.4g} as the model grows",
             )
         status = solve(problem)
-        if status is not PlanStatus.OPTIMAL:
+        if not status.solved:
             return _failed(status, f"the budget program ended {problem.status}")
         params, tokens = float(np.exp(n.value)), float(np.exp(d.value))
         duals = {name: dual(c) for name, c in cons.items()}

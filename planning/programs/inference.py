@@ -165,7 +165,7 @@ class TargetProgram(BuiltOnce):
         status = solve(problem)
         if status is PlanStatus.INFEASIBLE:
             return self._explain_infeasible(law, target_loss, limits)
-        if status is not PlanStatus.OPTIMAL:
+        if not status.solved:
             return _failed(status, f"the loss-target program ended {problem.status}")
         params, tokens = float(np.exp(n.value)), float(np.exp(d.value))
         return TargetResult(

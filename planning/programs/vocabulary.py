@@ -125,7 +125,7 @@ class VocabularyProgram(BuiltOnce):
         for _ in range(max_width_iterations):
             p["log_width"].value = math.log(d)
             status = solve(problem)
-            if status is not PlanStatus.OPTIMAL:
+            if not status.solved:
                 nan = float("nan")
                 return VocabularyResult(status, nan, nan, d, nan, nan, flops, problem.status)
             if width is not None or not joint:
