@@ -11,13 +11,11 @@ the same model.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-import numpy as np
+from scipy.optimize import brentq
 
 from mixplan.planning.laws.vocabulary import TAO, TaoLaw, tokens_per_character, width_for
-from mixplan.planning.programs.common import golden_section
 
 MAX_WIDTH_ITERATIONS = 8
 
@@ -103,20 +101,25 @@ def split_vocabulary(
 
 
 def _at_width(params, tokens, width, vmin, vmax, law) -> VocabularySplit | None:
+    """Best V at width d: the root of the (increasing) derivative in V, bracketed."""
     top = min(vmax, params * (1 - 1e-3) / width)  # keep N_nv > 0
     if top < vmin:
         return None
+    n_unit, v_unit = law.NON_VOCAB_UNIT, law.VOCAB_UNIT
 
-    def loss(log_v: float) -> float:
-        vd = math.exp(log_v) * width
-        return float(law.predict(params - vd, vd, tokens))
+    def slope(vocab: float) -> float:  # dL_u/dV at fixed total N and D
+        vd = vocab * width
+        return law.A1 * law.alpha1 * (width / n_unit) * ((params - vd) / n_unit) ** (
+            -law.alpha1 - 1
+        ) - law.A2 * law.alpha2 * (width / v_unit) * (vd / v_unit) ** (-law.alpha2 - 1)
 
-    lo, hi = math.log(vmin), math.log(top)
-    grid = np.linspace(lo, hi, 33)
-    values = [loss(x) for x in grid]
-    i = int(np.argmin(values))
-    a, b = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
-    log_v, value, _ = golden_section(loss, float(a), float(b), tol=1e-10)
-    if values[i] < value:
-        log_v, value = float(grid[i]), values[i]
-    return VocabularySplit(math.exp(log_v), width, params, tokens, value)
+    if slope(vmin) >= 0:
+        vocab = vmin
+    elif slope(top) <= 0:
+        vocab = top
+    else:
+        vocab = brentq(slope, vmin, top, xtol=1e-9, rtol=1e-14)
+    vd = vocab * width
+    return VocabularySplit(
+        vocab, width, params, tokens, float(law.predict(params - vd, vd, tokens))
+    )

@@ -120,7 +120,10 @@ class LossModel:
         return cls(predict, f"worst case over {len(models)} draws")
 
     def loss(self, params: float, tokens: float) -> float:
-        """Scalar loss."""
+        """Scalar loss (plain float arithmetic for a Chinchilla-form law)."""
+        c = self.constants
+        if c is not None:
+            return c.E + c.A * params**-c.alpha + c.B * tokens**-c.beta
         return float(np.asarray(self.predict(np.asarray(params), np.asarray(tokens))).ravel()[0])
 
 
@@ -421,7 +424,7 @@ def allocate_budget(
     if not candidates:
         return _failed(PlanStatus.INFEASIBLE, _conflict(p, limits), budget_flops=flops)
     losses = [model.loss(math.exp(n), math.exp(d)) for n, d in candidates]
-    best = int(np.argmin(losses))
+    best = min(range(len(losses)), key=losses.__getitem__)
     n, d = candidates[best]
     return Allocation(
         PlanStatus.OPTIMAL,
@@ -472,8 +475,13 @@ def _duals(model: LossModel, p: _Problem, n: float, d: float) -> dict[str, float
     duals = {name: 0.0 for name in cons}
     if not active:
         return duals
-    grad = np.array(_gradient(model, n, d))
+    grad = _gradient(model, n, d)
+    if len(active) == 1:  # one active constraint: lambda = -grad . a / |a|^2
+        a = cons[active[0]][1]
+        duals[active[0]] = max(0.0, -(grad[0] * a[0] + grad[1] * a[1]) / (a[0] ** 2 + a[1] ** 2))
+        return duals
     matrix = np.array([cons[name][1] for name in active]).T
+    grad = np.array(grad)
     try:
         lam, _ = nnls(matrix, -grad)
     except (ValueError, RuntimeError):
