@@ -7,7 +7,6 @@ over bootstrap draws of any law family, at the same limits and in the same mode)
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from mixplan.planning.errors import SpecError
@@ -150,6 +149,8 @@ def marginal_value(
         "flops_ratio_for_lower_target": None,
     }
     if spec.mode == "budget":
+        if point.budget_flops is None:  # only a FLOP / wall-clock cap bounds the plan
+            return out
         more = allocate(spec, model, t_inf, flops=10 * point.budget_flops)
         if more.ok:
             out["marginal_loss_per_10x"] = point.loss - more.loss
@@ -209,8 +210,3 @@ def plan_inputs(spec: PlanSpec, t_inf: float) -> dict[str, Any]:
         "max_train_flops": limits.train_flops_cap,
         "flop_convention": "6ND training, 2N per inference token (N total parameters)",
     }
-
-
-def finite_or_none(value: float | None) -> float | None:
-    """``value`` unless it is NaN or infinite."""
-    return value if value is not None and math.isfinite(value) else None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 from scipy.optimize import brentq
 
 from mixplan.planning.laws.vocabulary import TAO, TaoLaw, tokens_per_character, width_for
@@ -107,11 +108,25 @@ def _at_width(params, tokens, width, vmin, vmax, law) -> VocabularySplit | None:
         return None
     n_unit, v_unit = law.NON_VOCAB_UNIT, law.VOCAB_UNIT
 
-    def slope(vocab: float) -> float:  # dL_u/dV at fixed total N and D
+    def slope(vocab: float) -> float:  # dL_u/dV at fixed total N and D; overflow -> +-1e300
         vd = vocab * width
-        return law.A1 * law.alpha1 * (width / n_unit) * ((params - vd) / n_unit) ** (
-            -law.alpha1 - 1
-        ) - law.A2 * law.alpha2 * (width / v_unit) * (vd / v_unit) ** (-law.alpha2 - 1)
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            nv_term = (
+                law.A1
+                * law.alpha1
+                * (width / n_unit)
+                * np.float64((params - vd) / n_unit) ** (-law.alpha1 - 1)
+            )
+            v_term = (
+                law.A2
+                * law.alpha2
+                * (width / v_unit)
+                * np.float64(vd / v_unit) ** (-law.alpha2 - 1)
+            )
+            value = nv_term - v_term
+        if np.isfinite(value):
+            return float(value)
+        return 1e300 if nv_term > v_term else -1e300
 
     if slope(vmin) >= 0:
         vocab = vmin

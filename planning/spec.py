@@ -58,6 +58,9 @@ MAX_MAGNITUDE = 1e40
 """Largest number a spec field may hold (FLOPs, tokens, parameters): beyond any real run, and
 small enough that products such as ``6 N D`` stay finite."""
 
+MAX_VOCABULARY = 1e8
+"""Largest vocabulary a spec may ask for (Tao et al. fit 4K-500K; 1e8 leaves room)."""
+
 HYPERPARAMETER_LAWS = ("auto", "fitted", "steplaw", "deepseek")
 """Choices of ``[hyperparameters] law`` (see `plan_laws.resolve_hyperparameter_law`)."""
 
@@ -242,6 +245,10 @@ def parse_spec(data: Mapping[str, Any], *, origin: str = "<dict>") -> PlanSpec:
         vmax = ctx.number(vt, "vocabulary.max", positive=True) or 1_000_000.0
         if vmin >= vmax:
             ctx.fail("vocabulary.min", f"{vmin} must be below vocabulary.max {vmax}")
+        for key, value in (("min", vmin), ("max", vmax)):
+            if not 2 <= value <= MAX_VOCABULARY:
+                ctx.fail(f"vocabulary.{key}", f"{value:g} tokens is not a vocabulary size "
+                         f"(2 .. {MAX_VOCABULARY:g})")  # fmt: skip
         vocabulary = (vmin, vmax)
     mixture = _mixture(ctx, data.get("mixture"), sources)
     eval_weights = _eval(ctx, ctx.table(data, "eval"), mixture)

@@ -391,12 +391,10 @@ class MixtureProgram:
         if not any(math.isfinite(v) for v in values):  # no D gives a solved mixture
             return _replace_solves(cache[grid[len(grid) // 2]], len(cache))
         a, b = bracket_on_grid(values, grid)
-        best_x, _, _ = golden_section(loss, a, b, tol=tol)
-        best = min(
-            (r for r in cache.values() if r.status.solved),
-            key=lambda r: r.loss,
-            default=cache[best_x],
-        )
+        # golden section, not Brent: its steps depend only on comparisons of the inner losses,
+        # so solver round-off (1e-12) cannot move D between runs as parabolic steps would
+        golden_section(loss, a, b, tol=tol)
+        best = min((r for r in cache.values() if r.status.solved), key=lambda r: r.loss)
         return _replace_solves(best, len(cache))
 
 
