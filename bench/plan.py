@@ -194,7 +194,7 @@ def bench_mixture(flops: float, random_count: int, rng: np.random.Generator) -> 
     law, fit_seconds = regmix_law()
     weights = np.linspace(3.0, 0.3, len(law.sources_))  # uneven sources, a few tiny ones
     sources = [
-        Source(name, float(2e10 * w**2), 4.0 if w > 1 else 8.0)
+        Source(name, float(2e9 * w**2), 4.0 if w > 1 else 2.0)
         for name, w in zip(law.sources_, weights, strict=True)
     ]
     program = MixtureProgram(sources, law, scale_law=SARDANA)
