@@ -1,169 +1,245 @@
-"""Planner benchmarks (a script, not a test): run ``python bench/plan.py [--quick]``.
+"""Planner benchmarks (a script, not a test): ``python bench/plan.py [--quick]``.
 
-(a) What-if latency of the loss-target + inference program (laws.md 3, Sardana form): p50/p99
-    over 1,000 re-solves of the program built once (DPP, new parameter values each time) against
-    building a fresh problem for every query. Goal: p50 <= 5 ms per re-solve.
-(b) A 7-source mixture plan with per-source caps and repetition, on an exponential mixing law
-    fitted here to the bundled RegMix 1M-parameter runs (6 Pile sources + "other"), with the
-    Sardana scale law: the convex solve against RegMix-style random search over 100,000
-    Dirichlet mixtures (best and top-128 mean) and the Data-Mixing-Laws 1/16 simplex grid, all on
-    the same objective at the same D. Goals: convex >= both searches; >= 10x faster than random.
+Every figure is printed next to its baseline, measured in the same run with BLAS pinned to one
+thread on both sides (threadpoolctl):
+
+(a) What-if latency through the public planner path (``planning.plan.whatif``, what
+    ``mixplan whatif``, the API and the report call) on data/specs/example.toml, one query at a
+    time over random budgets and inference demands, against a hand-written closed-form /
+    bracketed-Newton solve of the same N, D. Goals: p50 <= 1 ms, p99 <= 5 ms, p50 within 10x
+    of the hand-written solve.
+(b) ``mixplan whatif`` over 1,000 budgets, end to end in a subprocess (interpreter start,
+    imports, planning, the table). Goal: under 5 s.
+(c) The 17-source mixture plan: an exponential mixing law fitted here to the 512 RegMix 1M runs
+    (all 17 Pile sources x 13 domains, several at log k = -30), Sardana scale law, per-source
+    caps and repetition, 1e21 FLOPs. The joint (D, mixture) plan against multi-start SLSQP and
+    100,000 random Dirichlet mixtures on the same objective at its D, and its D over fresh
+    runs. Goals: no worse than either, >= 100x faster than the random search, the same D on
+    every run.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import subprocess
+import sys
 import time
+import tomllib
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+from scipy.optimize import brentq, minimize
+from threadpoolctl import threadpool_limits
 
 from mixplan.planning.laws.chinchilla import SARDANA
 from mixplan.planning.mixture.data import MixtureData
 from mixplan.planning.mixture.exponential import ExponentialLaw
-from mixplan.planning.programs.budget import BudgetProgram
-from mixplan.planning.programs.inference import TargetProgram
-from mixplan.planning.programs.mixture import MixtureProgram, Source, simplex_grid
+from mixplan.planning.plan import Planner, whatif
+from mixplan.planning.programs.mixture import MixtureProgram, Source
+from mixplan.planning.spec import parse_spec
 
 ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "data" / "specs" / "example.toml"
 REGMIX = ROOT / "data" / "public" / "sail-sg__regmix"
-KEEP = ["pile_cc", "github", "pubmed_central", "arxiv", "freelaw", "wikipedia_en"]
-DOMAINS = ["pile_cc", "github", "arxiv", "wikipedia_en", "pubmed_central"]
-# Unique tokens per source (about 1 token per 4 bytes of the Pile's sizes) and epoch caps.
-UNIQUE = {
-    "pile_cc": 5.7e10,
-    "github": 2.4e10,
-    "pubmed_central": 2.2e10,
-    "arxiv": 1.4e10,
-    "freelaw": 1.3e10,
-    "wikipedia_en": 1.6e9,
-    "other": 7.5e10,
-}
-EPOCHS = {"wikipedia_en": 10.0}
 
 
-def percentiles(samples: list[float]) -> tuple[float, float]:
-    arr = np.array(samples) * 1e3
-    return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
+def percentiles(seconds: list[float]) -> tuple[float, float]:
+    ms = np.array(seconds) * 1e3
+    return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
 
 
-def bench_whatif(count: int, rebuild_count: int, rng: np.random.Generator) -> None:
-    targets = rng.uniform(1.90, 2.20, count)
-    tokens = 10 ** rng.uniform(10, 13, count)
-    program = TargetProgram()
-    program.solve(SARDANA, target_loss=2.0, inference_tokens=1e12)  # build + compile once
-    resolve = []
-    for target, t_inf in zip(targets, tokens, strict=True):
+def verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+# -- (a) what-if latency ----------------------------------------------------------------------
+
+
+def hand_written(law, flops: float, t_inf: float) -> tuple[float, float]:
+    """The N, D a person would code by hand: Chinchilla's closed form without inference, else
+    a bracketed root of dL/dlogN along the budget curve 6ND + 2N T = C."""
+    a, b, alpha, beta = law.A, law.B, law.alpha, law.beta
+    if t_inf == 0:
+        g = (alpha * a / (beta * b)) ** (1 / (alpha + beta))
+        n = g * (flops / 6) ** (beta / (alpha + beta))
+        return n, flops / (6 * n)
+
+    def slope(log_n: float) -> float:
+        n = math.exp(log_n)
+        d = (flops - 2 * t_inf * n) / (6 * n)
+        dd = -(2 * t_inf * n) / (flops - 2 * t_inf * n) - 1
+        return -alpha * a * n**-alpha - beta * b * d**-beta * dd
+
+    hi = math.log(flops / (6 + 2 * t_inf))
+    n = math.exp(brentq(slope, 0.0, hi) if slope(hi) > 0 else hi)
+    return n, (flops - 2 * t_inf * n) / (6 * n)
+
+
+def bench_whatif(count: int, rng: np.random.Generator) -> None:
+    data = tomllib.loads(EXAMPLE.read_text())
+    for section in ("limits", "sources", "mixture", "eval"):  # the problem the hand-written
+        data.pop(section)  # solve also solves: a budget and inference demand, no limits
+    spec = parse_spec(data, origin=str(EXAMPLE))
+    budgets = 10 ** rng.uniform(20, 26, count)
+    demand = np.where(np.arange(count) % 2 == 0, 0.0, 10 ** rng.uniform(10, 13, count))
+    planner = Planner()
+    whatif(spec, budgets=[1e23], inference_tokens=[1e12], planner=planner)  # warm
+    public, manual, worst = {0: [], 1: []}, {0: [], 1: []}, 0.0
+    for flops, t_inf in zip(budgets, demand, strict=True):
         start = time.perf_counter()
-        r = program.solve(SARDANA, target_loss=float(target), inference_tokens=float(t_inf))
-        resolve.append(time.perf_counter() - start)
-        assert r.status == "optimal"
-    rebuild = []
-    for target, t_inf in zip(targets[:rebuild_count], tokens[:rebuild_count], strict=True):
+        (plan,) = whatif(spec, budgets=[flops], inference_tokens=[t_inf], planner=planner)
+        public[t_inf > 0].append(time.perf_counter() - start)
         start = time.perf_counter()
-        TargetProgram().solve(SARDANA, target_loss=float(target), inference_tokens=float(t_inf))
-        rebuild.append(time.perf_counter() - start)
-    budget = BudgetProgram()
-    budget.solve(SARDANA, flops=1e23)
-    budget_times = []
-    for flops in 10 ** rng.uniform(20, 26, count):
-        start = time.perf_counter()
-        budget.solve(SARDANA, flops=float(flops), inference_tokens=1e12)
-        budget_times.append(time.perf_counter() - start)
-    p50, p99 = percentiles(resolve)
-    b50, b99 = percentiles(rebuild)
-    g50, g99 = percentiles(budget_times)
-    print("(a) what-if latency, loss target + inference program (Sardana constants)")
-    print(f"    re-solve (built once, DPP), {count} queries: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
-    print(f"    rebuild every query, {rebuild_count} queries: p50 {b50:.2f} ms, p99 {b99:.2f} ms")
-    print(f"    speed-up of re-solve at p50: {b50 / p50:.1f}x   (goal p50 <= 5 ms: "
-          f"{'met' if p50 <= 5 else 'MISSED'})")  # fmt: skip
-    print(f"    budget program re-solve, {count} queries: p50 {g50:.2f} ms, p99 {g99:.2f} ms")
+        n, d = hand_written(SARDANA, flops, t_inf)
+        manual[t_inf > 0].append(time.perf_counter() - start)
+        ratio = SARDANA.predict(plan.params, plan.tokens) / SARDANA.predict(n, d)
+        worst = max(worst, float(ratio))
+    p50, p99 = percentiles(public[0] + public[1])
+    goals = f"goals p50 <= 1 ms: {verdict(p50 <= 1)}, p99 <= 5 ms: {verdict(p99 <= 5)}"
+    print(
+        f"(a) what-if through planning.plan.whatif, {count} single queries ({EXAMPLE.name} "
+        "without limits, sources, mixture; with vocabulary and hyperparameter advice)"
+    )
+    print(f"    public planner path: p50 {p50:.3f} ms, p99 {p99:.3f} ms ({goals})")
+    for key, label in ((0, "no inference: closed form"), (1, "with inference: bracketed Newton")):
+        a50, _ = percentiles(public[key])
+        m50, _ = percentiles(manual[key])
+        ok = verdict(a50 / m50 <= 10)
+        print(f"    {label}: hand-written p50 {m50 * 1e3:.1f} us, public path p50 "
+              f"{a50 * 1e3:.1f} us: {a50 / m50:.1f}x (goal <= 10x: {ok})")  # fmt: skip
+    print(f"    the planner's loss / the hand-written loss: at most {worst:.12f}")
+    start = time.perf_counter()
+    whatif(spec, budgets=list(budgets), inference_tokens=[0.0, 1e12], planner=planner)
+    grid = time.perf_counter() - start
+    print(f"    one call over {count} budgets x 2 demands: {grid:.3f} s "
+          f"({grid / (2 * count) * 1e3:.3f} ms a point)")  # fmt: skip
 
 
-def fitted_law() -> tuple[ExponentialLaw, float]:
+# -- (b) the CLI --------------------------------------------------------------------------------
+
+
+def bench_cli(count: int) -> None:
+    budgets = ",".join(f"{b:.6g}" for b in np.logspace(20, 26, count))
+    env_python = sys.executable
+    start = time.perf_counter()
+    subprocess.run([env_python, "-c", "import mixplan.flows.cli"], check=True)
+    imports = time.perf_counter() - start
+    start = time.perf_counter()
+    subprocess.run(
+        [env_python, "-m", "mixplan", "whatif", str(EXAMPLE), "--budget", budgets],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    seconds = time.perf_counter() - start
+    print(f"(b) `mixplan whatif {EXAMPLE.name}` over {count} budgets, end to end: {seconds:.2f} s "
+          f"(goal < 5 s: {verdict(seconds < 5)}); of which starting Python and importing the "
+          f"CLI: {imports:.2f} s")  # fmt: skip
+
+
+# -- (c) the 17-source mixture plan ---------------------------------------------------------------
+
+
+def regmix_law() -> tuple[ExponentialLaw, float]:
     mix = pl.read_csv(REGMIX / "train_mixture_1m.csv")
     loss = pl.read_csv(REGMIX / "train_pile_loss_1m.csv")
-    cols = [f"train_the_pile_{k}" for k in KEEP]
-    weights = mix.select(cols).to_numpy()
-    other = mix.drop(["index", *cols]).to_numpy().sum(axis=1)
-    losses = loss.select([f"metric/the_pile_{d}_val_loss" for d in DOMAINS]).to_numpy()
+    sources = [c.removeprefix("train_the_pile_") for c in mix.columns[1:]]
+    domains = [
+        c.removeprefix("metric/the_pile_").removesuffix("_val_loss") for c in loss.columns[1:]
+    ]
     data = MixtureData.from_arrays(
-        np.c_[weights, other], losses, sources=[*KEEP, "other"], domains=DOMAINS
+        mix.select(mix.columns[1:]).to_numpy(),
+        loss.select(loss.columns[1:]).to_numpy(),
+        sources=sources,
+        domains=domains,
     )
     start = time.perf_counter()
     law = ExponentialLaw().fit(data)
     return law, time.perf_counter() - start
 
 
+def slsqp(program: MixtureProgram, tokens: float, flops: float, starts: int, rng) -> float:
+    upper = np.minimum(1.0, program.caps / tokens)
+
+    def f(r):
+        return float(program.objective(np.clip(r, 0, upper), tokens, flops)[0])
+
+    def grad(r):
+        h = 1e-7
+        r = np.clip(r, 0, upper - h)
+        values = program.objective(np.vstack([r, r + h * np.eye(len(r))]), tokens, flops)
+        return (values[1:] - values[0]) / h
+
+    best = math.inf
+    for k in range(starts):
+        x0 = (
+            upper / upper.sum() if k == 0 else np.minimum(rng.dirichlet(np.ones(len(upper))), upper)
+        )
+        res = minimize(
+            f,
+            x0 / x0.sum(),
+            jac=grad,
+            method="SLSQP",
+            bounds=list(zip(np.zeros(len(upper)), upper, strict=True)),
+            constraints=[{"type": "eq", "fun": lambda r: r.sum() - 1}],
+            options={"ftol": 1e-12, "maxiter": 500},
+        )
+        if abs(res.x.sum() - 1) < 1e-7:
+            best = min(best, f(res.x))
+    return best
+
+
 def bench_mixture(flops: float, random_count: int, rng: np.random.Generator) -> None:
-    law, fit_seconds = fitted_law()
-    sources = [Source(n, UNIQUE[n], EPOCHS.get(n, 4.0)) for n in law.sources_]
-    start = time.perf_counter()
-    program = MixtureProgram(sources, law, scale_law=SARDANA, domain_weights=None)
-    build = time.perf_counter() - start
-    start = time.perf_counter()
-    program.solve_at(2e11, flops=flops)  # the first solve compiles the DPP problem
-    compile_seconds = time.perf_counter() - start
-    plans = []
+    law, fit_seconds = regmix_law()
+    weights = np.linspace(3.0, 0.3, len(law.sources_))  # uneven sources, a few tiny ones
+    sources = [
+        Source(name, float(2e9 * w**2), 4.0 if w > 1 else 2.0)
+        for name, w in zip(law.sources_, weights, strict=True)
+    ]
+    program = MixtureProgram(sources, law, scale_law=SARDANA)
+    program.plan(flops=flops)  # compile once per spec
+    times, answers = [], []
     for _ in range(5):
         start = time.perf_counter()
         plan = program.plan(flops=flops)
-        plans.append(time.perf_counter() - start)
-    plan_seconds = float(np.median(plans))
+        times.append(time.perf_counter() - start)
+        answers.append(plan.tokens)
+    fresh = [
+        MixtureProgram(sources, law, scale_law=SARDANA).plan(flops=flops).tokens for _ in range(2)
+    ]
+    plan_seconds = float(np.median(times))
     tokens = plan.tokens
-    inner = []
-    for _ in range(50):
-        start = time.perf_counter()
-        r = program.solve_at(tokens, flops=flops)
-        inner.append(time.perf_counter() - start)
-    inner_seconds = float(np.median(inner))
-
     start = time.perf_counter()
     draws = rng.dirichlet(np.ones(len(sources)), random_count)
     values = program.objective(draws, tokens, flops)
-    order = np.argsort(values)
-    top = draws[order[:128]].mean(axis=0)
     random_seconds = time.perf_counter() - start
-    best_random = float(values[order[0]])
-    top_value = float(program.objective(top, tokens, flops)[0])
-    feasible = int(np.isfinite(values).sum())
-
+    best_random = float(values.min())
     start = time.perf_counter()
-    grid = simplex_grid(len(sources), 16)
-    grid_values = program.objective(grid, tokens, flops)
-    grid_seconds = time.perf_counter() - start
-    best_grid = float(grid_values.min())
-
-    print(f"(b) 7-source mixture at C = {flops:.0e} (law fitted to {len(law.sources_)} RegMix "
-          f"sources x {len(law.domains_)} domains in {fit_seconds:.2f} s)")  # fmt: skip
-    print(f"    caps: {', '.join(f'{s.name} {s.cap:.2g}' for s in sources)}")
-    print(f"    build {build * 1e3:.0f} ms + first solve (DPP compile) "
-          f"{compile_seconds * 1e3:.0f} ms, once per spec")  # fmt: skip
-    print(f"    convex plan (golden section on log D, {plan.solves} inner solves, median of 5): "
-          f"{plan_seconds * 1e3:.1f} ms, D = {tokens:.4g}, N = {plan.params:.4g}, "
-          f"loss {plan.loss:.6f}")  # fmt: skip
+    best_slsqp = slsqp(program, tokens, flops, 10, rng)
+    slsqp_seconds = time.perf_counter() - start
+    inner = program.solve_at(tokens, flops=flops)
+    same_d = len({*answers, *fresh}) == 1
+    print(f"(c) 17-source mixture plan at C = {flops:.0e} (exponential law fitted to 512 RegMix "
+          f"runs x {len(law.domains_)} domains in {fit_seconds:.1f} s; capped: "
+          f"{', '.join(plan.capped) or 'none'})")  # fmt: skip
+    print(f"    convex joint (D, mixture) plan: {plan_seconds * 1e3:.1f} ms ({plan.solves} inner "
+          f"solves, median of 5), D = {tokens:.6g}, loss {plan.loss:.8f}")  # fmt: skip
+    print(f"    SLSQP, 10 starts at that D: {slsqp_seconds:.2f} s, best {best_slsqp:.8f}; convex "
+          f"inner solve {inner.loss:.8f} (goal no worse than SLSQP by 1e-6 rel: "
+          f"{verdict(inner.loss <= best_slsqp + 1e-6 * abs(best_slsqp))})")  # fmt: skip
+    print(f"    random search, {random_count:,} Dirichlet mixtures at that D: "
+          f"{random_seconds * 1e3:.1f} ms, best {best_random:.8f} (goal no worse: "
+          f"{verdict(inner.loss <= best_random)})")  # fmt: skip
+    ratio = random_seconds / plan_seconds
+    print(f"    speed: random search at one D / joint plan = {ratio:.2f}x (goal >= 100x: "
+          f"{verdict(ratio >= 100)}); a random search over the same {plan.solves} D values "
+          f"would take {random_seconds * plan.solves:.2f} s "
+          f"({random_seconds * plan.solves / plan_seconds:.1f}x the plan)")  # fmt: skip
     print(
-        f"    capped sources: {list(plan.capped) or 'none'}; mixture "
-        + ", ".join(f"{k} {v:.3f}" for k, v in plan.mixture.items())
+        f"    D over {len(answers)} re-plans and {len(fresh)} fresh programs: "
+        f"{sorted({*answers, *fresh})} (goal the same D: {verdict(same_d)})"
     )
-    print(f"    at that D: convex inner solve {inner_seconds * 1e3:.2f} ms (median of 50), "
-          f"loss {r.loss:.6f}")  # fmt: skip
-    print(
-        f"    random search ({random_count:,} Dirichlet, {feasible:,} within caps): "
-        f"{random_seconds * 1e3:.1f} ms, best {best_random:.6f}, top-128 mean {top_value:.6f}"
-    )
-    print(f"    1/16 simplex grid ({len(grid):,} mixtures): {grid_seconds * 1e3:.1f} ms, "
-          f"best {best_grid:.6f}")  # fmt: skip
-    best_search = min(best_random, best_grid, top_value)
-    print(f"    convex - best search: {r.loss - best_search:+.2e} (goal <= 0: "
-          f"{'met' if r.loss <= best_search + 1e-9 else 'MISSED'})")  # fmt: skip
-    ratio_inner, ratio_plan = random_seconds / inner_seconds, random_seconds / plan_seconds
-    print(f"    speed: random search / convex inner solve = {ratio_inner:.1f}x (goal >= 10x);"
-          f" random search at one D / joint (D, mixture) plan = {ratio_plan:.2f}x")  # fmt: skip
-    print(f"    (a random search that also chose D would repeat its "
-          f"{random_seconds * 1e3:.0f} ms at every D tried)")  # fmt: skip
 
 
 def main() -> None:
@@ -171,9 +247,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer queries (smoke run)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    count = 100 if args.quick else 1000
-    bench_whatif(count, 50 if args.quick else 1000, rng)
-    bench_mixture(1e22, 10_000 if args.quick else 100_000, rng)
+    with threadpool_limits(limits=1):
+        bench_whatif(200 if args.quick else 1000, rng)
+        bench_cli(1000)
+        bench_mixture(1e21, 10_000 if args.quick else 100_000, rng)
 
 
 if __name__ == "__main__":

@@ -78,8 +78,12 @@ def whatif_command(
     target_loss: Annotated[str | None, typer.Option(help="loss targets instead of budgets")] = None,
     lake: Annotated[str | None, typer.Option(help="lake holding stored fits")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    mixture: Annotated[
+        bool, typer.Option(help="re-plan the data mixture at every point (a conic solve each)")
+    ] = False,
 ) -> None:
-    """Re-plan a spec over budgets (or loss targets) x inference demand (programs built once).
+    """Re-plan a spec over budgets (or loss targets) x inference demand: N, D and loss at each
+    point in about 0.1 ms (the mixture only with --mixture).
 
     Examples:
 
@@ -87,7 +91,6 @@ def whatif_command(
 
     * `mixplan whatif data/specs/example.toml --target-loss 2.0,2.1`
     """
-    from mixplan.planning.explain import format_number
     from mixplan.planning.plan import whatif
     from mixplan.planning.spec import load_spec
 
@@ -101,30 +104,31 @@ def whatif_command(
             inference_tokens=tokens,
             target_losses=targets,
             lake=lake,
+            mixture=mixture,
         )
     except MixplanError as exc:
         _fail(exc)
-    rows = [p.to_dict() for p in plans]
     if as_json:
-        typer.echo(json.dumps(rows, indent=1))
+        typer.echo(json.dumps([p.to_dict() for p in plans], indent=1))
         return
     from mixplan.planning.explain import format_number  # lazy: scipy is slow to import
 
     table = Table(title=f"what-if: {spec}")
     for column in ("budget", "target", "T_inf", "status", "N", "D", "D/N", "loss", "train FLOPs"):
         table.add_column(column, justify="right")
-    for row in rows:
-        inputs = row["inputs"]
+    for plan in plans:  # read off the plans directly: 1,000 rows need no JSON round trip
+        inputs = plan.inputs
+        status = plan.status.value
         table.add_row(
             format_number(inputs["budget_flops"], 3),
             format_number(inputs["target_loss"]),
             format_number(inputs["inference_tokens"], 3),
-            row["status"] if row["status"] == "optimal" else f"{row['status']}: {row['reason']}",
-            format_number(row["params"]),
-            format_number(row["tokens"]),
-            format_number(row["tokens_per_param"], 3),
-            format_number(row["loss"]),
-            format_number(row["train_flops"]),
+            status if plan.ok else f"{status}: {plan.reason}",
+            format_number(plan.params),
+            format_number(plan.tokens),
+            format_number(plan.tokens_per_param, 3),
+            format_number(plan.loss),
+            format_number(plan.train_flops),
         )
     cli_console(width=max(console.width, 130)).print(table)
 

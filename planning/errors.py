@@ -32,3 +32,8 @@ class SpecError(MixplanError):
 
 class ExtrapolationError(MixplanError):
     """A prediction was asked for too far beyond the data a law was fitted on."""
+
+
+class PlanningError(MixplanError):
+    """A planning request cannot be built or solved as given (a law without the constants a
+    program needs, numbers a solver cannot represent, ...); the message says what to change."""

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from mixplan.planning.laws.hyperparams import STEPLAW
+from mixplan.planning.laws.hyperparams import STEPLAW, DeepSeekHyperparams, StepLaw
 from mixplan.planning.programs.common import CONSTRAINT_LABELS
 
 FLAT_TOLERANCE = 0.005
@@ -34,41 +34,84 @@ def flat_params_range(
 
 
 def hyperparameters(
-    params: float, tokens: float, *, embedding_params: float | None = None
+    params: float,
+    tokens: float,
+    *,
+    non_embedding_params: float | None = None,
+    law: StepLaw | DeepSeekHyperparams = STEPLAW,
+    description: str = "StepLaw published constants",
+    data_range: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """StepLaw learning rate and batch size (tokens) for the plan (laws.md 1.7).
+    """Learning rate and batch size (tokens) for the plan's model (laws.md 1.7).
 
-    StepLaw's N counts non-embedding parameters, so the learning rate is taken at
-    ``N - V d`` when the plan's vocabulary is planned (``embedding_params = V d``); without one
-    the plan's N is used as is (and ``params_basis`` says so).
+    StepLaw counts non-embedding parameters: the advice is taken at ``N_nv = N - V d`` when the
+    plan splits its N into a vocabulary, else at the plan's N (and ``params_basis`` says so).
+    DeepSeek's laws are in compute, taken here as ``C = 6 N_nv D``. A fitted StepLaw carries
+    the extent of its sweep; advice for an N or D outside it carries a warning.
 
     Parameters
     ----------
     params
-        The plan's N (total parameters, as the scale law counts them).
+        The plan's total N.
     tokens
         The plan's D.
-    embedding_params
-        ``V d`` of the planned vocabulary, or ``None``.
+    non_embedding_params
+        ``N - V d`` of the planned vocabulary, or ``None``.
+    law, description, data_range
+        The hyperparameter law, where it comes from, and (fitted) its sweep's extent.
 
     Returns
     -------
     dict
-        ``learning_rate``, ``batch_size_tokens``, ``non_embedding_params`` (the N used) and
-        ``params_basis`` (how it was obtained, in words).
+        ``learning_rate``, ``batch_size_tokens``, ``non_embedding_params`` (the N used),
+        ``params_basis``, ``law`` (its origin) and ``warnings``.
     """
-    if embedding_params is not None and 0 < embedding_params < params:
-        non_embedding = params - embedding_params
-        basis = "N - V d, without the planned vocabulary's embeddings"
+    if non_embedding_params is not None and 0 < non_embedding_params < params:
+        n_nv = float(non_embedding_params)
+        basis = "N_nv = N - V d, the planned model without its embeddings"
     else:
-        non_embedding = params
+        n_nv = float(params)
         basis = "the plan's N: no vocabulary planned"
+    warnings: list[str] = []
+    if isinstance(law, DeepSeekHyperparams):
+        flops = 6 * n_nv * tokens
+        lr, batch = float(law.learning_rate(flops)), float(law.batch_size(flops))
+        basis += "; DeepSeek's compute C taken as 6 N_nv D"
+    else:
+        lr, batch = float(law.learning_rate(n_nv, tokens)), float(law.batch_size(tokens))
+        warnings = extrapolation_warnings(n_nv, tokens, data_range)
     return {
-        "learning_rate": float(STEPLAW.learning_rate(non_embedding, tokens)),
-        "batch_size_tokens": float(STEPLAW.batch_size(tokens)),
-        "non_embedding_params": float(non_embedding),
+        "learning_rate": lr,
+        "batch_size_tokens": batch,
+        "non_embedding_params": n_nv,
         "params_basis": basis,
+        "law": description,
+        "warnings": warnings,
     }
+
+
+def extrapolation_warnings(
+    params: float, tokens: float, data_range: dict[str, float] | None
+) -> list[str]:
+    """Warnings when N or D lies outside a fitted sweep's range (``params``/``tokens`` are its
+    largest values, ``params_min``/``tokens_min`` its smallest when recorded)."""
+    if not data_range:
+        return []
+    out = []
+    for name, value, label in (("params", params, "N_nv"), ("tokens", tokens, "D")):
+        top, bottom = data_range.get(name), data_range.get(f"{name}_min")
+        if top and value > top:
+            out.append(
+                f"hyperparameter advice extrapolates: {label} = {value:.3g} is {value / top:.3g}x "
+                f"the largest in the StepLaw sweep ({top:.3g}); validate the learning rate on a "
+                "short run"
+            )
+        if bottom and value < bottom:
+            out.append(
+                f"hyperparameter advice extrapolates: {label} = {value:.3g} is below the "
+                f"smallest in the StepLaw sweep ({bottom:.3g})"
+            )
+    return out
 
 
 def binding_labels(names: list[str]) -> list[str]:
@@ -94,8 +137,10 @@ def render_text(plan: dict[str, Any]) -> str:
     lines = [f"Plan {plan['name']!r} ({plan['mode']} mode): {plan['status']}"]
     if plan.get("reason"):
         lines.append(f"  reason: {plan['reason']}")
-    if plan["status"] != "optimal":
+    if plan["status"] not in ("optimal", "optimal_inaccurate"):
         return "\n".join(lines)
+    for warning in plan.get("warnings") or ():
+        lines.append(f"  warning: {warning}")
     lines.append(f"  law: {plan['law']['description']}")
     rows = [
         ("parameters N", plan["params"]),
@@ -128,14 +173,20 @@ def render_text(plan: dict[str, Any]) -> str:
             )
         lines.append(text)
     voc = plan.get("vocabulary")
-    if voc:
+    if voc and voc.get("status"):
+        lines.append(f"  vocabulary: {voc['status']}: {voc.get('reason')}")
+    elif voc:
         line = f"  {'vocabulary size V':<26} {voc['vocab_size']:,.0f} (width {voc['width']:.0f})"
         if "vocab_size" in intervals:
             iv = intervals["vocab_size"]
             line += f"   (90% interval {iv['low']:,.0f} .. {iv['high']:,.0f})"
         lines.append(line)
+        lines.append(
+            f"  {'':<26} N = N_nv {format_number(voc['non_vocab_params'])} + V d "
+            f"{format_number(voc['vocab_params'])} (the same model as above)"
+        )
     mix = plan.get("mixture_plan")
-    if mix and mix.get("status") != "optimal":
+    if mix and mix.get("status") not in ("optimal", "optimal_inaccurate"):
         lines.append(f"  mixture: {mix.get('status')}: {mix.get('reason')}")
     elif mix:
         lines.append("  mixture (share, epochs):")
@@ -180,9 +231,10 @@ def render_text(plan: dict[str, Any]) -> str:
         hp = ex.get("hyperparameters")
         if hp:
             lines.append(
-                f"    StepLaw learning rate {hp['learning_rate']:.3g}, batch size "
-                f"{hp['batch_size_tokens']:.3g} tokens, at non-embedding N "
-                f"{format_number(hp['non_embedding_params'])} ({hp['params_basis']})"
+                f"    learning rate {hp['learning_rate']:.3g}, batch size "
+                f"{hp['batch_size_tokens']:.3g} tokens ({hp.get('law', 'StepLaw')}), at "
+                f"non-embedding N {format_number(hp['non_embedding_params'])} "
+                f"({hp['params_basis']})"
             )
     points = plan.get("frontier") or []
     if points:
@@ -190,10 +242,13 @@ def render_text(plan: dict[str, Any]) -> str:
             f"{format_number(p['flops'], 2)} -> {format_number(p['loss'])}" for p in points[::2]
         ))  # fmt: skip
     robust = plan.get("robust")
-    if robust:
+    if robust and robust.get("params") is not None:
         lines.append(
-            f"  robust plan (best worst case over draws): N {format_number(robust['params'])}, "
-            f"D {format_number(robust['tokens'])}, "
-            f"worst-case loss {format_number(robust['worst_loss'])}"
+            f"  robust plan (best worst case over {robust['draws']} draws, same limits): "
+            f"N {format_number(robust['params'])}, D {format_number(robust['tokens'])}, "
+            f"worst-case loss {format_number(robust['worst_loss'])} (the point plan's worst "
+            f"case: {format_number(robust['point_worst_loss'])})"
         )
+    elif robust:
+        lines.append(f"  robust plan: {robust.get('status')}: {robust.get('reason')}")
     return "\n".join(lines)

@@ -26,6 +26,7 @@ from mixplan.planning.laws import (
     SARDANA,
 )
 from mixplan.planning.programs.inference import PEAK_FLOPS, dollars_per_flop
+from mixplan.planning.programs.limits import Limits
 from mixplan.planning.programs.mixture import Source
 
 PUBLISHED_LAWS = {
@@ -50,7 +51,18 @@ _SECTIONS = {
     "eval",
     "mixture",
     "uncertainty",
+    "hyperparameters",
 }
+
+MAX_MAGNITUDE = 1e40
+"""Largest number a spec field may hold (FLOPs, tokens, parameters): beyond any real run, and
+small enough that products such as ``6 N D`` stay finite."""
+
+MAX_VOCABULARY = 1e8
+"""Largest vocabulary a spec may ask for (Tao et al. fit 4K-500K; 1e8 leaves room)."""
+
+HYPERPARAMETER_LAWS = ("auto", "fitted", "steplaw", "deepseek")
+"""Choices of ``[hyperparameters] law`` (see `plan_laws.resolve_hyperparameter_law`)."""
 
 
 @dataclass(frozen=True)
@@ -104,16 +116,6 @@ class InferenceSpec:
 
 
 @dataclass(frozen=True)
-class Limits:
-    """Optional limits on the model and the run."""
-
-    max_params: float | None = None
-    min_tokens_per_param: float | None = None
-    max_tokens_per_param: float | None = None
-    max_days: float | None = None
-
-
-@dataclass(frozen=True)
 class MixtureSpec:
     """An inline exponential mixture law (c, k, t) or a stored fitted mixture law (path).
 
@@ -149,6 +151,7 @@ class PlanSpec:
     mixture: MixtureSpec | None = None
     draws: bool = True
     robust: bool = False
+    hyperparameters: str = "auto"
     origin: str = "<dict>"
 
     @property
@@ -167,12 +170,8 @@ class PlanSpec:
 
     @property
     def max_train_flops(self) -> float | None:
-        """Training FLOPs that fit in ``limits.max_days`` on ``training.gpus`` GPUs."""
-        if self.limits.max_days is None or self.training is None:
-            return None
-        gpus = self.training.gpus or 1
-        seconds = self.limits.max_days * 86400.0
-        return seconds * gpus * self.training.peak_flops * self.training.mfu
+        """The cap on training FLOPs: ``limits.max_train_flops`` or the wall clock, if smaller."""
+        return self.limits.train_flops_cap
 
     @property
     def unique_tokens(self) -> float | None:
@@ -181,8 +180,8 @@ class PlanSpec:
 
     @property
     def max_tokens(self) -> float | None:
-        """The data cap ``sum_j U_j * max_epochs_j`` (None without sources)."""
-        return sum(s.cap for s in self.sources) if self.sources else None
+        """The data cap: ``sum_j U_j * max_epochs_j`` or ``limits.max_tokens``, if smaller."""
+        return self.limits.max_tokens
 
 
 # -- parsing ---------------------------------------------------------------------------------
@@ -236,25 +235,8 @@ def parse_spec(data: Mapping[str, Any], *, origin: str = "<dict>") -> PlanSpec:
         ):
             ctx.fail("inference.price_per_hour", "objective = 'dollars' needs inference prices")
 
-    limits_t = ctx.table(data, "limits")
-    ctx.known(
-        limits_t,
-        "limits",
-        {"max_params", "min_tokens_per_param", "max_tokens_per_param", "max_days"},
-    )
-    limits = Limits(
-        max_params=ctx.number(limits_t, "limits.max_params", positive=True),
-        min_tokens_per_param=ctx.number(limits_t, "limits.min_tokens_per_param", positive=True),
-        max_tokens_per_param=ctx.number(limits_t, "limits.max_tokens_per_param", positive=True),
-        max_days=ctx.number(limits_t, "limits.max_days", positive=True),
-    )
-    lo, hi = limits.min_tokens_per_param, limits.max_tokens_per_param
-    if lo is not None and hi is not None and lo > hi:
-        ctx.fail("limits.min_tokens_per_param", f"{lo} exceeds max_tokens_per_param {hi}")
-    if limits.max_days is not None and (training is None or not training.gpus):
-        ctx.fail("training.gpus", "limits.max_days needs the number of training GPUs")
-
     sources = _sources(ctx, data.get("sources", []))
+    limits = _limits(ctx, ctx.table(data, "limits"), training, sources)
     vocabulary = None
     if "vocabulary" in data:
         vt = ctx.table(data, "vocabulary")
@@ -263,11 +245,25 @@ def parse_spec(data: Mapping[str, Any], *, origin: str = "<dict>") -> PlanSpec:
         vmax = ctx.number(vt, "vocabulary.max", positive=True) or 1_000_000.0
         if vmin >= vmax:
             ctx.fail("vocabulary.min", f"{vmin} must be below vocabulary.max {vmax}")
+        for key, value in (("min", vmin), ("max", vmax)):
+            if not 2 <= value <= MAX_VOCABULARY:
+                ctx.fail(f"vocabulary.{key}", f"{value:g} tokens is not a vocabulary size "
+                         f"(2 .. {MAX_VOCABULARY:g})")  # fmt: skip
         vocabulary = (vmin, vmax)
     mixture = _mixture(ctx, data.get("mixture"), sources)
     eval_weights = _eval(ctx, ctx.table(data, "eval"), mixture)
     unc = ctx.table(data, "uncertainty")
     ctx.known(unc, "uncertainty", {"draws", "robust"})
+    for key in ("draws", "robust"):
+        if key in unc and not isinstance(unc[key], bool):
+            ctx.fail(f"uncertainty.{key}", f"must be true or false, got {unc[key]!r}")
+    hyper = ctx.table(data, "hyperparameters")
+    ctx.known(hyper, "hyperparameters", {"law"})
+    hyper_law = hyper.get("law", "auto")
+    if hyper_law not in HYPERPARAMETER_LAWS:
+        ctx.fail(
+            "hyperparameters.law", f"must be one of {list(HYPERPARAMETER_LAWS)}, got {hyper_law!r}"
+        )
     name = data.get("name", Path(origin).stem if origin != "<dict>" else "plan")
     if not isinstance(name, str):
         ctx.fail("name", "must be a string")
@@ -287,6 +283,7 @@ def parse_spec(data: Mapping[str, Any], *, origin: str = "<dict>") -> PlanSpec:
         mixture=mixture,
         draws=bool(unc.get("draws", True)),
         robust=bool(unc.get("robust", False)),
+        hyperparameters=hyper_law,
         origin=origin,
     )
 
@@ -325,6 +322,8 @@ class _Ctx:
             self.fail(dotted, f"must be finite, got {value}")
         if positive and value <= 0:
             self.fail(dotted, f"must be positive, got {value:g}")
+        if abs(value) > MAX_MAGNITUDE:
+            self.fail(dotted, f"{value:g} is beyond any real run (at most {MAX_MAGNITUDE:g})")
         return value
 
     def known(self, table: Mapping, section: str, keys: set[str]) -> None:
@@ -355,6 +354,31 @@ def _law(ctx: _Ctx, table: Mapping) -> LawSpec:
         ctx.fail(f"law.{missing[0]}", "missing; inline laws need E, A, B, alpha and beta")
     constants = {k: ctx.number(table, f"law.{k}", positive=k != "E") for k in numbers}
     return LawSpec("inline", constants=constants)
+
+
+def _limits(
+    ctx: _Ctx, table: Mapping, training: Hardware | None, sources: tuple[Source, ...]
+) -> Limits:
+    """The one `Limits` of the spec: its [limits], the sources' data cap, the wall clock."""
+    keys = {"max_params", "max_tokens", "min_tokens_per_param", "max_tokens_per_param",
+            "max_train_flops", "max_days"}  # fmt: skip
+    ctx.known(table, "limits", keys)
+    values = {k: ctx.number(table, f"limits.{k}", positive=True) for k in sorted(keys)}
+    lo, hi = values["min_tokens_per_param"], values["max_tokens_per_param"]
+    if lo is not None and hi is not None and lo > hi:
+        ctx.fail("limits.min_tokens_per_param", f"{lo} exceeds max_tokens_per_param {hi}")
+    if values["max_days"] is not None and (training is None or not training.gpus):
+        ctx.fail("training.gpus", "limits.max_days needs the number of training GPUs")
+    if sources:
+        cap = sum(s.cap for s in sources)
+        values["max_tokens"] = min(cap, values["max_tokens"] or cap)
+    per_day = None
+    if training is not None and training.gpus:
+        per_day = 86400.0 * training.gpus * training.peak_flops * training.mfu
+    try:
+        return Limits(**values, train_flops_per_day=per_day)
+    except SpecError as exc:
+        ctx.fail("limits", str(exc))
 
 
 def _hardware(ctx: _Ctx, table: Mapping, section: str) -> Hardware | None:
@@ -455,6 +479,12 @@ def _sources(ctx: _Ctx, rows: Any) -> tuple[Source, ...]:
         unique = ctx.number(row, f"{where}.unique_tokens", positive=True)
         if unique is None:
             ctx.fail(f"{where}.unique_tokens", "missing: the source's unique tokens")
+        if unique < 1:
+            ctx.fail(
+                f"{where}.unique_tokens",
+                f"{unique:g} is less than one token; give the "
+                "source's size in tokens (e.g. 2.5e10)",
+            )
         epochs = ctx.number(row, f"{where}.max_epochs", positive=True) or 1.0
         out.append(Source(name, unique, epochs))
     return tuple(out)
@@ -502,6 +532,10 @@ def _mixture(ctx: _Ctx, table: Any, sources: tuple[Source, ...]) -> MixtureSpec 
         t = tuple(tuple(float(v) for v in row) for row in table["t"])
     except (KeyError, TypeError, ValueError) as exc:
         ctx.fail("mixture", f"c, k (one number per domain) and t (domains x sources) needed: {exc}")
+    for key, values, bound in (("c", c, MAX_MAGNITUDE), ("k", k, 1e30), ("t", sum(t, ()), 200.0)):
+        bad = [v for v in values if not (math.isfinite(v) and abs(v) <= bound)]
+        if bad:
+            ctx.fail(f"mixture.{key}", f"{bad[0]!r} is not a finite number within +-{bound:g}")
     if len(c) != len(domains) or len(k) != len(domains):
         ctx.fail("mixture.c", f"need one value per domain ({len(domains)})")
     if len(t) != len(domains) or any(len(row) != len(names) for row in t):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from mixplan.planning.laws.chinchilla import SARDANA
@@ -157,3 +158,61 @@ def test_g13_vocabulary_grows_with_budget(vocab):
     grad = TAO.dloss_dvocab(302e6, sizes[0], float(width_for(302e6)), c_opt)
     step = TAO.dloss_dvocab(302e6, sizes[0] * 1.01, float(width_for(302e6)), c_opt)
     assert abs(float(grad)) < abs(float(step)) / 20 or math.isclose(float(grad), 0, abs_tol=1e-12)
+
+
+# -- the same goldens through the allocation core every plan uses --------------------------------
+
+
+def _core_budget(flops: float, inference: float = 0.0):
+    from mixplan.planning.programs.allocation import LossModel, allocate_budget
+
+    return allocate_budget(LossModel.of(SARDANA), flops=flops, inference_tokens=inference)
+
+
+def _core_target(loss: float, inference: float = 0.0):
+    from mixplan.planning.programs.allocation import LossModel, allocate_target
+
+    return allocate_target(LossModel.of(SARDANA), target_loss=loss, inference_tokens=inference)
+
+
+@pytest.mark.parametrize(
+    ("flops", "params", "tokens", "loss"),
+    [(5.76e23, 4.1716e10, 2.3013e12, 1.93013), (1e24, 5.3682e10, 3.1047e12, 1.91061)],
+)
+def test_g2_g3_through_the_core(flops, params, tokens, loss):
+    r = _core_budget(flops)
+    assert r.params == pytest.approx(params, rel=REL)
+    assert r.tokens == pytest.approx(tokens, rel=REL)
+    assert r.loss == pytest.approx(loss, rel=REL)
+    assert r.binding == ("budget",)
+    # the budget's shadow price is -dL*/dlog C: a central difference of the optimal loss
+    step = 1e-4
+    slope = _core_budget(flops * np.exp(-step)).loss - _core_budget(flops * np.exp(step)).loss
+    assert r.duals["budget"] == pytest.approx(slope / (2 * step), rel=1e-5)
+
+
+def test_g4_g5_g7_through_the_core():
+    g4 = _core_target(1.947)
+    assert g4.params == pytest.approx(3.4081e10, rel=REL)
+    assert g4.tokens == pytest.approx(1.8103e12, rel=REL)
+    assert g4.train_flops == pytest.approx(3.7018e23, rel=REL)
+    g5 = _core_target(1.947, 2e12)
+    assert g5.params == pytest.approx(2.418e10, rel=REL)
+    assert g5.tokens == pytest.approx(2.657e12, rel=REL)
+    g4_total = g4.train_flops + 2 * g4.params * 2e12
+    assert (g5.train_flops + g5.inference_flops) / g4_total == pytest.approx(0.9522, rel=REL)
+    loss = float(SARDANA.predict(13e9, 5.765e11))
+    g7 = _core_target(loss, 2e12)
+    base = 6 * 13e9 * 5.765e11 + 2 * 13e9 * 2e12
+    assert g7.params == pytest.approx(6.97e9, rel=0.02)
+    assert base - (g7.train_flops + g7.inference_flops) == pytest.approx(1.69e22, rel=0.02)
+
+
+def test_g10_through_the_core():
+    from mixplan.planning.programs.allocation import LossModel, allocate_budget
+
+    r = allocate_budget(LossModel.of(DATABLATIONS, unique_tokens=25e9), flops=1e22)
+    assert r.tokens == pytest.approx(2.3734e11, rel=REL)
+    assert r.params == pytest.approx(7.0224e9, rel=REL)
+    published = DATABLATIONS.predict(1e22 / (6 * 2.3734e11), 2.3734e11, 25e9)
+    assert r.loss <= float(published) + 1e-12

@@ -1,7 +1,14 @@
-"""Convex planning programs (laws.md section 3), one module per program, each built once with
-``cp.Parameter``s so what-ifs re-solve without rebuilding. Expected outcomes are `PlanStatus`es.
+"""Planning programs (laws.md section 3): the allocation core every mode uses (`allocation`,
+reading one `Limits`), and the convex programs, one module each, built once with
+``cp.Parameter``s so re-solves do not rebuild. Expected outcomes are `PlanStatus`es.
 """
 
+from mixplan.planning.programs.allocation import (
+    Allocation,
+    LossModel,
+    allocate_budget,
+    allocate_target,
+)
 from mixplan.planning.programs.budget import BudgetProgram, BudgetResult, closed_form, robust_budget
 from mixplan.planning.programs.common import PlanStatus
 from mixplan.planning.programs.frontier import FrontierPoint, frontier
@@ -12,6 +19,7 @@ from mixplan.planning.programs.inference import (
     dollars_per_flop,
     inference_equivalent_tokens,
 )
+from mixplan.planning.programs.limits import Limits
 from mixplan.planning.programs.mixture import (
     ExponentialMixture,
     MixtureProgram,
@@ -24,6 +32,11 @@ from mixplan.planning.programs.vocabulary import VocabularyProgram, VocabularyRe
 
 __all__ = [
     "PEAK_FLOPS",
+    "Allocation",
+    "Limits",
+    "LossModel",
+    "allocate_budget",
+    "allocate_target",
     "BudgetProgram",
     "BudgetResult",
     "ExponentialMixture",

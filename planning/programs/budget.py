@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import cvxpy as cp
 import numpy as np
 
+from mixplan.planning.errors import PlanningError
 from mixplan.planning.programs.common import (
     BINDING_TOL,
     LOG6,
@@ -27,6 +28,7 @@ from mixplan.planning.programs.common import (
     limit_constraints,
     limit_parameters,
     log_or_off,
+    require_dpp,
     set_law,
     set_limits,
     solve,
@@ -80,7 +82,7 @@ class BudgetProgram(BuiltOnce):
             total = LOG6 + n + d
         cons = {"budget": total <= p["log_budget"], **limit_constraints(n, d, p)}
         problem = cp.Problem(cp.Minimize(objective), list(cons.values()))
-        assert problem.is_dcp(dpp=True)
+        require_dpp(problem, "budget program")
         return problem, p, cons, (n, d)
 
     def solve(
@@ -135,7 +137,7 @@ class BudgetProgram(BuiltOnce):
                 f"towards E = {law.E:.4g} as the model grows",
             )
         status = solve(problem)
-        if status is not PlanStatus.OPTIMAL:
+        if not status.solved:
             return _failed(status, f"the budget program ended {problem.status}")
         params, tokens = float(np.exp(n.value)), float(np.exp(d.value))
         duals = {name: dual(c) for name, c in cons.items()}
@@ -170,16 +172,20 @@ def robust_budget(
     inference_tokens: float = 0.0,
     max_params: float | None = None,
     max_tokens: float | None = None,
+    min_tokens_per_param: float | None = None,
+    max_tokens_per_param: float | None = None,
     max_train_flops: float | None = None,
 ) -> BudgetResult:
-    """Best worst case over law draws: ``min_{N,D} max_k L_k(N, D)`` s.t. ``6ND <= C`` (convex).
+    """Best worst case over law draws: ``min_{N,D} max_k L_k(N, D)`` s.t. ``6ND <= C`` and
+    every limit (convex). The planner uses the allocation core's worst case instead (any law
+    family); this program is its convex reference.
 
     The epigraph ``t >= E_k + A_k N^-alpha_k + B_k D^-beta_k`` for every draw k stays convex in
     the logs. The returned loss is the worst case over the draws at the robust (N, D).
     """
     laws = [as_constants(law) for law in draws]
     if not laws:
-        raise ValueError("robust_budget needs at least one law draw")
+        raise PlanningError("robust_budget needs at least one law draw")
     E = np.array([law.E for law in laws])
     logA = np.log([law.A for law in laws])
     logB = np.log([law.B for law in laws])
@@ -197,6 +203,8 @@ def robust_budget(
         LOG6 + n + d <= log_or_off(max_train_flops),
         n <= log_or_off(max_params),
         d <= log_or_off(max_tokens),
+        d - n >= log_or_off(min_tokens_per_param, upper=False),
+        d - n <= log_or_off(max_tokens_per_param),
     ]
     problem = cp.Problem(cp.Minimize(t), cons)
     status = solve(problem)

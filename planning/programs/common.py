@@ -11,6 +11,8 @@ from typing import Protocol, runtime_checkable
 
 import cvxpy as cp
 
+from mixplan.planning.errors import PlanningError, SpecError
+
 SOLVER = cp.CLARABEL
 """The default solver (cvxpy 1.9 ships Clarabel; ECOS is not installed)."""
 
@@ -43,9 +45,15 @@ class PlanStatus(enum.StrEnum):
     """How a planning program ended. Expected outcomes are statuses, never exceptions."""
 
     OPTIMAL = "optimal"
+    OPTIMAL_INACCURATE = "optimal_inaccurate"
     INFEASIBLE = "infeasible"
     UNBOUNDED = "unbounded"
     SOLVER_ERROR = "solver_error"
+
+    @property
+    def solved(self) -> bool:
+        """True for an answer to use: optimal, or optimal to a looser tolerance (flagged)."""
+        return self in (PlanStatus.OPTIMAL, PlanStatus.OPTIMAL_INACCURATE)
 
 
 @runtime_checkable
@@ -76,10 +84,19 @@ class Constants:
 
 def as_constants(law: ScaleLaw) -> Constants:
     """Read E, A, B, alpha, beta off any law-like object (validated as finite, positive)."""
-    values = {k: float(getattr(law, k)) for k in ("E", "A", "B", "alpha", "beta")}
+    try:
+        values = {k: float(getattr(law, k)) for k in ("E", "A", "B", "alpha", "beta")}
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise PlanningError(
+            f"a {type(law).__name__} has no Chinchilla-form constants E, A, B, alpha, beta "
+            f"({exc}); use a Chinchilla-form law here"
+        ) from exc
     for key, value in values.items():
         if not math.isfinite(value) or (key != "E" and value <= 0):
-            raise ValueError(f"law constant {key} must be finite and positive, got {value}")
+            raise PlanningError(
+                f"law constant {key} = {value} is not usable: A, B, alpha and beta must be "
+                "positive and finite, E finite; refit the law or fix the spec's [law]"
+            )
     return Constants(**values)
 
 
@@ -155,8 +172,10 @@ def set_limits(
 def status_of(problem: cp.Problem) -> PlanStatus:
     """Map a cvxpy status to a PlanStatus."""
     status = problem.status
-    if status in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
+    if status == cp.OPTIMAL:
         return PlanStatus.OPTIMAL
+    if status == cp.OPTIMAL_INACCURATE:
+        return PlanStatus.OPTIMAL_INACCURATE
     if status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):
         return PlanStatus.INFEASIBLE
     if status in (cp.UNBOUNDED, cp.UNBOUNDED_INACCURATE):
@@ -174,7 +193,8 @@ def solve(problem: cp.Problem) -> PlanStatus:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
                 problem.solve(solver=SOLVER, **options)
-        except cp.error.SolverError:
+        except (cp.error.SolverError, ValueError, ArithmeticError):
+            # a failed solve, or problem data the solver cannot represent (NaN / inf)
             continue
         status = status_of(problem)
         if status is not PlanStatus.SOLVER_ERROR:
@@ -186,8 +206,8 @@ def log_or_off(value: float | None, *, upper: bool = True) -> float:
     """Log of a bound, or +-OFF when the bound is absent (None or infinite)."""
     if value is None or math.isinf(value):
         return OFF if upper else -OFF
-    if value <= 0:
-        raise ValueError(f"a bound must be positive, got {value}")
+    if not value > 0:
+        raise SpecError(f"a limit must be positive, got {value}; leave it out for no limit")
     return math.log(value)
 
 
@@ -197,6 +217,13 @@ def dual(constraint: cp.Constraint) -> float:
     if value is None:
         return 0.0
     return float(abs(float(value)))
+
+
+def require_dpp(problem: cp.Problem, what: str) -> cp.Problem:
+    """``problem`` if it is DCP and DPP (re-solvable with new parameters), else PlanningError."""
+    if not problem.is_dcp(dpp=True):
+        raise PlanningError(f"{what} is not a convex parametrised (DPP) program; report this bug")
+    return problem
 
 
 def golden_section(f, lo: float, hi: float, *, tol: float = 1e-6, max_iter: int = 200):

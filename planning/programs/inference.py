@@ -26,6 +26,7 @@ from mixplan.planning.programs.common import (
     law_parameters,
     limit_constraints,
     limit_parameters,
+    require_dpp,
     set_law,
     set_limits,
     solve,
@@ -118,7 +119,7 @@ class TargetProgram(BuiltOnce):
         )
         cons = {"target_loss": reach <= 0, **limit_constraints(n, d, p)}
         problem = cp.Problem(cp.Minimize(objective), list(cons.values()))
-        assert problem.is_dcp(dpp=True)
+        require_dpp(problem, "inference program")
         return problem, p, cons, (n, d)
 
     def solve(
@@ -164,7 +165,7 @@ class TargetProgram(BuiltOnce):
         status = solve(problem)
         if status is PlanStatus.INFEASIBLE:
             return self._explain_infeasible(law, target_loss, limits)
-        if status is not PlanStatus.OPTIMAL:
+        if not status.solved:
             return _failed(status, f"the loss-target program ended {problem.status}")
         params, tokens = float(np.exp(n.value)), float(np.exp(d.value))
         return TargetResult(

@@ -39,6 +39,7 @@ from mixplan.planning.programs.common import (
     golden_section,
     solve,
 )
+from mixplan.planning.programs.mixture_forms import scaled_target
 
 RD_STAR = 15.387756
 """Muennighoff et al.'s R_D* (datablations), the default repetition scale."""
@@ -223,16 +224,27 @@ class MixtureProgram:
         count = len(self.sources)
         unique = self.unique / UNIT
         self.x = cp.Variable(count, nonneg=True, name="source_tokens")
-        s = cp.Variable(count, nonneg=True)
-        z = cp.Variable(count, nonneg=True)
         self.total = cp.Parameter(nonneg=True, name="tokens")
         self.inv_total = cp.Parameter(nonneg=True, name="inverse_tokens")
-        scale_r = unique * self.rd_star
-        self.d_eff = cp.sum(s) + cp.sum(
-            cp.multiply(scale_r, 1 - cp.exp(-cp.multiply(1 / scale_r, z)))
-        )
+        # the repetition split only where a source can pass its unique tokens: elsewhere
+        # D'_j = x_j exactly, and a huge U_j R* would only put a badly scaled term in the cone
+        total_cap = float(self.caps.sum())
+        repeats = np.flatnonzero((self.caps > self.unique) & (self.unique < total_cap))
+        once = np.setdiff1d(np.arange(count), repeats)
+        cons = []
+        self.d_eff = cp.sum(self.x[once]) if len(once) else 0.0
+        if len(repeats):
+            s = cp.Variable(len(repeats), nonneg=True)
+            z = cp.Variable(len(repeats), nonneg=True)
+            scale_r = unique[repeats] * self.rd_star
+            self.d_eff = (
+                self.d_eff
+                + cp.sum(s)
+                + cp.sum(cp.multiply(scale_r, 1 - cp.exp(-cp.multiply(1 / scale_r, z))))
+            )
+            cons += [s + z == self.x[repeats], s <= unique[repeats]]
         weights = self.inv_total * self.x
-        objective = self.law.loss_expression(weights, self.domain_weights)
+        objective = scaled_target(self.law, weights, self.domain_weights)
         self.log_b = cp.Parameter(name="log_B")
         self.beta = cp.Parameter(nonneg=True, name="beta")
         if self.scale is not None:
@@ -241,7 +253,7 @@ class MixtureProgram:
             objective = objective + cp.exp(self.log_b - self.beta * cp.log(self.d_eff))
             self.set_scale_law(self.scale)
         self.caps_constraint = self.x <= self.caps / UNIT
-        cons = [cp.sum(self.x) == self.total, self.caps_constraint, s + z == self.x, s <= unique]
+        cons += [cp.sum(self.x) == self.total, self.caps_constraint]
         self.share_constraint = None
         if self.max_shares is not None:
             self.share_constraint = self.x <= cp.multiply(self.max_shares, self.total)
@@ -297,8 +309,8 @@ class MixtureProgram:
         self.total.value = tokens / UNIT
         self.inv_total.value = UNIT / tokens
         status = solve(self.problem)
-        if status is not PlanStatus.OPTIMAL:
-            return _failed(f"the mixture program ended {self.problem.status}", tokens)
+        if not status.solved or self.x.value is None:
+            return _failed(f"the mixture program ended {self.problem.status}", tokens, status)
         x = np.maximum(self.x.value, 0.0) * UNIT
         mixture = x / x.sum()
         loss = float(self.objective(mixture, tokens, flops)[0])
@@ -318,7 +330,7 @@ class MixtureProgram:
                 zip(names, np.abs(self.share_constraint.dual_value).tolist(), strict=True)
             )
         return MixtureResult(
-            status=PlanStatus.OPTIMAL,
+            status=status,
             mixture=dict(zip(names, mixture.tolist(), strict=True)),
             tokens=tokens,
             params=params,
@@ -340,18 +352,20 @@ class MixtureProgram:
         flops: float,
         max_params: float | None = None,
         min_tokens: float | None = None,
+        max_tokens: float | None = None,
         grid_points: int = 7,
         tol: float = 5e-3,
     ) -> MixtureResult:
         """Mixture and D jointly at budget ``flops``: golden section on log D over inner solves.
 
-        D ranges from ``max(flops / (6 max_params), min_tokens)`` to the sources' total cap
-        (and ``flops / 6``, N >= 1), within 100x of the scale law's compute-optimal D.
+        D ranges from ``max(flops / (6 max_params), min_tokens)`` to the sources' total cap,
+        ``max_tokens`` and ``flops / 6`` (N >= 1), within 100x of the scale law's
+        compute-optimal D. The search is deterministic: a fixed grid, then golden section.
         """
         if self.scale is None:
             raise SpecError("mixture: planning D needs a scale law (the [law] section)")
         total_cap = float(self.caps.sum())
-        hi = math.log(min(total_cap, flops / 6.0))
+        hi = math.log(min(total_cap, flops / 6.0, max_tokens or math.inf))
         lo = math.log(max(flops / (6.0 * max_params) if max_params else 1.0, min_tokens or 1.0))
         # search within 100x of the scale law's compute-optimal D (a mixture moves D less)
         _, chinchilla_tokens, _ = closed_form(self.scale, flops)
@@ -370,16 +384,17 @@ class MixtureProgram:
         def loss(log_tokens: float) -> float:
             result = self.solve_at(math.exp(log_tokens), flops=flops)
             cache[log_tokens] = result
-            return result.loss if result.status is PlanStatus.OPTIMAL else math.inf
+            return result.loss if result.status.solved else math.inf
 
         grid = np.linspace(lo, hi, grid_points)
-        a, b = bracket_on_grid([loss(g) for g in grid], grid)
-        best_x, _, _ = golden_section(loss, a, b, tol=tol)
-        best = min(
-            (r for r in cache.values() if r.status is PlanStatus.OPTIMAL),
-            key=lambda r: r.loss,
-            default=cache[best_x],
-        )
+        values = [loss(g) for g in grid]
+        if not any(math.isfinite(v) for v in values):  # no D gives a solved mixture
+            return _replace_solves(cache[grid[len(grid) // 2]], len(cache))
+        a, b = bracket_on_grid(values, grid)
+        # golden section, not Brent: its steps depend only on comparisons of the inner losses,
+        # so solver round-off (1e-12) cannot move D between runs as parabolic steps would
+        golden_section(loss, a, b, tol=tol)
+        best = min((r for r in cache.values() if r.status.solved), key=lambda r: r.loss)
         return _replace_solves(best, len(cache))
 
 
@@ -407,9 +422,11 @@ def _replace_solves(result: MixtureResult, solves: int) -> MixtureResult:
     return replace(result, solves=solves)
 
 
-def _failed(reason: str, tokens: float) -> MixtureResult:
+def _failed(
+    reason: str, tokens: float, status: PlanStatus = PlanStatus.INFEASIBLE
+) -> MixtureResult:
     nan = float("nan")
-    return MixtureResult(PlanStatus.INFEASIBLE, {}, tokens, nan, nan, nan, nan, reason=reason)
+    return MixtureResult(status, {}, tokens, nan, nan, nan, nan, reason=reason)
 
 
 def simplex_grid(sources: int, steps: int) -> np.ndarray:

@@ -24,7 +24,7 @@ from mixplan.planning.laws.vocabulary import (
     tokens_per_character,
     width_for,
 )
-from mixplan.planning.programs.common import BuiltOnce, PlanStatus, log_or_off, solve
+from mixplan.planning.programs.common import BuiltOnce, PlanStatus, log_or_off, require_dpp, solve
 
 LOG_MILLION = math.log(1e6)
 LOG_BILLION = math.log(1e9)
@@ -85,7 +85,7 @@ class VocabularyProgram(BuiltOnce):
         if not joint:
             cons.append(n == p["log_nv"] - LOG_MILLION)
         problem = cp.Problem(cp.Minimize(objective), cons)
-        assert problem.is_dcp(dpp=True)
+        require_dpp(problem, "vocabulary program")
         return problem, p, (n, v, t)
 
     def solve(
@@ -125,7 +125,7 @@ class VocabularyProgram(BuiltOnce):
         for _ in range(max_width_iterations):
             p["log_width"].value = math.log(d)
             status = solve(problem)
-            if status is not PlanStatus.OPTIMAL:
+            if not status.solved:
                 nan = float("nan")
                 return VocabularyResult(status, nan, nan, d, nan, nan, flops, problem.status)
             if width is not None or not joint:

@@ -320,9 +320,6 @@ def selection_tables(fit: FitResult) -> list[Table]:
     return tables
 
 
-HEADLINE_PARAMETER = {"exponential": "c", "additive": "E", "per_source": "L_inf", "nested": "E"}
-
-
 HEADLINE_PARAMETER = {
     "exponential": "c",
     "additive": "E",

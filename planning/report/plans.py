@@ -126,6 +126,25 @@ def _explanations(plan: Mapping[str, Any]) -> list[str]:
     mixture_plan = plan.get("mixture_plan")
     if isinstance(mixture_plan, Mapping) and mixture_plan.get("capped"):
         texts.append("Sources at their token cap: " + ", ".join(map(str, mixture_plan["capped"])))
+    if isinstance(mixture_plan, Mapping) and mixture_plan.get("status") == "optimal_inaccurate":
+        texts.append("Mixture: OPTIMAL-INACCURATE (the solver met only its looser tolerance).")
+    vocabulary = plan.get("vocabulary")
+    if isinstance(vocabulary, Mapping) and finite(vocabulary.get("vocab_params")) is not None:
+        texts.append(
+            f"The {format_count(finite(plan.get('params')))}-parameter model is "
+            f"{format_count(finite(vocabulary.get('non_vocab_params')))} non-vocabulary "
+            f"parameters plus {format_count(finite(vocabulary.get('vocab_params')))} in its "
+            f"{format_count(finite(vocabulary.get('vocab_size')))}-token embedding."
+        )
+    robust = plan.get("robust")
+    if isinstance(robust, Mapping) and finite(robust.get("worst_loss")) is not None:
+        texts.append(
+            f"Robust plan (best worst case over {robust.get('draws')} bootstrap draws, same "
+            f"limits): {format_count(finite(robust.get('params')))} parameters, "
+            f"{format_count(finite(robust.get('tokens')))} tokens, worst-case loss "
+            f"{format_loss(finite(robust.get('worst_loss')))} against "
+            f"{format_loss(finite(robust.get('point_worst_loss')))} for the point plan."
+        )
     for key in ("notes", "warnings"):
         value = plan.get(key)
         if isinstance(value, list | tuple):
@@ -270,6 +289,12 @@ def plan_section(
             0,
             f"Law: {law['description']}"
             + (f"; intervals from {draws} bootstrap re-plans." if draws else "."),
+        )
+    if status == "optimal_inaccurate":
+        explanations.insert(
+            0,
+            "Status OPTIMAL-INACCURATE: the solver met only its looser tolerance; the answer is "
+            "kept but check it before committing a budget to it.",
         )
     return PlanSection(
         title=f"plan {name}",

@@ -1,0 +1,96 @@
+"""What a plan is: the frozen `Plan` a spec turns into, and its JSON form."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mixplan.planning.explain import render_text
+from mixplan.planning.programs.common import PlanStatus
+
+INTERVAL = (5.0, 50.0, 95.0)
+"""Percentiles reported over bootstrap draws (a 90% interval and the median)."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A plan: the decision, its predicted loss and cost, why, and how sure it is.
+
+    ``params`` is the TOTAL parameter count (non-embedding plus the vocabulary's ``V d`` when a
+    vocabulary is planned): the plan, its vocabulary section, the learning-rate advice and the
+    report all describe this one model. ``warnings`` lists what to double-check (a solve that
+    ended optimal-inaccurate, hyperparameters extrapolated beyond their sweep, ...).
+    """
+
+    name: str
+    mode: str
+    status: PlanStatus
+    reason: str = ""
+    params: float = math.nan
+    tokens: float = math.nan
+    train_flops: float = math.nan
+    inference_flops: float = math.nan
+    loss: float = math.nan
+    epochs: float | None = None
+    cost_dollars: float | None = None
+    train_days: float | None = None
+    vocabulary: dict[str, Any] | None = None
+    mixture: dict[str, float] | None = None
+    mixture_plan: dict[str, Any] | None = None
+    intervals: dict[str, Any] = field(default_factory=dict)
+    interval_draws: int = 0
+    robust: dict[str, Any] | None = None
+    frontier: list[dict[str, float]] = field(default_factory=list)
+    explanation: dict[str, Any] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    law: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, Any] = field(default_factory=dict)
+    code_version: str = ""
+
+    @property
+    def tokens_per_param(self) -> float:
+        """Training tokens per parameter."""
+        return self.tokens / self.params
+
+    @property
+    def ok(self) -> bool:
+        """True when the plan has an answer (optimal, or optimal-inaccurate and flagged)."""
+        return self.status.solved
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (NaN becomes None)."""
+        out = asdict(self)
+        out["status"] = self.status.value
+        out["tokens_per_param"] = self.tokens_per_param
+        out["vocab_size"] = (self.vocabulary or {}).get("vocab_size")
+        out["cost"] = self.cost_dollars
+        out["warnings"] = list(self.warnings)
+        return clean(out)
+
+    def to_json(self, **kwargs: Any) -> str:
+        """The plan as JSON."""
+        return json.dumps(self.to_dict(), **kwargs)
+
+    def render(self) -> str:
+        """The plan as readable text."""
+        return render_text(self.to_dict())
+
+
+def clean(value: Any) -> Any:
+    """``value`` with numpy scalars as Python numbers and NaN as ``None`` (JSON-ready)."""
+    if isinstance(value, dict):
+        return {str(k): clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean(v) for v in value]
+    if isinstance(value, float | np.floating):
+        value = float(value)
+        return None if math.isnan(value) else value
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, PlanStatus):
+        return value.value
+    return value
