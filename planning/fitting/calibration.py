@@ -7,16 +7,27 @@ whose noise is correlated, make extrapolation errors larger than any in-sample e
 Extrapolation error also grows with the distance past the data faster than the curve's standard
 error does (misspecification does not average out), so the scale is widened linearly in decades
 of compute past the fit's largest run: ``width = scale * (1 + w d)``, ``d = log10(C / C_max)``
-(zero inside the data), ``w = DISTANCE_WEIGHT``. The width is then calibrated conformally on
-the rolling-origin backtests: every held-out run gives a score ``|residual| / width``; the
-interval at level ``p`` is ``prediction +- k * width`` on the law's residual scale (log loss
-for nats), where ``k`` is the split-conformal quantile of the scores (rank ``ceil((n + 1) p)``)
-over the ``WINDOW`` latest origins (the extrapolations most like the one asked for).
+(zero inside the data), ``w = DISTANCE_WEIGHT``.
+
+A law can also be systematically off when it extrapolates (Tao's law fitted on small runs
+predicts every larger run's loss too high): the backtests show it as residuals of one sign. The
+*drift* ``b`` is the median residual of the calibration origins' held-out runs, kept only when
+it is significant (more than :data:`DRIFT_SIGNIFICANCE` standard errors of a median from zero;
+otherwise 0, so a law without drift keeps intervals centred on its prediction). It is learned
+per experiment and law from its own backtests, never a constant.
+
+The width is then calibrated conformally on the rolling-origin backtests: every held-out run
+gives a score ``|residual - b| / width``; the interval at level ``p`` is
+``prediction + b +- k * width`` on the law's residual scale (log loss for nats, raw loss for
+Tao's negative unigram-normalised loss), where ``k`` is the split-conformal quantile of the
+scores (rank ``ceil((n + 1) p)``) over the ``WINDOW`` latest origins (the extrapolations most
+like the one asked for). With a drift the interval need not contain the law's point
+prediction: the backtests say the truth lies to one side of it.
 
 Measured coverage never uses a run to calibrate the interval that is scored on it: for each
 origin, ``k`` is calibrated only on the ``WINDOW`` earlier origins' predictions of runs *below*
-that origin's cut-off (what a user fitting there would have had), and then the origin's
-held-out runs are checked against their intervals. The pooled fraction covered is the
+that origin's cut-off (what a user fitting there would have had; the drift too), and then the
+origin's held-out runs are checked against their intervals. The pooled fraction covered is the
 measured coverage reported next to every calibrated interval.
 """
 
@@ -47,6 +58,13 @@ WINDOW = 2
 MIN_SCORES = 5
 """Fewest held-out runs a calibration needs (fewer: no calibrated interval, say so)."""
 
+DRIFT_SIGNIFICANCE = 2.0
+"""Standard errors of a median (``1.2533 sd / sqrt(n)``, normal errors) the median backtest
+residual must exceed to count as a systematic extrapolation drift (about a 5% two-sided test)."""
+
+MEDIAN_SE = 1.2533
+"""Standard error of a sample median in units of ``sd / sqrt(n)`` (normal errors: sqrt(pi / 2))."""
+
 
 @dataclass(frozen=True)
 class Calibration:
@@ -55,10 +73,16 @@ class Calibration:
     level: float
     factor: float
     n_scores: int
+    drift: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
-        return {"level": self.level, "factor": self.factor, "n_scores": self.n_scores}
+        return {
+            "level": self.level,
+            "factor": self.factor,
+            "n_scores": self.n_scores,
+            "drift": self.drift,
+        }
 
 
 def conformal_quantile(scores: Sequence[float], level: float) -> float:
@@ -82,13 +106,39 @@ def distance_factor(flops: np.ndarray | float, data_flops: float) -> np.ndarray:
     return 1.0 + DISTANCE_WEIGHT * np.log10(np.maximum(ratio, 1.0))
 
 
-def _scores(origin: Mapping[str, Any], below: float = math.inf) -> list[float]:
-    top = origin["cutoff_flops"]
-    return [
-        abs(run["residual"]) / (run["scale"] * float(distance_factor(run["flops"], top)))
-        for run in origin.get("runs", [])
+def extrapolation_drift(residuals: Sequence[float]) -> float:
+    """The systematic part of backtest residuals: their median when it is significantly
+    nonzero (beyond :data:`DRIFT_SIGNIFICANCE` standard errors of a median), else 0."""
+    values = np.asarray(residuals, float)
+    values = values[np.isfinite(values)]
+    if values.size < MIN_SCORES:
+        return 0.0
+    median = float(np.median(values))
+    stderr = MEDIAN_SE * float(np.std(values, ddof=1)) / math.sqrt(values.size)
+    return median if abs(median) > DRIFT_SIGNIFICANCE * stderr else 0.0
+
+
+def _held_out(
+    origins: Sequence[Mapping[str, Any]], below: float = math.inf
+) -> tuple[np.ndarray, np.ndarray]:
+    """Residuals and widths (``scale x distance factor``) of the origins' held-out runs at or
+    below ``below`` compute."""
+    runs = [
+        (run["residual"], run["scale"] * float(distance_factor(run["flops"], o["cutoff_flops"])))
+        for o in origins
+        for run in o.get("runs", [])
         if run["flops"] <= below and run["scale"] > 0
     ]
+    pairs = np.asarray(runs, float).reshape(-1, 2)
+    return pairs[:, 0], pairs[:, 1]
+
+
+def _drift_and_scores(
+    origins: Sequence[Mapping[str, Any]], below: float = math.inf
+) -> tuple[float, list[float]]:
+    residuals, widths = _held_out(origins, below)
+    drift = extrapolation_drift(residuals)
+    return drift, (np.abs(residuals - drift) / widths).tolist()
 
 
 def _ok(origins: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -96,11 +146,13 @@ def _ok(origins: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
 
 
 def calibrate(origins: Sequence[Mapping[str, Any]], level: float = NOMINAL_LEVEL) -> Calibration:
-    """The width factor from every origin's held-out runs (for the final, full-data fit)."""
-    scores = [s for origin in _ok(origins)[-WINDOW:] for s in _scores(origin)]
+    """The drift and width factor from the latest origins' held-out runs (for the final,
+    full-data fit)."""
+    drift, scores = _drift_and_scores(_ok(origins)[-WINDOW:])
     if len(scores) < MIN_SCORES:
         return Calibration(level=level, factor=math.nan, n_scores=len(scores))
-    return Calibration(level=level, factor=conformal_quantile(scores, level), n_scores=len(scores))
+    factor = conformal_quantile(scores, level)
+    return Calibration(level=level, factor=factor, n_scores=len(scores), drift=drift)
 
 
 def measured_coverage(
@@ -111,9 +163,9 @@ def measured_coverage(
     Returns
     -------
     dict with ``level``, ``covered``, ``n`` (held-out run predictions scored), ``coverage``
-    (``covered / n``, NaN when nothing could be scored), ``mean_width`` (mean half-width on the
-    residual scale) and ``origins`` (per scored origin: ``quantile``, ``factor``, ``covered``,
-    ``n``).
+    (``covered / n``, NaN when nothing could be scored), ``mean_width`` and ``median_width``
+    (half-width on the residual scale) and ``origins`` (per scored origin: ``quantile``,
+    ``factor``, ``drift``, ``covered``, ``n``).
     """
     usable = _ok(origins)
     covered = total = 0
@@ -122,18 +174,24 @@ def measured_coverage(
     for i, origin in enumerate(usable):
         cutoff = origin["cutoff_flops"]
         window = usable[max(0, i - WINDOW) : i]
-        calib = [s for earlier in window for s in _scores(earlier, below=cutoff)]
+        drift, calib = _drift_and_scores(window, below=cutoff)
         if len(calib) < MIN_SCORES:
             continue
         factor = conformal_quantile(calib, level)
-        runs = origin["runs"]
-        half = [factor * r["scale"] * float(distance_factor(r["flops"], cutoff)) for r in runs]
-        hits = sum(abs(r["residual"]) <= h for r, h in zip(runs, half, strict=True))
-        widths.extend(half)
+        residuals, scales = _held_out([origin])
+        half = factor * scales
+        hits = int(np.sum(np.abs(residuals - drift) <= half))
+        widths.extend(half.tolist())
         covered += hits
-        total += len(runs)
+        total += residuals.size
         per_origin.append(
-            {"quantile": origin["quantile"], "factor": factor, "covered": hits, "n": len(runs)}
+            {
+                "quantile": origin["quantile"],
+                "factor": factor,
+                "drift": drift,
+                "covered": hits,
+                "n": int(residuals.size),
+            }
         )
     return {
         "level": level,
@@ -141,13 +199,15 @@ def measured_coverage(
         "n": total,
         "coverage": covered / total if total else math.nan,
         "mean_width": float(np.mean(widths)) if widths else math.nan,
+        "median_width": float(np.median(widths)) if widths else math.nan,
         "origins": per_origin,
     }
 
 
 METHOD = (
-    "split-conformal on rolling-origin backtests: |residual| / (clustered delta-method scale x "
-    f"(1 + {DISTANCE_WEIGHT:g} x decades past the data)), pooled over the latest origins"
+    "split-conformal on rolling-origin backtests: |residual - drift| / (clustered delta-method "
+    f"scale x (1 + {DISTANCE_WEIGHT:g} x decades past the data)), pooled over the latest origins; "
+    "drift: the backtests' median residual when significantly nonzero"
 )
 
 
@@ -158,11 +218,10 @@ def calibration_record(
     origins: Sequence[Mapping[str, Any]],
     level: float = NOMINAL_LEVEL,
 ) -> dict[str, Any]:
-    """What a fit stores to give calibrated intervals anywhere: the factor, the scores (any
-    level), the full-data fit's :class:`~mixplan.planning.fitting.rolling.Uncertainty`, the
+    """What a fit stores to give calibrated intervals anywhere: the factor, the drift, the scores
+    (any level), the full-data fit's :class:`~mixplan.planning.fitting.rolling.Uncertainty`, the
     compute of its largest run and the measured coverage (per-run detail dropped)."""
-    usable = _ok(origins)[-WINDOW:]
-    scores = [s for origin in usable for s in _scores(origin)]
+    _, scores = _drift_and_scores(_ok(origins)[-WINDOW:])
     calib = calibrate(origins, level)
     coverage = measured_coverage(origins, level)
     return {
@@ -189,6 +248,8 @@ def prediction_interval(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Point prediction and calibrated ``level`` interval of the loss at the rows of
     ``columns`` (default: the record's level); NaN bounds when the fit could not be calibrated.
+    The interval is centred on the prediction shifted by the record's drift (0 for records
+    stored before drifts were learned).
     """
     pred = spec.predict(np.asarray(theta, float)[None], columns)[0]
     level = record.get("level", NOMINAL_LEVEL) if level is None else level
@@ -196,9 +257,10 @@ def prediction_interval(
     factor = conformal_quantile(scores, level) if len(scores) >= MIN_SCORES else math.nan
     scale = Uncertainty.from_dict(record["uncertainty"]).scale(spec, theta, columns)
     half = factor * scale * distance_factor(flops, record["data_flops"])
+    centre = pred + float(record.get("drift", 0.0))
     if spec.scale == "log":
-        return np.exp(pred), np.exp(pred - half), np.exp(pred + half)
-    return pred, pred - half, pred + half
+        return np.exp(pred), np.exp(centre - half), np.exp(centre + half)
+    return pred, centre - half, centre + half
 
 
 def coverage_note(record: Mapping[str, Any]) -> str:
