@@ -239,6 +239,19 @@ def test_widening_stays_conservative_until_the_backtests_can_learn_it():
     assert Widening(1.0, reach=1.0).factor(1e22, 1e20) == pytest.approx(2 + MAX_WIDENING)
 
 
+def test_widening_note_says_how_the_width_grows():
+    from mixplan.planning.fitting.calibration import widening_note
+
+    learned = {"widening": 1.5, "widening_reach": 2.42, "widening_learned": True, "drift": -0.19}
+    assert widening_note(learned) == (
+        "width grows by 1.5 in-data widths per decade up to 2.4 decades past the data, 16 beyond "
+        "(learned on the backtests); drift -0.19 (residual scale)"
+    )
+    unlearned = {"widening": 16.0, "widening_reach": 0.0, "widening_learned": False}
+    assert "too few backtests" in widening_note(unlearned)
+    assert widening_note({}).endswith("(fixed); no drift")  # a record stored before learning
+
+
 def test_fit_stores_calibrated_intervals_with_their_coverage(lake):
     """A full fit (sardana, Kaplan) carries the calibration; predictions use it, and the
     bootstrap parameter intervals are the 5th / 95th percentiles of the draws at level 0.9."""

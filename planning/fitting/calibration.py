@@ -441,3 +441,25 @@ def coverage_note(record: Mapping[str, Any]) -> str:
     return (
         f"measured coverage {coverage['coverage']:.0%} of {coverage['n']} held-out run predictions"
     )
+
+
+def widening_note(record: Mapping[str, Any]) -> str:
+    """How the record's intervals were shaped, e.g. ``"width grows by 1.5 in-data widths per
+    decade up to 2.4 decades past the data, 16 beyond (learned on the backtests); no drift"``."""
+    widening = Widening.from_record(record)
+    drift = float(record.get("drift", 0.0))
+    drift_text = f"; drift {drift:+.3g} (residual scale)" if drift else "; no drift"
+    if "widening" not in record:
+        return (
+            f"width grows by {widening.rate:g} in-data widths per decade past the data "
+            f"(fixed){drift_text}"
+        )
+    if not widening.learned:
+        return (
+            f"width grows by {MAX_WIDENING:g} in-data widths per decade past the data (too few "
+            f"backtests to learn a smaller rate){drift_text}"
+        )
+    return (
+        f"width grows by {widening.rate:g} in-data widths per decade up to {widening.reach:.1f} "
+        f"decades past the data, {MAX_WIDENING:g} beyond (learned on the backtests){drift_text}"
+    )
