@@ -160,7 +160,7 @@ def render_fit(console: Console, result: Any, path: str | None = None) -> None:
 def render_calibrated(console: Console, result: Any) -> None:
     """The compute-optimal loss at each budget with its calibrated 90% prediction interval and
     the coverage such intervals reached on held-out runs."""
-    from mixplan.planning.fitting.calibration import coverage_note
+    from mixplan.planning.fitting.calibration import coverage_note, widening_note
 
     record = result.calibration or {}
     if not record:
@@ -174,6 +174,7 @@ def render_calibrated(console: Console, result: Any) -> None:
             f"interval {_fmt(band[0])} - {_fmt(band[1])}"
         )
     console.print(f"  {record['level']:.0%} loss intervals: {coverage_note(record)}")
+    console.print(f"  {widening_note(record)}")
 
 
 def render_isoflop(console: Console, iso: dict[str, Any]) -> None:

@@ -106,6 +106,7 @@ def test_law_section_shows_leaderboard_coverage_and_isoflop(bundled):
     assert ranked.rows[0][0] == "1" and ranked.rows[0][4].endswith("of 120")  # 72 + 48 runs
     calibrated = next(t for t in section.tables if t.columns[-1] == "90% prediction interval")
     assert len(calibrated.rows) == 2 and "measured coverage" in calibrated.caption
+    assert "in-data widths per decade" in calibrated.caption  # how the width grows, learned
     assert any("90% loss intervals: measured coverage" in note for note in section.notes)
     iso = next(t for t in section.tables if t.columns[0] == "method")
     assert [row[0].split(" (")[0] for row in iso.rows] == [

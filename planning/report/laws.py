@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 
 from mixplan.planning.drift import fit_selection, one_loss_per_run
-from mixplan.planning.fitting.calibration import coverage_note
+from mixplan.planning.fitting.calibration import coverage_note, widening_note
 from mixplan.planning.fitting.result import FitResult
 from mixplan.planning.report import plots
 from mixplan.planning.report.format import (
@@ -294,7 +294,8 @@ def selection_tables(fit: FitResult) -> list[Table]:
             Table(
                 ("budget", "compute-optimal loss", f"{level:.0%} prediction interval"),
                 tuple(rows),
-                f"calibrated on the backtests; {coverage_note(fit.calibration)}",
+                f"calibrated on the backtests; {coverage_note(fit.calibration)}; "
+                f"{widening_note(fit.calibration)}",
             )
         )
     iso = fit.isoflop or {}
