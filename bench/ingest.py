@@ -92,6 +92,22 @@ def generate(sizes: list[float], seed: int = 0) -> dict[float, tuple[Path, int, 
     return folders
 
 
+def reused(sizes: list[float]) -> dict[float, tuple[Path, int, int]]:
+    """The logs of an earlier ``--keep`` run, as ``generate`` returns them."""
+    inputs = {}
+    for size in sizes:
+        folder = WORK / f"logs_{size:g}gb"
+        if not folder.is_dir():
+            raise SystemExit(f"no {folder}: run once with --keep (and these --sizes) first")
+        files = sorted(folder.glob("*.jsonl"))
+        rows = 0
+        for path in files:
+            with open(path, "rb") as handle:
+                rows += sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 24), b""))
+        inputs[size] = (folder, rows, sum(p.stat().st_size for p in files))
+    return inputs
+
+
 PEAK = """
 import resource
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
@@ -179,25 +195,32 @@ def main() -> None:
     parser.add_argument("--sizes", type=float, nargs="+", default=[0.25, 1.0, 4.0], help="GB")
     parser.add_argument("--repeat", type=int, default=2, help="runs of each job (best kept)")
     parser.add_argument("--keep", action="store_true", help="keep bench/_work afterwards")
+    parser.add_argument(
+        "--reuse", action="store_true", help="reuse the logs a --keep run left in bench/_work"
+    )
     args = parser.parse_args()
-    shutil.rmtree(WORK, ignore_errors=True)
-    WORK.mkdir(parents=True)
+    if args.reuse:
+        inputs = reused(args.sizes)
+    else:
+        shutil.rmtree(WORK, ignore_errors=True)
+        WORK.mkdir(parents=True)
     need = (
         2.2 * max(args.sizes) + sum(args.sizes)
     ) * 1e9  # logs + baseline Parquet + lake, with room to spare
     free = shutil.disk_usage(WORK).free
     if free < need:
         raise SystemExit(f"{free / 1e9:.1f} GB free under {WORK}, need ~{need / 1e9:.1f} GB")
-    t0 = time.perf_counter()
-    inputs = generate(args.sizes)
-    print(f"generated {max(args.sizes):g} GB of logs in {time.perf_counter() - t0:.0f}s")
+    if not args.reuse:
+        t0 = time.perf_counter()
+        inputs = generate(args.sizes)
+        print(f"generated {max(args.sizes):g} GB of logs in {time.perf_counter() - t0:.0f}s")
     results = {}
     try:
         for size, (folder, rows, nbytes) in sorted(inputs.items()):
             print(f"{size:g} GB: {rows:,} rows, {nbytes / 1e6:,.0f} MB", flush=True)
             results[size] = measure(folder, rows, nbytes, args.repeat)
     finally:
-        if not args.keep:
+        if not args.keep and not args.reuse:
             shutil.rmtree(WORK, ignore_errors=True)
     header = f"{'GB':>5} {'job':<9}{'seconds':>9}{'rows/s':>13}{'MB/s':>8}{'CPU s':>8}{'RSS GB':>8}"
     print(header)
