@@ -258,7 +258,9 @@ def coerce_numeric(
         if column.is_numeric() or column == pl.Boolean or column == pl.Null:
             cast = pl.col(name).cast(dtype, strict=False)
             casts[name] = cast
-            if column.is_numeric():  # e.g. an integer past 2^63 read as i128
+            # a cast to a float cannot fail; to an integer it can (e.g. an integer past 2^63
+            # read as i128)
+            if column.is_numeric() and not dtype.is_float():
                 checks.append((pl.col(name).is_not_null() & cast.is_null(), name, "out_of_range"))
             continue
         text = pl.col(name).cast(pl.String, strict=False).str.strip_chars()

@@ -504,8 +504,9 @@ def canonical_chunk(
             .alias("_extra")
         )
     aggs.append(pl.col("source_line").min())
-    runs = frame.filter(pl.col("run_id").is_not_null()).group_by("run_id", maintain_order=True)
-    runs = runs.agg(aggs)
+    # grouped first, the rows without a run id dropped after (one group, no copy of the rows)
+    runs = frame.group_by("run_id", maintain_order=True).agg(aggs)
+    runs = runs.filter(pl.col("run_id").is_not_null())
     if unknown:
         base = runs["tags"].to_list() if "tags" in runs.columns else [None] * runs.height
         tags = [
