@@ -200,7 +200,8 @@ def frozen_heap() -> Iterator[None]:
     of the CPU and far more of the wall time. ``gc.freeze`` moves the objects alive now into a
     permanent generation that collections skip; ``gc.unfreeze`` hands them back afterwards, so
     nothing leaks in a long-lived process (a Prefect worker) and garbage made during the ingest
-    is collected as usual.
+    is collected as usual. Both calls are process-wide: two ingests in threads of one process
+    stay correct, the one still running only loses the speed-up.
     """
     gc.freeze()
     try:
