@@ -198,16 +198,16 @@ def measure(folder: Path, rows: int, size: int, repeat: int) -> dict:
 
 
 def main() -> None:
+    global THREADS
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=float, nargs="+", default=[0.25, 1.0, 4.0], help="GB")
     parser.add_argument("--repeat", type=int, default=2, help="runs of each job (best kept)")
-    parser.add_argument("--threads", type=int, default=THREADS, help="polars threads, both jobs")
+    parser.add_argument("--threads", type=int, default=THREADS, help="polars threads (both)")
     parser.add_argument("--keep", action="store_true", help="keep bench/_work afterwards")
     parser.add_argument(
         "--reuse", action="store_true", help="reuse the logs a --keep run left in bench/_work"
     )
     args = parser.parse_args()
-    global THREADS
     THREADS = args.threads
     if args.reuse:
         inputs = reused(args.sizes)
