@@ -1,15 +1,17 @@
 """Benchmark: ingest 0.25, 1 and 4 GB of synthetic per-step JSONL logs vs a bare polars baseline.
 
-Run as ``python bench/ingest.py [--sizes 0.25 1 4] [--repeat 2]``. Checks the free disk space
-first, generates canonical per-step JSONL logs under ``bench/_work`` (git-ignored; 8 files per
-size, the smaller inputs are the first lines of the largest one's files) and removes them
-afterwards. For each size, each job runs in its own subprocess so
-that peak RSS is measured per job: (1) the baseline ``polars.scan_ndjson(files)
+Run as ``python bench/ingest.py [--sizes 0.25 1 4] [--repeat 2] [--threads N] [--keep | --reuse]``
+(``--keep`` leaves the logs in ``bench/_work``, ``--reuse`` measures again on them). Checks the
+free disk space first, generates canonical per-step JSONL logs under ``bench/_work``
+(git-ignored; 8 files per size, the smaller inputs are the first lines of the largest one's
+files) and removes them afterwards. For each size, each job runs in its own subprocess so that
+peak RSS is measured per job: (1) the baseline ``polars.scan_ndjson(files)
 .sink_parquet(out)``; (2) ``mixplan ingest``'s plain function ``tasks.ingest.ingest_paths``
 (what ``mixplan ingest`` runs) into a fresh lake. The two jobs alternate ``--repeat`` times and
 each keeps its fastest run: on a shared machine the other processes only ever slow a run down,
 so the best of a few is the fairest figure. Both sides get the same thread settings (polars'
-pool, BLAS pinned to one thread with threadpoolctl). Prints rows/s, MB/s, CPU seconds (user +
+pool: ``POLARS_MAX_THREADS`` = ``--threads``, default the CPU count; BLAS pinned to one thread
+with threadpoolctl). Prints rows/s, MB/s, CPU seconds (user +
 system, all threads), peak RSS and the ratio of mixplan to the baseline, per size.
 Goals: throughput >= 0.8x baseline at 1 and 4 GB, peak RSS < 1 GB at every size.
 
@@ -92,6 +94,22 @@ def generate(sizes: list[float], seed: int = 0) -> dict[float, tuple[Path, int, 
     return folders
 
 
+def reused(sizes: list[float]) -> dict[float, tuple[Path, int, int]]:
+    """The logs of an earlier ``--keep`` run, as ``generate`` returns them."""
+    inputs = {}
+    for size in sizes:
+        folder = WORK / f"logs_{size:g}gb"
+        if not folder.is_dir():
+            raise SystemExit(f"no {folder}: run once with --keep (and these --sizes) first")
+        files = sorted(folder.glob("*.jsonl"))
+        rows = 0
+        for path in files:
+            with open(path, "rb") as handle:
+                rows += sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 24), b""))
+        inputs[size] = (folder, rows, sum(p.stat().st_size for p in files))
+    return inputs
+
+
 PEAK = """
 import resource
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
@@ -121,8 +139,12 @@ threadpool_limits(1)
 """
 
 
+THREADS = os.cpu_count() or 1
+"""Polars threads of both jobs (``POLARS_MAX_THREADS``; ``--threads``)."""
+
+
 def timed(code: str, *args: str) -> tuple[float, float, float, str]:
-    """Run ``code`` in a fresh interpreter.
+    """Run ``code`` in a fresh interpreter with ``THREADS`` polars threads.
 
     Returns (wall seconds, CPU seconds of the child, its own peak RSS in GB, its output line).
     """
@@ -134,6 +156,7 @@ def timed(code: str, *args: str) -> tuple[float, float, float, str]:
         text=True,
         cwd=ROOT,
         check=True,
+        env={**os.environ, "POLARS_MAX_THREADS": str(THREADS)},
     )
     seconds = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -175,29 +198,39 @@ def measure(folder: Path, rows: int, size: int, repeat: int) -> dict:
 
 
 def main() -> None:
+    global THREADS
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=float, nargs="+", default=[0.25, 1.0, 4.0], help="GB")
     parser.add_argument("--repeat", type=int, default=2, help="runs of each job (best kept)")
+    parser.add_argument("--threads", type=int, default=THREADS, help="polars threads (both)")
     parser.add_argument("--keep", action="store_true", help="keep bench/_work afterwards")
+    parser.add_argument(
+        "--reuse", action="store_true", help="reuse the logs a --keep run left in bench/_work"
+    )
     args = parser.parse_args()
-    shutil.rmtree(WORK, ignore_errors=True)
-    WORK.mkdir(parents=True)
+    THREADS = args.threads
+    if args.reuse:
+        inputs = reused(args.sizes)
+    else:
+        shutil.rmtree(WORK, ignore_errors=True)
+        WORK.mkdir(parents=True)
     need = (
         2.2 * max(args.sizes) + sum(args.sizes)
     ) * 1e9  # logs + baseline Parquet + lake, with room to spare
     free = shutil.disk_usage(WORK).free
     if free < need:
         raise SystemExit(f"{free / 1e9:.1f} GB free under {WORK}, need ~{need / 1e9:.1f} GB")
-    t0 = time.perf_counter()
-    inputs = generate(args.sizes)
-    print(f"generated {max(args.sizes):g} GB of logs in {time.perf_counter() - t0:.0f}s")
+    if not args.reuse:
+        t0 = time.perf_counter()
+        inputs = generate(args.sizes)
+        print(f"generated {max(args.sizes):g} GB of logs in {time.perf_counter() - t0:.0f}s")
     results = {}
     try:
         for size, (folder, rows, nbytes) in sorted(inputs.items()):
             print(f"{size:g} GB: {rows:,} rows, {nbytes / 1e6:,.0f} MB", flush=True)
             results[size] = measure(folder, rows, nbytes, args.repeat)
     finally:
-        if not args.keep:
+        if not args.keep and not args.reuse:
             shutil.rmtree(WORK, ignore_errors=True)
     header = f"{'GB':>5} {'job':<9}{'seconds':>9}{'rows/s':>13}{'MB/s':>8}{'CPU s':>8}{'RSS GB':>8}"
     print(header)
@@ -213,7 +246,10 @@ def main() -> None:
             f"CPU time {result['cpu_ratio']:.2f}; mixplan peak RSS "
             f"{result['peak_rss_gb']['mixplan']:.2f} GB (goal < 1 GB)"
         )
-    print(f"best of {args.repeat}; cpu count {os.cpu_count()} (shared: timings are noisy)")
+    print(
+        f"best of {args.repeat}; POLARS_MAX_THREADS={THREADS} for both jobs; cpu count "
+        f"{os.cpu_count()} (shared: timings are noisy, compare the CPU-time ratio too)"
+    )
     print(json.dumps({f"{size:g}": r for size, r in results.items()}))
 
 

@@ -173,6 +173,8 @@ def conform(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame
     """
     if frame.width == 0:
         return empty_frame(schema)
+    if list(frame.schema.items()) == list(schema.items()):
+        return frame  # already conforming (the streamed ingest conforms each chunk twice)
     columns = [
         (pl.col(name) if name in frame.columns else pl.lit(None)).cast(dtype).alias(name)
         for name, dtype in schema.items()

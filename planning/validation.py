@@ -211,10 +211,10 @@ def split_by_checks(
     for index, (bad, _, _) in enumerate(checks[1:], start=1):
         first_bad = first_bad.when(bad.fill_null(False)).then(pl.lit(index, pl.UInt32))
     tagged = frame.with_columns(first_bad.otherwise(None).alias("_q_check"))
+    if tagged["_q_check"].null_count() == frame.height:  # the usual case: no filtered copies
+        return frame, conform(pl.DataFrame(), QUARANTINE_SCHEMA)
     good = tagged.filter(pl.col("_q_check").is_null()).drop("_q_check")
     bad_rows = tagged.filter(pl.col("_q_check").is_not_null())
-    if bad_rows.height == 0:
-        return good, conform(pl.DataFrame(), QUARANTINE_SCHEMA)
     indices = list(range(len(checks)))
     quarantine = bad_rows.select(
         pl.lit(source_file).alias("source_file"),
@@ -258,7 +258,9 @@ def coerce_numeric(
         if column.is_numeric() or column == pl.Boolean or column == pl.Null:
             cast = pl.col(name).cast(dtype, strict=False)
             casts[name] = cast
-            if column.is_numeric():  # e.g. an integer past 2^63 read as i128
+            # a cast to a float cannot fail; to an integer it can (e.g. an integer past 2^63
+            # read as i128)
+            if column.is_numeric() and not dtype.is_float():
                 checks.append((pl.col(name).is_not_null() & cast.is_null(), name, "out_of_range"))
             continue
         text = pl.col(name).cast(pl.String, strict=False).str.strip_chars()

@@ -313,7 +313,7 @@ def _combine_runs(fragments: list[pl.DataFrame]) -> pl.DataFrame:
         return conform(pl.DataFrame(), RUNS_SCHEMA)
     frame = pl.concat([conform(f, RUNS_SCHEMA) for f in fragments], how="vertical")
     columns = [c for c in RUNS_SCHEMA if c != "run_id"]
-    aggs = [pl.col(c).drop_nulls().first() for c in columns if c != "source_line"]
+    aggs = [pl.col(c).first(ignore_nulls=True) for c in columns if c != "source_line"]
     aggs.append(pl.col("source_line").min())
     combined = frame.group_by("run_id", maintain_order=True).agg(aggs)
     return conform(combined, RUNS_SCHEMA)

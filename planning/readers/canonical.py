@@ -490,22 +490,23 @@ def canonical_chunk(
     run_level = [c for c in RUN_COLUMNS if c in frame.columns and c not in ("run_id",)]
     if long:
         run_level = [c for c in run_level if c != "learning_rate"]
-    aggs = [pl.col(c).drop_nulls().first() for c in run_level]
+    aggs = [pl.col(c).first(ignore_nulls=True) for c in run_level]
     if long and "peak_learning_rate" in frame.columns:
-        aggs.append(pl.col("peak_learning_rate").drop_nulls().first().alias("learning_rate"))
+        aggs.append(pl.col("peak_learning_rate").first(ignore_nulls=True).alias("learning_rate"))
     elif long and "learning_rate" in frame.columns:
         aggs.append(pl.col("learning_rate").max().alias("learning_rate"))
     elif "peak_learning_rate" in frame.columns and "learning_rate" not in frame.columns:
-        aggs.append(pl.col("peak_learning_rate").drop_nulls().first().alias("learning_rate"))
+        aggs.append(pl.col("peak_learning_rate").first(ignore_nulls=True).alias("learning_rate"))
     if unknown:
         aggs.append(
-            pl.struct([pl.col(c).drop_nulls().first() for c in unknown])
+            pl.struct([pl.col(c).first(ignore_nulls=True) for c in unknown])
             .struct.json_encode()
             .alias("_extra")
         )
     aggs.append(pl.col("source_line").min())
-    runs = frame.filter(pl.col("run_id").is_not_null()).group_by("run_id", maintain_order=True)
-    runs = runs.agg(aggs)
+    # grouped first, the rows without a run id dropped after (one group, no copy of the rows)
+    runs = frame.group_by("run_id", maintain_order=True).agg(aggs)
+    runs = runs.filter(pl.col("run_id").is_not_null())
     if unknown:
         base = runs["tags"].to_list() if "tags" in runs.columns else [None] * runs.height
         tags = [
