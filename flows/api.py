@@ -47,7 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from mixplan.planning.errors import MixplanError
 from mixplan.planning.fitting.result import fit_path
 from mixplan.planning.plan import Planner, whatif
-from mixplan.planning.spec import PlanSpec, parse_spec
+from mixplan.planning.spec import HYPERPARAMETER_LAWS, PlanSpec, parse_spec
 
 MAX_BODY_BYTES = 64 * 1024
 """Largest request body accepted (a spec is a few kB)."""
@@ -223,6 +223,8 @@ class LimitsModel(_Section):
     """``[limits]``: caps on the model and the run."""
 
     max_params: Params | None = None
+    max_tokens: Tokens | None = None
+    max_train_flops: Flops | None = None
     min_tokens_per_param: TokensPerParam | None = None
     max_tokens_per_param: TokensPerParam | None = None
     max_days: Days | None = None
@@ -277,6 +279,12 @@ class UncertaintyModel(_Section):
     robust: bool | None = None
 
 
+class HyperparametersModel(_Section):
+    """``[hyperparameters]``: which law advises the learning rate and batch size."""
+
+    law: Literal[HYPERPARAMETER_LAWS] | None = None
+
+
 class SpecModel(_Section):
     """A plan spec: the TOML structure of data/specs/example.toml as a JSON object."""
 
@@ -291,6 +299,7 @@ class SpecModel(_Section):
     eval: EvalModel | None = None
     mixture: MixtureModel | None = None
     uncertainty: UncertaintyModel | None = None
+    hyperparameters: HyperparametersModel | None = None
 
 
 class PlanRequest(_Section):

@@ -11,12 +11,10 @@ import contextlib
 import gc
 import hashlib
 import json
-import os
 import queue
 import shutil
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -140,51 +138,20 @@ def lake_write_lock(lake: str | Path) -> Iterator[None]:
     Two ingests of files sharing runs must not both decide "these runs are new" and each
     write them: the second must see the first one's commit and MERGE (or report a
     ``conflict``). Delta cannot see this race (the two writes replace different files' rows),
-    so the ingest holds ``tasks.locking.lake_lock`` (a process-wide ``flock``, dropped by the
-    kernel if the holder dies) plus a lock per lake for threads of this process. Inside a
-    pipeline run, which already holds the lake's lock in this process, only the thread lock
-    is taken.
+    so the ingest holds ``tasks.locking.lake_lock`` (an ``flock`` dropped by the kernel if the
+    holder dies, or an S3 lease object) plus a lock per lake for threads of this process.
+    Inside a pipeline run, which already holds the lake's lock in this process
+    (``held_by_this_process``), only the thread lock is taken.
     """
-    from mixplan.tasks.locking import lake_lock  # lazy: it imports fsspec (~0.15 s)
+    from mixplan.tasks.locking import held_by_this_process, lake_lock  # lazy: fsspec ~0.15 s
 
     key = str(lake)
     with _LOCAL_LOCKS_GUARD:
         local = _LOCAL_LOCKS.setdefault(key, threading.Lock())
     with local, contextlib.ExitStack() as stack:
-        if not _try_lock(stack, lake) and not _held_by_this_process(stack, lake):
+        if not held_by_this_process(lake):
             stack.enter_context(lake_lock(lake))
         yield
-
-
-def _try_lock(stack: contextlib.ExitStack, lake: str | Path) -> bool:
-    from mixplan.tasks.locking import LakeBusyError, lake_lock
-
-    try:
-        stack.enter_context(lake_lock(lake, timeout=0))
-    except LakeBusyError:
-        return False
-    return True
-
-
-def _held_by_this_process(stack: contextlib.ExitStack, lake: str | Path) -> bool:
-    """Whether this process already holds the lake's lock (a pipeline run around the ingest).
-
-    ``lake_lock`` writes its holder's pid into the lock file just after taking it; the pid is
-    read twice, 50 ms apart, so a holder that has not written its pid yet is not mistaken for
-    this process (the lock is taken if it was released meanwhile).
-    """
-    from mixplan.tasks.locking import lock_path
-
-    for _ in range(2):
-        try:
-            if lock_path(lake).read_text().strip() != str(os.getpid()):
-                return False
-        except OSError:
-            return False
-        time.sleep(0.05)
-        if _try_lock(stack, lake):
-            return True  # released meanwhile: now held by this ingest
-    return True
 
 
 # --------------------------------------------------------------------------- garbage collector

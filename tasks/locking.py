@@ -55,6 +55,7 @@ from mixplan.tasks.storage import (
 __all__ = [
     "LakeBusyError",
     "exists",
+    "held_by_this_process",
     "join",
     "lake_lock",
     "lock_path",
@@ -72,6 +73,40 @@ LEASE_SECONDS = 60.0
 
 class LakeBusyError(MixplanError):
     """Another pipeline run held the lake's lock for longer than the timeout."""
+
+
+_HELD: dict[str, int] = {}
+"""Lakes whose lock this process holds, with how many ``lake_lock`` blocks hold it."""
+_HELD_GUARD = threading.Lock()
+
+
+def _lock_key(lake: str | os.PathLike[str]) -> str:
+    return str(local_path(lake).resolve()) if is_local(lake) else str(lake).rstrip("/")
+
+
+def held_by_this_process(lake: str | os.PathLike[str]) -> bool:
+    """Whether a ``lake_lock`` block of this process holds ``lake``'s lock right now.
+
+    Code that runs both on its own and inside a pipeline run (the ingest) asks this instead of
+    taking the lock a second time: an ``flock`` would merely be re-taken, but an S3 lock object
+    held by this very process would never be released, a self-deadlock.
+    """
+    with _HELD_GUARD:
+        return _HELD.get(_lock_key(lake), 0) > 0
+
+
+@contextlib.contextmanager
+def _registered(lake: str | os.PathLike[str]) -> Iterator[None]:
+    key = _lock_key(lake)
+    with _HELD_GUARD:
+        _HELD[key] = _HELD.get(key, 0) + 1
+    try:
+        yield
+    finally:
+        with _HELD_GUARD:
+            _HELD[key] -= 1
+            if not _HELD[key]:
+                del _HELD[key]
 
 
 def lock_path(lake: str | os.PathLike[str]) -> Path:
@@ -111,10 +146,13 @@ def lake_lock(
         object's URL (S3; deleted on exit).
     """
     if protocol(lake) == "s3":
-        with _object_lock(str(lake), timeout, poll, lease or LEASE_SECONDS) as url:
+        with (
+            _object_lock(str(lake), timeout, poll, lease or LEASE_SECONDS) as url,
+            _registered(lake),
+        ):
             yield url
         return
-    with _file_lock(lake, timeout, poll) as path:
+    with _file_lock(lake, timeout, poll) as path, _registered(lake):
         yield path
 
 
