@@ -335,3 +335,31 @@ def test_whatif_plans_match_full_plans_without_per_query_extras():
         )
         assert p.params == full.params and p.tokens == full.tokens and p.frontier == []
         assert full.frontier
+
+
+def test_inference_taking_nearly_all_of_the_budget_is_planned_not_a_math_error():
+    """Found by the API's schema fuzz: with T_inf so large that a 1e22 budget leaves about 87
+    training FLOPs, ``C - 2 T N`` cancels to <= 0 at the budget curve's end and math.log
+    raised ValueError (a 500 through the API)."""
+    from mixplan.planning.plan import whatif
+
+    spec = parse_spec(
+        {
+            "name": "inference-heavy",
+            "law": {"name": "sardana"},
+            "budget": {"flops": 1e23},
+            "limits": {"max_days": 60, "max_params": 7e10},
+            "training": {"gpu": "h100", "gpus": 1024, "mfu": 0.4, "precision": "bf16"},
+            "inference": {"tokens_in": 3.588181429998398e23, "tokens_out": 1.2469455967155794e-05},
+            "sources": [{"name": "web", "unique_tokens": 1.4063244642143072e17, "max_epochs": 2}],
+        }
+    )
+    plans = whatif(spec, budgets=[1e22, 1e23], inference_tokens=[3.450965559314892e20])
+    assert len(plans) == 2
+    for plan in plans:
+        assert plan.status.value in {"optimal", "infeasible", "optimal_inaccurate"}
+        if plan.status.solved:
+            assert (
+                plan.train_flops + 2 * plan.params * 3.450965559314892e20
+                <= 1.0001 * (plan.inputs["budget_flops"])
+            )

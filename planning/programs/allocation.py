@@ -248,7 +248,10 @@ class _Problem:
         return (lo, hi) if lo <= hi else None
 
     def budget_tokens(self, n: float) -> float:
-        return math.log(self.C - 2 * self.T * math.exp(n)) - LOG6 - n
+        # D >= 1 on the curve by construction; when inference takes nearly all of the budget
+        # the subtraction cancels to <= 0 in floating point, so clip to that bound
+        rest = max(self.C - 2 * self.T * math.exp(n), 6 * math.exp(n))
+        return math.log(rest) - LOG6 - n
 
     def cap_curve(self) -> tuple[float, float] | None:
         if self.k == INF:
@@ -325,8 +328,11 @@ def _along_budget(model: LossModel, p: _Problem, lo: float, hi: float) -> float:
 
         def slope(n):
             e = math.exp(n)
-            d = math.log(C - 2 * T * e) - LOG6 - n
-            dd = -2 * T * e / (C - 2 * T * e) - 1
+            rest = C - 2 * T * e  # the training FLOPs left at N = e^n
+            if rest <= 0:  # round-off at the curve's end, where inference takes everything:
+                return math.inf  # D -> 0 there, so the loss rises steeply
+            d = math.log(rest) - LOG6 - n
+            dd = -2 * T * e / rest - 1
             return (
                 -c.alpha * c.A * math.exp(-c.alpha * n) - c.beta * c.B * math.exp(-c.beta * d) * dd
             )
