@@ -176,6 +176,25 @@ def test_stored_fits_are_named_and_resolved_inside_the_lake(
         assert "stored fit 'epoch-chinchilla'" in response.json()["law"]["description"]
 
 
+def test_a_law_by_experiment_plans_with_its_leaderboard_winner(lake_client, spec):
+    body = {**spec, "law": {"experiment": "epoch-chinchilla"}}
+    response = lake_client.post("/plan", json={"spec": body})
+    assert response.status_code == 200, response.text
+    selection = response.json()["law"]["selection"]
+    assert selection["reason"] == "leaderboard winner" and selection["rank"] == 1
+    assert selection["fit"] == "epoch-chinchilla" and selection["experiment"] == "epoch-chinchilla"
+    response = lake_client.post("/plan", json={"spec": {**spec, "law": {"experiment": "gone"}}})
+    assert response.status_code == 422
+    assert (
+        "field 'spec.law.experiment': no law leaderboard for 'gone' in the lake; "
+        "leaderboards there: epoch-chinchilla"
+    ) in response.json()["detail"]
+    for name in ("a/b", "..", "x\x00y", "/etc/passwd", "fits/../x", "", "x" * 200):
+        response = lake_client.post("/plan", json={"spec": {**spec, "law": {"experiment": name}}})
+        assert response.status_code == 422, (name, response.text)
+        assert "field 'spec.law.experiment'" in response.json()["detail"]
+
+
 def test_request_size_limit(client, spec):
     padding = "x" * (MAX_BODY_BYTES + 10)
     response = client.post(
