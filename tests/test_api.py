@@ -195,6 +195,20 @@ def test_a_law_by_experiment_plans_with_its_leaderboard_winner(lake_client, spec
         assert "field 'spec.law.experiment'" in response.json()["detail"]
 
 
+def test_a_downstream_target_names_a_fit_inside_the_lake(lake_client, spec):
+    budget = {"target_downstream": {"fit": "gone", "error": 0.5}}
+    response = lake_client.post("/plan", json={"spec": {**spec, "budget": budget}})
+    assert response.status_code == 422
+    assert (
+        "field 'spec.budget.target_downstream.fit': no stored fit 'gone' in the lake"
+        in response.json()["detail"]
+    )
+    for name in ("../x", "/etc/passwd", "a/b"):
+        budget = {"target_downstream": {"fit": name, "error": 0.5}}
+        response = lake_client.post("/plan", json={"spec": {**spec, "budget": budget}})
+        assert response.status_code == 422 and "target_downstream" in response.json()["detail"]
+
+
 def test_request_size_limit(client, spec):
     padding = "x" * (MAX_BODY_BYTES + 10)
     response = client.post(

@@ -28,6 +28,7 @@ FIVE_MIX = "mixinglaws-5mix"
 METRIC = "eval_gauntlet/core_average"
 DOWNSTREAM = "sardana-downstream-eval_gauntlet_core_average"
 SCALE_FIT = f"{FIVE_MIX}-mixture-scale"
+NESTED_FIT = f"{FIVE_MIX}-mixture-nested-at-target"
 TARGET_TOKENS = 30_000 * 2**20  # 5Mix step 30k (one step is 2^20 tokens)
 
 
@@ -40,7 +41,12 @@ def lake(bundled: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
     from mixplan.planning.mixture.selection import ROUTES
     from mixplan.tasks.fit import fit_downstream_lake, fit_lake
     from mixplan.tasks.ingest import ingest_paths
-    from mixplan.tasks.mixture import read_mixture_curves, write_mixture_fit
+    from mixplan.tasks.mixture import (
+        fit_family,
+        read_mixture_curves,
+        read_mixture_data,
+        write_mixture_fit,
+    )
 
     folder = str(tmp_path_factory.mktemp("plan-integration") / "lake")
     ingest_paths([bundled / SARDANA, bundled / "yegcjs__mixinglaws" / "5Mix"], folder)
@@ -71,6 +77,16 @@ def lake(bundled: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
             "best_observed": summary["best_observed"],
             TRAINING_MAX_SHARE: curves.final().max_shares(),
         },
+    )
+    # the nested route's law: an additive law in the mixture alone, at the target (N, D)
+    data, _ = read_mixture_data(folder, FIVE_MIX)
+    nested = fit_family("additive", data.subset(data.params == params), n_bootstrap=2)
+    write_mixture_fit(
+        folder,
+        NESTED_FIT,
+        nested,
+        data_hash="test",
+        extra={"chosen_route": "nested", "target": chosen["target"]},
     )
     return folder
 
@@ -202,7 +218,7 @@ def test_an_unreachable_downstream_error_is_an_infeasible_plan(lake):
 # ---------------------------------------------------------- mixture laws fitted at one D
 
 
-def _mixture_spec(lake: str, flops: float, **limits) -> dict:
+def _mixture_spec(lake: str, flops: float, fit: str = SCALE_FIT, **limits) -> dict:
     from mixplan.tasks.mixture import read_mixture_curves
 
     sources = read_mixture_curves(lake, FIVE_MIX).sources
@@ -210,7 +226,7 @@ def _mixture_spec(lake: str, flops: float, **limits) -> dict:
         {"name": "hoffmann"},
         {"flops": flops},
         sources=[{"name": s, "unique_tokens": 1e12} for s in sources],
-        mixture={"fit": SCALE_FIT},
+        mixture={"fit": fit},
         **({"limits": limits} if limits else {}),
     )
 
@@ -250,3 +266,18 @@ def test_a_pinned_d_the_limits_forbid_is_an_infeasible_plan(lake):
     plan = make_plan(parse_spec(_mixture_spec(lake, flops, max_params=1e9)), lake=lake)
     assert plan.status.value == "infeasible"
     assert "holds only at D = " in plan.reason and "limits.max_params" in plan.reason
+
+
+def test_the_nested_routes_law_pins_d_and_says_it_holds_at_its_own_n(lake):
+    flops = 6 * 2e9 * TARGET_TOKENS
+    spec = parse_spec(_mixture_spec(lake, flops, NESTED_FIT))
+    plan = make_plan(spec, lake=lake)
+    assert plan.ok and plan.tokens == pytest.approx(TARGET_TOKENS)
+    scale = plan.mixture_plan["scale"]
+    law = resolve_mixture_law(spec, lake=lake).law
+    planned = np.array([plan.mixture[s.name] for s in spec.sources])
+    assert scale["predicted_loss"] == pytest.approx(float(law.target_loss(planned, None)))
+    assert scale["route"] == "nested" and scale["params"] == pytest.approx(
+        scale["fitted_at"]["params"]
+    )
+    assert "fitted at N" in scale["note"] and scale["note"] in plan.render()
