@@ -187,8 +187,8 @@ def pin_tokens(spec: PlanSpec, model, allocation: Allocation, tokens: float) -> 
             status=PlanStatus.INFEASIBLE,
             reason=f"the mixture law holds only at D = {tokens:.4g} tokens (where it was "
             f"fitted); at the plan's {flops:.3g} training FLOPs that breaks: "
-            f"{'; '.join(broken)}. Refit the mixture law at a D this budget can use "
-            "(mixplan fit-mixture --target-tokens) or change the budget or limits",
+            f"{'; '.join(broken)}. Refit the mixture law at a D this budget can use (the "
+            "fit-mixture flow's target_tokens) or change the budget or limits",
         )
     loss = float(np.asarray(model.predict(params, tokens)).reshape(-1)[0])
     return replace(allocation, params=params, tokens=tokens, loss=loss, duals={})

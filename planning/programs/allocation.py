@@ -248,7 +248,9 @@ class _Problem:
         return (lo, hi) if lo <= hi else None
 
     def budget_tokens(self, n: float) -> float:
-        return math.log(self.C - 2 * self.T * math.exp(n)) - LOG6 - n
+        room = self.C - 2 * self.T * math.exp(n)
+        # the curve ends at D = 1 (log D = 0); past it only by round-off when T >> C / N
+        return math.log(room) - LOG6 - n if room > 0 else 0.0
 
     def cap_curve(self) -> tuple[float, float] | None:
         if self.k == INF:
@@ -325,6 +327,8 @@ def _along_budget(model: LossModel, p: _Problem, lo: float, hi: float) -> float:
 
         def slope(n):
             e = math.exp(n)
+            if C - 2 * T * e <= 0:  # round-off at the curve's end (D = 1) when T >> C / N
+                return math.inf
             d = math.log(C - 2 * T * e) - LOG6 - n
             dd = -2 * T * e / (C - 2 * T * e) - 1
             return (
