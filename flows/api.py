@@ -47,7 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from mixplan.planning.errors import MixplanError
 from mixplan.planning.fitting.result import fit_path
 from mixplan.planning.plan import Planner, whatif
-from mixplan.planning.spec import HYPERPARAMETER_LAWS, PlanSpec, parse_spec
+from mixplan.planning.spec import PlanSpec, parse_spec
 
 MAX_BODY_BYTES = 64 * 1024
 """Largest request body accepted (a spec is a few kB)."""
@@ -166,6 +166,7 @@ class LawModel(_Section):
 
     name: Name | None = None
     fit: FitName | None = None
+    experiment: FitName | None = None
     E: Floor | None = None
     A: Constant | None = None
     B: Constant | None = None
@@ -174,18 +175,33 @@ class LawModel(_Section):
     rd_star: Constant | None = None
     rn_star: Constant | None = None
 
-    @field_validator("fit")
+    @field_validator("fit", "experiment")
     @classmethod
     def _named_fit(cls, value: str | None) -> str | None:
         return None if value is None else _fit_name(value)
 
 
+class DownstreamModel(_Section):
+    """``budget.target_downstream``: a stored loss -> downstream-error fit, the error to reach."""
+
+    fit: FitName
+    error: Annotated[float, Field(gt=0, lt=1)]
+    metric: Name | None = None
+
+    @field_validator("fit")
+    @classmethod
+    def _named_fit(cls, value: str) -> str:
+        return _fit_name(value)
+
+
 class BudgetModel(_Section):
-    """``[budget]``: exactly one of ``flops``, ``dollars`` or ``target_loss``."""
+    """``[budget]``: exactly one of ``flops``, ``dollars``, ``target_loss`` or
+    ``target_downstream``."""
 
     flops: Flops | None = None
     dollars: Dollars | None = None
     target_loss: Loss | None = None
+    target_downstream: DownstreamModel | None = None
     objective: Literal["flops", "dollars"] | None = None
 
 
@@ -280,9 +296,10 @@ class UncertaintyModel(_Section):
 
 
 class HyperparametersModel(_Section):
-    """``[hyperparameters]``: which law advises the learning rate and batch size."""
+    """``[hyperparameters]``: the learning-rate / batch-size law (``fitted`` needs a lake the
+    planner reads, so this server offers the published laws and ``auto``)."""
 
-    law: Literal[HYPERPARAMETER_LAWS] | None = None
+    law: Literal["auto", "steplaw", "deepseek"] | None = None
 
 
 class SpecModel(_Section):
@@ -540,9 +557,10 @@ def create_app(
     async def refused(_request: Request, exc: RequestError) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
 
-    def stored_fit(section: str, name: str) -> str:
-        """The location of the stored fit ``name`` inside the lake (422 when there is none)."""
-        field = f"spec.{section}.fit"
+    def stored_fit(section: str, name: str, key: str = "fit", suffix: str = "") -> str:
+        """The location of the stored fit ``name`` (with ``suffix``: the experiment's
+        leaderboard) inside the lake (422 when there is none)."""
+        field = f"spec.{section}.{key}"
         if lake_str is None:
             raise RequestError(
                 422, f"field '{field}': this server has no lake (start it with --lake DIR)"
@@ -550,18 +568,20 @@ def create_app(
         from mixplan.tasks.storage import exists, filesystem, is_local, join, local_path
 
         stem = name.removesuffix(".json")
-        location = fit_path(lake_str, stem)
+        location = fit_path(lake_str, stem + suffix)
         if exists(location):
             return location
         folder = join(lake_str, "fits")
+        pattern = f"*{suffix}.json"
         if is_local(folder):
-            names = sorted(p.stem for p in local_path(folder).glob("*.json"))
+            names = sorted(p.stem for p in local_path(folder).glob(pattern))
         else:
             fs, path = filesystem(folder)
-            names = sorted(Path(p).stem for p in fs.glob(f"{path}/*.json"))
-        listed = ", ".join(names[:20]) or "none"
+            names = sorted(Path(p).stem for p in fs.glob(f"{path}/{pattern}"))
+        listed = ", ".join(n.removesuffix(suffix) for n in names[:20]) or "none"
+        what, there = ("law leaderboard for", "leaderboards") if suffix else ("stored fit", "fits")
         raise RequestError(
-            422, f"field '{field}': no stored fit {stem!r} in the lake; fits there: {listed}"
+            422, f"field '{field}': no {what} {stem!r} in the lake; {there} there: {listed}"
         )
 
     def parse(model: SpecModel):
@@ -570,6 +590,12 @@ def create_app(
             table = spec.get(section)
             if table and table.get("fit"):
                 table["fit"] = stored_fit(section, table["fit"])
+        law = spec.get("law") or {}
+        if law.get("experiment"):
+            law["experiment"] = stored_fit("law", law["experiment"], "experiment", "-leaderboard")
+        downstream = (spec.get("budget") or {}).get("target_downstream")
+        if downstream:
+            downstream["fit"] = stored_fit("budget.target_downstream", downstream["fit"])
         try:
             return parse_spec(spec, origin="<request>")
         except MixplanError as exc:

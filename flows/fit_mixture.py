@@ -188,6 +188,7 @@ def fit_mixture(
                     "chosen_route": chosen["chosen"],
                     "target": chosen["target"],
                     "step_warning": chosen["step_warning"],
+                    "best_observed": result["scale"]["best_observed"],
                 },
             )
     if hold_out_largest:

@@ -132,6 +132,43 @@ def format_number(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def downstream_line(target: dict[str, Any]) -> str:
+    """One line for a plan's downstream-error target and the loss it needs."""
+    low, high = target["loss_range"]
+    return (
+        f"{target['metric']} error {target['error']:g} ({target.get('relation') or 'error'}) "
+        f"needs loss {format_number(target['required_loss'])} by the fitted {target['law']} law "
+        f"(fitted on losses {format_number(low)} .. {format_number(high)})"
+    )
+
+
+def mixture_scale_lines(scale: dict[str, Any]) -> list[str]:
+    """Sentences for a mixture planned with a law fitted at one D (``mixture_plan["scale"]``):
+    its predicted loss with interval and how it compares with the best observed run."""
+    route = f", route {scale['route']}" if scale.get("route") else ""
+    text = (
+        f"the mixture law ({scale['law']}{route}) predicts loss "
+        f"{format_number(scale['predicted_loss'])} for this mixture at N "
+        f"{format_number(scale['params'])}, D {format_number(scale['pinned_tokens'])}"
+    )
+    if scale.get("interval_90"):
+        low, high = scale["interval_90"]
+        text += f" (90% bootstrap interval {format_number(low)} .. {format_number(high)})"
+    lines = [text]
+    if scale.get("note"):
+        lines.append(scale["note"])
+    best = scale.get("best_observed")
+    if best:
+        lines.append(
+            f"best observed run {best['run_id']} (N {format_number(best.get('params'))}, D "
+            f"{format_number(best.get('tokens'))}): loss {format_number(best['loss'])} (mean "
+            f"over domains); there the law predicts "
+            f"{format_number(best['planned_predicted_loss'])} for the planned mixture and "
+            f"{format_number(best['run_predicted_loss'])} for that run's"
+        )
+    return lines
+
+
 def render_text(plan: dict[str, Any]) -> str:
     """A plan (``Plan.to_dict()``) as readable text for terminals and logs."""
     lines = [f"Plan {plan['name']!r} ({plan['mode']} mode): {plan['status']}"]
@@ -142,6 +179,9 @@ def render_text(plan: dict[str, Any]) -> str:
     for warning in plan.get("warnings") or ():
         lines.append(f"  warning: {warning}")
     lines.append(f"  law: {plan['law']['description']}")
+    target = plan.get("downstream")
+    if target:
+        lines.append(f"  downstream target: {downstream_line(target)}")
     rows = [
         ("parameters N", plan["params"]),
         ("training tokens D", plan["tokens"]),
@@ -206,6 +246,8 @@ def render_text(plan: dict[str, Any]) -> str:
             f"(N {format_number(mix['params'])}); "
             f"predicted target loss {format_number(mix['loss'])}"
         )
+        for line in mixture_scale_lines(mix["scale"]) if mix.get("scale") else ():
+            lines.append(f"    {line}")
     ex = plan.get("explanation") or {}
     if ex:
         lines.append("  why:")

@@ -15,6 +15,7 @@ value, intervals, robust plan), which the spec's own plan computes once.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,12 +28,19 @@ from mixplan.planning.plan_laws import (
     HyperparameterLaw,
     ResolvedLaw,
     ResolvedMixture,
+    resolve_downstream,
     resolve_hyperparameter_law,
     resolve_law,
     resolve_mixture_law,
     stored_fit_location,
 )
-from mixplan.planning.plan_mixture import MixturePrograms, mixture_section
+from mixplan.planning.plan_mixture import (
+    MixturePrograms,
+    mixture_section,
+    pin_tokens,
+    pinned_tokens,
+    scale_section,
+)
 from mixplan.planning.plan_model import INTERVAL, Plan, clean
 from mixplan.planning.plan_vocabulary import split_vocabulary
 from mixplan.planning.programs.allocation import Allocation, LossModel
@@ -82,20 +90,65 @@ class Planner:
         law = resolved.law
         model = alloc.loss_model(spec, law)
         t_inf = alloc.inference_tokens(spec)
-        allocation = alloc.allocate(spec, model, t_inf)
+        downstream = None
+        if spec.downstream is not None and spec.target_loss is None:
+            downstream = resolve_downstream(spec, lake=lake)
         base = Plan(
             name=spec.name,
             mode=spec.mode,
-            status=allocation.status,
-            reason=allocation.reason,
-            law={"description": resolved.description, **_law_dict(law)},
+            status=PlanStatus.INFEASIBLE,
+            law={
+                "description": resolved.description,
+                **_law_dict(law),
+                "selection": resolved.selection,
+            },
+            downstream=downstream,
             inputs=alloc.plan_inputs(spec, t_inf),
             code_version=code_version(),
         )
+        warnings: list[str] = []
+        if downstream is not None:
+            goal = _downstream_goal(downstream)
+            if not math.isfinite(downstream["required_loss"]):
+                why = (
+                    "every loss meets it (the law's error stays below it at any loss): give a "
+                    "lower error or a FLOP budget"
+                    if downstream["met_at_any_loss"]
+                    else "no loss reaches it: choose an error the law can reach"
+                )
+                return replace(
+                    base,
+                    reason=f"the downstream target {goal} cannot be planned under its fitted "
+                    f"{downstream['law']} law ({downstream['fit']}): {why}",
+                )
+            spec = replace(spec, target_loss=downstream["required_loss"])
+            if downstream["warning"]:
+                warnings.append(downstream["warning"])
+        if spec.mixture is not None and plan_mixture:
+            mixture = mixture or resolve_mixture_law(spec, lake=lake)
+        pinned = pinned_tokens(mixture) if mixture is not None and plan_mixture else None
+        allocation = scale_point = alloc.allocate(spec, model, t_inf)
+        if pinned is not None and allocation.ok:
+            allocation = pin_tokens(spec, model, allocation, pinned)
+        reason = allocation.reason
+        if downstream is not None and not allocation.ok:
+            reason = (
+                f"the downstream target {_downstream_goal(downstream)} needs loss "
+                f"{downstream['required_loss']:.4g}: {reason}"
+            )
+        base = replace(base, status=allocation.status, reason=reason)
         if not allocation.ok:
             return base
         params, tokens = allocation.params, allocation.tokens
-        warnings: list[str] = []
+        if pinned is not None:
+            warnings.append(
+                f"D is pinned at {tokens:.4g} tokens: the mixture law ({mixture.law.name}) was "
+                f"fitted at that D only, so N = {params:.4g} spends the same "
+                f"{allocation.train_flops:.3g} training FLOPs (the scale law alone would pick "
+                f"N = {scale_point.params:.4g}, D = {scale_point.tokens:.4g}, loss "
+                f"{scale_point.loss:.4g} against {allocation.loss:.4g} here); bootstrap "
+                "intervals of N and D and the robust plan are not computed for a pinned D"
+            )
 
         vocabulary = None
         if spec.vocabulary is not None:
@@ -114,9 +167,12 @@ class Planner:
         program = None
         mixture_plan = None
         if spec.mixture is not None and plan_mixture:
-            mixture = mixture or resolve_mixture_law(spec, lake=lake)
+            if pinned is not None and hasattr(mixture.law, "at"):
+                mixture.law.at(params=params, tokens=tokens)
             program = self.mixtures.get(spec, law, mixture.law, mixture.max_shares)
-            mixture_plan = mixture_section(spec, program, allocation)
+            mixture_plan = mixture_section(spec, program, allocation, pinned=pinned is not None)
+            if pinned is not None and mixture_plan.get("mixture"):
+                mixture_plan["scale"] = scale_section(spec, mixture, mixture_plan, scale_point)
             if mixture_plan["status"] == PlanStatus.OPTIMAL_INACCURATE.value:
                 warnings.append(
                     "the mixture solve ended optimal-inaccurate (the solver met only its looser "
@@ -143,7 +199,7 @@ class Planner:
             explanation=explanation,
             warnings=tuple(warnings),
         )
-        if not detail:
+        if not detail or pinned is not None:
             return plan
         intervals, solved = plan_intervals(
             spec,
@@ -203,6 +259,10 @@ def _explain(
     if mixture_plan is not None and mixture_plan.get("status") not in ("optimal",):
         out["mixture_reason"] = mixture_plan.get("reason", "") or mixture_plan.get("status")
     return out
+
+
+def _downstream_goal(downstream: dict[str, Any]) -> str:
+    return f"{downstream['metric']} error {downstream['error']:g}"
 
 
 def _law_dict(law) -> dict[str, Any]:
@@ -275,9 +335,9 @@ def whatif(
     for (kind, value), t_inf in itertools.product(first, tokens):
         changes: dict[str, Any] = {}
         if kind == "budget":
-            changes.update(flops=float(value), dollars=None, target_loss=None)
+            changes.update(flops=float(value), dollars=None, target_loss=None, downstream=None)
         elif kind == "target":
-            changes.update(target_loss=float(value), flops=None, dollars=None)
+            changes.update(target_loss=float(value), flops=None, dollars=None, downstream=None)
         if t_inf is not None:
             changes["inference"] = _scaled_inference(base, float(t_inf))
         variant = replace(base, **changes)

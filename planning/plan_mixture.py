@@ -10,13 +10,16 @@ every limit of the spec (max_params, max_tokens, tokens per parameter both ways)
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
+from mixplan.planning.errors import MixplanError
 from mixplan.planning.laws import ChinchillaLaw
 from mixplan.planning.plan_model import INTERVAL
 from mixplan.planning.programs.allocation import Allocation
+from mixplan.planning.programs.common import PlanStatus
 from mixplan.planning.programs.mixture import RD_STAR, MixtureProgram, MixtureResult
 from mixplan.planning.spec import PlanSpec
 
@@ -55,6 +58,7 @@ class MixturePrograms:
             reference,
             tuple(sorted((max_shares or {}).items())),
             repetition_scale(law),
+            getattr(mixture_law, "params", None),  # a scale law's N is built into the program
         )
         scale = scale_constants(law)
         # the law object itself (not its id(), which a new object may reuse) keys the cache
@@ -75,12 +79,12 @@ class MixturePrograms:
 
 
 def solve_mixture(
-    spec: PlanSpec, program: MixtureProgram, params: float, tokens: float
+    spec: PlanSpec, program: MixtureProgram, params: float, tokens: float, *, pinned: bool = False
 ) -> MixtureResult:
     """The mixture at the plan's training FLOPs: D searched jointly (within the limits) in
-    budget mode, the plan's D in target mode."""
+    budget mode, the plan's D in target mode or when the mixture law pins it (``pinned``)."""
     flops = 6 * params * tokens
-    if spec.mode != "budget":
+    if spec.mode != "budget" or pinned:
         return program.solve_at(tokens, flops=flops)
     limits = spec.limits
     min_tokens, max_tokens = None, limits.max_tokens
@@ -95,10 +99,11 @@ def solve_mixture(
 
 
 def mixture_section(
-    spec: PlanSpec, program: MixtureProgram, allocation: Allocation
+    spec: PlanSpec, program: MixtureProgram, allocation: Allocation, *, pinned: bool = False
 ) -> dict[str, Any]:
-    """The plan's mixture section (status ``optimal_inaccurate`` is kept and flagged)."""
-    r = solve_mixture(spec, program, allocation.params, allocation.tokens)
+    """The plan's mixture section (status ``optimal_inaccurate`` is kept and flagged);
+    ``pinned``: solved at the allocation's D (the mixture law holds at that D only)."""
+    r = solve_mixture(spec, program, allocation.params, allocation.tokens, pinned=pinned)
     if not r.status.solved:
         return {"status": r.status.value, "reason": r.reason}
     return {
@@ -143,3 +148,115 @@ def mixture_intervals(
         s.name: {"low": float(lo), "median": float(me), "high": float(hi)}
         for s, lo, me, hi in zip(spec.sources, low, median, high, strict=True)
     }
+
+
+# -- mixture laws fitted at one D (chosen across scale) --------------------------------------
+
+
+def pinned_tokens(mixture) -> float | None:
+    """The D a stored mixture law holds at, when it holds at one D only: an
+    `AdditiveScaleLaw` without its tokens term (the scale route) or a law refitted at a
+    target (N, D) (the nested route's `AdditiveLaw`); ``None`` for laws free in D."""
+    law = mixture.law
+    if type(law).__name__ == "AdditiveScaleLaw":
+        return None if law.tokens_term else float(law.tokens)
+    target = (mixture.provenance or {}).get("target") or {}
+    tokens = target.get("tokens")
+    return float(tokens) if tokens else None
+
+
+def pin_tokens(spec: PlanSpec, model, allocation: Allocation, tokens: float) -> Allocation:
+    """The allocation moved to D = ``tokens`` at the same training compute (N = C / 6D), or an
+    infeasible one naming the limit that pinned D breaks."""
+    flops = allocation.train_flops
+    params = flops / (6.0 * tokens)
+    limits = spec.limits
+    broken = []
+    if limits.max_params is not None and params > limits.max_params * (1 + 1e-9):
+        broken.append(f"N = {params:.3g} > limits.max_params {limits.max_params:.3g}")
+    if limits.max_tokens is not None and tokens > limits.max_tokens * (1 + 1e-9):
+        broken.append(f"D exceeds the data cap {limits.max_tokens:.3g}")
+    ratio = tokens / params
+    if limits.min_tokens_per_param is not None and ratio < limits.min_tokens_per_param:
+        broken.append(f"D/N = {ratio:.3g} < limits.min_tokens_per_param")
+    if limits.max_tokens_per_param is not None and ratio > limits.max_tokens_per_param:
+        broken.append(f"D/N = {ratio:.3g} > limits.max_tokens_per_param")
+    if broken:
+        return replace(
+            allocation,
+            status=PlanStatus.INFEASIBLE,
+            reason=f"the mixture law holds only at D = {tokens:.4g} tokens (where it was "
+            f"fitted); at the plan's {flops:.3g} training FLOPs that breaks: "
+            f"{'; '.join(broken)}. Refit the mixture law at a D this budget can use (the "
+            "fit-mixture flow's target_tokens) or change the budget or limits",
+        )
+    loss = float(np.asarray(model.predict(params, tokens)).reshape(-1)[0])
+    return replace(allocation, params=params, tokens=tokens, loss=loss, duals={})
+
+
+def scale_section(
+    spec: PlanSpec, mixture, mixture_plan: dict[str, Any], scale_point: Allocation
+) -> dict[str, Any]:
+    """What the plan's mixture predicts at the pinned (N, D): the mixture law's own loss of the
+    planned mixture with its bootstrap interval, next to the best observed run, the route and
+    selection scores the law was chosen by, and the scale law's unpinned optimum."""
+    law = mixture.law
+    prov = mixture.provenance or {}
+    names = [s.name for s in spec.sources]
+    weights = np.array([mixture_plan["mixture"][n] for n in names])
+    params, tokens = mixture_plan["params"], mixture_plan["tokens"]
+    domain = law.target_weights(spec.eval_weights)
+    fitted_params = (prov.get("target") or {}).get("params")
+    out: dict[str, Any] = {
+        "law": law.name,
+        "route": prov.get("chosen_route"),
+        "fitted_at": prov.get("target"),
+        "pinned_tokens": tokens,
+        "params": getattr(law, "params", None) or fitted_params or params,
+        "predicted_loss": float(law.target_loss(weights, spec.eval_weights)),
+        "interval_90": None,
+        "selection": prov.get("selection") or [],
+        "step_warning": prov.get("step_warning") or "",
+        "scale_law_optimum": {
+            "params": scale_point.params,
+            "tokens": scale_point.tokens,
+            "loss": scale_point.loss,
+        },
+        "best_observed": None,
+    }
+    if (
+        not hasattr(law, "at")
+        and fitted_params
+        and not math.isclose(fitted_params, params, rel_tol=0.1)
+    ):
+        out["note"] = (
+            f"the {prov.get('chosen_route') or 'stored'} mixture law was fitted at N "
+            f"{fitted_params:.4g} only: its mixture and loss are those of that size, not of the "
+            f"plan's N {params:.4g}"
+        )
+    try:
+        low, high = law.predict_interval(weights, level=0.9)
+        out["interval_90"] = [float(low @ domain), float(high @ domain)]
+    except MixplanError:
+        pass  # fitted without bootstrap draws: no interval
+    best = prov.get("best_observed")
+    if isinstance(best, dict) and best.get("mixture"):
+        observed = np.array([float(best["mixture"].get(n, 0.0)) for n in names])
+        at_run = _at(law, best.get("params"), tokens)
+        equal = law.target_weights(None)
+        out["best_observed"] = {
+            **best,
+            # both at the observed run's N and D, domains weighted equally as its loss is
+            "planned_predicted_loss": float(law.predict(weights) @ equal),
+            "run_predicted_loss": float(law.predict(observed) @ equal),
+        }
+        _at(law, at_run, tokens)
+    return out
+
+
+def _at(law, params, tokens: float) -> float | None:
+    """Move a scale law to N = ``params`` (at its own D); returns the N it was at."""
+    before = getattr(law, "params", None)
+    if params and hasattr(law, "at") and before is not None:
+        law.at(params=float(params), tokens=tokens)
+    return before

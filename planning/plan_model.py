@@ -48,6 +48,7 @@ class Plan:
     explanation: dict[str, Any] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     law: dict[str, Any] = field(default_factory=dict)
+    downstream: dict[str, Any] | None = None
     inputs: dict[str, Any] = field(default_factory=dict)
     code_version: str = ""
 

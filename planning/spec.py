@@ -91,12 +91,26 @@ class Hardware:
 
 @dataclass(frozen=True)
 class LawSpec:
-    """Where the scale law comes from: ``published`` name, ``inline`` numbers, or a stored fit."""
+    """Where the scale law comes from: ``published`` name, ``inline`` numbers, a stored fit, or
+    the winner of an experiment's law leaderboard (``leaderboard``: ``experiment`` names it)."""
 
-    kind: Literal["published", "inline", "fit"]
+    kind: Literal["published", "inline", "fit", "leaderboard"]
     name: str | None = None
     fit: str | None = None
     constants: dict[str, float] = field(default_factory=dict)
+    experiment: str | None = None
+
+
+@dataclass(frozen=True)
+class DownstreamTarget:
+    """A downstream-error target: the stored loss -> error fit and the error to reach.
+
+    ``metric`` (optional) must match the metric the fit was made for.
+    """
+
+    fit: str
+    error: float
+    metric: str | None = None
 
 
 @dataclass(frozen=True)
@@ -141,6 +155,7 @@ class PlanSpec:
     flops: float | None = None
     dollars: float | None = None
     target_loss: float | None = None
+    downstream: DownstreamTarget | None = None
     objective: Literal["flops", "dollars"] = "flops"
     training: Hardware | None = None
     inference: InferenceSpec = field(default_factory=InferenceSpec)
@@ -156,8 +171,8 @@ class PlanSpec:
 
     @property
     def mode(self) -> Literal["budget", "target"]:
-        """``target`` when a loss target is given, else ``budget``."""
-        return "target" if self.target_loss is not None else "budget"
+        """``target`` when a loss (or downstream-error) target is given, else ``budget``."""
+        return "target" if self.target_loss is not None or self.downstream else "budget"
 
     @property
     def budget_flops(self) -> float | None:
@@ -213,18 +228,24 @@ def parse_spec(data: Mapping[str, Any], *, origin: str = "<dict>") -> PlanSpec:
     flops = ctx.number(budget, "budget.flops", positive=True)
     dollars = ctx.number(budget, "budget.dollars", positive=True)
     target = ctx.number(budget, "budget.target_loss", positive=True)
+    downstream = _downstream(ctx, budget.get("target_downstream"))
     objective = budget.get("objective", "flops")
     if objective not in ("flops", "dollars"):
         ctx.fail("budget.objective", f"must be 'flops' or 'dollars', got {objective!r}")
-    given = [k for k, v in (("flops", flops), ("dollars", dollars), ("target_loss", target)) if v]
+    goals = (("flops", flops), ("dollars", dollars), ("target_loss", target),
+             ("target_downstream", downstream))  # fmt: skip
+    given = [k for k, v in goals if v]
     if len(given) != 1:
         ctx.fail(
             "budget",
-            f"give exactly one of flops, dollars or target_loss (got {given or 'none'})",
+            "give exactly one of flops, dollars, target_loss or target_downstream "
+            f"(got {given or 'none'})",
         )
     if dollars is not None and (training is None or training.price_per_hour is None):
         ctx.fail("training.price_per_hour", "a dollar budget needs the training GPU's price")
-    ctx.known(budget, "budget", {"flops", "dollars", "target_loss", "objective"})
+    ctx.known(
+        budget, "budget", {"flops", "dollars", "target_loss", "target_downstream", "objective"}
+    )
 
     inference = _inference(ctx, ctx.table(data, "inference"))
     if objective == "dollars":
@@ -273,6 +294,7 @@ def parse_spec(data: Mapping[str, Any], *, origin: str = "<dict>") -> PlanSpec:
         flops=flops,
         dollars=dollars,
         target_loss=target,
+        downstream=downstream,
         objective=objective,
         training=training,
         inference=inference,
@@ -332,23 +354,42 @@ class _Ctx:
             self.fail(f"{section}.{unknown[0]}", f"unknown field; known fields are {sorted(keys)}")
 
 
+def _stored_name(ctx: _Ctx, table: Mapping, dotted: str, what: str) -> str:
+    """A stored object's name (or path) from ``table``: a non-empty string without NUL."""
+    value = table.get(dotted.rsplit(".", 1)[-1])
+    if not isinstance(value, str) or not value.strip() or "\x00" in value:
+        ctx.fail(dotted, f"must name {what}")
+    return value
+
+
 def _law(ctx: _Ctx, table: Mapping) -> LawSpec:
-    ctx.known(table, "law", {"name", "fit", "E", "A", "B", "alpha", "beta", "rd_star", "rn_star"})
-    numbers = {
-        k: table[k] for k in ("E", "A", "B", "alpha", "beta", "rd_star", "rn_star") if k in table
-    }
-    ways = [k for k in ("name", "fit") if k in table] + (["numbers"] if numbers else [])
+    numeric = ("E", "A", "B", "alpha", "beta", "rd_star", "rn_star")
+    ctx.known(table, "law", {"name", "fit", "experiment", *numeric})
+    numbers = {k: table[k] for k in numeric if k in table}
+    ways = [k for k in ("name", "fit", "experiment") if k in table] + (
+        ["numbers"] if numbers else []
+    )
     if len(ways) != 1:
-        ctx.fail("law", f"give exactly one of name, fit, or E/A/B/alpha/beta (got {ways})")
+        ctx.fail(
+            "law",
+            f"give exactly one of name, fit, experiment, or E/A/B/alpha/beta (got {ways})",
+        )
+    if "experiment" in table:
+        return LawSpec(
+            "leaderboard",
+            experiment=_stored_name(
+                ctx, table, "law.experiment", "an experiment whose law leaderboard is in the lake"
+            ),
+        )
     if "name" in table:
         name = str(table["name"]).lower()
         if name not in PUBLISHED_LAWS:
             ctx.fail("law.name", f"unknown law {table['name']!r}; known: {list(PUBLISHED_LAWS)}")
         return LawSpec("published", name=name)
     if "fit" in table:
-        if not isinstance(table["fit"], str) or not table["fit"]:
-            ctx.fail("law.fit", "must name a stored fit or a path to its JSON")
-        return LawSpec("fit", fit=table["fit"])
+        return LawSpec(
+            "fit", fit=_stored_name(ctx, table, "law.fit", "a stored fit or a path to its JSON")
+        )
     missing = [k for k in ("E", "A", "B", "alpha", "beta") if k not in numbers]
     if missing:
         ctx.fail(f"law.{missing[0]}", "missing; inline laws need E, A, B, alpha and beta")
@@ -379,6 +420,26 @@ def _limits(
         return Limits(**values, train_flops_per_day=per_day)
     except SpecError as exc:
         ctx.fail("limits", str(exc))
+
+
+def _downstream(ctx: _Ctx, table: Any) -> DownstreamTarget | None:
+    """``budget.target_downstream = {fit = "...", error = 0.4, metric = "..."}``."""
+    if table is None:
+        return None
+    where = "budget.target_downstream"
+    if not isinstance(table, Mapping):
+        ctx.fail(where, 'must be a table: { fit = "<downstream fit>", error = 0.4 }')
+    ctx.known(table, where, {"fit", "error", "metric"})
+    fit = _stored_name(ctx, table, f"{where}.fit", "a stored downstream fit (mixplan fit --target)")
+    error = ctx.number(table, f"{where}.error")
+    if error is None:
+        ctx.fail(f"{where}.error", "missing: the downstream error to reach (e.g. 0.4)")
+    if not 0 < error < 1:
+        ctx.fail(f"{where}.error", f"must lie in (0, 1) (an error rate), got {error:g}")
+    metric = table.get("metric")
+    if metric is not None and not isinstance(metric, str):
+        ctx.fail(f"{where}.metric", f"must be the metric's name, got {metric!r}")
+    return DownstreamTarget(fit, error, metric)
 
 
 def _hardware(ctx: _Ctx, table: Mapping, section: str) -> Hardware | None:

@@ -176,6 +176,39 @@ def test_stored_fits_are_named_and_resolved_inside_the_lake(
         assert "stored fit 'epoch-chinchilla'" in response.json()["law"]["description"]
 
 
+def test_a_law_by_experiment_plans_with_its_leaderboard_winner(lake_client, spec):
+    body = {**spec, "law": {"experiment": "epoch-chinchilla"}}
+    response = lake_client.post("/plan", json={"spec": body})
+    assert response.status_code == 200, response.text
+    selection = response.json()["law"]["selection"]
+    assert selection["reason"] == "leaderboard winner" and selection["rank"] == 1
+    assert selection["fit"] == "epoch-chinchilla" and selection["experiment"] == "epoch-chinchilla"
+    response = lake_client.post("/plan", json={"spec": {**spec, "law": {"experiment": "gone"}}})
+    assert response.status_code == 422
+    assert (
+        "field 'spec.law.experiment': no law leaderboard for 'gone' in the lake; "
+        "leaderboards there: epoch-chinchilla"
+    ) in response.json()["detail"]
+    for name in ("a/b", "..", "x\x00y", "/etc/passwd", "fits/../x", "", "x" * 200):
+        response = lake_client.post("/plan", json={"spec": {**spec, "law": {"experiment": name}}})
+        assert response.status_code == 422, (name, response.text)
+        assert "field 'spec.law.experiment'" in response.json()["detail"]
+
+
+def test_a_downstream_target_names_a_fit_inside_the_lake(lake_client, spec):
+    budget = {"target_downstream": {"fit": "gone", "error": 0.5}}
+    response = lake_client.post("/plan", json={"spec": {**spec, "budget": budget}})
+    assert response.status_code == 422
+    assert (
+        "field 'spec.budget.target_downstream.fit': no stored fit 'gone' in the lake"
+        in response.json()["detail"]
+    )
+    for name in ("../x", "/etc/passwd", "a/b"):
+        budget = {"target_downstream": {"fit": name, "error": 0.5}}
+        response = lake_client.post("/plan", json={"spec": {**spec, "budget": budget}})
+        assert response.status_code == 422 and "target_downstream" in response.json()["detail"]
+
+
 def test_request_size_limit(client, spec):
     padding = "x" * (MAX_BODY_BYTES + 10)
     response = client.post(

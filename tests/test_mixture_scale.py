@@ -211,6 +211,7 @@ def test_fit_mixture_flow_stores_the_law_chosen_across_scale(
     assert result["fits"]["scale"]["params"][0]["E"] >= 0
     stored = json.loads(Path(scale["path"]).read_text())
     assert stored["chosen_route"] == scale["chosen"] and stored["selection"] == scale["scores"]
+    assert stored["best_observed"] == scale["best_observed"]  # the planner compares with it
     law = MIXTURE_LAWS[stored["law"]].from_json(Path(scale["path"]).read_text())
     best = scale["best_observed"]
     assert law.target_loss(np.array(list(best["mixture"].values())), None) == pytest.approx(

@@ -101,10 +101,10 @@ def _additive_scale(law, w, theta, weights) -> cp.Expression | float:
     linear = np.zeros(sources)
     for wi, row in zip(w, theta, strict=True):
         a, alpha = np.exp(row[start : start + k]), row[start + k]
-        b, beta = np.exp(row[start + k + 1 : start + 2 * k + 1]), row[start + 2 * k + 1]
-        part = a * (law.params / PARAMS_UNIT) ** (-alpha) + b * (law.tokens / TOKENS_UNIT) ** (
-            -beta
-        )
+        part = a * (law.params / PARAMS_UNIT) ** (-alpha)
+        if law.tokens_term:  # a law fitted at one D has no B(h) / D^beta (it is in E)
+            b, beta = np.exp(row[start + k + 1 : start + 2 * k + 1]), row[start + 2 * k + 1]
+            part = part + b * (law.tokens / TOKENS_UNIT) ** (-beta)
         total += wi * row[0]
         if law.joint:
             linear += wi * part

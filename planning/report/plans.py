@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from mixplan.planning.explain import downstream_line, mixture_scale_lines
 from mixplan.planning.plan import INTERVAL
 from mixplan.planning.report import plots
 from mixplan.planning.report.format import format_count, format_flops, format_loss, format_quantity
@@ -81,6 +82,9 @@ def _explanations(plan: Mapping[str, Any]) -> list[str]:
     texts: list[str] = []
     if plan.get("reason"):
         texts.append(str(plan["reason"]))
+    target = plan.get("downstream")
+    if isinstance(target, Mapping) and finite(target.get("required_loss")) is not None:
+        texts.append(f"Downstream target: {downstream_line(dict(target))}.")
     explanation = plan.get("explanation")
     if isinstance(explanation, str):
         texts.append(explanation)
@@ -126,6 +130,11 @@ def _explanations(plan: Mapping[str, Any]) -> list[str]:
     mixture_plan = plan.get("mixture_plan")
     if isinstance(mixture_plan, Mapping) and mixture_plan.get("capped"):
         texts.append("Sources at their token cap: " + ", ".join(map(str, mixture_plan["capped"])))
+    if isinstance(mixture_plan, Mapping) and isinstance(mixture_plan.get("scale"), Mapping):
+        texts.extend(
+            f"Mixture at the pinned D: {line}."
+            for line in mixture_scale_lines(mixture_plan["scale"])
+        )
     if isinstance(mixture_plan, Mapping) and mixture_plan.get("status") == "optimal_inaccurate":
         texts.append("Mixture: OPTIMAL-INACCURATE (the solver met only its looser tolerance).")
     vocabulary = plan.get("vocabulary")
