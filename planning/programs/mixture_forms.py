@@ -62,6 +62,10 @@ def scaled_target(law, weights: cp.Expression, domain_weights) -> cp.Expression:
     return law.loss_expression(weights, domain_weights)
 
 
+LOG_NEGLIGIBLE = float(np.log(1e-12))
+"""Additive-law terms smaller than this (relative to a row's largest) are left out."""
+
+
 def _exponential(w, c, log_k, t, weights) -> cp.Expression:
     keep = w > 0
     offsets = np.log(w[keep]) + np.asarray(log_k, dtype=float)[keep]
@@ -82,9 +86,13 @@ def _additive(w, theta, sources: int, weights) -> cp.Expression:
             continue
         log_c, gamma = row[1 : sources + 1], row[sources + 1 : 2 * sources + 1]
         top = float(log_c.max())
+        # a source whose coefficient is below NEGLIGIBLE of the row's largest adds nothing a
+        # double can hold to the sum, but its cone (often with gamma at its bound) can stall
+        # the solver: leave it out
         parts = [
             float(np.exp(lc - top)) * _power(weights[j], float(g))
             for j, (lc, g) in enumerate(zip(log_c, gamma, strict=True))
+            if lc - top > LOG_NEGLIGIBLE
         ]
         terms.append(float(wi * np.exp(-top)) * cp.inv_pos(cp.sum(cp.hstack(parts))))
     return cp.sum(cp.hstack(terms))
