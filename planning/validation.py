@@ -117,22 +117,7 @@ PHYSICAL_RANGES: dict[str, tuple[float, float]] = {
 }
 """Inclusive physical range of each numeric column; values outside are ``out_of_range``."""
 
-CONFLICT_COLUMNS = (
-    "params",
-    "non_embedding_params",
-    "vocab_params",
-    "vocab_size",
-    "width",
-    "depth",
-    "context",
-    "tokens",
-    "unique_tokens",
-    "flops",
-    "flop_convention",
-    "batch_size",
-    "learning_rate",
-    "lr_schedule",
-)
+CONFLICT_COLUMNS = (*SIZE_COLUMNS, "flop_convention", "lr_schedule")
 """Run facts that must agree when two files bring the same run id."""
 
 
