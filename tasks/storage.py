@@ -180,6 +180,12 @@ def read_text(url: str | os.PathLike[str]) -> str | None:
         return None
 
 
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
 def write_text_atomic(url: str | os.PathLike[str], text: str) -> str:
     """Write ``text`` to ``url`` so that readers see the old or the new file, never half of one.
 
@@ -191,6 +197,9 @@ def write_text_atomic(url: str | os.PathLike[str], text: str) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         try:
+            # mkstemp creates the file owner-only (0600); a report or fit is read by others too,
+            # so give it the mode an ordinary open() would (0666 less the umask)
+            os.fchmod(fd, 0o666 & ~_umask())
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(text)
                 handle.flush()

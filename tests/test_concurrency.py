@@ -65,6 +65,16 @@ def test_atomic_write_replaces_whole_file(tmp_path):
     assert [p.name for p in target.parent.iterdir()] == ["state.json"]  # no temp files left
 
 
+def test_atomic_write_leaves_a_file_others_can_read(tmp_path):
+    """Reports are written atomically; the temporary file's owner-only mode must not stick."""
+    previous = os.umask(0o022)
+    try:
+        write_text_atomic(tmp_path / "report.html", "<html></html>")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "report.html").stat().st_mode & 0o777 == 0o644
+
+
 # ---------------------------------------------------------------------------- whole pipelines
 
 
