@@ -180,10 +180,15 @@ def read_text(url: str | os.PathLike[str]) -> str | None:
         return None
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     current = os.umask(0)
     os.umask(current)
     return current
+
+
+_UMASK = _read_umask()
+"""The process's umask, read once at import: reading it means setting it, and a per-write
+set-and-restore would briefly give files that other threads create meanwhile mode 0666."""
 
 
 def write_text_atomic(url: str | os.PathLike[str], text: str) -> str:
@@ -199,7 +204,7 @@ def write_text_atomic(url: str | os.PathLike[str], text: str) -> str:
         try:
             # mkstemp creates the file owner-only (0600); a report or fit is read by others too,
             # so give it the mode an ordinary open() would (0666 less the umask)
-            os.fchmod(fd, 0o666 & ~_umask())
+            os.fchmod(fd, 0o666 & ~_UMASK)
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(text)
                 handle.flush()
