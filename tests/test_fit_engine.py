@@ -327,3 +327,12 @@ def test_loss_curve_law_is_recovered():
         frame["loss"].to_numpy(),
         rtol=1e-4,
     )
+
+
+def test_a_law_of_another_family_cannot_seed_a_fit():
+    """Warm starts read a law's parameters through its family's spec: a law of another family
+    is a FitError naming both, not an assert (or a silently mis-read parameter vector)."""
+    assert np.allclose(CHINCHILLA.theta_of(ChinchillaLaw(1.7, 400.0, 410.0, 0.34, 0.28)),
+                       [np.log(400.0), np.log(410.0), np.log(1.7), 0.34, 0.28])  # fmt: skip
+    with pytest.raises(FitError, match="MuennighoffLaw cannot seed a chinchilla fit"):
+        CHINCHILLA.theta_of(DATABLATIONS)

@@ -477,7 +477,7 @@ def predict_with_interval(
             f"{missing} missing from the rows given"
         )
     cols = {c: frame[c].cast(pl.Float64).to_numpy() for c in spec.columns}
-    theta = spec.from_law(fit.law)
+    theta = spec.theta_of(fit.law)
     point = spec.predict_loss(theta[None], cols)[0]
     if "flops" in frame.columns:
         flops = frame["flops"].cast(pl.Float64).to_numpy()
@@ -491,7 +491,7 @@ def predict_with_interval(
         _, low, high = prediction_interval(spec, theta, fit.calibration, cols, flops, level)
         kind = f"calibrated {level:.0%}, {coverage_note(fit.calibration)}"
     elif fit.n_bootstrap:
-        thetas = np.array([spec.from_law(lw) for lw in fit.law_draws()])
+        thetas = np.array([spec.theta_of(lw) for lw in fit.law_draws()])
         draws = spec.predict_loss(thetas, cols)
         q = 100 * (1 - level) / 2
         low, high = np.nanpercentile(draws, [q, 100 - q], axis=0)

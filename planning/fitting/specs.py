@@ -18,6 +18,7 @@ from typing import Literal
 import numpy as np
 from scipy.special import logsumexp
 
+from mixplan.planning.errors import FitError
 from mixplan.planning.laws.base import Law
 from mixplan.planning.laws.chinchilla import ChinchillaLaw
 from mixplan.planning.laws.kaplan import KaplanLaw
@@ -73,6 +74,15 @@ class FitSpec:
     notes: str = ""
     extra: dict[str, object] = field(default_factory=dict)
 
+    def theta_of(self, law: Law) -> np.ndarray:
+        """``law``'s parameters as this family's ``theta`` (warm starts, bootstrap draws)."""
+        if not isinstance(law, self.law_cls):
+            raise FitError(
+                f"a {type(law).__name__} cannot seed a {self.name} fit; refit with "
+                f"--law {self.name} or pick the fit's own family"
+            )
+        return self.from_law(law)
+
     def grid_points(self, grid: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
         """The Cartesian product of the start grid as an ``(S, P)`` array."""
         grid = dict(self.grid if grid is None else grid)
@@ -126,7 +136,6 @@ def _chinchilla_to_law(theta: np.ndarray) -> Law:
 
 
 def _chinchilla_from_law(law: Law) -> np.ndarray:
-    assert isinstance(law, ChinchillaLaw)
     return np.array([np.log(law.A), np.log(law.B), np.log(law.E), law.alpha, law.beta])
 
 
@@ -189,7 +198,6 @@ def _muennighoff_to_law(theta: np.ndarray) -> Law:
 
 
 def _muennighoff_from_law(law: Law) -> np.ndarray:
-    assert isinstance(law, MuennighoffLaw)
     return np.array(
         [
             np.log(law.A),
@@ -267,7 +275,6 @@ def _tao_to_law(theta: np.ndarray) -> Law:
 
 
 def _tao_from_law(law: Law) -> np.ndarray:
-    assert isinstance(law, TaoLaw)
     return np.array(
         [np.log(law.A1), np.log(law.A2), np.log(law.B), np.log(law.E), law.alpha2, law.beta]
     )
