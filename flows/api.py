@@ -3,9 +3,10 @@
 ``mixplan api`` serves it on 127.0.0.1 by default. What a request can make the server do is
 bounded:
 
-* **Every input is validated before any work**, by the pydantic models below: each section and
+* **Every input is validated before any work**, by the spec's own schema
+  (:mod:`mixplan.planning.spec_schema`, the models the TOML reader uses too): each section and
   field of a spec is typed, unknown fields are refused, every number is finite and within
-  bounds far beyond any real training run (:data:`LIMITS`), every list has a maximum length.
+  bounds far beyond any real training run (``LIMITS`` there), every list has a maximum length.
   A bad input is a 422 whose ``detail`` names the field (``field 'spec.budget.flops': ...``);
   the spec then goes through :func:`mixplan.planning.spec.parse_spec`, whose errors name the
   field too. A body over :data:`MAX_BODY_BYTES` is a 413.
@@ -35,19 +36,20 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import anyio
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field
 
 from mixplan.planning.errors import MixplanError
 from mixplan.planning.fitting.result import fit_path
 from mixplan.planning.plan import Planner, whatif
 from mixplan.planning.spec import PlanSpec, parse_spec
+from mixplan.planning.spec_schema import Flops, Loss, Section, SpecModel, Tokens
 
 MAX_BODY_BYTES = 64 * 1024
 """Largest request body accepted (a spec is a few kB)."""
@@ -67,43 +69,8 @@ WORKERS = max(1, min(4, os.cpu_count() or 1))
 MAX_PENDING = 32
 """Most requests solving or waiting for a worker at once; more get a 503."""
 
-LIMITS: dict[str, tuple[float, float]] = {
-    "flops": (1e6, 1e32),
-    "dollars": (1e-2, 1e13),
-    "loss": (1e-3, 100.0),
-    "tokens": (0.0, 1e18),
-    "unique_tokens": (1e3, 1e18),
-    "params": (1e3, 1e15),
-    "tokens_per_param": (1e-3, 1e6),
-    "days": (1e-3, 3650.0),
-    "price_per_hour": (1e-6, 1e5),
-    "peak_flops": (1e9, 1e18),
-    "mfu": (1e-4, 1.0),
-    "share": (0.0, 1.0),
-    "gpus": (1, 10_000_000),
-    "epochs": (1e-2, 1e4),
-    "requests": (0.0, 1e15),
-    "vocabulary": (2.0, 1e8),
-    "constant": (1e-12, 1e12),
-    "exponent": (1e-3, 10.0),
-    "floor": (0.0, 100.0),
-    "mixture": (-1e3, 1e3),
-}
-"""The closed range ``(low, high)`` of each kind of number in a spec. Far wider than any real
-run, narrow enough that the solvers' arithmetic stays finite (a 5e-324 epoch cap or a 1e400
-budget would underflow or overflow it)."""
-
 FIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}")
 """What a stored fit's name may look like (it becomes ``<lake>/fits/<name>.json``)."""
-
-FitName = Annotated[
-    str,
-    Field(
-        max_length=128,
-        description="a stored fit's name in the server's lake (no path)",
-        json_schema_extra={"pattern": f"^{FIT_NAME.pattern}$"},
-    ),
-]
 
 EXAMPLE_SPEC = {
     "name": "example",
@@ -117,209 +84,16 @@ EXAMPLE_SPEC = {
 """A small valid spec: the schema's example (and the fuzzer's starting point)."""
 
 
-def _bounded(kind: str, doc: str = "") -> Any:
-    """A finite float within ``LIMITS[kind]``."""
-    low, high = LIMITS[kind]
-    return Annotated[float, Field(ge=low, le=high, allow_inf_nan=False, description=doc or None)]
+def is_fit_name(value: str) -> bool:
+    """Whether ``value`` names a fit (no path: no ``/``, ``\\``, ``..`` or NUL)."""
+    return (
+        bool(FIT_NAME.fullmatch(value))
+        and ".." not in value
+        and not (value.removesuffix(".json").endswith("."))
+    )
 
 
-Flops = _bounded("flops", "FLOPs")
-Dollars = _bounded("dollars", "US dollars")
-Loss = _bounded("loss", "loss in nats per token")
-Tokens = _bounded("tokens", "tokens")
-UniqueTokens = _bounded("unique_tokens", "tokens")
-Params = _bounded("params", "parameters")
-TokensPerParam = _bounded("tokens_per_param")
-Days = _bounded("days", "days of wall clock")
-Price = _bounded("price_per_hour", "US dollars per GPU-hour")
-PeakFlops = _bounded("peak_flops", "FLOP/s per GPU")
-Fraction = _bounded("mfu", "model FLOP utilisation")
-Share = _bounded("share")
-Epochs = _bounded("epochs", "passes over the source")
-Count = _bounded("requests")
-Vocabulary = _bounded("vocabulary", "vocabulary size")
-Constant = _bounded("constant")
-Exponent = _bounded("exponent")
-Floor = _bounded("floor", "irreducible loss")
-MixtureNumber = _bounded("mixture")
-GPUs = Annotated[int, Field(ge=LIMITS["gpus"][0], le=LIMITS["gpus"][1])]
-Name = Annotated[str, Field(min_length=1, max_length=128)]
-
-
-def _fit_name(value: str) -> str:
-    if not FIT_NAME.fullmatch(value) or ".." in value or value.removesuffix(".json").endswith("."):
-        raise ValueError(
-            "name a stored fit in the server's lake (letters, digits and ._@+-, e.g. "
-            "'epoch-chinchilla'), not a path"
-        )
-    return value
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class LawModel(_Section):
-    """``[law]``: a published constant set (``name``), a stored fit (``fit``), or inline
-    constants (``E``, ``A``, ``B``, ``alpha``, ``beta``; ``rd_star``, ``rn_star`` for the
-    repetition-aware law)."""
-
-    name: Name | None = None
-    fit: FitName | None = None
-    experiment: FitName | None = None
-    E: Floor | None = None
-    A: Constant | None = None
-    B: Constant | None = None
-    alpha: Exponent | None = None
-    beta: Exponent | None = None
-    rd_star: Constant | None = None
-    rn_star: Constant | None = None
-
-    @field_validator("fit", "experiment")
-    @classmethod
-    def _named_fit(cls, value: str | None) -> str | None:
-        return None if value is None else _fit_name(value)
-
-
-class DownstreamModel(_Section):
-    """``budget.target_downstream``: a stored loss -> downstream-error fit, the error to reach."""
-
-    fit: FitName
-    error: Annotated[float, Field(gt=0, lt=1)]
-    metric: Name | None = None
-
-    @field_validator("fit")
-    @classmethod
-    def _named_fit(cls, value: str) -> str:
-        return _fit_name(value)
-
-
-class BudgetModel(_Section):
-    """``[budget]``: exactly one of ``flops``, ``dollars``, ``target_loss`` or
-    ``target_downstream``."""
-
-    flops: Flops | None = None
-    dollars: Dollars | None = None
-    target_loss: Loss | None = None
-    target_downstream: DownstreamModel | None = None
-    objective: Literal["flops", "dollars"] | None = None
-
-
-class HardwareModel(_Section):
-    """``[training]``: the training GPUs."""
-
-    gpu: Name | None = None
-    precision: Name | None = None
-    peak_flops: PeakFlops | None = None
-    mfu: Fraction | None = None
-    price_per_hour: Price | None = None
-    gpus: GPUs | None = None
-
-
-class InferenceModel(_Section):
-    """``[inference]``: lifetime demand (totals, or requests x per-request tokens) and the
-    serving hardware."""
-
-    tokens: Tokens | None = None
-    tokens_in: Tokens | None = None
-    tokens_out: Tokens | None = None
-    requests: Count | None = None
-    tokens_in_per_request: Tokens | None = None
-    tokens_out_per_request: Tokens | None = None
-    gpu: Name | None = None
-    precision: Name | None = None
-    peak_flops: PeakFlops | None = None
-    price_per_hour: Price | None = None
-    mfu: Fraction | None = None
-    prefill_mfu: Fraction | None = None
-    decode_mfu: Fraction | None = None
-
-
-class LimitsModel(_Section):
-    """``[limits]``: caps on the model and the run."""
-
-    max_params: Params | None = None
-    max_tokens: Tokens | None = None
-    max_train_flops: Flops | None = None
-    min_tokens_per_param: TokensPerParam | None = None
-    max_tokens_per_param: TokensPerParam | None = None
-    max_days: Days | None = None
-
-
-class SourceModel(_Section):
-    """One ``[[sources]]`` entry: a data source's unique tokens and allowed passes."""
-
-    name: Name
-    unique_tokens: UniqueTokens
-    max_epochs: Epochs | None = None
-
-
-class VocabularyModel(_Section):
-    """``[vocabulary]``: the vocabulary sizes to choose from."""
-
-    min: Vocabulary | None = None
-    max: Vocabulary | None = None
-
-
-class MixtureModel(_Section):
-    """``[mixture]``: an inline exponential mixture law or a stored fitted one (``fit``)."""
-
-    domains: Annotated[list[Name], Field(max_length=64)] | None = None
-    sources: Annotated[list[Name], Field(max_length=64)] | None = None
-    c: Annotated[list[MixtureNumber], Field(max_length=64)] | None = None
-    k: Annotated[list[MixtureNumber], Field(max_length=64)] | None = None
-    t: (
-        Annotated[list[Annotated[list[MixtureNumber], Field(max_length=64)]], Field(max_length=64)]
-        | None
-    ) = None
-    fit: FitName | None = None
-    reference: Annotated[dict[Name, Share], Field(max_length=64)] | None = None
-    trust_region: bool | None = None
-
-    @field_validator("fit")
-    @classmethod
-    def _named_fit(cls, value: str | None) -> str | None:
-        return None if value is None else _fit_name(value)
-
-
-class EvalModel(_Section):
-    """``[eval]``: the eval-domain weights of the mixture objective (summing to 1)."""
-
-    weights: Annotated[dict[Name, Share], Field(max_length=64)] | None = None
-
-
-class UncertaintyModel(_Section):
-    """``[uncertainty]``: bootstrap intervals and the robust plan."""
-
-    draws: bool | None = None
-    robust: bool | None = None
-
-
-class HyperparametersModel(_Section):
-    """``[hyperparameters]``: the learning-rate / batch-size law (``fitted`` needs a lake the
-    planner reads, so this server offers the published laws and ``auto``)."""
-
-    law: Literal["auto", "steplaw", "deepseek"] | None = None
-
-
-class SpecModel(_Section):
-    """A plan spec: the TOML structure of data/specs/example.toml as a JSON object."""
-
-    name: Name | None = None
-    law: LawModel
-    budget: BudgetModel
-    training: HardwareModel | None = None
-    inference: InferenceModel | None = None
-    limits: LimitsModel | None = None
-    sources: Annotated[list[SourceModel], Field(max_length=64)] | None = None
-    vocabulary: VocabularyModel | None = None
-    eval: EvalModel | None = None
-    mixture: MixtureModel | None = None
-    uncertainty: UncertaintyModel | None = None
-    hyperparameters: HyperparametersModel | None = None
-
-
-class PlanRequest(_Section):
+class PlanRequest(Section):
     """Body of POST /plan."""
 
     model_config = ConfigDict(
@@ -328,7 +102,7 @@ class PlanRequest(_Section):
     spec: SpecModel
 
 
-class WhatIfRequest(_Section):
+class WhatIfRequest(Section):
     """Body of POST /whatif: a spec and the values to sweep (budgets or loss targets, times
     lifetime inference demands; at most ``MAX_GRID`` points)."""
 
@@ -561,6 +335,12 @@ def create_app(
         """The location of the stored fit ``name`` (with ``suffix``: the experiment's
         leaderboard) inside the lake (422 when there is none)."""
         field = f"spec.{section}.{key}"
+        if not is_fit_name(name):
+            raise RequestError(
+                422,
+                f"field '{field}': name a stored fit in the server's lake (letters, digits and "
+                "._@+-, e.g. 'epoch-chinchilla'), not a path",
+            )
         if lake_str is None:
             raise RequestError(
                 422, f"field '{field}': this server has no lake (start it with --lake DIR)"

@@ -16,6 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from mixplan.flows.api import MAX_BODY_BYTES, MAX_GRID, create_app
+from mixplan.planning.errors import SpecError
+from mixplan.planning.spec import parse_spec
 
 SPECS = Path(__file__).resolve().parents[1] / "data" / "specs"
 EPOCH = "epoch-research__analyzing-chinchilla"
@@ -69,6 +71,28 @@ def test_whatif_endpoint_answers_a_grid(client, spec):
     assert len(plans) == 4
     assert plans[0]["params"] < plans[2]["params"]  # 1e22 vs 1e24 at T_inf = 0
     assert plans[1]["params"] < plans[0]["params"]  # inference demand shrinks the model
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("limits", "max_tokens_per_param", 1e7),
+        ("training", "mfu", 1.5),
+        ("inference", "tokens_out", -1.0),
+        ("limits", "max_memory", 3),
+        ("uncertainty", "robust", "yes"),
+    ],
+)
+def test_a_spec_file_and_the_api_refuse_the_same_fields(client, spec, section, key, value):
+    """One schema (planning/spec_schema.py) behind both readers: what a TOML spec may not
+    say, a request may not either, and both name the same field."""
+    bad = copy.deepcopy(spec)
+    bad.setdefault(section, {})[key] = value
+    with pytest.raises(SpecError, match=rf"field '{section}\.{key}'"):
+        parse_spec(bad)
+    response = client.post("/plan", json={"spec": bad})
+    assert response.status_code == 422
+    assert f"spec.{section}.{key}" in response.json()["detail"]
 
 
 def test_invalid_bodies_are_422_naming_the_field(client, spec):

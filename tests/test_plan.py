@@ -295,7 +295,7 @@ def test_vocabulary_point_lies_inside_its_interval_across_a_width_step():
     spec = parse_spec(
         {
             "law": {"name": "sardana"},
-            "budget": {"flops": 1.0},
+            "budget": {"flops": 1e22},  # replaced below
             "vocabulary": {"min": 8000, "max": 512000},
         }
     )

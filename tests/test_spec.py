@@ -77,7 +77,7 @@ _DELETE = object()
         ("eval.weights", {"web": 0.5, "poetry": 0.5}, "eval.weights.poetry", "unknown"),
         ("mixture.sources", ["web", "code", "bogus"], "mixture.sources", "unknown source"),
         ("law.name", "kaplan2030", "law.name", "unknown law"),
-        ("training.mfu", 1.5, "training.mfu", "(0, 1]"),
+        ("training.mfu", 1.5, "training.mfu", "at most 1"),
         ("training.gpu", "tpu", "training.gpu", "peak"),
         ("limits.min_tokens_per_param", 5000, "limits.min_tokens_per_param", "exceeds"),
         ("sources.1.name", "web", "sources[1].name", "duplicate"),
