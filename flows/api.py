@@ -191,11 +191,25 @@ _PLANNER: Planner | None = None
 """This worker process's planner (built on its first solve)."""
 
 
-def _worker_start(lake: str | None) -> None:
-    """Pin each worker to one BLAS thread (the pool already has one worker per core), and give
-    its fsspec the lake's storage options (the planner reads stored fits through fsspec)."""
+PARENT_POLL_SECONDS = 1.0
+"""How often a worker checks that the server that started it is still alive."""
+
+
+def _exit_with(server_pid: int) -> None:
+    """End this worker once the server process is gone: a server killed with SIGKILL (or the
+    OOM killer) cannot stop its pool, and the orphans would sit on their memory forever."""
+    while os.getppid() == server_pid:
+        time.sleep(PARENT_POLL_SECONDS)
+    os._exit(0)
+
+
+def _worker_start(lake: str | None, server_pid: int) -> None:
+    """Pin each worker to one BLAS thread (the pool already has one worker per core), give
+    its fsspec the lake's storage options (the planner reads stored fits through fsspec), and
+    tie its life to the server's."""
     from threadpoolctl import threadpool_limits
 
+    threading.Thread(target=_exit_with, args=(server_pid,), daemon=True).start()
     threadpool_limits(1)
     if lake is not None:
         from mixplan.tasks.storage import filesystem, is_local
@@ -275,7 +289,7 @@ class Solver:
                     max_workers=self.workers,
                     mp_context=multiprocessing.get_context("spawn"),  # never fork a server
                     initializer=_worker_start,
-                    initargs=(self.lake,),
+                    initargs=(self.lake, os.getpid()),
                 )
             return self.pool
 

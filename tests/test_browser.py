@@ -46,7 +46,7 @@ class DevTools:
     def __init__(self, ws_url: str) -> None:
         from websockets.sync.client import connect
 
-        self.socket = connect(ws_url, max_size=64 * 2**20, open_timeout=20)
+        self.socket = connect(ws_url, max_size=64 * 2**20, open_timeout=600)
         self.next_id = 0
         self.events: list[dict] = []
         target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
@@ -60,9 +60,9 @@ class DevTools:
         if session:
             message["sessionId"] = self.session
         self.socket.send(json.dumps(message))
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 600  # a ceiling for a loaded machine
         while time.monotonic() < deadline:
-            reply = json.loads(self.socket.recv(timeout=30))
+            reply = json.loads(self.socket.recv(timeout=600))
             if reply.get("id") == self.next_id:
                 if "error" in reply:
                     raise RuntimeError(f"{method}: {reply['error']}")
@@ -97,7 +97,7 @@ def open_in_chromium(page: Path, screenshot: Path, profile: Path) -> dict:
     )
     try:
         ws_url = None
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 600  # a ceiling for a loaded machine
         while time.monotonic() < deadline and ws_url is None:
             line = process.stderr.readline()
             if not line and process.poll() is not None:
