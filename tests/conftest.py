@@ -53,6 +53,18 @@ def prefect_harness():
         yield
 
 
+def _die_with_parent() -> None:
+    """In a child before exec: on Linux, ask for SIGTERM when the test process dies, so a
+    killed pytest run leaves no server behind (elsewhere, a no-op)."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory):
     """A real S3-compatible server (moto's standalone server) on 127.0.0.1 for the session.
@@ -76,6 +88,7 @@ def s3_endpoint(tmp_path_factory):
             stdout=sink,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
     endpoint = f"http://127.0.0.1:{port}"
     try:
