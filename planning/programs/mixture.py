@@ -559,7 +559,7 @@ class MixtureProgram:
         self, flops: float, lo: float, hi: float, centre: float, tol: float
     ) -> MixtureResult | None:
         """Bracket the root of ``dV/dlog D`` by doubling steps from ``centre``, then Brent's
-        root finder (scipy's brentq) to ``tol / 100`` in log D (each step costs a warm-started
+        root finder (scipy's brentq) to ``tol / 10`` in log D (each step costs a warm-started
         Newton solve); ``None`` when a solve is not certified (the caller falls back)."""
         solutions: dict[float, SimplexSolution] = {}
         slopes: dict[float, float] = {}
@@ -589,7 +589,7 @@ class MixtureProgram:
             if sb * direction < 0 or sb == 0:  # the optimum is at the edge (or exactly at b)
                 slope(b)
             else:
-                root = brentq(slope, min(a, b), max(a, b), xtol=tol / 100, rtol=1e-12)
+                root = brentq(slope, min(a, b), max(a, b), xtol=tol / 10, rtol=1e-12)
                 slope(root)
         except _UncertifiedSolveError:
             return None
