@@ -37,7 +37,8 @@ class _Deferred:
             return self  # the dataclass default: __set__ turns it into factory()
         values = plan.__dict__
         if self.name not in values:
-            values.update(values.pop("_pending")())
+            values.update(values["_pending"]())  # kept until it succeeds: a failure repeats
+            del values["_pending"]
         return values[self.name]
 
     def __set__(self, plan: Plan, value: Any) -> None:
@@ -95,7 +96,8 @@ class Plan:
     def __getstate__(self) -> dict[str, Any]:
         """Pickled with every deferred field computed (the function is not pickled)."""
         if "_pending" in self.__dict__:
-            self.__dict__.update(self.__dict__.pop("_pending")())
+            self.__dict__.update(self.__dict__["_pending"]())
+            del self.__dict__["_pending"]
         return self.__dict__
 
     @property
