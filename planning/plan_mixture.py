@@ -124,6 +124,8 @@ def mixture_section(
             k: v for k, v in r.share_limit_duals.items() if k in r.at_share_limit
         },
         "inner_solves": r.solves,
+        "solver": r.solver,
+        "certified_gap": r.gap,  # Newton's bound on the loss above the optimum at this D
     }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -14,6 +15,38 @@ from mixplan.planning.programs.common import PlanStatus
 
 INTERVAL = (5.0, 50.0, 95.0)
 """Percentiles reported over bootstrap draws (a 90% interval and the median)."""
+
+
+class _Deferred:
+    """A `Plan` field that may be computed on first read (what-ifs defer the vocabulary and
+    the advice that depends on it: most callers of a what-if read N, D and the loss only).
+
+    `Plan.deferring` leaves the deferred fields unset and keeps one function computing all of
+    them; the first read of any runs it once and stores the values, so every reader (the
+    JSON form, the report, equality, pickling) sees the numbers an eager plan would hold.
+    """
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self.factory = factory
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, plan: Plan | None, owner: type | None = None) -> Any:
+        if plan is None:
+            return self  # the dataclass default: __set__ turns it into factory()
+        values = plan.__dict__
+        if self.name not in values:
+            values.update(values["_pending"]())  # kept until it succeeds: a failure repeats
+            del values["_pending"]
+        return values[self.name]
+
+    def __set__(self, plan: Plan, value: Any) -> None:
+        plan.__dict__[self.name] = self.factory() if value is self else value
+
+
+DEFERRED = ("vocabulary", "explanation", "warnings")
+"""The fields `Plan.deferring` may leave to be computed on first read."""
 
 
 @dataclass(frozen=True)
@@ -38,19 +71,34 @@ class Plan:
     epochs: float | None = None
     cost_dollars: float | None = None
     train_days: float | None = None
-    vocabulary: dict[str, Any] | None = None
+    vocabulary: dict[str, Any] | None = _Deferred(lambda: None)  # noqa: RUF009
     mixture: dict[str, float] | None = None
     mixture_plan: dict[str, Any] | None = None
     intervals: dict[str, Any] = field(default_factory=dict)
     interval_draws: int = 0
     robust: dict[str, Any] | None = None
     frontier: list[dict[str, float]] = field(default_factory=list)
-    explanation: dict[str, Any] = field(default_factory=dict)
-    warnings: tuple[str, ...] = ()
+    explanation: dict[str, Any] = _Deferred(dict)  # noqa: RUF009
+    warnings: tuple[str, ...] = _Deferred(tuple)  # noqa: RUF009
     law: dict[str, Any] = field(default_factory=dict)
     downstream: dict[str, Any] | None = None
     inputs: dict[str, Any] = field(default_factory=dict)
     code_version: str = ""
+
+    def deferring(self, compute: Callable[[], dict[str, Any]]) -> Plan:
+        """This plan with the `DEFERRED` fields left to ``compute()`` (a mapping of all of
+        them), run on the first read of any."""
+        for name in DEFERRED:
+            self.__dict__.pop(name, None)
+        self.__dict__["_pending"] = compute
+        return self
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled with every deferred field computed (the function is not pickled)."""
+        if "_pending" in self.__dict__:
+            self.__dict__.update(self.__dict__["_pending"]())
+            del self.__dict__["_pending"]
+        return self.__dict__
 
     @property
     def tokens_per_param(self) -> float:

@@ -329,3 +329,25 @@ def test_learning_rate_uses_non_embedding_params(lake):
     bare = make_plan(parse_spec({"law": {"name": "sardana"}, "budget": {"flops": 1e23}}))
     assert bare.explanation["hyperparameters"]["non_embedding_params"] == bare.params
     assert "no vocabulary planned" in bare.render()
+
+
+def test_whatif_defers_vocabulary_and_advice_to_the_same_numbers():
+    """A what-if leaves the vocabulary split and the advice reading it to the first read; what
+    it then holds (and what pickling, the JSON form and equality see) is the spec's own plan at
+    the same budget: one model, the same numbers."""
+    import pickle
+
+    spec = load_spec(SPECS / "example.toml")
+    spec = replace(spec, flops=3e23, dollars=None, target_loss=None, mixture=None)
+    planner = Planner()
+    (point,) = whatif(spec, budgets=[3e23], planner=planner)
+    assert "_pending" in point.__dict__  # nothing computed yet
+    full = make_plan(spec)
+    assert point.params == full.params and point.tokens == full.tokens
+    assert point.vocabulary == full.vocabulary and point.vocabulary["vocab_size"] > 0
+    hp, full_hp = point.explanation["hyperparameters"], full.explanation["hyperparameters"]
+    assert hp == full_hp and point.warnings == full.warnings
+    assert "_pending" not in point.__dict__
+    (again,) = whatif(spec, budgets=[3e23], planner=planner)
+    restored = pickle.loads(pickle.dumps(again))
+    assert restored.to_dict() == point.to_dict() == again.to_dict()

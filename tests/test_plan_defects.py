@@ -142,11 +142,16 @@ def test_mixture_program_uses_the_fitted_repetition_constant():
 
 def test_optimal_inaccurate_is_kept_and_flagged(monkeypatch):
     """Was: OPTIMAL_INACCURATE reported as optimal. A solver held to unreachable tolerances
-    ends "optimal_inaccurate": the answer is kept and flagged in the plan and the report."""
+    ends "optimal_inaccurate": the answer is kept and flagged in the plan and the report.
+    Newton's certificate is made unreachable too, so the mixture falls back to the conic
+    program (the path a law without analytic derivatives takes)."""
+    from mixplan.planning.programs import mixture
+
     example = tomllib.loads((SPECS / "example.toml").read_text())
     monkeypatch.setattr(
         common, "SOLVER_OPTIONS", {"tol_gap_abs": 1e-30, "tol_gap_rel": 1e-30, "tol_feas": 1e-30}
     )
+    monkeypatch.setattr(mixture, "GAP_TOL", -1.0)
     plan = make_plan(parse_spec(example))
     assert plan.ok and plan.mixture_plan["status"] == "optimal_inaccurate"
     assert any("optimal-inaccurate" in w for w in plan.warnings)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from functools import cached_property
 
 from mixplan.planning.errors import SpecError
 
@@ -69,13 +70,13 @@ class Limits:
                 "([training] gpu, gpus and mfu)"
             )
 
-    @property
+    @cached_property
     def train_flops_cap(self) -> float | None:
         """The binding cap on ``6 N D``: the smaller of ``max_train_flops`` and the wall clock."""
         caps = [c for c in (self.max_train_flops, self.wall_clock_flops) if c is not None]
         return min(caps) if caps else None
 
-    @property
+    @cached_property
     def wall_clock_flops(self) -> float | None:
         """Training FLOPs that fit in ``max_days`` (``None`` without a wall-clock limit)."""
         if self.max_days is None or self.train_flops_per_day is None:

@@ -14,8 +14,16 @@ concave ``D'(x) = x`` for ``x <= U`` and ``U + U R* (1 - exp(-(x - U)/(U R*)))``
 written as ``max_{s + z = x, s <= U} s + U R* (1 - exp(-z/(U R*)))``; the loss falls in D_eff, so
 the solver picks the split. The optional trust region ``r_j <= s_j`` keeps each source within the
 largest share ``s_j`` the mixture law saw in its training runs (the law extrapolates badly
-beyond them). The outer problem over D is searched in 1-D (golden section on ``log D``). The
-inner problem is built once (D is a ``cp.Parameter``).
+beyond them).
+
+Two inner solvers, one program. Where the law has analytic derivatives
+(planning/programs/mixture_derivatives.py) the inner problem is solved in the shares
+``r = x / D`` by Newton's method on the capped simplex (planning/programs/simplex_newton.py),
+which stops on a certified Frank-Wolfe gap; the conic form above (cvxpy, built once with D a
+``cp.Parameter``) answers where the law has none or the certificate fails, and is the
+independent reference in the tests (``method="cvxpy"``). The outer problem over D is 1-D:
+with Newton, a bracketed root of ``dV/dlog D`` (the envelope theorem gives it from the inner
+solution and its cap multipliers); with the conic program, a grid then golden section.
 """
 
 from __future__ import annotations
@@ -27,11 +35,13 @@ from typing import Protocol, runtime_checkable
 
 import cvxpy as cp
 import numpy as np
+from scipy.optimize import brentq
 
 from mixplan.planning.errors import SpecError
 from mixplan.planning.laws.repetition import effective_tokens
 from mixplan.planning.programs.budget import closed_form
 from mixplan.planning.programs.common import (
+    SOLVER,
     PlanStatus,
     ScaleLaw,
     as_constants,
@@ -39,13 +49,25 @@ from mixplan.planning.programs.common import (
     golden_section,
     solve,
 )
+from mixplan.planning.programs.mixture_derivatives import DataTerm, target_derivatives
 from mixplan.planning.programs.mixture_forms import scaled_target
+from mixplan.planning.programs.simplex_newton import SimplexSolution, minimize_on_simplex
 
 RD_STAR = 15.387756
 """Muennighoff et al.'s R_D* (datablations), the default repetition scale."""
 
 UNIT = 1e9
 """Token unit inside the program (billions) to keep the solver well scaled."""
+
+METHODS = ("newton", "cvxpy")
+"""Inner solvers: Newton on the analytic objective (the conic program where the law has no
+analytic form or Newton's certificate fails), or the conic program alone (the reference)."""
+
+GAP_TOL = 1e-10
+"""Newton stops when its certified gap is below this fraction of the objective."""
+
+SLOPE_STEP = 0.5
+"""First step (in log D) of the bracketing search from the compute-optimal D; it doubles."""
 
 
 @runtime_checkable
@@ -162,6 +184,10 @@ class MixtureResult:
     share_limit_duals: dict[str, float] = field(default_factory=dict)
     solves: int = 0
     reason: str = ""
+    solver: str = ""
+    gap: float = float("nan")
+    """Certified bound on the loss above the optimum at this D (Newton's Frank-Wolfe gap);
+    NaN for a conic solve (whose own tolerances apply)."""
 
 
 class MixtureProgram:
@@ -199,7 +225,10 @@ class MixtureProgram:
         reference: np.ndarray | None = None,
         rd_star: float = RD_STAR,
         max_shares: Mapping[str, float] | None = None,
+        method: str = "newton",
     ) -> None:
+        if method not in METHODS:
+            raise SpecError(f"mixture: method must be one of {METHODS}, got {method!r}")
         names = tuple(s.name for s in sources)
         if tuple(mixture_law.sources_) != names:
             raise SpecError(
@@ -218,7 +247,11 @@ class MixtureProgram:
         self.reference = np.asarray(reference, dtype=float)
         self.reference_target = float(self.law.target_loss(self.reference, domain_weights))
         self.max_shares = _share_limits(names, max_shares)
-        self._build()
+        self.target = target_derivatives(mixture_law, domain_weights)
+        self.method = method if self.target is not None else "cvxpy"
+        self.problem: cp.Problem | None = None
+        if self.method == "cvxpy":
+            self._build()  # the conic program checks convexity (DCP) up front
 
     def _build(self) -> None:
         count = len(self.sources)
@@ -251,18 +284,19 @@ class MixtureProgram:
             # B D_eff^-beta = exp(log B - beta log D_eff): convex, and DPP in (B, beta), so a
             # bootstrap draw of the scale law is a parameter change, not a rebuild.
             objective = objective + cp.exp(self.log_b - self.beta * cp.log(self.d_eff))
-            self.set_scale_law(self.scale)
+            self._set_scale_parameters()
         self.caps_constraint = self.x <= self.caps / UNIT
         cons += [cp.sum(self.x) == self.total, self.caps_constraint]
         self.share_constraint = None
         if self.max_shares is not None:
             self.share_constraint = self.x <= cp.multiply(self.max_shares, self.total)
             cons.append(self.share_constraint)
-        self.problem = cp.Problem(cp.Minimize(objective), cons)
-        if not self.problem.is_dcp(dpp=True):
+        problem = cp.Problem(cp.Minimize(objective), cons)
+        if not problem.is_dcp(dpp=True):
             raise SpecError(
                 "mixture: the mixture law's loss_expression is not convex (DCP) in the weights"
             )
+        self.problem = problem
 
     @property
     def max_shares_by_source(self) -> dict[str, float] | None:
@@ -276,6 +310,10 @@ class MixtureProgram:
         if self.scale is None:
             raise SpecError("mixture: this program was built without a scale law")
         self.scale = as_constants(scale_law)
+        if self.problem is not None:
+            self._set_scale_parameters()
+
+    def _set_scale_parameters(self) -> None:
         self.log_b.value = math.log(self.scale.B) - self.scale.beta * math.log(UNIT)
         self.beta.value = self.scale.beta
 
@@ -283,8 +321,16 @@ class MixtureProgram:
     def objective(self, weights: np.ndarray, tokens: float, flops: float | None) -> np.ndarray:
         """Predicted loss of many mixtures ``(M, S)`` at D = ``tokens``; inf where over a cap."""
         weights = np.atleast_2d(np.asarray(weights, dtype=float))
+        return self._loss(
+            weights, self.law.target_loss(weights, self.domain_weights), tokens, flops
+        )
+
+    def _loss(
+        self, weights: np.ndarray, target: np.ndarray, tokens: float, flops: float | None
+    ) -> np.ndarray:
+        """`objective` from the mixture law's target of ``weights`` ``(M, S)``."""
         x = weights * tokens
-        value = self.law.target_loss(weights, self.domain_weights) - self.reference_target
+        value = target - self.reference_target
         if self.scale is not None:
             d_eff = effective_tokens(x, self.unique, self.rd_star).sum(axis=1)
             value = value + self.scale.B * d_eff ** (-self.scale.beta) + self.scale.E
@@ -296,9 +342,15 @@ class MixtureProgram:
         return np.where(over, np.inf, value)
 
     # -- solves ---------------------------------------------------------------------------
-    def solve_at(self, tokens: float, *, flops: float | None = None) -> MixtureResult:
-        """The best mixture at D = ``tokens`` (and N = flops / 6D when ``flops`` is given)."""
-        names = [s.name for s in self.sources]
+    def solve_at(
+        self, tokens: float, *, flops: float | None = None, start: np.ndarray | None = None
+    ) -> MixtureResult:
+        """The best mixture at D = ``tokens`` (and N = flops / 6D when ``flops`` is given).
+
+        Newton's method on the analytic objective when the law has one (``start``: a warm start,
+        e.g. the mixture at a nearby D), certified by its Frank-Wolfe gap; the conic program
+        when it has none or the certificate fails.
+        """
         total_cap = float(self.caps.sum())
         if tokens > total_cap * (1 + 1e-9):
             return _failed(
@@ -306,45 +358,159 @@ class MixtureProgram:
                 f"plan needs D = {tokens:.3g}; raise max_epochs or add data",
                 tokens,
             )
+        if self.method == "newton":
+            result = self._solve_newton(tokens, flops, start)
+            if result is not None:
+                return result
+        return self._solve_conic(tokens, flops)
+
+    def _upper(self, tokens: float) -> np.ndarray:
+        """Each share's upper bound at D: its cap ``U_j epochs_j / D``, its trust region, 1."""
+        upper = np.minimum(1.0, self.caps / tokens)
+        return upper if self.max_shares is None else np.minimum(upper, self.max_shares)
+
+    def _data_term(self, tokens: float) -> DataTerm | None:
+        if self.scale is None:
+            return None
+        return DataTerm(self.scale.B, self.scale.beta, tokens, self.unique, self.rd_star)
+
+    def _objective_at(self, tokens: float):
+        """``(derivatives, value)`` of the objective in r at D (constants left out)."""
+        target, data = self.target, self._data_term(tokens)
+        if data is None:
+            return target.derivatives, target.value
+
+        def derivatives(r):
+            f, g, h = target.derivatives(r)
+            f2, g2, h2 = data.derivatives(r)
+            return f + f2, g + g2, h + h2
+
+        return derivatives, lambda r: target.value(r) + data.value(r)
+
+    def _newton(self, tokens: float, start: np.ndarray | None) -> SimplexSolution | None:
+        """Newton's solution at D (certified or not); ``None`` when no mixture fits the caps."""
+        upper = self._upper(tokens)
+        if upper.sum() < 1 - 1e-12:
+            return None
+        if start is None or len(start) != len(upper):
+            start = upper / upper.sum()
+        derivatives, value = self._objective_at(tokens)
+        return minimize_on_simplex(
+            derivatives, value, start, upper, interior=self.target.interior, gap_tol=GAP_TOL
+        )
+
+    def _solve_newton(
+        self, tokens: float, flops: float | None, start: np.ndarray | None
+    ) -> MixtureResult | None:
+        solution = self._newton(tokens, start)
+        if solution is None:
+            return _failed(
+                f"at D = {tokens:.3g} the sources' caps (unique tokens x max_epochs) and the "
+                "trust region's max shares leave no mixture: raise max_epochs or the shares",
+                tokens,
+            )
+        if not solution.certified:
+            return None  # the conic program decides
+        return self._newton_result(solution, tokens, flops)
+
+    def _newton_result(
+        self, solution: SimplexSolution, tokens: float, flops: float | None
+    ) -> MixtureResult:
+        binds = _binding_upper(self.caps / tokens, self.max_shares)
+        duals = solution.upper_duals * UNIT / tokens  # per 1e9 tokens, as the conic duals
+        return self._result(
+            solution.x,
+            tokens,
+            flops,
+            PlanStatus.OPTIMAL,
+            cap_duals=np.where(binds == "cap", duals, 0.0),
+            share_duals=np.where(binds == "share", duals, 0.0),
+            solver="newton",
+            gap=solution.gap,
+        )
+
+    def _solve_conic(self, tokens: float, flops: float | None) -> MixtureResult:
+        if self.problem is None:
+            self._build()
         self.total.value = tokens / UNIT
         self.inv_total.value = UNIT / tokens
         status = solve(self.problem)
         if not status.solved or self.x.value is None:
             return _failed(f"the mixture program ended {self.problem.status}", tokens, status)
         x = np.maximum(self.x.value, 0.0) * UNIT
-        mixture = x / x.sum()
-        loss = float(self.objective(mixture, tokens, flops)[0])
-        caps = self.caps_constraint.dual_value
+        share_duals = None
+        if self.max_shares is not None:
+            share_duals = np.abs(self.share_constraint.dual_value)
+        return self._result(
+            x / x.sum(),
+            tokens,
+            flops,
+            status,
+            cap_duals=np.abs(self.caps_constraint.dual_value),
+            share_duals=share_duals,
+            solver=str(SOLVER).lower(),
+        )
+
+    def _result(
+        self,
+        mixture: np.ndarray,
+        tokens: float,
+        flops: float | None,
+        status: PlanStatus,
+        *,
+        cap_duals: np.ndarray,
+        share_duals: np.ndarray | None,
+        solver: str,
+        gap: float = float("nan"),
+    ) -> MixtureResult:
+        names = [s.name for s in self.sources]
+        x = mixture * tokens
+        mixture_term = float(self.law.target_loss(mixture, self.domain_weights))
+        loss = float(self._loss(mixture[None, :], np.array([mixture_term]), tokens, flops)[0])
         capped = tuple(
             n for n, xi, cap in zip(names, x, self.caps, strict=True) if xi >= cap * (1 - 1e-5)
         )
         params = flops / (6 * tokens) if flops is not None else float("nan")
-        at_share_limit, share_duals = (), {}
+        at_share_limit, share_limit_duals = (), {}
         if self.max_shares is not None:
             at_share_limit = tuple(
                 n
                 for n, r, limit in zip(names, mixture, self.max_shares, strict=True)
                 if limit < 1 and r >= limit * (1 - 1e-5)
             )
-            share_duals = dict(
-                zip(names, np.abs(self.share_constraint.dual_value).tolist(), strict=True)
-            )
+            share_limit_duals = dict(zip(names, share_duals.tolist(), strict=True))
         return MixtureResult(
             status=status,
             mixture=dict(zip(names, mixture.tolist(), strict=True)),
             tokens=tokens,
             params=params,
             loss=loss,
-            mixture_term=float(self.law.target_loss(mixture, self.domain_weights)),
+            mixture_term=mixture_term,
             effective_tokens=float(effective_tokens(x, self.unique, self.rd_star).sum()),
             source_tokens=dict(zip(names, x.tolist(), strict=True)),
             epochs=dict(zip(names, (x / self.unique).tolist(), strict=True)),
             capped=capped,
-            cap_duals=dict(zip(names, np.abs(caps).tolist(), strict=True)),
+            cap_duals=dict(zip(names, cap_duals.tolist(), strict=True)),
             at_share_limit=at_share_limit,
-            share_limit_duals=share_duals,
+            share_limit_duals=share_limit_duals,
             solves=1,
+            solver=solver,
+            gap=gap,
         )
+
+    def _slope(self, solution: SimplexSolution, tokens: float, flops: float) -> float:
+        """``dV/dlog D`` at a solved D, V the best loss at D (envelope theorem): the objective's
+        partial derivative in log D at the optimal shares, plus each binding cap's multiplier
+        times its share (a cap ``U_j epochs_j / D`` tightens as D grows)."""
+        at_cap = _binding_upper(self.caps / tokens, self.max_shares) == "cap"
+        upper = self._upper(tokens)
+        slope = self._data_term(tokens).log_tokens_slope(solution.x)
+        slope += self.scale.alpha * self._params_term(tokens, flops)
+        return float(slope + np.sum(solution.upper_duals[at_cap] * upper[at_cap]))
+
+    def _params_term(self, tokens: float, flops: float) -> float:
+        """``A N^-alpha`` at ``N = flops / 6D``."""
+        return self.scale.A * (flops / (6 * tokens)) ** (-self.scale.alpha)
 
     def plan(
         self,
@@ -356,11 +522,15 @@ class MixtureProgram:
         grid_points: int = 7,
         tol: float = 5e-3,
     ) -> MixtureResult:
-        """Mixture and D jointly at budget ``flops``: golden section on log D over inner solves.
+        """Mixture and D jointly at budget ``flops``: a 1-D search on log D over inner solves.
 
         D ranges from ``max(flops / (6 max_params), min_tokens)`` to the sources' total cap,
         ``max_tokens`` and ``flops / 6`` (N >= 1), within 100x of the scale law's
-        compute-optimal D. The search is deterministic: a fixed grid, then golden section.
+        compute-optimal D. With Newton's inner solves the search is a bracketed root of
+        ``dV/dlog D`` (`tokens_slope`) from the compute-optimal D, each solve warm-started at
+        the nearest D solved so far; otherwise a fixed grid of ``grid_points``, then golden
+        section. Both are deterministic: every run of a plan makes the same solves from the
+        same starts, so it returns the same D.
         """
         if self.scale is None:
             raise SpecError("mixture: planning D needs a scale law (the [law] section)")
@@ -370,8 +540,8 @@ class MixtureProgram:
         # search within 100x of the scale law's compute-optimal D (a mixture moves D less)
         _, chinchilla_tokens, _ = closed_form(self.scale, flops)
         window = math.log(100.0)
+        centre = min(max(math.log(chinchilla_tokens), lo), hi)
         if hi > lo:
-            centre = min(max(math.log(chinchilla_tokens), lo), hi)
             lo, hi = max(lo, centre - window), min(hi, centre + window)
         if lo > hi:
             return _failed(
@@ -379,6 +549,59 @@ class MixtureProgram:
                 f"max_params = {max_params:.3g} needs D >= {math.exp(lo):.3g} at this budget",
                 math.exp(lo),
             )
+        if self.method == "newton":
+            best = self._plan_by_slope(flops, lo, hi, centre, tol)
+            if best is not None:
+                return best
+        return self._plan_by_golden_section(flops, lo, hi, grid_points, tol)
+
+    def _plan_by_slope(
+        self, flops: float, lo: float, hi: float, centre: float, tol: float
+    ) -> MixtureResult | None:
+        """Bracket the root of ``dV/dlog D`` by doubling steps from ``centre``, then Brent's
+        root finder (scipy's brentq) to ``tol / 10`` in log D (each step costs a warm-started
+        Newton solve); ``None`` when a solve is not certified (the caller falls back)."""
+        solutions: dict[float, SimplexSolution] = {}
+        slopes: dict[float, float] = {}
+
+        def slope(log_tokens: float) -> float:
+            if log_tokens in slopes:
+                return slopes[log_tokens]
+            start = _predicted_shares(solutions, log_tokens, self._upper(math.exp(log_tokens)))
+            solution = self._newton(math.exp(log_tokens), start)
+            if solution is None or not solution.certified:
+                raise _UncertifiedSolveError
+            solutions[log_tokens] = solution
+            slopes[log_tokens] = self._slope(solution, math.exp(log_tokens), flops)
+            return slopes[log_tokens]
+
+        try:
+            a, step = centre, SLOPE_STEP
+            sa = slope(a)
+            direction = -1.0 if sa > 0 else 1.0
+            edge = lo if direction < 0 else hi
+            b, sb = a, sa
+            while sb * direction < 0 and b != edge:  # still descending: step on
+                a, sa = b, sb
+                b = min(max(b + direction * step, lo), hi)
+                sb = slope(b)
+                step *= 2.0
+            if sb * direction < 0 or sb == 0:  # the optimum is at the edge (or exactly at b)
+                slope(b)
+            else:
+                root = brentq(slope, min(a, b), max(a, b), xtol=tol / 10, rtol=1e-12)
+                slope(root)
+        except _UncertifiedSolveError:
+            return None
+        # the best D solved: same constants (E, the reference's mixture term) at every D
+        values = {g: s.value + self._params_term(math.exp(g), flops) for g, s in solutions.items()}
+        best = min(values, key=values.__getitem__)
+        result = self._newton_result(solutions[best], math.exp(best), flops)
+        return _replace_solves(result, len(solutions))
+
+    def _plan_by_golden_section(
+        self, flops: float, lo: float, hi: float, grid_points: int, tol: float
+    ) -> MixtureResult:
         cache: dict[float, MixtureResult] = {}
 
         def loss(log_tokens: float) -> float:
@@ -396,6 +619,38 @@ class MixtureProgram:
         golden_section(loss, a, b, tol=tol)
         best = min((r for r in cache.values() if r.status.solved), key=lambda r: r.loss)
         return _replace_solves(best, len(cache))
+
+
+def _predicted_shares(
+    solutions: dict[float, SimplexSolution], log_tokens: float, upper: np.ndarray
+) -> np.ndarray | None:
+    """A warm start at ``log_tokens``: the line through the two nearest solved D's shares (the
+    shares move smoothly with D), the nearest one's alone, or ``None``; a share at its upper
+    bound (or 0) at the nearest D starts at its new upper bound (or 0), as it most likely
+    stays there."""
+    near = sorted(solutions, key=lambda g: abs(g - log_tokens))[:2]
+    if not near:
+        return None
+    nearest = solutions[near[0]]
+    start = nearest.x
+    if len(near) == 2:
+        other = solutions[near[1]].x
+        start = start + (log_tokens - near[0]) / (near[1] - near[0]) * (other - start)
+    start = np.where(nearest.upper_duals > 0, upper, start)
+    return np.where(nearest.lower_duals > 0, 0.0, start)
+
+
+class _UncertifiedSolveError(Exception):
+    """An inner solve of the slope search failed (the golden-section search takes over)."""
+
+
+def _binding_upper(cap_shares: np.ndarray, max_shares: np.ndarray | None) -> np.ndarray:
+    """Which bound is each share's upper one: ``"cap"``, ``"share"`` (trust region) or
+    ``"one"``."""
+    limit = np.ones_like(cap_shares) if max_shares is None else max_shares
+    return np.where(
+        cap_shares <= np.minimum(limit, 1.0), "cap", np.where(limit < 1.0, "share", "one")
+    )
 
 
 def _share_limits(

@@ -100,6 +100,13 @@ def _additive(w, theta, sources: int, weights) -> cp.Expression:
 
 def _additive_scale(law, w, theta, weights) -> cp.Expression | float:
     """The scale terms ``A(h)/N^alpha + B(h)/D^beta`` (linear in h) plus E, domain-weighted."""
+    constant, linear = additive_scale_terms(law, w, theta)
+    return constant + (linear @ weights if law.joint else 0.0)
+
+
+def additive_scale_terms(law, w, theta) -> tuple[float, np.ndarray]:
+    """An `AdditiveScaleLaw`'s domain-weighted ``E + A(h)/N^alpha + B(h)/D^beta`` at its N, D
+    as ``constant + linear . h`` (``linear`` is zero unless the law is joint)."""
     from mixplan.planning.mixture.additive import PARAMS_UNIT, TOKENS_UNIT
 
     sources = len(law.sources_)
@@ -118,7 +125,7 @@ def _additive_scale(law, w, theta, weights) -> cp.Expression | float:
             linear += wi * part
         else:
             total += wi * float(part[0])
-    return total + (linear @ weights if law.joint else 0.0)
+    return float(total), linear
 
 
 def _per_source(law, w, theta, sources: int, weights) -> cp.Expression:
