@@ -17,6 +17,7 @@ import numpy as np
 import polars as pl
 
 from mixplan.planning.errors import ExtrapolationError, FitError, MixplanError, SpecError
+from mixplan.planning.mixture.curves import CurvesRoute
 from mixplan.planning.mixture.nested import MixtureCurves, NestedRoute, held_out_errors
 from mixplan.planning.mixture.scale import ScaleRoute
 from mixplan.planning.mixture.steps import losses_at_tokens
@@ -32,6 +33,7 @@ ROUTES: dict[str, RouteFactory] = {
         params=n, tokens=d, joint=False, **bootstrap
     ),
     "nested": lambda n, d, **bootstrap: NestedRoute(params=n, tokens=d, **bootstrap),
+    "curves (Kaplan N-D)": lambda n, d, **bootstrap: CurvesRoute(params=n, tokens=d, **bootstrap),
 }
 """The candidate routes the flow scores (the checkpoint-wide JointRoute is in bench/mixture.py:
 it is slower and, along a learning-rate schedule, transfers worse)."""
