@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from mixplan.planning.errors import ExtrapolationError, FitError, SpecError
-from mixplan.planning.fitting.huber import huber
 from mixplan.planning.fitting.engine import search
+from mixplan.planning.fitting.huber import huber
 from mixplan.planning.mixture.additive import AdditiveLaw, AdditiveScaleLaw
 from mixplan.planning.mixture.curves import (
     CurvesRoute,

@@ -32,14 +32,12 @@ Extrapolating past the runs' last checkpoint is guarded like every route: refuse
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Self
 
-import cvxpy as cp
 import numpy as np
 
-from mixplan.planning.errors import FitError, NotFittedError, SpecError
+from mixplan.planning.errors import FitError, SpecError
 from mixplan.planning.fitting.engine import single_threaded_blas
 from mixplan.planning.mixture.base import MixtureLaw
 from mixplan.planning.mixture.data import MixtureData
@@ -49,10 +47,11 @@ from mixplan.planning.mixture.nested import (
     TOKENS_UNIT,
     MixtureCurves,
     MixtureLawName,
-    distinct_mixtures,
+    MixtureStageRoute,
     fit_mixture_stage,
     grouped_lm,
     grouped_objective,
+    mixtures_across_sizes,
 )
 from mixplan.planning.mixture.steps import MAX_RATIO, TAIL, extrapolation_warning
 
@@ -192,7 +191,7 @@ def fit_kaplan_laws(
     return KaplanFits(theta=theta, objective=objective)
 
 
-class CurvesRoute:
+class CurvesRoute(MixtureStageRoute):
     """Kaplan's joint law per (mixture, domain) on every checkpoint -> mixture law at (N, D).
 
     Parameters
@@ -253,15 +252,7 @@ class CurvesRoute:
         self.warning_ = extrapolation_warning(
             curves, self.tokens, max_ratio=self.max_ratio, delta=self.delta
         )
-        mixtures, mixture_of_run = distinct_mixtures(curves)
-        sizes = np.array(
-            [len(np.unique(curves.params[mixture_of_run == m])) for m in range(len(mixtures))]
-        )
-        if np.any(sizes < 2):
-            raise FitError(
-                f"{self.name}: every mixture needs runs at two or more model sizes; "
-                f"{int(np.sum(sizes < 2))} mixtures have one"
-            )
+        mixtures, mixture_of_run = mixtures_across_sizes(curves, self.name)
         domains = len(curves.domains)
         last = np.zeros(len(curves.run_ids))
         np.maximum.at(last, curves.row_run, curves.tokens)
@@ -297,24 +288,3 @@ class CurvesRoute:
         )
         self.sources_, self.domains_ = curves.sources, curves.domains
         return self
-
-    def _law(self) -> MixtureLaw:
-        if self.law_ is None:
-            raise NotFittedError(f"{self.name}: call fit(curves) first")
-        return self.law_
-
-    def predict(self, weights: np.ndarray) -> np.ndarray:
-        """Loss per domain at the target (N, D) from the mixture law."""
-        return self._law().predict(weights)
-
-    def predict_interval(
-        self, weights: np.ndarray, *, level: float = 0.95
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Bootstrap interval of the mixture stage (fit with ``n_bootstrap > 0``)."""
-        return self._law().predict_interval(weights, level=level)
-
-    def loss_expression(
-        self, weights: cp.Expression, domain_weights: np.ndarray | Mapping[str, float] | None
-    ) -> cp.Expression:
-        """Convex target at (N, D), from the mixture law."""
-        return self._law().loss_expression(weights, domain_weights)

@@ -286,7 +286,9 @@ def grouped_lm(
         better = (trial_f < f) & active
         improvement = np.where(better, (f - trial_f) / np.maximum(f, 1e-300), 0.0)
         theta[better], f[better] = trial[better], trial_f[better]
-        damping = np.where(better, np.maximum(damping * 0.3, 1e-12), np.minimum(damping * 10.0, 1e12))
+        damping = np.where(
+            better, np.maximum(damping * 0.3, 1e-12), np.minimum(damping * 10.0, 1e12)
+        )
         small = (better & (improvement < 1e-10)) | (~better & (damping > 1e10))
         stall = np.where(small, stall + 1, 0)
         active &= stall < 3
@@ -445,6 +447,54 @@ def distinct_mixtures(curves: MixtureCurves) -> tuple[np.ndarray, np.ndarray]:
     return mixtures, mixture_of_run.ravel()
 
 
+def mixtures_across_sizes(curves: MixtureCurves, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`distinct_mixtures`, checking that every mixture was run at two or more sizes.
+
+    Raises
+    ------
+    FitError
+        If some mixture was run at one model size only (no size law can be fitted to it).
+    """
+    mixtures, mixture_of_run = distinct_mixtures(curves)
+    sizes = np.array(
+        [len(np.unique(curves.params[mixture_of_run == m])) for m in range(len(mixtures))]
+    )
+    if np.any(sizes < 2):
+        raise FitError(
+            f"{name}: every mixture needs runs at two or more model sizes; "
+            f"{int(np.sum(sizes < 2))} mixtures have one"
+        )
+    return mixtures, mixture_of_run
+
+
+class MixtureStageRoute:
+    """What a route ending in a mixture law at the target (N, D) answers with: that law."""
+
+    name = "mixture stage"
+    law_: MixtureLaw | None = None
+
+    def _law(self) -> MixtureLaw:
+        if self.law_ is None:
+            raise NotFittedError(f"{self.name}: call fit(curves) first")
+        return self.law_
+
+    def predict(self, weights: np.ndarray) -> np.ndarray:
+        """Loss per domain at the target (N, D) from the mixture law."""
+        return self._law().predict(weights)
+
+    def predict_interval(
+        self, weights: np.ndarray, *, level: float = 0.95
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Bootstrap interval of the mixture stage (fit with ``n_bootstrap > 0``)."""
+        return self._law().predict_interval(weights, level=level)
+
+    def loss_expression(
+        self, weights: cp.Expression, domain_weights: np.ndarray | Mapping[str, float] | None
+    ) -> cp.Expression:
+        """Convex target at (N, D), from the mixture law."""
+        return self._law().loss_expression(weights, domain_weights)
+
+
 def fit_mixture_stage(
     curves: MixtureCurves,
     mixtures: np.ndarray,
@@ -476,7 +526,7 @@ def fit_mixture_stage(
     return data, law.fit(data)
 
 
-class NestedRoute:
+class NestedRoute(MixtureStageRoute):
     """Step law per run -> size law per mixture -> mixture law at the target (N, D).
 
     Parameters
@@ -590,15 +640,7 @@ class NestedRoute:
         at_tokens = self._stage_tokens(curves)
         self.at_tokens_ = at_tokens
         # 2. size law per (mixture, domain)
-        mixtures, mixture_of_run = distinct_mixtures(curves)
-        sizes = np.array(
-            [len(np.unique(curves.params[mixture_of_run == m])) for m in range(len(mixtures))]
-        )
-        if np.any(sizes < 2):
-            raise FitError(
-                "nested route: every mixture needs runs at two or more model sizes; "
-                f"{int(np.sum(sizes < 2))} mixtures have one"
-            )
+        mixtures, mixture_of_run = mixtures_across_sizes(curves, "nested route")
         size_x = curves.params / PARAMS_UNIT
         target_x = self.params / PARAMS_UNIT
         if self.size_law == "per_mixture":
@@ -638,21 +680,6 @@ class NestedRoute:
         self.sources_, self.domains_ = curves.sources, curves.domains
         return self
 
-    def _law(self) -> MixtureLaw:
-        if self.law_ is None:
-            raise NotFittedError(f"{self.name}: call fit(curves) first")
-        return self.law_
-
-    def predict(self, weights: np.ndarray) -> np.ndarray:
-        """Loss per domain at the target (N, D) from the mixture law."""
-        return self._law().predict(weights)
-
-    def predict_interval(
-        self, weights: np.ndarray, *, level: float = 0.95
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Bootstrap interval of the mixture stage (fit with ``n_bootstrap > 0``)."""
-        return self._law().predict_interval(weights, level=level)
-
     def predict_size_stage(self, weights: np.ndarray) -> np.ndarray:
         """Stage-2 prediction (no mixture law) for mixtures that were among the fitted ones."""
         assert self.at_target_ is not None
@@ -664,12 +691,6 @@ class NestedRoute:
                 raise SpecError("predict_size_stage: mixture not among the fitted runs")
             index.append(match[0])
         return self.at_target_.losses[index]
-
-    def loss_expression(
-        self, weights: cp.Expression, domain_weights: np.ndarray | Mapping[str, float] | None
-    ) -> cp.Expression:
-        """Convex target at (N, D), from the stage-3 mixture law."""
-        return self._law().loss_expression(weights, domain_weights)
 
 
 # ---------------------------------------------------------------------------- joint route
