@@ -346,3 +346,31 @@ def test_fit_mixture_flow_stores_the_law_chosen_across_scale(
     titles = [table.caption for table in section.tables]
     assert any("across scale" in t and scale["chosen"] in t for t in titles)
     assert any("best observed" in str(table.rows) for table in section.tables)
+
+
+@pytest.mark.flow
+def test_fit_mixture_flow_with_two_sizes_stores_the_curves_route_law(
+    prefect_harness: None, bundled: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from mixplan.flows.fit_mixture import fit_mixture
+    from mixplan.planning.plan import MIXTURE_LAWS
+
+    logs = tmp_path / "5Mix"
+    logs.mkdir()
+    for name in ("70M.txt", "160M.txt", "proportions.txt"):
+        shutil.copy(bundled / "yegcjs__mixinglaws" / "5Mix" / name, logs / name)
+    lake = str(tmp_path / "lake")
+    assert ingest_paths([logs], lake).usable
+    result = fit_mixture(lake=lake, experiment=FIVE_MIX, families=["exponential"], n_bootstrap=2)
+    scale = result["scale"]
+    assert scale["chosen"] == DEFAULT_ROUTE and scale["scores"] == []
+    stored = json.loads(Path(scale["path"]).read_text())
+    assert "alpha_N" in stored["step_warning"]  # the exponents the curves identified
+    law = MIXTURE_LAWS[stored["law"]].from_json(Path(scale["path"]).read_text())
+    best = scale["best_observed"]
+    assert law.target_loss(np.array(list(best["mixture"].values())), None) == pytest.approx(
+        best["predicted_loss"]
+    )
+    assert scale["planned"]["predicted_loss"] <= best["predicted_loss"] + 1e-6
