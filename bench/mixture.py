@@ -11,8 +11,10 @@
 3. 5Mix (yegcjs/mixinglaws), one scale: 5-fold cross-validation over the 26 mixtures at 410M.
 4. 5Mix across scale (leave-largest-scale-out): fit on 70M-305M, and on 70M-160M (two sizes
    out), predict every mixture's 410M loss at its last step; every route (the scale routes, the
-   nested route with each mixture law, the checkpoint-wide joint law) and LightGBM on
-   (mixture, log N).
+   nested route with each mixture law, the curves route, the checkpoint-wide joint law) and
+   LightGBM on (mixture, log N); then the route the pipeline CHOOSES (``CHOSEN`` rows:
+   leave-largest-scale-out inside the fitted sizes, the curves route with two), which the goals
+   judge (the best row of the table is chosen with 410M in view).
 5. Step extrapolation: the step law fitted on the early part of every 5Mix curve predicts its
    last checkpoint from 1.5x, 2x and 3x fewer tokens (the error the step stage reports).
 
@@ -41,6 +43,7 @@ sys.path.insert(0, str(REPO))
 from mixplan.planning.fitting.engine import search  # noqa: E402
 from mixplan.planning.mixture.additive import AdditiveLaw  # noqa: E402
 from mixplan.planning.mixture.baselines import LightGBMScaleBaseline  # noqa: E402
+from mixplan.planning.mixture.curves import CurvesRoute  # noqa: E402
 from mixplan.planning.mixture.engine import fit_law, law_spec  # noqa: E402
 from mixplan.planning.mixture.evaluation import comparison_table, evaluate  # noqa: E402
 from mixplan.planning.mixture.nested import JointRoute, NestedRoute, held_out_errors  # noqa: E402
@@ -48,7 +51,12 @@ from mixplan.planning.mixture.scale import ScaleRoute  # noqa: E402
 from mixplan.planning.mixture.selection import held_out_largest  # noqa: E402
 from mixplan.planning.mixture.steps import step_backtest  # noqa: E402
 from mixplan.tasks.ingest import ingest_paths  # noqa: E402
-from mixplan.tasks.mixture import make_model, read_mixture_curves, read_mixture_data  # noqa: E402
+from mixplan.tasks.mixture import (  # noqa: E402
+    make_model,
+    read_mixture_curves,
+    read_mixture_data,
+    select_and_fit_route,
+)
 
 DATA = REPO / "data" / "public"
 MODELS = ("additive", "exponential", "per_source", "lightgbm", "linear")
@@ -161,6 +169,7 @@ def five_mix_across_scale(console: Console, lake: str) -> pl.DataFrame:
         "nested (additive mixture law)": lambda: NestedRoute(**target),
         "nested (exponential, Ye et al.)": lambda: NestedRoute(**target, mixture_law="exponential"),
         "nested (per-mixture size law)": lambda: NestedRoute(**target, size_law="per_mixture"),
+        "curves (Kaplan N-D law -> additive)": lambda: CurvesRoute(**target),
         "joint on every checkpoint (A, B in h)": lambda: JointRoute(**target),
         "LightGBM (mixture, log N)": lambda: LightGBMScaleBaseline(**target),
     }
@@ -180,6 +189,21 @@ def five_mix_across_scale(console: Console, lake: str) -> pl.DataFrame:
                     "seconds": time.perf_counter() - start,
                 }
             )
+        # what the pipeline does: select by leave-largest-scale-out inside the fitted sizes
+        # (none to hold out with two), refit the chosen route on every fitted size
+        start = time.perf_counter()
+        chosen = select_and_fit_route(train, params=params, tokens=tokens)
+        errors = held_out_errors(chosen["route"], held, name=chosen["chosen"])
+        rows.append(
+            {
+                "fitted on": label,
+                "route": f"CHOSEN: {chosen['chosen']}",
+                "mae": float(errors["abs_error"].mean()),
+                "max_error": float(errors["abs_error"].max()),
+                "mre": float(errors["rel_error"].mean()),
+                "seconds": time.perf_counter() - start,
+            }
+        )
     table = Table(title="5Mix across scale: predict every mixture's 410M loss at its last step")
     for column in ("fitted on", "route", "MAE (nats)", "max error", "MRE %", "seconds"):
         table.add_column(column, justify="left" if column in ("fitted on", "route") else "right")
@@ -228,18 +252,20 @@ def main() -> int:
         step_extrapolation(console, lake)
     pile_cc = scores.filter((pl.col("model") == "additive") & (pl.col("domain") == "pile_cc"))
     spearman, mre = pile_cc["spearman"][0], pile_cc["mre"][0]
-    best = {
-        label: across.filter(pl.col("fitted on") == label).sort("mae").row(0, named=True)
+    chosen = {
+        label: across.filter(
+            (pl.col("fitted on") == label) & pl.col("route").str.starts_with("CHOSEN")
+        ).row(0, named=True)
         for label in ("70M-305M", "70M-160M")
     }
     goals = {
         f"RegMix Pile-CC additive Spearman {spearman:.4f} >= 0.99": spearman >= 0.99,
         f"RegMix Pile-CC additive MRE {100 * mre:.3f}% <= 0.6%": mre <= 0.006,
         f"additive fit path {speed_up:.1f}x faster than the generic search (>= 3x)": speed_up >= 3,
-        f"5Mix 70M-305M -> 410M best route ({best['70M-305M']['route']}) MAE "
-        f"{best['70M-305M']['mae']:.4f} <= 0.01 nats": best["70M-305M"]["mae"] <= 0.01,
-        f"5Mix 70M-160M -> 410M best route ({best['70M-160M']['route']}) MAE "
-        f"{best['70M-160M']['mae']:.4f} <= 0.02 nats": best["70M-160M"]["mae"] <= 0.02,
+        f"5Mix 70M-305M -> 410M {chosen['70M-305M']['route']} MAE "
+        f"{chosen['70M-305M']['mae']:.4f} <= 0.01 nats": chosen["70M-305M"]["mae"] <= 0.01,
+        f"5Mix 70M-160M -> 410M {chosen['70M-160M']['route']} MAE "
+        f"{chosen['70M-160M']['mae']:.4f} <= 0.02 nats": chosen["70M-160M"]["mae"] <= 0.02,
     }
     for text, ok in goals.items():
         console.print(("[green]PASS[/green] " if ok else "[red]MISS[/red] ") + text)

@@ -15,9 +15,15 @@ import cvxpy as cp
 import numpy as np
 import pytest
 
-from mixplan.planning.errors import ExtrapolationError, SpecError
+from mixplan.planning.errors import ExtrapolationError, FitError, SpecError
 from mixplan.planning.fitting.engine import search
+from mixplan.planning.fitting.huber import huber
 from mixplan.planning.mixture.additive import AdditiveLaw, AdditiveScaleLaw
+from mixplan.planning.mixture.curves import (
+    CurvesRoute,
+    fit_kaplan_laws,
+    kaplan_log_model,
+)
 from mixplan.planning.mixture.engine import fit_law, law_spec
 from mixplan.planning.mixture.nested import MixtureCurves, NestedRoute
 from mixplan.planning.mixture.scale import ScaleRoute, best_mixture
@@ -25,7 +31,12 @@ from mixplan.planning.mixture.selection import ROUTES, best_route, leave_largest
 from mixplan.planning.mixture.steps import losses_at_tokens, step_backtest
 from mixplan.planning.report.laws import mixture_section
 from mixplan.tasks.ingest import ingest_paths
-from mixplan.tasks.mixture import read_mixture_curves, read_mixture_data
+from mixplan.tasks.mixture import (
+    DEFAULT_ROUTE,
+    read_mixture_curves,
+    read_mixture_data,
+    select_and_fit_route,
+)
 
 FIVE_MIX = "mixinglaws-5mix"
 STEP_TOKENS = 2**20
@@ -183,6 +194,117 @@ def test_scale_law_round_trips_and_plans_through_the_hook(curves: MixtureCurves)
     assert again.loss_expression(weights, None).is_convex()
 
 
+# ----------------------------------------------------- the law the pipeline chooses
+@pytest.fixture(scope="module")
+def largest_held_out(curves: MixtureCurves) -> tuple[object, float, float]:
+    """The 410M runs at their last step (never fitted below) and that (N, D)."""
+    sizes = _sizes(curves)
+    tokens = 30_000 * STEP_TOKENS
+    held, _ = losses_at_tokens(curves.runs_where(curves.params == sizes[-1]), tokens)
+    return held, float(sizes[-1]), tokens
+
+
+def _chosen_error(curves: MixtureCurves, largest_fitted: float, held_out) -> tuple[dict, float]:
+    held, params, tokens = held_out
+    chosen = select_and_fit_route(
+        curves.runs_where(curves.params <= largest_fitted), params=params, tokens=tokens
+    )
+    return chosen, float(np.abs(chosen["route"].predict(held.mixture) - held.losses).mean())
+
+
+@pytest.fixture(scope="module")
+def chosen_from_two_sizes(curves: MixtureCurves, largest_held_out) -> tuple[dict, float]:
+    """The pipeline's route fitted on 70M and 160M only, and its MAE on 410M."""
+    return _chosen_error(curves, _sizes(curves)[1], largest_held_out)
+
+
+@pytest.fixture(scope="module")
+def chosen_from_three_sizes(curves: MixtureCurves, largest_held_out) -> tuple[dict, float]:
+    """The pipeline's route selected and fitted within 70M-305M, and its MAE on 410M."""
+    return _chosen_error(curves, _sizes(curves)[2], largest_held_out)
+
+
+def test_two_sizes_choose_the_route_that_identifies_the_size_exponent(
+    chosen_from_two_sizes: tuple[dict, float],
+) -> None:
+    chosen, mae = chosen_from_two_sizes
+    assert chosen["scores"].height == 0  # two sizes: nothing to hold out
+    assert chosen["chosen"] == DEFAULT_ROUTE and isinstance(chosen["route"], CurvesRoute)
+    assert "alpha_N" in chosen["step_warning"]  # the exponents the curves gave, stored
+    # issue 11: <= 0.02 nats two sizes out; measured 0.0175 (the scale route: 0.043)
+    assert mae <= 0.02
+
+
+def test_three_sizes_select_within_the_fitted_sizes(
+    chosen_from_three_sizes: tuple[dict, float], curves: MixtureCurves
+) -> None:
+    chosen, mae = chosen_from_three_sizes
+    scores = chosen["scores"]
+    sizes = _sizes(curves)
+    # selection saw 70M-160M -> 305M only, never 410M
+    assert (scores["target_params"] == sizes[2]).all()
+    mae_by_route = dict(zip(scores["route"], scores["mae"], strict=True))
+    assert mae_by_route[chosen["chosen"]] == min(mae_by_route.values())
+    assert chosen["chosen"] == "curves (Kaplan N-D)"  # 0.0145 on 305M; the scale route 0.0275
+    # measured 0.0126 nats with the curves route chosen (issue 11 asks <= 0.01: not met by the
+    # honestly chosen law; the scale route would give 0.0101 here but loses the 2 -> 3 size
+    # selection, 0.0275 vs 0.0145). A regression bound, not the goal.
+    assert mae <= 0.0135
+
+
+def test_kaplan_fits_reach_an_independent_optimum() -> None:
+    rng = np.random.default_rng(3)
+    groups, sizes, steps = 12, np.array([2e7, 8e7]), np.geomspace(1e9, 3e10, 8)
+    truth = np.column_stack(
+        [
+            rng.uniform(3, 8, groups),  # log N_c
+            rng.uniform(0.05, 0.2, groups),  # alpha_N
+            rng.uniform(0.05, 0.4, groups),  # alpha_D
+            rng.uniform(-1, 3, groups),  # log D_c
+        ]
+    )
+    n, d = np.meshgrid(sizes, steps, indexing="ij")
+    n, d = np.tile(n.ravel(), groups), np.tile(d.ravel(), groups)
+    group = np.repeat(np.arange(groups), len(sizes) * len(steps))
+    log_n, log_d = np.log(n / 1e8), np.log(d / 1e9)
+    clean = np.exp(kaplan_log_model(truth[group], log_n, log_d)[0])
+    losses = clean * np.exp(rng.normal(0, 2e-4, clean.size))
+    fits = fit_kaplan_laws(n, d, losses, group, groups)
+    # noise-free shape recovered: predictions 4x past the largest size agree with the truth
+    far = np.exp(kaplan_log_model(truth, np.full(groups, np.log(3.2)), np.full(groups, 3.4))[0])
+    np.testing.assert_allclose(fits.predict(3.2e8, 3e10), far, rtol=2e-3)
+    # and no worse than multi-start L-BFGS-B on the same objective
+    from scipy.optimize import minimize
+
+    bounds = [(-30, 50), (1e-3, 3), (1e-3, 3), (-30, 30)]
+    for g in range(3):
+        rows = group == g
+
+        def objective(theta: np.ndarray, rows: np.ndarray = rows) -> float:
+            rep = np.tile(theta, (rows.sum(), 1))
+            r = kaplan_log_model(rep, log_n[rows], log_d[rows])[0] - np.log(losses[rows])
+            return float(huber(r, 1e-3).sum())
+
+        best = min(
+            minimize(objective, [lnc, a, a, 2.3], method="L-BFGS-B", bounds=bounds).fun
+            for lnc in (1, 5, 10)
+            for a in (0.05, 0.1, 0.3)
+        )
+        assert fits.objective[g] <= best * (1 + 1e-6) + 1e-12
+    with pytest.raises(FitError, match="fewer than 5 checkpoints"):
+        fit_kaplan_laws(n[:4], d[:4], losses[:4], np.zeros(4, int), 1)
+
+
+def test_curves_route_refuses_one_size_and_far_extrapolation(curves: MixtureCurves) -> None:
+    sizes = _sizes(curves)
+    with pytest.raises(FitError, match="two or more model sizes"):
+        CurvesRoute(params=sizes[-1], tokens=30_000 * STEP_TOKENS).fit(
+            curves.runs_where(curves.params == sizes[0])
+        )
+    with pytest.raises(ExtrapolationError, match="not trusted beyond 3x"):
+        CurvesRoute(params=sizes[-1], tokens=100_000 * STEP_TOKENS).fit(curves)
+
+
 # ------------------------------------------------------------------------------ speed
 def test_mixture_fit_reaches_the_generic_search_objective(lake: str) -> None:
     train, _ = read_mixture_data(lake, "regmix-1m-train", domains=["pile_cc"])
@@ -224,3 +346,31 @@ def test_fit_mixture_flow_stores_the_law_chosen_across_scale(
     titles = [table.caption for table in section.tables]
     assert any("across scale" in t and scale["chosen"] in t for t in titles)
     assert any("best observed" in str(table.rows) for table in section.tables)
+
+
+@pytest.mark.flow
+def test_fit_mixture_flow_with_two_sizes_stores_the_curves_route_law(
+    prefect_harness: None, bundled: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from mixplan.flows.fit_mixture import fit_mixture
+    from mixplan.planning.plan import MIXTURE_LAWS
+
+    logs = tmp_path / "5Mix"
+    logs.mkdir()
+    for name in ("70M.txt", "160M.txt", "proportions.txt"):
+        shutil.copy(bundled / "yegcjs__mixinglaws" / "5Mix" / name, logs / name)
+    lake = str(tmp_path / "lake")
+    assert ingest_paths([logs], lake).usable
+    result = fit_mixture(lake=lake, experiment=FIVE_MIX, families=["exponential"], n_bootstrap=2)
+    scale = result["scale"]
+    assert scale["chosen"] == DEFAULT_ROUTE and scale["scores"] == []
+    stored = json.loads(Path(scale["path"]).read_text())
+    assert "alpha_N" in stored["step_warning"]  # the exponents the curves identified
+    law = MIXTURE_LAWS[stored["law"]].from_json(Path(scale["path"]).read_text())
+    best = scale["best_observed"]
+    assert law.target_loss(np.array(list(best["mixture"].values())), None) == pytest.approx(
+        best["predicted_loss"]
+    )
+    assert scale["planned"]["predicted_loss"] <= best["predicted_loss"] + 1e-6

@@ -9,6 +9,8 @@ Modules (laws.md section 2):
 - ``nested``: the nested route (step law -> size law -> mixture law) and the joint route.
 - ``steps``: each run's loss at a target D; the backtested error of extrapolating a curve.
 - ``scale``: the scale route, the additive law in (mixture, N) across all sizes at that D.
+- ``curves``: the curves route, Kaplan's joint law in (N, D) per mixture on every checkpoint
+  (identifies the size exponent from two sizes), then a mixture law at the target.
 - ``selection``: leave-largest-scale-out scores of the routes, and the best one.
 - ``baselines``: RegMix's LightGBM regression (also on mixture and log N across sizes) and a
   linear model (comparison only).
@@ -26,6 +28,7 @@ from mixplan.planning.mixture.baselines import (
     LightGBMScaleBaseline,
     LinearBaseline,
 )
+from mixplan.planning.mixture.curves import CurvesRoute
 from mixplan.planning.mixture.data import MixtureData, domain_weight_vector, match_domains
 from mixplan.planning.mixture.evaluation import compare, comparison_table, evaluate
 from mixplan.planning.mixture.exponential import ExponentialLaw
@@ -38,6 +41,7 @@ from mixplan.planning.mixture.steps import losses_at_tokens, step_backtest
 __all__ = [
     "AdditiveLaw",
     "AdditiveScaleLaw",
+    "CurvesRoute",
     "ExponentialLaw",
     "JointRoute",
     "LightGBMBaseline",

@@ -26,7 +26,7 @@ Huber pieces (:mod:`mixplan.planning.fitting.huber`) are shared.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Self
 
@@ -210,6 +210,91 @@ class FloorPowerFits:
         return floor_power_model(self.theta, log_x)[0]
 
 
+LogModel = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+"""``theta_rows (points, p) -> (log prediction (points,), its Jacobian (points, p))``."""
+
+
+def grouped_objective(
+    log_model: LogModel, theta: np.ndarray, log_y: np.ndarray, group: np.ndarray, delta: float
+) -> np.ndarray:
+    """Summed Huber objective of the log residuals of every group (``inf`` where not finite)."""
+    with np.errstate(all="ignore"):
+        r = log_model(theta[group])[0] - log_y
+        total = np.bincount(group, weights=huber(r, delta), minlength=len(theta))
+    return np.where(np.isfinite(total), total, np.inf)
+
+
+def grouped_lm(
+    log_model: LogModel,
+    theta: np.ndarray,
+    objective: np.ndarray,
+    log_y: np.ndarray,
+    group: np.ndarray,
+    clip: Callable[[np.ndarray], np.ndarray],
+    *,
+    delta: float,
+    iterations: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Levenberg-Marquardt on the summed Huber objective of log residuals, one group at a time
+    but all groups in one array.
+
+    Parameters
+    ----------
+    log_model
+        The law per point (:data:`LogModel`).
+    theta, objective
+        Start ``(groups, p)`` and its objective per group (``inf`` where unusable).
+    log_y, group
+        Log loss and group index per point.
+    clip
+        Projects ``(groups, p)`` parameters into their bounds.
+    delta, iterations
+        Huber threshold; most iterations.
+
+    Returns
+    -------
+    tuple
+        ``(theta, objective)`` per group (never worse than the start).
+    """
+    n_groups, n_params = theta.shape
+    theta, f = theta.copy(), objective.copy()
+
+    damping = np.full(n_groups, 1e-3)
+    active = np.ones(n_groups, dtype=bool)
+    stall = np.zeros(n_groups, dtype=int)
+    for _ in range(iterations):
+        if not active.any():
+            break
+        with np.errstate(all="ignore"):
+            log_prediction, jr = log_model(theta[group])
+            r = log_prediction - log_y
+            w = irls_weights(r, delta)
+            grad = _group_sum(jr * huber_psi(r, delta)[:, None], group, n_groups)
+            hess = _group_sum(jr[:, :, None] * jr[:, None, :] * w[:, None, None], group, n_groups)
+        diag = np.einsum("gpp->gp", hess)
+        system = (
+            hess
+            + damping[:, None, None] * np.eye(n_params)[None] * np.maximum(diag, 1e-12)[:, None]
+        )
+        try:
+            step = np.linalg.solve(system, -grad[..., None])[..., 0]
+        except np.linalg.LinAlgError:
+            step = np.einsum("gpq,gq->gp", np.linalg.pinv(system), -grad)
+        step = np.where(np.isfinite(step) & active[:, None], step, 0.0)
+        trial = clip(theta + step)
+        trial_f = grouped_objective(log_model, trial, log_y, group, delta)
+        better = (trial_f < f) & active
+        improvement = np.where(better, (f - trial_f) / np.maximum(f, 1e-300), 0.0)
+        theta[better], f[better] = trial[better], trial_f[better]
+        damping = np.where(
+            better, np.maximum(damping * 0.3, 1e-12), np.minimum(damping * 10.0, 1e12)
+        )
+        small = (better & (improvement < 1e-10)) | (~better & (damping > 1e10))
+        stall = np.where(small, stall + 1, 0)
+        active &= stall < 3
+    return theta, f
+
+
 @single_threaded_blas()
 def fit_floor_power_laws(
     x: np.ndarray,
@@ -271,12 +356,12 @@ def fit_floor_power_laws(
         theta[:, 2] = np.minimum(theta[:, 2], alpha_bounds[1])
         return theta
 
+    def log_model(theta_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        prediction, jacobian = floor_power_model(theta_rows, log_x)
+        return np.log(prediction), jacobian / prediction[:, None]
+
     def objective(theta: np.ndarray) -> np.ndarray:
-        with np.errstate(all="ignore"):
-            prediction, _ = floor_power_model(theta[group], log_x)
-            r = np.log(prediction) - log_y
-            total = np.bincount(group, weights=huber(r, delta), minlength=n_groups)
-        return np.where(np.isfinite(total), total, np.inf)
+        return grouped_objective(log_model, theta, log_y, group, delta)
 
     # start grid: E fraction x alpha; log x0 by least squares of log(L - E) on log x
     best_theta = np.zeros((n_groups, 3))
@@ -292,37 +377,9 @@ def fit_floor_power_laws(
             f = objective(theta)
             better = f < best_f
             best_theta[better], best_f[better] = theta[better], f[better]
-
-    theta, f = best_theta, best_f
-    damping = np.full(n_groups, 1e-3)
-    active = np.ones(n_groups, dtype=bool)
-    stall = np.zeros(n_groups, dtype=int)
-    for _ in range(iterations):
-        if not active.any():
-            break
-        with np.errstate(all="ignore"):
-            prediction, jacobian = floor_power_model(theta[group], log_x)
-            r = np.log(prediction) - log_y
-            jr = jacobian / prediction[:, None]
-            w = irls_weights(r, delta)
-            grad = _group_sum(jr * huber_psi(r, delta)[:, None], group, n_groups)
-            hess = _group_sum(jr[:, :, None] * jr[:, None, :] * w[:, None, None], group, n_groups)
-        diag = np.einsum("gpp->gp", hess)
-        system = hess + damping[:, None, None] * np.eye(3)[None] * np.maximum(diag, 1e-12)[:, None]
-        try:
-            step = np.linalg.solve(system, -grad[..., None])[..., 0]
-        except np.linalg.LinAlgError:
-            step = np.einsum("gpq,gq->gp", np.linalg.pinv(system), -grad)
-        step = np.where(np.isfinite(step) & active[:, None], step, 0.0)
-        trial = clip(theta + step)
-        trial_f = objective(trial)
-        better = (trial_f < f) & active
-        improvement = np.where(better, (f - trial_f) / np.maximum(f, 1e-300), 0.0)
-        theta[better], f[better] = trial[better], trial_f[better]
-        damping = np.where(better, np.maximum(damping * 0.3, 1e-12), damping * 10.0)
-        small = (better & (improvement < 1e-10)) | (~better & (damping > 1e10))
-        stall = np.where(small, stall + 1, 0)
-        active &= stall < 3
+    theta, f = grouped_lm(
+        log_model, best_theta, best_f, log_y, group, clip, delta=delta, iterations=iterations
+    )
     return FloorPowerFits(theta=theta, objective=f, n_points=counts)
 
 
@@ -384,7 +441,92 @@ def fit_size_laws_shared_exponent(
     return best[1], float(best[2])
 
 
-class NestedRoute:
+def distinct_mixtures(curves: MixtureCurves) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct mixtures of the runs (rounded to 1e-9) and each run's index among them."""
+    mixtures, mixture_of_run = np.unique(np.round(curves.mixture, 9), axis=0, return_inverse=True)
+    return mixtures, mixture_of_run.ravel()
+
+
+def mixtures_across_sizes(curves: MixtureCurves, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`distinct_mixtures`, checking that every mixture was run at two or more sizes.
+
+    Raises
+    ------
+    FitError
+        If some mixture was run at one model size only (no size law can be fitted to it).
+    """
+    mixtures, mixture_of_run = distinct_mixtures(curves)
+    sizes = np.array(
+        [len(np.unique(curves.params[mixture_of_run == m])) for m in range(len(mixtures))]
+    )
+    if np.any(sizes < 2):
+        raise FitError(
+            f"{name}: every mixture needs runs at two or more model sizes; "
+            f"{int(np.sum(sizes < 2))} mixtures have one"
+        )
+    return mixtures, mixture_of_run
+
+
+class MixtureStageRoute:
+    """What a route ending in a mixture law at the target (N, D) answers with: that law."""
+
+    name = "mixture stage"
+    law_: MixtureLaw | None = None
+
+    def _law(self) -> MixtureLaw:
+        if self.law_ is None:
+            raise NotFittedError(f"{self.name}: call fit(curves) first")
+        return self.law_
+
+    def predict(self, weights: np.ndarray) -> np.ndarray:
+        """Loss per domain at the target (N, D) from the mixture law."""
+        return self._law().predict(weights)
+
+    def predict_interval(
+        self, weights: np.ndarray, *, level: float = 0.95
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Bootstrap interval of the mixture stage (fit with ``n_bootstrap > 0``)."""
+        return self._law().predict_interval(weights, level=level)
+
+    def loss_expression(
+        self, weights: cp.Expression, domain_weights: np.ndarray | Mapping[str, float] | None
+    ) -> cp.Expression:
+        """Convex target at (N, D), from the mixture law."""
+        return self._law().loss_expression(weights, domain_weights)
+
+
+def fit_mixture_stage(
+    curves: MixtureCurves,
+    mixtures: np.ndarray,
+    at_target: np.ndarray,
+    *,
+    params: float,
+    tokens: float,
+    mixture_law: MixtureLawName,
+    delta: float,
+    n_bootstrap: int,
+    seed: int,
+) -> tuple[MixtureData, MixtureLaw]:
+    """The last stage of a nested route: a mixture law across the distinct ``mixtures`` fitted
+    to their predicted losses ``at_target`` ``(mixtures, domains)`` at the target (N, D)."""
+    data = MixtureData.from_arrays(
+        mixtures,
+        at_target,
+        sources=curves.sources,
+        domains=curves.domains,
+        run_ids=[f"mixture{m}" for m in range(len(mixtures))],
+        params=np.full(len(mixtures), params),
+        tokens=np.full(len(mixtures), tokens),
+    )
+    law: MixtureLaw = (
+        ExponentialLaw(delta=delta, n_bootstrap=n_bootstrap, seed=seed)
+        if mixture_law == "exponential"
+        else AdditiveLaw(delta=delta, n_bootstrap=n_bootstrap, seed=seed)
+    )
+    return data, law.fit(data)
+
+
+class NestedRoute(MixtureStageRoute):
     """Step law per run -> size law per mixture -> mixture law at the target (N, D).
 
     Parameters
@@ -498,18 +640,7 @@ class NestedRoute:
         at_tokens = self._stage_tokens(curves)
         self.at_tokens_ = at_tokens
         # 2. size law per (mixture, domain)
-        mixtures, mixture_of_run = np.unique(
-            np.round(curves.mixture, 9), axis=0, return_inverse=True
-        )
-        mixture_of_run = mixture_of_run.ravel()
-        sizes = np.array(
-            [len(np.unique(curves.params[mixture_of_run == m])) for m in range(len(mixtures))]
-        )
-        if np.any(sizes < 2):
-            raise FitError(
-                "nested route: every mixture needs runs at two or more model sizes; "
-                f"{int(np.sum(sizes < 2))} mixtures have one"
-            )
+        mixtures, mixture_of_run = mixtures_across_sizes(curves, "nested route")
         size_x = curves.params / PARAMS_UNIT
         target_x = self.params / PARAMS_UNIT
         if self.size_law == "per_mixture":
@@ -535,39 +666,19 @@ class NestedRoute:
                 alphas.append(alpha)
             self.size_theta_ = np.stack(thetas, axis=1)
             self.size_alpha_ = np.array(alphas)
-        self.at_target_ = MixtureData.from_arrays(
+        self.at_target_, self.law_ = fit_mixture_stage(
+            curves,
             mixtures,
             at_target,
-            sources=curves.sources,
-            domains=curves.domains,
-            run_ids=[f"mixture{m}" for m in range(len(mixtures))],
-            params=np.full(len(mixtures), self.params),
-            tokens=np.full(len(mixtures), self.tokens),
+            params=self.params,
+            tokens=self.tokens,
+            mixture_law=self.mixture_law,
+            delta=self.delta,
+            n_bootstrap=self.n_bootstrap,
+            seed=self.seed,
         )
-        # 3. mixture law across mixtures at the target scale
-        law: MixtureLaw = (
-            ExponentialLaw(delta=self.delta, n_bootstrap=self.n_bootstrap, seed=self.seed)
-            if self.mixture_law == "exponential"
-            else AdditiveLaw(delta=self.delta, n_bootstrap=self.n_bootstrap, seed=self.seed)
-        )
-        self.law_ = law.fit(self.at_target_)
         self.sources_, self.domains_ = curves.sources, curves.domains
         return self
-
-    def _law(self) -> MixtureLaw:
-        if self.law_ is None:
-            raise NotFittedError(f"{self.name}: call fit(curves) first")
-        return self.law_
-
-    def predict(self, weights: np.ndarray) -> np.ndarray:
-        """Loss per domain at the target (N, D) from the mixture law."""
-        return self._law().predict(weights)
-
-    def predict_interval(
-        self, weights: np.ndarray, *, level: float = 0.95
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Bootstrap interval of the mixture stage (fit with ``n_bootstrap > 0``)."""
-        return self._law().predict_interval(weights, level=level)
 
     def predict_size_stage(self, weights: np.ndarray) -> np.ndarray:
         """Stage-2 prediction (no mixture law) for mixtures that were among the fitted ones."""
@@ -580,12 +691,6 @@ class NestedRoute:
                 raise SpecError("predict_size_stage: mixture not among the fitted runs")
             index.append(match[0])
         return self.at_target_.losses[index]
-
-    def loss_expression(
-        self, weights: cp.Expression, domain_weights: np.ndarray | Mapping[str, float] | None
-    ) -> cp.Expression:
-        """Convex target at (N, D), from the stage-3 mixture law."""
-        return self._law().loss_expression(weights, domain_weights)
 
 
 # ---------------------------------------------------------------------------- joint route

@@ -56,8 +56,11 @@ class ScaleRoute:
         per-domain fits, then every domain refitted with it), a number (held fixed, e.g. from a
         scale-law fit of the same model family), or ``"auto"``: free with three or more model
         sizes, pooled with two. Two sizes do not identify alpha per domain (the floor and the
-        amplitude absorb it); pooling across domains is what keeps it from the noise (5Mix,
-        fit 70M-160M, predict 410M: 0.067 nats free, 0.043 pooled; 0.013 if alpha were known).
+        amplitude absorb it); pooling across domains keeps it from the noise (5Mix, fit
+        70M-160M, predict 410M: 0.067 nats free, 0.043 pooled; 0.013 if alpha were known) but
+        does not identify it either: with two sizes the pipeline fits
+        :class:`mixplan.planning.mixture.curves.CurvesRoute` instead (0.0175), whose law
+        identifies the exponent from the curves in D.
     n_bootstrap, seed
         Bootstrap draws (resampling runs) of the law, for intervals.
     delta

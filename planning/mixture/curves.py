@@ -1,0 +1,290 @@
+"""The curves route: Kaplan's joint law in (N, D) on every checkpoint of every mixture, then a
+mixture law at the target.
+
+Why. Read at one D, two model sizes do not identify the size exponent of
+``L(N) = E + A / N^alpha``: a different alpha is absorbed by E and A exactly (the scale route
+then has to pool or assume alpha, :class:`mixplan.planning.mixture.scale.ScaleRoute`). The
+Chinchilla form ``E + A/N^alpha + B/D^beta`` does not help either: N and D are separable in it,
+so the curves in D fix each size's asymptote ``E + A/N^alpha``, still two numbers for three
+unknowns. Kaplan et al.'s joint law (laws.md section 1.2)
+
+    ``L(N, D) = [(N_c / N)^(alpha_N / alpha_D) + D_c / D]^alpha_D``
+
+is not separable: how fast a curve still falls in D depends on how far N is from its own limit,
+so the curves of two sizes, each logged at many D, identify ``alpha_N`` and ``alpha_D``. (That
+larger models gain more per step along a schedule is what the form describes and the additive
+forms do not.) It has no separate floor: at the scales proxies are run at, the loss is far from
+any floor, and a floor is what two sizes cannot place.
+
+The route (a nested route whose first two stages are one law):
+
+1. the joint law per (mixture, domain) on the checkpoints of every size of that mixture with
+   tokens >= ``TAIL`` x the run's last tokens (:mod:`mixplan.planning.mixture.steps`: the early
+   part of a curve is shaped by warm-up), by summed Huber on log residuals, all groups at once
+   (:func:`mixplan.planning.mixture.nested.grouped_lm`) from a small start grid;
+2. each mixture's loss at the target (N, D) from its law;
+3. a mixture law across the mixtures (additive by default), as in
+   :class:`mixplan.planning.mixture.nested.NestedRoute`, which the planner loads unchanged.
+
+Extrapolating past the runs' last checkpoint is guarded like every route: refused past
+``max_ratio`` x, warned with the backtested error of the step law beyond 1x.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Self
+
+import numpy as np
+
+from mixplan.planning.errors import FitError, SpecError
+from mixplan.planning.fitting.engine import single_threaded_blas
+from mixplan.planning.mixture.base import MixtureLaw
+from mixplan.planning.mixture.data import MixtureData
+from mixplan.planning.mixture.engine import DEFAULT_DELTA
+from mixplan.planning.mixture.nested import (
+    PARAMS_UNIT,
+    TOKENS_UNIT,
+    MixtureCurves,
+    MixtureLawName,
+    MixtureStageRoute,
+    fit_mixture_stage,
+    grouped_lm,
+    grouped_objective,
+    mixtures_across_sizes,
+)
+from mixplan.planning.mixture.steps import MAX_RATIO, TAIL, extrapolation_warning
+
+EXPONENT_BOUNDS = (1e-3, 3.0)
+"""Bounds of ``alpha_N`` and ``alpha_D`` (Kaplan et al. fit 0.076 and 0.095-0.103)."""
+LOG_SCALE_BOUNDS = (-30.0, 50.0)
+"""Bounds of ``log N_c`` and ``log D_c`` (in PARAMS_UNIT and TOKENS_UNIT)."""
+START_EXPONENTS = (0.05, 0.1, 0.3)
+"""Start values of both exponents (the law is fitted from every start; the best is kept)."""
+START_LOG_NC = (1.0, 5.0, 10.0)
+"""Start values of ``log N_c`` (units of PARAMS_UNIT)."""
+SCREEN = 30
+"""Iterations every start gets before only the best one per group is iterated on."""
+
+
+def kaplan_log_model(
+    theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``log L = alpha_D log((N_c/N)^(alpha_N/alpha_D) + D_c/D)`` per row and its Jacobian.
+
+    ``theta`` rows ``[log N_c, alpha_N, alpha_D, log D_c]``; ``log_n``, ``log_d`` in the units.
+    """
+    log_nc, alpha_n, alpha_d, log_dc = theta.T
+    size_part = (alpha_n / alpha_d) * (log_nc - log_n)
+    data_part = log_dc - log_d
+    total = np.logaddexp(size_part, data_part)
+    size_share = np.exp(size_part - total)
+    jacobian = np.stack(
+        [
+            alpha_n * size_share,
+            size_share * (log_nc - log_n),
+            total - size_share * size_part,
+            alpha_d * (1.0 - size_share),
+        ],
+        axis=1,
+    )
+    return alpha_d * total, jacobian
+
+
+@dataclass(frozen=True)
+class KaplanFits:
+    """Kaplan's joint law fitted per group.
+
+    Attributes
+    ----------
+    theta
+        ``(groups, 4)`` rows ``[log N_c, alpha_N, alpha_D, log D_c]`` (N in PARAMS_UNIT, D in
+        TOKENS_UNIT).
+    objective
+        Summed Huber objective per group.
+    """
+
+    theta: np.ndarray
+    objective: np.ndarray
+
+    def predict(self, params: float, tokens: float) -> np.ndarray:
+        """Every group's loss at (N, D)."""
+        rows = len(self.theta)
+        log_n = np.full(rows, np.log(params / PARAMS_UNIT))
+        log_d = np.full(rows, np.log(tokens / TOKENS_UNIT))
+        return np.exp(kaplan_log_model(self.theta, log_n, log_d)[0])
+
+
+@single_threaded_blas()
+def fit_kaplan_laws(
+    params: np.ndarray,
+    tokens: np.ndarray,
+    losses: np.ndarray,
+    group: np.ndarray,
+    n_groups: int,
+    *,
+    delta: float = DEFAULT_DELTA,
+    iterations: int = 300,
+) -> KaplanFits:
+    """Fit Kaplan's joint law to every group by summed Huber on log residuals, batched.
+
+    Every start of the grid (:data:`START_EXPONENTS` x :data:`START_LOG_NC`) is advanced
+    :data:`SCREEN` iterations as its own copy of the group; the best copy per group is then
+    iterated to convergence.
+
+    Raises
+    ------
+    FitError
+        If a group has fewer than 5 points (4 parameters) or a value is not positive.
+    """
+    params, tokens, losses = (np.asarray(a, float) for a in (params, tokens, losses))
+    group = np.asarray(group, int)
+    counts = np.bincount(group, minlength=n_groups)
+    if np.any(counts < 5):
+        raise FitError(
+            f"Kaplan joint law: groups {np.flatnonzero(counts < 5)[:5].tolist()} have fewer "
+            "than 5 checkpoints (the law has 4 parameters); log more checkpoints per run"
+        )
+    if np.any(losses <= 0) or np.any(params <= 0) or np.any(tokens <= 0):
+        raise FitError("Kaplan joint law: losses, params and tokens must be positive")
+    starts = [
+        (log_nc, exponent, exponent, np.log(1e10 / TOKENS_UNIT))
+        for exponent in START_EXPONENTS
+        for log_nc in START_LOG_NC
+    ]
+    copies = len(starts)
+    # every start is a copy of every group: group g of start s is row s * n_groups + g
+    big_group = (np.arange(copies)[:, None] * n_groups + group[None, :]).ravel()
+    log_n = np.tile(np.log(params / PARAMS_UNIT), copies)
+    log_d = np.tile(np.log(tokens / TOKENS_UNIT), copies)
+    log_y = np.tile(np.log(losses), copies)
+    lower = np.array([LOG_SCALE_BOUNDS[0], EXPONENT_BOUNDS[0], EXPONENT_BOUNDS[0], -30.0])
+    upper = np.array([LOG_SCALE_BOUNDS[1], EXPONENT_BOUNDS[1], EXPONENT_BOUNDS[1], 30.0])
+
+    def clip(theta: np.ndarray) -> np.ndarray:
+        return np.clip(theta, lower, upper)
+
+    def log_model(theta_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return kaplan_log_model(theta_rows, log_n, log_d)
+
+    theta = np.repeat(np.array(starts), n_groups, axis=0)
+    objective = grouped_objective(log_model, theta, log_y, big_group, delta)
+    theta, objective = grouped_lm(
+        log_model, theta, objective, log_y, big_group, clip, delta=delta, iterations=SCREEN
+    )
+    best = np.argmin(objective.reshape(copies, n_groups), axis=0)
+    pick = best * n_groups + np.arange(n_groups)
+
+    def log_model_one(theta_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return kaplan_log_model(theta_rows, log_n[: len(group)], log_d[: len(group)])
+
+    theta, objective = grouped_lm(
+        log_model_one,
+        theta[pick],
+        objective[pick],
+        log_y[: len(group)],
+        group,
+        clip,
+        delta=delta,
+        iterations=iterations,
+    )
+    return KaplanFits(theta=theta, objective=objective)
+
+
+class CurvesRoute(MixtureStageRoute):
+    """Kaplan's joint law per (mixture, domain) on every checkpoint -> mixture law at (N, D).
+
+    Parameters
+    ----------
+    params, tokens
+        Target model parameters N and training tokens D.
+    mixture_law
+        Law fitted across mixtures at the target: ``"additive"`` or ``"exponential"``.
+    max_ratio
+        Refuse a target D past ``max_ratio`` x a run's last checkpoint.
+    delta
+        Huber threshold of the joint laws and the mixture law.
+    n_bootstrap, seed
+        Bootstrap draws of the mixture stage (resampling mixtures), for intervals; the joint
+        laws are not refitted per draw.
+    """
+
+    name = "curves (Kaplan N-D law -> mixture)"
+
+    def __init__(
+        self,
+        *,
+        params: float,
+        tokens: float,
+        mixture_law: MixtureLawName = "additive",
+        max_ratio: float = MAX_RATIO,
+        delta: float = DEFAULT_DELTA,
+        n_bootstrap: int = 0,
+        seed: int = 0,
+    ) -> None:
+        if not (params > 0 and tokens > 0):
+            raise SpecError("CurvesRoute: params and tokens must be positive")
+        if mixture_law not in ("exponential", "additive"):
+            raise SpecError(f"CurvesRoute: unknown mixture_law {mixture_law!r}")
+        self.params, self.tokens = float(params), float(tokens)
+        self.mixture_law: MixtureLawName = mixture_law
+        self.max_ratio = max_ratio
+        self.delta = delta
+        self.n_bootstrap, self.seed = n_bootstrap, seed
+        self.warning_ = ""
+        self.notes_: tuple[str, ...] = ()
+        self.fits_: KaplanFits | None = None
+        self.at_target_: MixtureData | None = None
+        self.law_: MixtureLaw | None = None
+        self.sources_: tuple[str, ...] = ()
+        self.domains_: tuple[str, ...] = ()
+
+    def fit(self, curves: MixtureCurves) -> Self:
+        """Fit the joint law per (mixture, domain), then the mixture law at the target.
+
+        Raises
+        ------
+        ExtrapolationError
+            If the target D is past ``max_ratio`` x a run's last checkpoint.
+        FitError
+            If a mixture was run at one model size only, or has too few checkpoints.
+        """
+        self.warning_ = extrapolation_warning(
+            curves, self.tokens, max_ratio=self.max_ratio, delta=self.delta
+        )
+        mixtures, mixture_of_run = mixtures_across_sizes(curves, self.name)
+        domains = len(curves.domains)
+        last = np.zeros(len(curves.run_ids))
+        np.maximum.at(last, curves.row_run, curves.tokens)
+        row, column = np.nonzero(np.isfinite(curves.losses))
+        run = curves.row_run[row]
+        keep = curves.tokens[row] >= TAIL * last[run] * (1 - 1e-9)
+        row, column, run = row[keep], column[keep], run[keep]
+        self.fits_ = fit_kaplan_laws(
+            curves.params[run],
+            curves.tokens[row],
+            curves.losses[row, column],
+            mixture_of_run[run] * domains + column,
+            len(mixtures) * domains,
+            delta=self.delta,
+        )
+        at_target = self.fits_.predict(self.params, self.tokens).reshape(len(mixtures), domains)
+        alpha_n, alpha_d = np.median(self.fits_.theta[:, 1:3], axis=0)
+        self.notes_ = (
+            f"size and tokens exponents fitted per mixture and domain from the curves of "
+            f"{len(np.unique(curves.params))} model sizes (Kaplan's joint law, no prior): median "
+            f"alpha_N = {alpha_n:.3g}, alpha_D = {alpha_d:.3g} (Kaplan et al.: 0.076, 0.095)",
+        )
+        self.at_target_, self.law_ = fit_mixture_stage(
+            curves,
+            mixtures,
+            at_target,
+            params=self.params,
+            tokens=self.tokens,
+            mixture_law=self.mixture_law,
+            delta=self.delta,
+            n_bootstrap=self.n_bootstrap,
+            seed=self.seed,
+        )
+        self.sources_, self.domains_ = curves.sources, curves.domains
+        return self
