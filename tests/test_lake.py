@@ -15,6 +15,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+import xxhash
 
 from mixplan.tasks.ingest import ingest_paths
 from mixplan.tasks.lake import (
@@ -193,9 +194,110 @@ def test_changed_file_replaces_its_rows_and_versions_allow_time_travel(tmp_path)
     assert metrics.filter(pl.col("run_id") == "t/r2")["loss"].to_list() == [4.0]
     old = read_metrics(lake, version=first["metrics"])
     assert old.filter(pl.col("run_id") == "t/r1")["loss"].to_list() == [3.0, 2.5, 2.2]
-    sha = hashlib.sha256(log.read_bytes()).hexdigest()
+    content = log.read_bytes()
+    digest = xxhash.xxh3_128(content + len(content).to_bytes(8, "little")).hexdigest()
     sources = read_sources(lake)
-    assert sources.filter(pl.col("source_file") == str(log.resolve()))["sha256"].item() == sha
+    recorded = sources.filter(pl.col("source_file") == str(log.resolve()))["sha256"].item()
+    assert recorded == f"xxh3_128:{digest}"
+
+
+def test_a_lake_that_recorded_sha256_hashes_is_still_idempotent(tmp_path):
+    """Lakes written before recorded bare sha256 digests: unchanged files stay unchanged."""
+    from deltalake import write_deltalake
+
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    a, b = folder / "a.jsonl", folder / "b.jsonl"
+    _small_log(a, [3.0, 2.5])
+    _small_log(b, [4.0], run="r2")
+    lake = tmp_path / "lake"
+    ingest_paths([folder], lake)
+    old = read_sources(lake).with_columns(  # as an older mixplan recorded them
+        pl.col("source_file")
+        .map_elements(lambda f: hashlib.sha256(Path(f).read_bytes()).hexdigest(), pl.String)
+        .alias("sha256")
+    )
+    write_deltalake(str(lake / "sources"), old.to_arrow(), mode="overwrite")
+    _small_log(b, [4.0, 3.5], run="r2")
+    report = ingest_paths([folder], lake)
+    assert {Path(f.path).name: f.status for f in report.files} == {
+        "a.jsonl": "unchanged",
+        "b.jsonl": "ingested",
+    }
+    assert read_metrics(lake).height == 4
+    again = ingest_paths([folder], lake)
+    assert {f.status for f in again.files} == {"unchanged"}
+
+
+def _data_files(table: Path) -> set[str]:
+    return {p.name for p in table.glob("*.parquet")}
+
+
+def test_a_streamed_file_replaces_its_data_files_in_one_commit(tmp_path, monkeypatch):
+    """The metrics of a re-ingested file are new data files committed together with the
+    removal of its old ones; nothing else is touched, and a stream that fails leaves no file."""
+    from deltalake import DeltaTable
+
+    from mixplan.tasks import lake as lake_module
+    from mixplan.tasks.lake import write_streamed
+
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    a, b = folder / "a.jsonl", folder / "b.jsonl"
+    _small_log(a, [3.0, 2.5, 2.2])
+    _small_log(b, [4.0], run="r2")
+    lake = tmp_path / "lake"
+    ingest_paths([folder], lake)
+    table = DeltaTable(str(lake / "metrics"))
+    before = table.version()
+    files_before = set(table.file_uris())
+    _small_log(a, [3.1, 2.4])
+    ingest_paths([a], lake)
+    table = DeltaTable(str(lake / "metrics"))
+    assert table.version() == before + 1  # one commit: old data files out, new ones in
+    kept = files_before & set(table.file_uris())
+    assert len(kept) == 1 and len(table.file_uris()) == 2  # b's data file is untouched
+    assert read_metrics(lake)["loss"].to_list() == [3.1, 2.4, 4.0]
+    on_disk = _data_files(lake / "metrics")
+
+    def failing():
+        yield read_metrics(lake).head(1)  # written as a data file (one row per file here)
+        raise RuntimeError("the stream failed")
+
+    monkeypatch.setattr(lake_module, "DATA_FILE_ROWS", 1)
+    with pytest.raises(RuntimeError, match="the stream failed"):
+        write_streamed(
+            lake, metrics=failing(), finish=lambda: None, source_file=str(a.resolve())
+        )
+    assert _data_files(lake / "metrics") == on_disk
+    assert DeltaTable(str(lake / "metrics")).version() == before + 1
+
+
+def test_a_changed_file_whose_rows_were_merged_is_rewritten_row_by_row(tmp_path):
+    """After a MERGE, a data file may mix two files' rows: replacing one file's rows then
+    needs the row-level rewrite, and the other file's rows stay."""
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    part1, part2 = folder / "part1.jsonl", folder / "part2.jsonl"
+    _small_log(part1, [3.0, 2.5, 2.2])
+    lake = tmp_path / "lake"
+    ingest_paths([part1], lake)
+    part2.write_text(  # re-logs step 3: the MERGE rewrites part1's data file with it
+        json.dumps({"run_id": "r1", "experiment": "t", "step": 3, "loss": 2.21})
+        + "\n"
+        + json.dumps({"run_id": "r1", "experiment": "t", "step": 4, "loss": 2.0})
+        + "\n"
+    )
+    ingest_paths([part2], lake)
+    _small_log(part1, [3.1, 2.6], run="r9")  # now another run: streamed, no MERGE
+    ingest_paths([part1], lake)
+    metrics = read_metrics(lake)
+    assert metrics.select("run_id", "step", "loss").rows() == [
+        ("t/r1", 3, 2.21),
+        ("t/r1", 4, 2.0),
+        ("t/r9", 1, 3.1),
+        ("t/r9", 2, 2.6),
+    ]
 
 
 def test_a_run_logged_across_two_files_is_merged_on_keys(tmp_path):
