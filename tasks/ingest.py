@@ -259,9 +259,10 @@ def discover(
 ) -> list[SourcePlan]:
     """Expand folders, detect formats, hash contents and decide which files need ingesting.
 
-    A file whose content hash equals the one the lake recorded is ``"unchanged"``; a RegMix loss file
-    is read with its mixture file (the pair is hashed together). With ``hash_now=False`` the
-    hashes are left to the caller (``action == "pending"``; see ``settle``).
+    A file whose content hash equals the one the lake recorded is ``"unchanged"``; a RegMix
+    loss file is read with its mixture file (the pair is hashed together). With
+    ``hash_now=False`` the hashes are left to the caller (``action == "pending"``; see
+    ``settle``).
     """
     mappings = mappings if mappings is not None else load_mappings()
     known = source_hashes(lake, storage_options=storage_options)

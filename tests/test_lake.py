@@ -266,9 +266,7 @@ def test_a_streamed_file_replaces_its_data_files_in_one_commit(tmp_path, monkeyp
 
     monkeypatch.setattr(lake_module, "DATA_FILE_ROWS", 1)
     with pytest.raises(RuntimeError, match="the stream failed"):
-        write_streamed(
-            lake, metrics=failing(), finish=lambda: None, source_file=str(a.resolve())
-        )
+        write_streamed(lake, metrics=failing(), finish=lambda: None, source_file=str(a.resolve()))
     assert _data_files(lake / "metrics") == on_disk
     assert DeltaTable(str(lake / "metrics")).version() == before + 1
 

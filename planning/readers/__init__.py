@@ -434,7 +434,9 @@ def source_file_of(metrics: pl.DataFrame, path: Path) -> str:
 def conform_metrics(metrics: pl.DataFrame) -> pl.DataFrame:
     """``METRICS_SCHEMA`` columns plus ``_record`` when the reader kept the raw text; a missing
     ``loss_kind`` is ``"nats"`` (it is part of the metrics key, so never null)."""
-    frame = conform(metrics, METRICS_SCHEMA).with_columns(pl.col("loss_kind").fill_null("nats"))
+    frame = conform(metrics, METRICS_SCHEMA)
+    if frame["loss_kind"].null_count():  # a copy of the column only when one is missing
+        frame = frame.with_columns(pl.col("loss_kind").fill_null("nats"))
     if "_record" in metrics.columns:
         frame = frame.with_columns(metrics["_record"].cast(pl.String))
     return frame
