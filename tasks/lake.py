@@ -19,12 +19,17 @@ How writes stay correct
   overwrite (``predicate="source_file = '<file>'"``): one atomic Delta commit per table that
   removes the file's previous rows and adds the new ones. Re-ingesting a file therefore never
   duplicates rows, and a changed file replaces exactly its own rows.
+* A streamed file's metrics in a local lake (``write_streamed``) take a shorter way to the same
+  commit: polars writes them once as Parquet data files of the metrics table, and one Delta
+  transaction adds those files and removes the file's earlier data files, found by their
+  ``source_file`` statistics (a data file that mixes other files' rows, as a MERGE can leave,
+  sends the file through the replace-where instead).
 * When a file's runs already exist in the lake from *another* file (a run logged across two
   files), its runs and metrics are upserted with a Delta MERGE on the primary keys
   (``run_id`` / ``(run_id, step, split, domain, loss_kind)``) instead; the later file wins on
   equal keys (when its run facts agree: different facts are a ``conflict``, see validation).
-* The ``sources`` row (path, sha256, size, counts) is committed last, so it marks a file as done:
-  a crash mid-file leaves no ``sources`` row and the next ingest simply redoes the file.
+* The ``sources`` row (path, content hash, size, counts) is committed last, so it marks a file
+  as done: a crash mid-file leaves no ``sources`` row and the next ingest simply redoes the file.
 * Row counts always come from the tables (never from globbing Parquet files: old file versions
   stay on disk until ``vacuum``).
 
@@ -249,7 +254,8 @@ def read_quarantine(
 def read_sources(
     lake: str | Path, *, storage_options: dict[str, str] | None = None
 ) -> pl.DataFrame:
-    """Every source file the lake has ingested, with its sha256 and counts (``SOURCES_SCHEMA``)."""
+    """Every source file the lake has ingested, with its content hash and counts
+    (``SOURCES_SCHEMA``)."""
     frame = _scan(lake, "sources", None, storage_options).collect()
     return conform(frame, SOURCES_SCHEMA).sort("source_file")
 
@@ -322,7 +328,8 @@ def lake_summary(lake: str | Path, *, storage_options: dict[str, str] | None = N
 def source_hashes(
     lake: str | Path, *, storage_options: dict[str, str] | None = None
 ) -> dict[str, str]:
-    """``source_file -> sha256`` of every file the lake has ingested ({} for a new lake)."""
+    """``source_file -> content hash`` (column ``sha256``, see ``tasks.ingest.content_hash``) of
+    every file the lake has ingested ({} for a new lake)."""
     if not _exists(lake, "sources", storage_options):
         return {}
     frame = pl.scan_delta(
