@@ -657,28 +657,66 @@ def _write_data_file(root: Path, frames: list[pl.DataFrame]) -> Any:
         partition_values={},
         modification_time=stat.st_mtime_ns // 1_000_000,
         data_change=True,
-        stats=file_statistics(frame),
+        stats=file_statistics(frame, path),
     )
 
 
-def file_statistics(frame: pl.DataFrame) -> str:
+EXACT_STATISTICS = ("source_file",)
+"""Columns whose data-file statistics are computed from the rows, not taken from the Parquet
+footer: ``_commit_data_files`` needs a file's exact ``source_file`` range (the footer may hold a
+truncated prefix of a long path)."""
+
+
+def file_statistics(frame: pl.DataFrame, path: Path) -> str:
     """A data file's Delta statistics (``numRecords``, per-column ``minValues``, ``maxValues``
     and ``nullCount``) as the JSON the transaction log stores; readers skip files by them and
-    ``_commit_data_files`` finds a source file's data files by them."""
-    columns = frame.columns
-    summary = frame.select(
-        *[pl.col(c).min().alias(f"min/{c}") for c in columns],
-        *[pl.col(c).max().alias(f"max/{c}") for c in columns],
-        *[pl.col(c).null_count().alias(f"nulls/{c}") for c in columns],
-    ).row(0)
-    n = len(columns)
-    low, high, nulls = summary[:n], summary[n : 2 * n], summary[2 * n :]
+    ``_commit_data_files`` finds a source file's data files by them.
+
+    The minima and maxima are those polars wrote into the file's Parquet footer (one pass less
+    over the rows: ~0.03 CPU-s per 125 MB of log); they are bounds, as Delta requires (a long
+    string is a truncated prefix), except ``EXACT_STATISTICS``, computed from the rows.
+    """
+    import pyarrow.parquet as pq
+
+    low: dict[str, Any] = {}
+    high: dict[str, Any] = {}
+    unknown: set[str] = set(EXACT_STATISTICS)
+    metadata = pq.read_metadata(path)
+    for index in range(metadata.num_row_groups):
+        group = metadata.row_group(index)
+        for position in range(group.num_columns):
+            column = group.column(position)
+            name, statistics = column.path_in_schema, column.statistics
+            if name in unknown:
+                continue
+            if statistics is None or not statistics.has_min_max:
+                continue  # a row group without values of this column (all null)
+            try:
+                least, most = statistics.min, statistics.max
+            except UnicodeDecodeError:  # a truncated bound cut inside a character: no bounds
+                unknown.add(name)
+                low.pop(name, None)
+                high.pop(name, None)
+                continue
+            low[name] = min(low.get(name, least), least)
+            high[name] = max(high.get(name, most), most)
+    exact = [c for c in EXACT_STATISTICS if c in frame.columns]
+    if exact:
+        bounds = frame.select(
+            *[pl.col(c).min().alias(f"min/{c}") for c in exact],
+            *[pl.col(c).max().alias(f"max/{c}") for c in exact],
+        ).row(0)
+        for name, least, most in zip(
+            exact, bounds[: len(exact)], bounds[len(exact) :], strict=True
+        ):
+            if least is not None:
+                low[name], high[name] = least, most
     return json.dumps(
         {
             "numRecords": frame.height,
-            "minValues": {c: v for c, v in zip(columns, low, strict=True) if v is not None},
-            "maxValues": {c: v for c, v in zip(columns, high, strict=True) if v is not None},
-            "nullCount": dict(zip(columns, nulls, strict=True)),
+            "minValues": {c: low[c] for c in frame.columns if c in low},
+            "maxValues": {c: high[c] for c in frame.columns if c in high},
+            "nullCount": {c: frame[c].null_count() for c in frame.columns},
         }
     )
 

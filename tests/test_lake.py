@@ -371,3 +371,36 @@ def test_lake_on_a_copy_without_the_shared_folder(tmp_path, bundled):
     shutil.copytree(bundled / "sail-sg__regmix", copy / "sail-sg__regmix")
     ingest_paths([copy], tmp_path / "lake")
     assert lake_summary(tmp_path / "lake")["experiments"]["regmix-1m-train"]["runs"] == 512
+
+
+def test_data_file_statistics_bound_every_column_and_name_the_source_exactly(tmp_path):
+    """Footer statistics are bounds (a long string's are a truncated prefix and a raised
+    prefix); ``source_file`` is exact, so a file's own data files are recognised."""
+    from mixplan.planning.schema import METRICS_SCHEMA, conform
+    from mixplan.tasks.lake import file_statistics
+
+    source = "/" + "very-long-folder-name/" * 6 + "run.jsonl"  # > 64 bytes
+    frame = conform(
+        pl.DataFrame(
+            {
+                "run_id": ["x/" + "é" * 70, "x/a", "x/" + "z" * 90],
+                "step": [3, -1, 7],
+                "loss": [2.5, 1.5, 9.0],
+                "split": ["train", "val", "train"],
+                "source_file": [source] * 3,
+                "source_line": [1, 2, 3],
+            }
+        ),
+        METRICS_SCHEMA,
+    )
+    path = tmp_path / "part.parquet"
+    frame.write_parquet(path, row_group_size=1)  # bounds combine over row groups
+    stats = json.loads(file_statistics(frame, path))
+    assert stats["numRecords"] == 3
+    assert stats["nullCount"]["tokens_seen"] == 3 and stats["nullCount"]["loss"] == 0
+    assert stats["minValues"]["source_file"] == stats["maxValues"]["source_file"] == source
+    for name in ("run_id", "step", "loss", "split", "source_line"):
+        assert stats["minValues"][name] <= frame[name].min(), name
+        assert stats["maxValues"][name] >= frame[name].max(), name
+    assert stats["minValues"]["step"] == -1 and stats["maxValues"]["loss"] == 9.0
+    assert "tokens_seen" not in stats["minValues"]  # no values: no bounds
