@@ -161,11 +161,10 @@ def chunks():
 def stream():
     for _ in readers.stream_source(path, format="jsonl").metrics:
         pass
-def write():
-    lake = work / "lake"
-    shutil.rmtree(lake, ignore_errors=True)
-    lakes.ensure_lake(lake)
-    lakes._replace_with_data_files(lake, readers.stream_source(path).metrics, [str(path)])
+lakes.ensure_lake(work / "tables")
+def write():  # replaces the previous round's data files, as a re-ingest does
+    stream = readers.stream_source(path, format="jsonl").metrics
+    lakes._replace_with_data_files(work / "tables", stream, [str(path)])
 def ingest():
     shutil.rmtree(work / "lake", ignore_errors=True)
     ingest_paths([path], work / "lake")
