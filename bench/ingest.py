@@ -1,7 +1,8 @@
 """Benchmark: ingest 0.25, 1 and 4 GB of synthetic per-step JSONL logs vs a bare polars baseline.
 
-Run as ``python bench/ingest.py [--sizes 0.25 1 4] [--repeat 2] [--threads N] [--keep | --reuse]``
-(``--keep`` leaves the logs in ``bench/_work``, ``--reuse`` measures again on them). Checks the
+Run as ``python bench/ingest.py [--sizes 0.25 1 4] [--repeat 2] [--threads N] [--keep | --reuse]
+[--stages]`` (``--keep`` leaves the logs in ``bench/_work``, ``--reuse`` measures again on them;
+``--stages`` also prints where the CPU goes, see ``STAGES``). Checks the
 free disk space first, generates canonical per-step JSONL logs under ``bench/_work``
 (git-ignored; 8 files per size, the smaller inputs are the first lines of the largest one's
 files) and removes them afterwards. For each size, each job runs in its own subprocess so that
@@ -15,8 +16,10 @@ with threadpoolctl). Prints rows/s, MB/s, CPU seconds (user +
 system, all threads), peak RSS and the ratio of mixplan to the baseline, per size.
 Goals: throughput >= 0.8x baseline at 1 and 4 GB, peak RSS < 1 GB at every size.
 
-mixplan does more than the baseline by design: it hashes every file (sha256, so unchanged files
-are skipped next time), validates every row and commits to Delta Lake tables.
+mixplan does more than the baseline by design: it hashes every file (xxh3_128, so unchanged
+files are skipped next time), reads each file as a snapshot (never memory-mapped: a log truncated
+while read must not kill the process) and numbers its lines (for quarantine rows), validates
+every row, collects the runs and commits to Delta Lake tables.
 """
 
 from __future__ import annotations
@@ -133,6 +136,66 @@ print(report.totals()["metric_rows"])
 )
 
 
+STAGES = (
+    """
+import resource, shutil, sys, tempfile
+from pathlib import Path
+import polars as pl
+from mixplan.planning import readers
+from mixplan.planning.readers.canonical import canonical_chunk, iter_jsonl
+from mixplan.planning.readers.rawfile import line_blocks, open_text
+from mixplan.tasks import lake as lakes
+from mixplan.tasks.ingest import content_hash, ingest_paths
+path, work = Path(sys.argv[1]), Path(tempfile.mkdtemp(dir=sys.argv[2]))
+readers.prefetch = lambda items, depth=1: iter(items)  # one thread: each stage's own CPU
+def cpu():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+def parse():
+    for block in line_blocks(open_text(path), 16 * 1024 * 1024):
+        pl.scan_ndjson(block).collect()
+def chunks():
+    warnings = []
+    for frame, _ in iter_jsonl(path, warnings=warnings):
+        canonical_chunk(frame, source_file=str(path), experiment="x", warnings=warnings)
+def stream():
+    for _ in readers.stream_source(path, format="jsonl").metrics:
+        pass
+lakes.ensure_lake(work / "tables")
+def write():  # replaces the previous round's data files, as a re-ingest does
+    stream = readers.stream_source(path, format="jsonl").metrics
+    lakes._replace_with_data_files(work / "tables", stream, [str(path)])
+def ingest():
+    shutil.rmtree(work / "lake", ignore_errors=True)
+    ingest_paths([path], work / "lake")
+jobs = {
+    "baseline: scan_ndjson -> sink_parquet": lambda: pl.scan_ndjson(path).sink_parquet(
+        work / "b.parquet"
+    ),
+    "polars parse of the snapshot blocks": parse,
+    "+ line numbers, schema (iter_jsonl)": lambda: [None for _ in iter_jsonl(path)],
+    "+ canonical columns, run facts": chunks,
+    "+ row checks, step order (stream)": stream,
+    "+ Parquet data files, stats, commit": write,
+    "content hash (xxh3_128)": lambda: content_hash([path]),
+    "ingest_paths (all of it, one file)": ingest,
+}
+best = {}
+for _ in range(3):
+    for name, job in jobs.items():
+        start = cpu()
+        job()
+        best[name] = min(best.get(name, 1e9), cpu() - start)
+shutil.rmtree(work, ignore_errors=True)
+for name, seconds in best.items():
+    print(f"{name:<40}{seconds:>7.3f}")
+"""
+    + PEAK
+)
+"""Single-threaded CPU seconds of each cumulative stage on one log file (best of 3), so the
+gap to the baseline can be read stage by stage (``POLARS_MAX_THREADS=1``, prefetch off)."""
+
+
 PIN = """
 from threadpoolctl import threadpool_limits
 threadpool_limits(1)
@@ -143,8 +206,8 @@ THREADS = os.cpu_count() or 1
 """Polars threads of both jobs (``POLARS_MAX_THREADS``; ``--threads``)."""
 
 
-def timed(code: str, *args: str) -> tuple[float, float, float, str]:
-    """Run ``code`` in a fresh interpreter with ``THREADS`` polars threads.
+def timed(code: str, *args: str, threads: int | None = None) -> tuple[float, float, float, str]:
+    """Run ``code`` in a fresh interpreter with ``THREADS`` polars threads (or ``threads``).
 
     Returns (wall seconds, CPU seconds of the child, its own peak RSS in GB, its output line).
     """
@@ -156,13 +219,13 @@ def timed(code: str, *args: str) -> tuple[float, float, float, str]:
         text=True,
         cwd=ROOT,
         check=True,
-        env={**os.environ, "POLARS_MAX_THREADS": str(THREADS)},
+        env={**os.environ, "POLARS_MAX_THREADS": str(threads or THREADS)},
     )
     seconds = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     lines = done.stdout.strip().splitlines()
-    return seconds, cpu, int(lines[-1]) * 1024 / 1e9, lines[-2]
+    return seconds, cpu, int(lines[-1]) * 1024 / 1e9, "\n".join(lines[:-1])
 
 
 def measure(folder: Path, rows: int, size: int, repeat: int) -> dict:
@@ -177,6 +240,7 @@ def measure(folder: Path, rows: int, size: int, repeat: int) -> dict:
         seconds, cpu, rss, accepted = timed(MIXPLAN, str(folder), str(lake))
         shutil.rmtree(lake, ignore_errors=True)
         runs["mixplan"].append((seconds, cpu, rss))
+        accepted = accepted.splitlines()[-1]
         if int(accepted) != rows:
             raise SystemExit(f"mixplan accepted {int(accepted):,} rows, expected {rows:,}")
         print(
@@ -207,6 +271,9 @@ def main() -> None:
     parser.add_argument(
         "--reuse", action="store_true", help="reuse the logs a --keep run left in bench/_work"
     )
+    parser.add_argument(
+        "--stages", action="store_true", help="CPU seconds per stage on one file (one thread)"
+    )
     args = parser.parse_args()
     THREADS = args.threads
     if args.reuse:
@@ -229,6 +296,12 @@ def main() -> None:
         for size, (folder, rows, nbytes) in sorted(inputs.items()):
             print(f"{size:g} GB: {rows:,} rows, {nbytes / 1e6:,.0f} MB", flush=True)
             results[size] = measure(folder, rows, nbytes, args.repeat)
+        stages = ""
+        if args.stages:
+            first = sorted(inputs[max(inputs)][0].glob("*.jsonl"))[0]
+            lines = timed(STAGES, str(first), str(WORK), threads=1)[3]
+            size_mb = first.stat().st_size / 1e6
+            stages = f"CPU seconds per stage, one thread, one {size_mb:,.0f} MB file:\n{lines}"
     finally:
         if not args.keep and not args.reuse:
             shutil.rmtree(WORK, ignore_errors=True)
@@ -246,6 +319,8 @@ def main() -> None:
             f"CPU time {result['cpu_ratio']:.2f}; mixplan peak RSS "
             f"{result['peak_rss_gb']['mixplan']:.2f} GB (goal < 1 GB)"
         )
+    if stages:
+        print(stages)
     print(
         f"best of {args.repeat}; POLARS_MAX_THREADS={THREADS} for both jobs; cpu count "
         f"{os.cpu_count()} (shared: timings are noisy, compare the CPU-time ratio too)"

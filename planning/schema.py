@@ -50,7 +50,8 @@ quarantine (one row per rejected record; see ``mixplan.planning.validation.REASO
 
 sources (one row per ingested source file; primary key ``source_file``)
     source_file       str   absolute path (or URL) of the file as ingested
-    sha256            str   content hash; an unchanged hash means the file is skipped next time
+    sha256            str   content hash ``<algorithm>:<hex>`` (``xxh3_128:...``; a bare hex
+                            digest is an older lake's sha256); unchanged: skipped next time
     size_bytes        i64   file size
     format            str   reader that parsed it (``mixplan.planning.readers.FORMATS``)
     partner_files     str   JSON list of files read together with it (RegMix loss file)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+import xxhash
 
 from mixplan.tasks.ingest import ingest_paths
 from mixplan.tasks.lake import (
@@ -193,9 +194,108 @@ def test_changed_file_replaces_its_rows_and_versions_allow_time_travel(tmp_path)
     assert metrics.filter(pl.col("run_id") == "t/r2")["loss"].to_list() == [4.0]
     old = read_metrics(lake, version=first["metrics"])
     assert old.filter(pl.col("run_id") == "t/r1")["loss"].to_list() == [3.0, 2.5, 2.2]
-    sha = hashlib.sha256(log.read_bytes()).hexdigest()
+    content = log.read_bytes()
+    digest = xxhash.xxh3_128(content + len(content).to_bytes(8, "little")).hexdigest()
     sources = read_sources(lake)
-    assert sources.filter(pl.col("source_file") == str(log.resolve()))["sha256"].item() == sha
+    recorded = sources.filter(pl.col("source_file") == str(log.resolve()))["sha256"].item()
+    assert recorded == f"xxh3_128:{digest}"
+
+
+def test_a_lake_that_recorded_sha256_hashes_is_still_idempotent(tmp_path):
+    """Lakes written before recorded bare sha256 digests: unchanged files stay unchanged."""
+    from deltalake import write_deltalake
+
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    a, b = folder / "a.jsonl", folder / "b.jsonl"
+    _small_log(a, [3.0, 2.5])
+    _small_log(b, [4.0], run="r2")
+    lake = tmp_path / "lake"
+    ingest_paths([folder], lake)
+    old = read_sources(lake).with_columns(  # as an older mixplan recorded them
+        pl.col("source_file")
+        .map_elements(lambda f: hashlib.sha256(Path(f).read_bytes()).hexdigest(), pl.String)
+        .alias("sha256")
+    )
+    write_deltalake(str(lake / "sources"), old.to_arrow(), mode="overwrite")
+    _small_log(b, [4.0, 3.5], run="r2")
+    report = ingest_paths([folder], lake)
+    assert {Path(f.path).name: f.status for f in report.files} == {
+        "a.jsonl": "unchanged",
+        "b.jsonl": "ingested",
+    }
+    assert read_metrics(lake).height == 4
+    again = ingest_paths([folder], lake)
+    assert {f.status for f in again.files} == {"unchanged"}
+
+
+def _data_files(table: Path) -> set[str]:
+    return {p.name for p in table.glob("*.parquet")}
+
+
+def test_a_streamed_file_replaces_its_data_files_in_one_commit(tmp_path, monkeypatch):
+    """The metrics of a re-ingested file are new data files committed together with the
+    removal of its old ones; nothing else is touched, and a stream that fails leaves no file."""
+    from deltalake import DeltaTable
+
+    from mixplan.tasks import lake as lake_module
+    from mixplan.tasks.lake import write_streamed
+
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    a, b = folder / "a.jsonl", folder / "b.jsonl"
+    _small_log(a, [3.0, 2.5, 2.2])
+    _small_log(b, [4.0], run="r2")
+    lake = tmp_path / "lake"
+    ingest_paths([folder], lake)
+    table = DeltaTable(str(lake / "metrics"))
+    before = table.version()
+    files_before = set(table.file_uris())
+    _small_log(a, [3.1, 2.4])
+    ingest_paths([a], lake)
+    table = DeltaTable(str(lake / "metrics"))
+    assert table.version() == before + 1  # one commit: old data files out, new ones in
+    kept = files_before & set(table.file_uris())
+    assert len(kept) == 1 and len(table.file_uris()) == 2  # b's data file is untouched
+    assert read_metrics(lake)["loss"].to_list() == [3.1, 2.4, 4.0]
+    on_disk = _data_files(lake / "metrics")
+
+    def failing():
+        yield read_metrics(lake).head(1)  # written as a data file (one row per file here)
+        raise RuntimeError("the stream failed")
+
+    monkeypatch.setattr(lake_module, "DATA_FILE_ROWS", 1)
+    with pytest.raises(RuntimeError, match="the stream failed"):
+        write_streamed(lake, metrics=failing(), finish=lambda: None, source_file=str(a.resolve()))
+    assert _data_files(lake / "metrics") == on_disk
+    assert DeltaTable(str(lake / "metrics")).version() == before + 1
+
+
+def test_a_changed_file_whose_rows_were_merged_is_rewritten_row_by_row(tmp_path):
+    """After a MERGE, a data file may mix two files' rows: replacing one file's rows then
+    needs the row-level rewrite, and the other file's rows stay."""
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    part1, part2 = folder / "part1.jsonl", folder / "part2.jsonl"
+    _small_log(part1, [3.0, 2.5, 2.2])
+    lake = tmp_path / "lake"
+    ingest_paths([part1], lake)
+    part2.write_text(  # re-logs step 3: the MERGE rewrites part1's data file with it
+        json.dumps({"run_id": "r1", "experiment": "t", "step": 3, "loss": 2.21})
+        + "\n"
+        + json.dumps({"run_id": "r1", "experiment": "t", "step": 4, "loss": 2.0})
+        + "\n"
+    )
+    ingest_paths([part2], lake)
+    _small_log(part1, [3.1, 2.6], run="r9")  # now another run: streamed, no MERGE
+    ingest_paths([part1], lake)
+    metrics = read_metrics(lake)
+    assert metrics.select("run_id", "step", "loss").rows() == [
+        ("t/r1", 3, 2.21),
+        ("t/r1", 4, 2.0),
+        ("t/r9", 1, 3.1),
+        ("t/r9", 2, 2.6),
+    ]
 
 
 def test_a_run_logged_across_two_files_is_merged_on_keys(tmp_path):
@@ -271,3 +371,36 @@ def test_lake_on_a_copy_without_the_shared_folder(tmp_path, bundled):
     shutil.copytree(bundled / "sail-sg__regmix", copy / "sail-sg__regmix")
     ingest_paths([copy], tmp_path / "lake")
     assert lake_summary(tmp_path / "lake")["experiments"]["regmix-1m-train"]["runs"] == 512
+
+
+def test_data_file_statistics_bound_every_column_and_name_the_source_exactly(tmp_path):
+    """Footer statistics are bounds (a long string's are a truncated prefix and a raised
+    prefix); ``source_file`` is exact, so a file's own data files are recognised."""
+    from mixplan.planning.schema import METRICS_SCHEMA, conform
+    from mixplan.tasks.lake import file_statistics
+
+    source = "/" + "very-long-folder-name/" * 6 + "run.jsonl"  # > 64 bytes
+    frame = conform(
+        pl.DataFrame(
+            {
+                "run_id": ["x/" + "é" * 70, "x/a", "x/" + "z" * 90],
+                "step": [3, -1, 7],
+                "loss": [2.5, 1.5, 9.0],
+                "split": ["train", "val", "train"],
+                "source_file": [source] * 3,
+                "source_line": [1, 2, 3],
+            }
+        ),
+        METRICS_SCHEMA,
+    )
+    path = tmp_path / "part.parquet"
+    frame.write_parquet(path, row_group_size=1)  # bounds combine over row groups
+    stats = json.loads(file_statistics(frame, path))
+    assert stats["numRecords"] == 3
+    assert stats["nullCount"]["tokens_seen"] == 3 and stats["nullCount"]["loss"] == 0
+    assert stats["minValues"]["source_file"] == stats["maxValues"]["source_file"] == source
+    for name in ("run_id", "step", "loss", "split", "source_line"):
+        assert stats["minValues"][name] <= frame[name].min(), name
+        assert stats["maxValues"][name] >= frame[name].max(), name
+    assert stats["minValues"]["step"] == -1 and stats["maxValues"]["loss"] == 9.0
+    assert "tokens_seen" not in stats["minValues"]  # no values: no bounds

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -434,7 +434,9 @@ def source_file_of(metrics: pl.DataFrame, path: Path) -> str:
 def conform_metrics(metrics: pl.DataFrame) -> pl.DataFrame:
     """``METRICS_SCHEMA`` columns plus ``_record`` when the reader kept the raw text; a missing
     ``loss_kind`` is ``"nats"`` (it is part of the metrics key, so never null)."""
-    frame = conform(metrics, METRICS_SCHEMA).with_columns(pl.col("loss_kind").fill_null("nats"))
+    frame = conform(metrics, METRICS_SCHEMA)
+    if frame["loss_kind"].null_count():  # a copy of the column only when one is missing
+        frame = frame.with_columns(pl.col("loss_kind").fill_null("nats"))
     if "_record" in metrics.columns:
         frame = frame.with_columns(metrics["_record"].cast(pl.String))
     return frame
@@ -522,16 +524,17 @@ class Restage(Exception):  # noqa: N818 - a signal, not an error
 
 @dataclass
 class StreamedSource:
-    """A file read on the streamed path: metrics arrive as Arrow batches, the rest afterwards.
+    """A file read on the streamed path: metrics arrive as frames, the rest afterwards.
 
-    ``metrics`` may raise ``Restage`` while it is consumed (a duplicate key across chunks, a
-    rejected run, or ``before_end`` objecting): the consumer must then discard what it wrote
-    (an uncommitted Delta write is simply never committed) and use the staged path.
+    Consuming ``metrics`` may raise ``Restage`` (a duplicate key across chunks, a rejected
+    run, or ``before_end`` objecting): the consumer must then discard what it wrote (commit
+    nothing, delete its uncommitted data files) and use the staged path.
     """
 
     source_file: str
     format: str
-    metrics: pa.RecordBatchReader
+    metrics: Iterator[pl.DataFrame]
+    """Validated metric rows (``METRICS_SCHEMA``), one frame per chunk (consumed once)."""
     runs: pl.DataFrame = field(default_factory=lambda: conform(pl.DataFrame(), RUNS_SCHEMA))
     quarantine: pl.DataFrame = field(
         default_factory=lambda: conform(pl.DataFrame(), QUARANTINE_SCHEMA)
@@ -549,7 +552,7 @@ def stream_source(
     mappings: list[Mapping] | None = None,
     before_end: Callable[[pl.DataFrame], None] | None = None,
 ) -> StreamedSource:
-    """Parse and validate one file chunk by chunk, yielding validated metric batches.
+    """Parse and validate one file chunk by chunk, yielding one validated metrics frame per chunk.
 
     The same checks as ``parse_source`` + ``validate_source``, without a staging copy: it holds
     while every run passes its checks and each (run, split, domain) has its steps in increasing
@@ -568,7 +571,7 @@ def stream_source(
     result = StreamedSource(
         source_file=source_file,
         format=name,
-        metrics=pa.RecordBatchReader.from_batches(_METRICS_ARROW, []),
+        metrics=iter(()),
         partner_files=output.partner_files,
         warnings=output.warnings,
     )
@@ -614,9 +617,7 @@ def stream_source(
             else:
                 last_steps = steps.select(*group, pl.col("_max").alias("_last"))
             rows += good.height
-            yield from (
-                conform(good, METRICS_SCHEMA).to_arrow(compat_level=_ARROW_LEVEL).to_batches()
-            )
+            yield conform(good, METRICS_SCHEMA)
         runs = _combine_runs(fragments)  # checked once, as the staged path does
         _, bad_runs = validate_runs(
             runs, source_file=source_file, mixture_tolerance=output.mixture_tolerance
@@ -636,10 +637,8 @@ def stream_source(
         result.quarantine = pl.concat(quarantines) if quarantines else result.quarantine
         result.metric_rows = rows
 
-    result.metrics = pa.RecordBatchReader.from_batches(_METRICS_ARROW, batches())
+    result.metrics = batches()
     return result
 
 
-_ARROW_LEVEL = pl.CompatLevel.newest()
-"""Arrow string_view columns: converting 6M repeated strings per GB to large_string costs ~1 s."""
-_METRICS_ARROW = conform(pl.DataFrame(), METRICS_SCHEMA).to_arrow(compat_level=_ARROW_LEVEL).schema
+_METRICS_ARROW = conform(pl.DataFrame(), METRICS_SCHEMA).to_arrow().schema
