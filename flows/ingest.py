@@ -31,7 +31,7 @@ def ingest(
 ) -> dict:
     """Ingest run logs into the lake; returns the summary dict of ``IngestReport.to_dict``.
 
-    Unchanged files (same sha256 as recorded in the lake) are skipped; each other file is
+    Unchanged files (same content hash as recorded in the lake) are skipped; each other file is
     parsed, validated and committed on its own, so one bad file never blocks the others.
     """
     logger = get_run_logger()
