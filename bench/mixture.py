@@ -15,7 +15,8 @@
    LightGBM on (mixture, log N); then the route the pipeline CHOOSES (``CHOSEN`` rows: every
    route weighted by 1/MSE of leave-largest-scale-out inside the fitted sizes, the curves route
    with two), which the goals judge (the best row of the table is chosen with 410M in view),
-   with the coverage of its 90% interval and the selection scores and weights.
+   with the coverage of its 90% interval (bootstrap, the routes' disagreement and the measured
+   extrapolation error) and the selection scores and weights.
 5. Step extrapolation: the step law fitted on the early part of every 5Mix curve predicts its
    last checkpoint from 1.5x, 2x and 3x fewer tokens (the error the step stage reports).
 

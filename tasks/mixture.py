@@ -29,7 +29,12 @@ from mixplan.planning.mixture.exponential import ExponentialLaw
 from mixplan.planning.mixture.nested import MixtureCurves, compare_routes
 from mixplan.planning.mixture.per_source import PerSourceLaw
 from mixplan.planning.mixture.selection import ROUTES, best_route, leave_largest_scale_out
-from mixplan.planning.mixture.stacking import STACKED_ROUTE, StackedRoute, stacking_weights
+from mixplan.planning.mixture.stacking import (
+    STACKED_ROUTE,
+    StackedRoute,
+    extrapolation_rmse,
+    stacking_weights,
+)
 from mixplan.planning.provenance import code_version, frame_hash
 from mixplan.tasks.lake import read_metrics, read_runs
 from mixplan.tasks.storage import write_text_atomic
@@ -242,12 +247,16 @@ def select_and_fit_route(
         params = float(sizes[-1]) if params is None else params
         tokens = float(last.min()) if tokens is None else tokens
     if scored:
+        weights = stacking_weights(scores)
         route: Any = StackedRoute(
             params=float(params),
             tokens=float(tokens),
-            weights=stacking_weights(scores),
+            weights=weights,
             n_bootstrap=n_bootstrap,
             seed=seed,
+            extrapolation_rmse=extrapolation_rmse(
+                scores, weights, params=float(params), largest_fitted=float(sizes[-1])
+            ),
         )
     else:
         route = ROUTES[chosen](float(params), float(tokens), n_bootstrap=n_bootstrap, seed=seed)

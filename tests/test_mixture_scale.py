@@ -28,7 +28,12 @@ from mixplan.planning.mixture.engine import fit_law, law_spec
 from mixplan.planning.mixture.nested import MixtureCurves, NestedRoute
 from mixplan.planning.mixture.scale import ScaleRoute, best_mixture
 from mixplan.planning.mixture.selection import ROUTES, best_route, leave_largest_scale_out
-from mixplan.planning.mixture.stacking import STACKED_ROUTE, StackedRoute, stacking_weights
+from mixplan.planning.mixture.stacking import (
+    STACKED_ROUTE,
+    StackedRoute,
+    extrapolation_rmse,
+    stacking_weights,
+)
 from mixplan.planning.mixture.steps import losses_at_tokens, step_backtest
 from mixplan.planning.report.laws import mixture_section
 from mixplan.tasks.ingest import ingest_paths
@@ -252,6 +257,7 @@ def test_three_sizes_combine_the_routes_weighted_within_the_fitted_sizes(
     expected = {name: value / sum(inverse.values()) for name, value in inverse.items()}
     assert route.weights == pytest.approx(expected)
     assert set(route.fitted_) == set(ROUTES)
+    assert route.extrapolation_rmse > 0  # 410M is past the fitted 305M: measured error added
     # issue 11 asks <= 0.01 nats on 410M; measured 0.0101 (round 1's pick, the curves route
     # alone: 0.0126; the best single route seen with 410M in view, nested: 0.0092). A
     # regression bound between the two, not the goal.
@@ -291,6 +297,28 @@ def test_stacking_weights_and_inputs_are_checked() -> None:
         StackedRoute(params=1e8, tokens=1e10, weights={"no such route": 1.0})
     with pytest.raises(SpecError, match="finite and >= 0"):
         StackedRoute(params=1e8, tokens=1e10, weights={"nested": -1.0})
+
+
+def test_extrapolation_error_grows_with_the_log_size_ratio() -> None:
+    import polars as pl
+
+    scores = pl.DataFrame(
+        {
+            "route": ["a", "b"],
+            "rmse": [0.01, 0.02],
+            "largest_fit_params": [1e8, 1e8],
+            "target_params": [2e8, 2e8],
+        }
+    )
+    weights = {"a": 0.8, "b": 0.2}
+    # sqrt(0.8 * 0.01^2 + 0.2 * 0.02^2) = sqrt(1.6e-4) per log 2, at a target 4x the largest
+    one_doubling = extrapolation_rmse(scores, weights, params=4e8, largest_fitted=2e8)
+    assert one_doubling == pytest.approx(np.sqrt(1.6e-4))
+    two = extrapolation_rmse(scores, weights, params=8e8, largest_fitted=2e8)
+    assert two == pytest.approx(2 * one_doubling)
+    assert extrapolation_rmse(scores, weights, params=2e8, largest_fitted=2e8) == 0.0
+    with pytest.raises(SpecError, match="no leave-largest-out score"):
+        extrapolation_rmse(scores, {"c": 1.0}, params=4e8, largest_fitted=2e8)
 
 
 def test_kaplan_fits_reach_an_independent_optimum() -> None:

@@ -50,6 +50,7 @@ it is slower and, along a learning-rate schedule, transfers worse)."""
 SCORE_COLUMNS = (
     "route",
     "fit_sizes",
+    "largest_fit_params",
     "target_params",
     "target_tokens",
     "mae",
@@ -94,9 +95,9 @@ def leave_largest_scale_out(
     Returns
     -------
     polars.DataFrame
-        One row per route: ``route, fit_sizes, target_params, target_tokens, mae, rmse,
-        max_error, mre, points, status`` (``status`` is ``"ok"`` or why the route could not be
-        scored; then the errors are NaN).
+        One row per route: ``route, fit_sizes, largest_fit_params, target_params,
+        target_tokens, mae, rmse, max_error, mre, points, status`` (``status`` is ``"ok"``
+        or why the route could not be scored; then the errors are NaN).
     """
     train, held, params, tokens = held_out_largest(curves)
     fit_sizes = ", ".join(f"{n:.3g}" for n in np.unique(train.params))
@@ -105,6 +106,7 @@ def leave_largest_scale_out(
         row: dict[str, Any] = {
             "route": name,
             "fit_sizes": fit_sizes,
+            "largest_fit_params": float(np.max(train.params)),
             "target_params": params,
             "target_tokens": tokens,
         }

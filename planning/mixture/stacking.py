@@ -23,7 +23,11 @@ a nested route does. The stored law is that mixture law, so the planner loads it
 its bootstrap (resampling mixtures) covers the mixture stage only (on 5Mix its 90% band
 covered 6% of the 410M losses), so :meth:`StackedRoute.predict_interval` adds the routes'
 disagreement in quadrature: half-width ``sqrt(h_boot^2 + (z sd_routes)^2)``, ``sd_routes`` the
-weighted standard deviation of the routes' predictions at the mixture asked for.
+weighted standard deviation of the routes' predictions at the mixture asked for, and the
+error measured when extrapolating across scale (:func:`extrapolation_rmse`): the selection's
+held-out RMSE of the combination (bounded by ``sqrt(sum_k w_k rmse_k^2)``, by convexity),
+per unit of ``log(N_held_out / N_largest_fitted)``, times that log ratio at the target
+(a documented choice: the error taken to grow linearly in log N beyond the fitted sizes).
 """
 
 from __future__ import annotations
@@ -67,6 +71,32 @@ def stacking_weights(scores: pl.DataFrame) -> dict[str, float]:
     return dict(zip(ok["route"].to_list(), (inverse / inverse.sum()).tolist(), strict=True))
 
 
+def extrapolation_rmse(
+    scores: pl.DataFrame, weights: Mapping[str, float], *, params: float, largest_fitted: float
+) -> float:
+    """The combination's expected RMSE at ``params`` from the leave-largest-scale-out scores.
+
+    ``sqrt(sum_k w_k rmse_k^2)`` (a bound on the RMSE of the weighted average of the scored
+    predictions) divided by ``log(target_params / largest_fit_params)`` of the scores, times
+    ``log(params / largest_fitted)`` (0 inside the fitted sizes).
+
+    Raises
+    ------
+    SpecError
+        If a weighted route has no score, or the scores do not extrapolate in N.
+    """
+    rows = {row["route"]: row for row in scores.iter_rows(named=True)}
+    missing = sorted(set(weights) - set(rows))
+    if missing:
+        raise SpecError(f"extrapolation error: routes {missing} have no leave-largest-out score")
+    first = rows[next(iter(weights))]
+    scored_ratio = float(np.log(first["target_params"] / first["largest_fit_params"]))
+    if not scored_ratio > 0:
+        raise SpecError("extrapolation error: the scores must predict a larger model size")
+    bound = float(np.sqrt(sum(w * rows[name]["rmse"] ** 2 for name, w in weights.items())))
+    return bound * max(float(np.log(params / largest_fitted)), 0.0) / scored_ratio
+
+
 class StackedRoute(MixtureStageRoute):
     """Every weighted route at the target (N, D) -> weighted average -> one mixture law.
 
@@ -85,6 +115,9 @@ class StackedRoute(MixtureStageRoute):
     n_bootstrap, seed
         Bootstrap draws of the mixture law (resampling mixtures), for intervals; the combined
         routes are fitted once.
+    extrapolation_rmse
+        Expected RMSE of extrapolating to the target N (:func:`extrapolation_rmse`), added to
+        the interval; 0 when the target is inside the fitted sizes.
     """
 
     name = STACKED_ROUTE
@@ -100,7 +133,14 @@ class StackedRoute(MixtureStageRoute):
         delta: float = DEFAULT_DELTA,
         n_bootstrap: int = 0,
         seed: int = 0,
+        extrapolation_rmse: float = 0.0,
     ) -> None:
+        if not (np.isfinite(extrapolation_rmse) and extrapolation_rmse >= 0):
+            raise SpecError(
+                f"StackedRoute: extrapolation_rmse must be finite and >= 0, got "
+                f"{extrapolation_rmse}"
+            )
+        self.extrapolation_rmse = float(extrapolation_rmse)
         self.routes = dict(routes or ROUTES)
         unknown = sorted(set(weights) - set(self.routes))
         if unknown:
@@ -142,7 +182,9 @@ class StackedRoute(MixtureStageRoute):
             "target: "
             + ", ".join(f"{name} {weight:.2f}" for name, weight in self.weights.items())
             + f" (weights 1/MSE of leave-largest-scale-out); the routes disagree by "
-            f"{self.spread_:.3g} nats (weighted sd, mean over mixtures and domains)",
+            f"{self.spread_:.3g} nats (weighted sd, mean over mixtures and domains); measured "
+            f"error of extrapolating to N = {self.params:.3g} added to the interval: "
+            f"{self.extrapolation_rmse:.3g} nats RMSE",
         )
         return self._fit_mixture_stage(curves, mixtures, at_target)
 
@@ -160,14 +202,17 @@ class StackedRoute(MixtureStageRoute):
     def predict_interval(
         self, weights: np.ndarray, *, level: float = 0.95
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The mixture law's bootstrap interval widened by the routes' disagreement.
+        """The mixture law's bootstrap interval widened by the routes' disagreement and the
+        measured extrapolation error.
 
-        Half-width ``sqrt(h_boot^2 + (z_level sd_routes)^2)`` around :meth:`predict`, with
-        ``h_boot`` the larger side of the bootstrap interval (fit with ``n_bootstrap > 0``).
+        Half-width ``sqrt(h_boot^2 + z^2 (sd_routes^2 + extrapolation_rmse^2))`` around
+        :meth:`predict`, with ``h_boot`` the larger side of the bootstrap interval (fit with
+        ``n_bootstrap > 0``) and ``z`` the normal quantile of ``level``.
         """
         centre = np.atleast_2d(self.predict(weights))
         low, high = self._law().predict_interval(weights, level=level)
         boot = np.maximum(centre - low, high - centre)
         z = float(norm.ppf(0.5 + level / 2))
-        half = np.sqrt(boot**2 + (z * self.route_spread(weights)) ** 2)
+        spread = self.route_spread(weights)
+        half = np.sqrt(boot**2 + z**2 * (spread**2 + self.extrapolation_rmse**2))
         return centre - half, centre + half
