@@ -12,9 +12,11 @@
 4. 5Mix across scale (leave-largest-scale-out): fit on 70M-305M, and on 70M-160M (two sizes
    out), predict every mixture's 410M loss at its last step; every route (the scale routes, the
    nested route with each mixture law, the curves route, the checkpoint-wide joint law) and
-   LightGBM on (mixture, log N); then the route the pipeline CHOOSES (``CHOSEN`` rows:
-   leave-largest-scale-out inside the fitted sizes, the curves route with two), which the goals
-   judge (the best row of the table is chosen with 410M in view).
+   LightGBM on (mixture, log N); then the route the pipeline CHOOSES (``CHOSEN`` rows: every
+   route weighted by 1/MSE of leave-largest-scale-out inside the fitted sizes, the curves route
+   with two), which the goals judge (the best row of the table is chosen with 410M in view),
+   with the coverage of its 90% interval (bootstrap, the routes' disagreement and the measured
+   extrapolation error) and the selection scores and weights.
 5. Step extrapolation: the step law fitted on the early part of every 5Mix curve predicts its
    last checkpoint from 1.5x, 2x and 3x fewer tokens (the error the step stage reports).
 
@@ -173,7 +175,7 @@ def five_mix_across_scale(console: Console, lake: str) -> pl.DataFrame:
         "joint on every checkpoint (A, B in h)": lambda: JointRoute(**target),
         "LightGBM (mixture, log N)": lambda: LightGBMScaleBaseline(**target),
     }
-    rows = []
+    rows, coverage = [], []
     for label, largest_fitted in (("70M-305M", sizes[-2]), ("70M-160M", sizes[-3])):
         train = curves.runs_where(curves.params <= largest_fitted)
         for name, factory in routes.items():
@@ -192,8 +194,25 @@ def five_mix_across_scale(console: Console, lake: str) -> pl.DataFrame:
         # what the pipeline does: select by leave-largest-scale-out inside the fitted sizes
         # (none to hold out with two), refit the chosen route on every fitted size
         start = time.perf_counter()
-        chosen = select_and_fit_route(train, params=params, tokens=tokens)
+        chosen = select_and_fit_route(train, params=params, tokens=tokens, n_bootstrap=20)
         errors = held_out_errors(chosen["route"], held, name=chosen["chosen"])
+        low, high = chosen["route"].predict_interval(held.mixture, level=0.9)
+        inside = (held.losses >= low) & (held.losses <= high)
+        coverage.append(
+            f"{label}: {chosen['chosen']} 90% interval covers {100 * inside.mean():.0f}% of "
+            f"the 410M losses (mean width {np.mean(high - low):.4f} nats)"
+        )
+        if not chosen["scores"].is_empty():
+            weights = getattr(chosen["route"], "weights", {})
+            coverage.append(
+                f"{label}: selection (fit up to {chosen['scores']['fit_sizes'][0]}, predict "
+                f"the largest fitted size) MAE / RMSE / weight: "
+                + ", ".join(
+                    f"{row['route']} {row['mae']:.4f} / {row['rmse']:.4f} / "
+                    f"{weights.get(row['route'], 0.0):.2f}"
+                    for row in chosen["scores"].iter_rows(named=True)
+                )
+            )
         rows.append(
             {
                 "fitted on": label,
@@ -217,6 +236,8 @@ def five_mix_across_scale(console: Console, lake: str) -> pl.DataFrame:
             f"{row['seconds']:.1f}",
         )
     console.print(table)
+    for line in coverage:
+        console.print(line)
     return pl.DataFrame(rows)
 
 

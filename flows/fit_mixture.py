@@ -24,6 +24,7 @@ from mixplan.planning.errors import SpecError
 from mixplan.planning.mixture.evaluation import comparison_table
 from mixplan.planning.mixture.nested import MixtureCurves, NestedRoute
 from mixplan.planning.mixture.scale import best_mixture
+from mixplan.planning.mixture.stacking import STACKED_ROUTE
 from mixplan.planning.mixture.steps import losses_at_tokens
 from mixplan.tasks.mixture import (
     BASELINES,
@@ -48,6 +49,15 @@ LAW_FORMS = {
     "scale": "L_i(h, N) = E_i + 1 / sum_j C_ij h_j^gamma_ij + A_i(h) / N^alpha_i at the target D "
     "(runs read at D; the route chosen by leave-largest-scale-out)",
 }
+ROUTE_FORMS = {
+    "nested": LAW_FORMS["nested"],
+    "curves (Kaplan N-D)": "per mixture and domain L(N, D) = [(N_c/N)^(alpha_N/alpha_D) + D_c/D]"
+    "^alpha_D on every checkpoint -> additive mixture law L_i(h) = E_i + 1 / sum_j C_ij "
+    "h_j^gamma_ij at the target (N, D)",
+    STACKED_ROUTE: "every route at the target (N, D), averaged with weights 1/MSE of "
+    "leave-largest-scale-out -> additive mixture law L_i(h) = E_i + 1 / sum_j C_ij h_j^gamma_ij",
+}
+"""The formula reported for the chosen route across scale (scale routes: ``LAW_FORMS["scale"]``)."""
 HEADLINE = {"exponential": "c", "additive": "E", "per_source": "L_inf", "scale": "E"}
 """The parameter shown with its interval per domain (the loss floor of each law)."""
 
@@ -249,7 +259,7 @@ def scale_summary(chosen: dict[str, Any], curves: MixtureCurves) -> dict[str, An
     best = int(np.argmin(mean_loss))
     return {
         "chosen": chosen["chosen"],
-        "form": LAW_FORMS["nested" if chosen["chosen"] == "nested" else "scale"],
+        "form": ROUTE_FORMS.get(chosen["chosen"], LAW_FORMS["scale"]),
         "target": target,
         "scores": chosen["scores"].to_dicts(),
         "step_warning": chosen["step_warning"],

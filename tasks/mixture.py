@@ -29,6 +29,12 @@ from mixplan.planning.mixture.exponential import ExponentialLaw
 from mixplan.planning.mixture.nested import MixtureCurves, compare_routes
 from mixplan.planning.mixture.per_source import PerSourceLaw
 from mixplan.planning.mixture.selection import ROUTES, best_route, leave_largest_scale_out
+from mixplan.planning.mixture.stacking import (
+    STACKED_ROUTE,
+    StackedRoute,
+    extrapolation_rmse,
+    stacking_weights,
+)
 from mixplan.planning.provenance import code_version, frame_hash
 from mixplan.tasks.lake import read_metrics, read_runs
 from mixplan.tasks.storage import write_text_atomic
@@ -206,7 +212,12 @@ def select_and_fit_route(
     n_bootstrap: int = 0,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Score the routes by leave-largest-scale-out, refit the best on every size at the target.
+    """Score the routes by leave-largest-scale-out, combine them on every size at the target.
+
+    With three or more sizes every route is scored on the largest fitted size (fitted on the
+    smaller ones) and the pipeline fits :class:`mixplan.planning.mixture.stacking.StackedRoute`
+    with weights ``1 / MSE`` of those scores (5Mix, fitted within 70M-305M, predicting 410M:
+    see bench/mixture.py); with two sizes, :data:`DEFAULT_ROUTE`.
 
     Parameters
     ----------
@@ -227,14 +238,28 @@ def select_and_fit_route(
     """
     sizes = np.unique(curves.params)
     scores = leave_largest_scale_out(curves) if len(sizes) >= 3 else pl.DataFrame()
-    chosen = (best_route(scores) if scores.height else None) or DEFAULT_ROUTE
+    scored = scores.height > 0 and best_route(scores) is not None
+    chosen = STACKED_ROUTE if scored else DEFAULT_ROUTE
     if params is None or tokens is None:
         largest = curves.runs_where(curves.params == sizes[-1])
         last = np.zeros(len(largest.run_ids))
         np.maximum.at(last, largest.row_run, largest.tokens)
         params = float(sizes[-1]) if params is None else params
         tokens = float(last.min()) if tokens is None else tokens
-    route = ROUTES[chosen](float(params), float(tokens), n_bootstrap=n_bootstrap, seed=seed)
+    if scored:
+        weights = stacking_weights(scores)
+        route: Any = StackedRoute(
+            params=float(params),
+            tokens=float(tokens),
+            weights=weights,
+            n_bootstrap=n_bootstrap,
+            seed=seed,
+            extrapolation_rmse=extrapolation_rmse(
+                scores, weights, params=float(params), largest_fitted=float(sizes[-1])
+            ),
+        )
+    else:
+        route = ROUTES[chosen](float(params), float(tokens), n_bootstrap=n_bootstrap, seed=seed)
     route.fit(curves)
     stage = getattr(route, "stage_", None)
     warnings = [stage.warning] if stage is not None and stage.warning else []

@@ -48,7 +48,6 @@ from mixplan.planning.mixture.nested import (
     MixtureCurves,
     MixtureLawName,
     MixtureStageRoute,
-    fit_mixture_stage,
     grouped_lm,
     grouped_objective,
     mixtures_across_sizes,
@@ -275,16 +274,4 @@ class CurvesRoute(MixtureStageRoute):
             f"{len(np.unique(curves.params))} model sizes (Kaplan's joint law, no prior): median "
             f"alpha_N = {alpha_n:.3g}, alpha_D = {alpha_d:.3g} (Kaplan et al.: 0.076, 0.095)",
         )
-        self.at_target_, self.law_ = fit_mixture_stage(
-            curves,
-            mixtures,
-            at_target,
-            params=self.params,
-            tokens=self.tokens,
-            mixture_law=self.mixture_law,
-            delta=self.delta,
-            n_bootstrap=self.n_bootstrap,
-            seed=self.seed,
-        )
-        self.sources_, self.domains_ = curves.sources, curves.domains
-        return self
+        return self._fit_mixture_stage(curves, mixtures, at_target)

@@ -472,6 +472,9 @@ class MixtureStageRoute:
 
     name = "mixture stage"
     law_: MixtureLaw | None = None
+    at_target_: MixtureData | None = None
+    sources_: tuple[str, ...] = ()
+    domains_: tuple[str, ...] = ()
 
     def _law(self) -> MixtureLaw:
         if self.law_ is None:
@@ -493,6 +496,26 @@ class MixtureStageRoute:
     ) -> cp.Expression:
         """Convex target at (N, D), from the mixture law."""
         return self._law().loss_expression(weights, domain_weights)
+
+    def _fit_mixture_stage(
+        self, curves: MixtureCurves, mixtures: np.ndarray, at_target: np.ndarray
+    ) -> Self:
+        """Fit the route's mixture law to ``at_target`` at the distinct ``mixtures``; the
+        route needs ``params, tokens, mixture_law, delta, n_bootstrap, seed``."""
+        route: Any = self
+        self.at_target_, self.law_ = fit_mixture_stage(
+            curves,
+            mixtures,
+            at_target,
+            params=route.params,
+            tokens=route.tokens,
+            mixture_law=route.mixture_law,
+            delta=route.delta,
+            n_bootstrap=route.n_bootstrap,
+            seed=route.seed,
+        )
+        self.sources_, self.domains_ = curves.sources, curves.domains
+        return self
 
 
 def fit_mixture_stage(
@@ -666,19 +689,7 @@ class NestedRoute(MixtureStageRoute):
                 alphas.append(alpha)
             self.size_theta_ = np.stack(thetas, axis=1)
             self.size_alpha_ = np.array(alphas)
-        self.at_target_, self.law_ = fit_mixture_stage(
-            curves,
-            mixtures,
-            at_target,
-            params=self.params,
-            tokens=self.tokens,
-            mixture_law=self.mixture_law,
-            delta=self.delta,
-            n_bootstrap=self.n_bootstrap,
-            seed=self.seed,
-        )
-        self.sources_, self.domains_ = curves.sources, curves.domains
-        return self
+        return self._fit_mixture_stage(curves, mixtures, at_target)
 
     def predict_size_stage(self, weights: np.ndarray) -> np.ndarray:
         """Stage-2 prediction (no mixture law) for mixtures that were among the fitted ones."""

@@ -4,15 +4,17 @@ A mixture law that fits the sizes it saw can still miss a larger model by far (i
 nested route fitted on 70M-410M missed 1B by 0.055-0.117 nats). :func:`leave_largest_scale_out`
 scores every candidate the way it will be used: fitted on the smaller model sizes only, it
 predicts the largest size's runs at their last common step, never seen. :func:`best_route`
-picks the route with the smallest mean absolute error; the flow refits that route on every size
-for the target scale. With two sizes there is nothing to hold out: the flow then fits the curves
-route (:data:`mixplan.tasks.mixture.DEFAULT_ROUTE`), the one route whose size exponent two sizes
-identify.
+names the route with the smallest mean absolute error; the flow combines every scored route,
+refitted on every size for the target scale, weighted by ``1 / MSE`` of these scores
+(:mod:`mixplan.planning.mixture.stacking`). With two sizes there is nothing to hold out: the
+flow then fits the curves route (:data:`mixplan.tasks.mixture.DEFAULT_ROUTE`), the one route
+whose size exponent two sizes identify.
 
 The score judges a route fitted on one size fewer than it will be refitted on, so it favours
 routes that transfer from few sizes: on 5Mix within 70M-305M the curves route wins the
 70M-160M -> 305M score (0.0145 vs 0.0275 for the scale route) and misses 410M by 0.0126 nats
-once refitted on 70M-305M, where the scale route would miss by 0.0101.
+once refitted on 70M-305M, where the scale route would miss by 0.0101. That is why the flow
+combines the routes instead of picking one (the combination: 0.0101).
 """
 
 from __future__ import annotations
@@ -48,9 +50,11 @@ it is slower and, along a learning-rate schedule, transfers worse)."""
 SCORE_COLUMNS = (
     "route",
     "fit_sizes",
+    "largest_fit_params",
     "target_params",
     "target_tokens",
     "mae",
+    "rmse",
     "max_error",
     "mre",
     "points",
@@ -91,9 +95,9 @@ def leave_largest_scale_out(
     Returns
     -------
     polars.DataFrame
-        One row per route: ``route, fit_sizes, target_params, target_tokens, mae, max_error,
-        mre, points, status`` (``status`` is ``"ok"`` or why the route could not be scored;
-        then the errors are NaN).
+        One row per route: ``route, fit_sizes, largest_fit_params, target_params,
+        target_tokens, mae, rmse, max_error, mre, points, status`` (``status`` is ``"ok"``
+        or why the route could not be scored; then the errors are NaN).
     """
     train, held, params, tokens = held_out_largest(curves)
     fit_sizes = ", ".join(f"{n:.3g}" for n in np.unique(train.params))
@@ -102,6 +106,7 @@ def leave_largest_scale_out(
         row: dict[str, Any] = {
             "route": name,
             "fit_sizes": fit_sizes,
+            "largest_fit_params": float(np.max(train.params)),
             "target_params": params,
             "target_tokens": tokens,
         }
@@ -117,6 +122,7 @@ def leave_largest_scale_out(
             {
                 **row,
                 "mae": float(errors["abs_error"].mean()),
+                "rmse": float(np.sqrt((errors["abs_error"] ** 2).mean())),
                 "max_error": float(errors["abs_error"].max()),
                 "mre": float(errors["rel_error"].mean()),
                 "points": errors.height,
@@ -128,7 +134,7 @@ def leave_largest_scale_out(
 
 def _failed(reason: str) -> dict[str, Any]:
     nan = float("nan")
-    return {"mae": nan, "max_error": nan, "mre": nan, "points": 0, "status": reason}
+    return {"mae": nan, "rmse": nan, "max_error": nan, "mre": nan, "points": 0, "status": reason}
 
 
 def best_route(scores: pl.DataFrame) -> str | None:
