@@ -502,7 +502,7 @@ class MixtureProgram:
         """``dV/dlog D`` at a solved D, V the best loss at D (envelope theorem): the objective's
         partial derivative in log D at the optimal shares, plus each binding cap's multiplier
         times its share (a cap ``U_j epochs_j / D`` tightens as D grows)."""
-        at_cap = _binding_upper(self.caps / tokens, self.max_shares) == "cap"
+        at_cap = _cap_is_upper(self.caps / tokens, self.max_shares)
         upper = self._upper(tokens)
         slope = self._data_term(tokens).log_tokens_slope(solution.x)
         slope += self.scale.alpha * self._params_term(tokens, flops)
@@ -649,8 +649,16 @@ def _binding_upper(cap_shares: np.ndarray, max_shares: np.ndarray | None) -> np.
     ``"one"``."""
     limit = np.ones_like(cap_shares) if max_shares is None else max_shares
     return np.where(
-        cap_shares <= np.minimum(limit, 1.0), "cap", np.where(limit < 1.0, "share", "one")
+        _cap_is_upper(cap_shares, max_shares), "cap", np.where(limit < 1.0, "share", "one")
     )
+
+
+def _cap_is_upper(cap_shares: np.ndarray, max_shares: np.ndarray | None) -> np.ndarray:
+    """Where a share's upper bound is its cap (`_binding_upper` == "cap", as booleans: the
+    slope search reads it at every D)."""
+    if max_shares is None:
+        return cap_shares <= 1.0
+    return cap_shares <= np.minimum(max_shares, 1.0)
 
 
 def _share_limits(

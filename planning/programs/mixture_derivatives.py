@@ -170,10 +170,14 @@ class DataTerm:
         """``sum D'``, and ``dD'_j/dx_j``, ``d2D'_j/dx_j^2`` at ``x = D r``."""
         x = self.tokens * r
         scale = self.unique * self.rd_star
-        repeats = np.maximum(x - self.unique, 0.0)
+        repeats = x - self.unique
+        np.maximum(repeats, 0.0, out=repeats)
         decay = np.exp(-repeats / scale)  # 1 within the first epoch
-        total = float(np.minimum(x, self.unique).sum() + (scale * (1.0 - decay)).sum())
-        return total, decay, np.where(repeats > 0, -decay / scale, 0.0)
+        # sum min(x, U) + scale (1 - decay) = sum (x - repeats) + scale (1 - decay)
+        total = float((x - repeats + scale * (1.0 - decay)).sum())
+        second = -decay / scale
+        second[repeats <= 0] = 0.0
+        return total, decay, second
 
     def value(self, r: np.ndarray) -> float:
         total, _, _ = self._effective(r)
@@ -186,7 +190,8 @@ class DataTerm:
         outer2 = self.beta * (self.beta + 1) * value / total**2
         g = self.tokens * first
         grad = outer * g
-        hess = outer2 * np.outer(g, g) + np.diag(outer * self.tokens**2 * second)
+        hess = (outer2 * g)[:, None] * g
+        hess.flat[:: len(g) + 1] += (outer * self.tokens**2) * second  # the diagonal
         return value, grad, hess
 
     def log_tokens_slope(self, r: np.ndarray) -> float:
