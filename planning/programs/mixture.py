@@ -563,6 +563,7 @@ class MixtureProgram:
         Newton solve); ``None`` when a solve is not certified (the caller falls back)."""
         solutions: dict[float, SimplexSolution] = {}
         slopes: dict[float, float] = {}
+        xtol = tol / 10
 
         def slope(log_tokens: float) -> float:
             if log_tokens in slopes:
@@ -571,9 +572,18 @@ class MixtureProgram:
             solution = self._newton(math.exp(log_tokens), start)
             if solution is None or not solution.certified:
                 raise _UncertifiedSolveError
+            previous = next(reversed(slopes), None)
             solutions[log_tokens] = solution
-            slopes[log_tokens] = self._slope(solution, math.exp(log_tokens), flops)
-            return slopes[log_tokens]
+            value = slopes[log_tokens] = self._slope(solution, math.exp(log_tokens), flops)
+            bracketed = min(slopes.values()) < 0 < max(slopes.values())
+            if previous is not None and bracketed:
+                # a Newton step on the slope, its derivative the secant through the last two
+                # D's (positive: V is convex in log D there), puts the root within xtol of
+                # this D: the tolerance brentq would certify with one more solve is reached
+                curvature = (value - slopes[previous]) / (log_tokens - previous)
+                if curvature > 0 and abs(value) / curvature < xtol:
+                    raise _SlopeRootFoundError
+            return value
 
         try:
             a, step = centre, SLOPE_STEP
@@ -589,8 +599,10 @@ class MixtureProgram:
             if sb * direction < 0 or sb == 0:  # the optimum is at the edge (or exactly at b)
                 slope(b)
             else:
-                root = brentq(slope, min(a, b), max(a, b), xtol=tol / 10, rtol=1e-12)
+                root = brentq(slope, min(a, b), max(a, b), xtol=xtol, rtol=1e-12)
                 slope(root)
+        except _SlopeRootFoundError:
+            pass
         except _UncertifiedSolveError:
             return None
         # the best D solved: same constants (E, the reference's mixture term) at every D
@@ -638,6 +650,10 @@ def _predicted_shares(
         start = start + (log_tokens - near[0]) / (near[1] - near[0]) * (other - start)
     start = np.where(nearest.upper_duals > 0, upper, start)
     return np.where(nearest.lower_duals > 0, 0.0, start)
+
+
+class _SlopeRootFoundError(Exception):
+    """The slope search's root is within its tolerance of the last D solved (stop there)."""
 
 
 class _UncertifiedSolveError(Exception):

@@ -198,7 +198,7 @@ def _newton_qp(g: np.ndarray, h: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> 
     stationary = False
     for _ in range(4 * n + 10):
         fixed[:n] = at_lower | at_upper
-        q = g + h @ d
+        q = g + h @ d if d.any() else g
         if fixed[:n].all():
             # a vertex: optimal when some price nu makes every multiplier non-negative
             nu_low = np.max(-q[at_lower], initial=-np.inf)
