@@ -636,11 +636,18 @@ class MixtureProgram:
 def _predicted_shares(
     solutions: dict[float, SimplexSolution], log_tokens: float, upper: np.ndarray
 ) -> np.ndarray | None:
-    """A warm start at ``log_tokens``: the line through the two nearest solved D's shares (the
-    shares move smoothly with D), the nearest one's alone, or ``None``; a share at its upper
+    """A warm start at ``log_tokens``: the line through two solved D's shares (the shares move
+    smoothly with D): the nearest on either side when both exist (interpolation: one Newton
+    step fewer than extrapolating on the 17-source plan), else the two nearest; the nearest
+    one's alone, or ``None``; a share at its upper
     bound (or 0) at the nearest D starts at its new upper bound (or 0), as it most likely
     stays there."""
-    near = sorted(solutions, key=lambda g: abs(g - log_tokens))[:2]
+    below = [g for g in solutions if g < log_tokens]
+    above = [g for g in solutions if g > log_tokens]
+    if below and above:  # interpolate between the nearest on either side
+        near = sorted((max(below), min(above)), key=lambda g: abs(g - log_tokens))
+    else:  # extrapolate from the two nearest
+        near = sorted(solutions, key=lambda g: abs(g - log_tokens))[:2]
     if not near:
         return None
     nearest = solutions[near[0]]
