@@ -560,7 +560,9 @@ class MixtureProgram:
     ) -> MixtureResult | None:
         """Bracket the root of ``dV/dlog D`` by doubling steps from ``centre``, then Brent's
         root finder (scipy's brentq) to ``tol / 10`` in log D (each step costs a warm-started
-        Newton solve); ``None`` when a solve is not certified (the caller falls back)."""
+        Newton solve), stopped early once the root is bracketed and a Newton step on the slope
+        (its derivative the secant through the last two D's) is below ``tol / 10``; ``None``
+        when a solve is not certified (the caller falls back)."""
         solutions: dict[float, SimplexSolution] = {}
         slopes: dict[float, float] = {}
         xtol = tol / 10
