@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,7 @@ class Planner:
         self._law_sections: dict[int, tuple[ResolvedLaw, dict[str, Any]]] = {}
         self._resolved: tuple | None = None
         self._model: tuple | None = None
+        self._inference: tuple | None = None
 
     def _loss_model(self, spec: PlanSpec, law) -> LossModel:
         """The law's loss model, built once per law and unique-token count."""
@@ -110,6 +112,14 @@ class Planner:
         )
         self._resolved = (spec, key, resolved)
         return resolved
+
+    def inference_at(self, spec: PlanSpec, t_inf: float):
+        """The spec's inference demand at ``t_inf`` tokens (`_scaled_inference`), kept for the
+        last spec and demand (a what-if grid repeats each demand over every budget)."""
+        kept = self._inference
+        if kept is None or kept[0] is not spec or kept[1] != t_inf:
+            self._inference = kept = (spec, t_inf, _scaled_inference(spec, t_inf))
+        return kept[2]
 
     def plan(
         self,
@@ -212,8 +222,8 @@ class Planner:
                 "warnings": (*warnings, *explanation["hyperparameters"].get("warnings", [])),
             }
 
-        plan = Plan(
-            **common,
+        values = dict(
+            common,
             status=allocation.status,
             reason=reason,
             params=params,
@@ -228,8 +238,8 @@ class Planner:
             mixture_plan=mixture_plan,
         )
         if not detail:
-            return plan.deferring(model_and_advice)
-        plan = replace(plan, **model_and_advice())
+            return Plan.deferred(model_and_advice, **values)
+        plan = Plan(**values, **model_and_advice())
         vocabulary = plan.vocabulary
         if pinned is not None:
             return plan
@@ -387,8 +397,8 @@ def whatif(
         elif kind == "target":
             changes.update(target_loss=float(value), flops=None, dollars=None, downstream=None)
         if t_inf is not None:
-            changes["inference"] = _scaled_inference(base, float(t_inf))
-        variant = _varied(base, **changes)
+            changes["inference"] = planner.inference_at(base, float(t_inf))
+        variant = _varied(base, changes)
         out.append(
             planner.plan(
                 variant,
@@ -403,27 +413,33 @@ def whatif(
     return out
 
 
-def _varied(value, **changes):
+def _varied(value, changes: dict[str, Any]):
     """`dataclasses.replace` for the what-if's many variants of one validated spec: the same
     fields, set without re-running ``__init__`` (5 us a query) when the class validates
     nothing there (no ``__post_init__``, every field an init field); else ``replace``."""
     kind = type(value)
-    names = _FIELD_NAMES.get(kind)
-    if names is None:
+    kept = _FIELD_NAMES.get(kind)
+    if kept is None:
         simple = not hasattr(kind, "__post_init__") and all(f.init for f in fields(kind))
-        names = _FIELD_NAMES[kind] = tuple(f.name for f in fields(kind)) if simple else ()
-    if not names or not changes.keys() <= set(names):
+        names = tuple(f.name for f in fields(kind)) if simple else ()
+        if len(names) < 2:  # (an itemgetter of one name returns no tuple) replace() then
+            names = ()
+        read = operator.itemgetter(*names) if names else None
+        kept = _FIELD_NAMES[kind] = (names, frozenset(names), read)
+    names, allowed, read = kept
+    if not names or not changes.keys() <= allowed:
         return replace(value, **changes)
     out = object.__new__(kind)
     state = out.__dict__
-    for name in names:  # fields only: a cached property of the original must not carry over
-        state[name] = value.__dict__[name]
+    # fields only: a cached property of the original must not carry over
+    state.update(zip(names, read(value.__dict__), strict=True))
     state.update(changes)
     return out
 
 
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
-"""Per dataclass: its field names when `_varied` may set them directly, else ``()``."""
+_FIELD_NAMES: dict[type, tuple] = {}
+"""Per dataclass: ``(names, their set, a getter of their values)`` when `_varied` may set its
+fields directly, else ``((), ...)``."""
 
 
 def _scaled_inference(spec: PlanSpec, t_inf: float):
@@ -431,5 +447,7 @@ def _scaled_inference(spec: PlanSpec, t_inf: float):
     inf = spec.inference
     if t_inf > 0 and spec.objective == "dollars" and inf.tokens > 0:
         scale = t_inf / inf.tokens
-        return _varied(inf, tokens_in=inf.tokens_in * scale, tokens_out=inf.tokens_out * scale)
-    return _varied(inf, tokens_in=t_inf, tokens_out=0.0)
+        return _varied(
+            inf, {"tokens_in": inf.tokens_in * scale, "tokens_out": inf.tokens_out * scale}
+        )
+    return _varied(inf, {"tokens_in": t_inf, "tokens_out": 0.0})

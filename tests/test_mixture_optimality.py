@@ -336,3 +336,24 @@ def test_analytic_derivatives_match_the_law(family):
             fd_h = (derivatives(r + e)[1] - derivatives(r - e)[1]) / (2 * step)
             assert g[j] == pytest.approx(fd_g, rel=1e-5, abs=1e-8)
             np.testing.assert_allclose(h[:, j], fd_h, rtol=1e-4, atol=1e-6)
+
+
+def test_slope_search_stops_within_its_tolerance_of_the_best_d(regmix_exponential):
+    """The slope search stops once a Newton step on ``dV/dlog D`` (its derivative the secant)
+    is below ``tol / 10`` in log D: the plan's D is that close to the best D found by an
+    independent golden section on the inner solves' losses (to 1e-6 in log D), and its loss
+    no worse than there to the flatness of V over that distance."""
+    from mixplan.planning.programs.common import golden_section
+
+    sources = _sources(regmix_exponential.sources_, "repeat")
+    program = MixtureProgram(sources, regmix_exponential, scale_law=SARDANA)
+    plan = program.plan(flops=FLOPS)  # tol = 5e-3 in log D: brentq's xtol was tol / 10
+    centre = float(np.log(plan.tokens))
+    best, value, _ = golden_section(
+        lambda g: program.solve_at(float(np.exp(g)), flops=FLOPS).loss,
+        centre - 0.05,
+        centre + 0.05,
+        tol=1e-6,
+    )
+    assert abs(centre - best) < 5e-4
+    assert plan.loss <= value + 1e-8 * abs(value)

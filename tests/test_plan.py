@@ -351,3 +351,28 @@ def test_whatif_defers_vocabulary_and_advice_to_the_same_numbers():
     (again,) = whatif(spec, budgets=[3e23], planner=planner)
     restored = pickle.loads(pickle.dumps(again))
     assert restored.to_dict() == point.to_dict() == again.to_dict()
+
+
+def test_deferred_plan_is_the_plan_its_constructor_builds():
+    """`Plan.deferred` (the what-if's constructor, without the frozen ``__init__``) holds what
+    ``Plan(**values)`` with the computed fields holds: the same defaults, fresh containers per
+    plan (never one dict shared by two plans), no unknown or missing field accepted."""
+    from mixplan.planning.plan_model import Plan
+
+    spec = load_spec(SPECS / "example.toml")
+    spec = replace(spec, flops=3e23, dollars=None, target_loss=None, mixture=None)
+    (point,) = whatif(spec, budgets=[3e23], inference_tokens=[1e11])
+    eager = {name: getattr(point, name) for name in ("vocabulary", "explanation", "warnings")}
+    values = {"name": "p", "mode": "budget", "status": point.status, "params": point.params}
+    first = Plan.deferred(lambda: eager, **values)
+    second = Plan.deferred(lambda: eager, **values)
+    assert first == Plan(**values, **eager) == second
+    first.intervals["n"] = 1.0
+    first.frontier.append({})
+    first.law["x"] = 1
+    assert second.intervals == {} and second.frontier == [] and second.law == {}
+    with pytest.raises(TypeError, match="unexpected fields"):
+        Plan.deferred(lambda: eager, vocabulary=None, **values)
+    with pytest.raises(TypeError, match="missing fields"):
+        Plan.deferred(lambda: eager, name="p", mode="budget")
+    assert point == Plan(**{f: getattr(point, f) for f in point.__dataclass_fields__})

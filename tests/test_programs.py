@@ -244,3 +244,24 @@ def test_mixture_trust_region_limits_each_share():
     assert r.loss <= values.min() + 1e-7
     with pytest.raises(SpecError, match="sum to at least 1"):
         MixtureProgram(sources, law, scale_law=SARDANA, max_shares={s.name: 0.1 for s in sources})
+
+
+def test_frozen_instance_builds_what_the_constructor_builds():
+    """The hot paths' constructor (`frozen_instance`) gives what ``Allocation(**values)``
+    gives: the same defaults, a fresh dict per instance from the default factory, and an
+    unknown or missing field refused as ``__init__`` refuses it."""
+    from mixplan.planning.programs.allocation import Allocation
+    from mixplan.planning.programs.common import PlanStatus, frozen_instance
+    from mixplan.planning.programs.limits import Limits
+
+    values = {"status": PlanStatus.OPTIMAL, "params": 2.0, "tokens": 3.0, "loss": 1.5}
+    first, second = frozen_instance(Allocation, values), frozen_instance(Allocation, values)
+    assert first == Allocation(**values) == second
+    assert first.duals == {} and first.duals is not second.duals
+    assert first.budget_flops is None and first.reason == ""
+    with pytest.raises(TypeError, match="unexpected fields"):
+        frozen_instance(Allocation, {**values, "flops": 1.0})
+    with pytest.raises(TypeError, match="missing fields"):
+        frozen_instance(Allocation, {"params": 2.0})
+    with pytest.raises(TypeError, match="__post_init__"):
+        frozen_instance(Limits, {})  # its checks must run

@@ -44,6 +44,7 @@ from mixplan.planning.programs.common import (
     PlanStatus,
     as_constants,
     bracket_on_grid,
+    frozen_instance,
     golden_section,
 )
 from mixplan.planning.programs.limits import Limits
@@ -177,9 +178,11 @@ def _failed(status: PlanStatus, reason: str, **extra) -> Allocation:
 # -- the log-space problem --------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Problem:
-    """Budget problem data in logs (+-inf: no bound)."""
+    """Budget problem data in logs (+-inf: no bound). Built once per query: a plain slotted
+    class (a frozen dataclass's ``__init__`` cost a what-if ~1 us), the limits' logs read from
+    `_limit_logs`."""
 
     C: float  # total budget (FLOPs), inf when none
     T: float  # inference tokens (training-FLOP equivalents of 2N each)
@@ -191,19 +194,8 @@ class _Problem:
 
     @classmethod
     def of(cls, limits: Limits, flops: float | None, inference_tokens: float) -> _Problem:
-        cap = limits.train_flops_cap
-
-        def log(x, default):
-            return math.log(x) if x is not None else default
-
         return cls(
-            C=flops if flops is not None else INF,
-            T=float(inference_tokens),
-            k=log(cap, INF) - LOG6 if cap is not None else INF,
-            nm=log(limits.max_params, INF),
-            dm=log(limits.max_tokens, INF),
-            rlo=log(limits.min_tokens_per_param, -INF),
-            rhi=log(limits.max_tokens_per_param, INF),
+            flops if flops is not None else INF, float(inference_tokens), *_limit_logs(limits)
         )
 
     # the constraints g(n, d) <= 0, by the names plans report, with their (dg/dn, dg/dd)
@@ -292,6 +284,33 @@ class _Problem:
         if self.C < INF:
             hi = min(hi, math.log(self.C) - math.log(6 * math.exp(d) + 2 * self.T))
         return (lo, hi) if lo <= hi else None
+
+
+def _limit_logs(limits: Limits) -> tuple[float, float, float, float, float]:
+    """``(k, nm, dm, rlo, rhi)`` of `_Problem` for ``limits``, computed once per `Limits`
+    object (a what-if grid re-plans one spec's limits many times)."""
+    kept = _LIMIT_LOGS.get(id(limits))
+    if kept is not None and kept[0] is limits:  # the object itself, not a reused id
+        return kept[1]
+
+    def log(x, default):
+        return math.log(x) if x is not None else default
+
+    cap = limits.train_flops_cap
+    logs = (
+        log(cap, INF) - LOG6 if cap is not None else INF,
+        log(limits.max_params, INF),
+        log(limits.max_tokens, INF),
+        log(limits.min_tokens_per_param, -INF),
+        log(limits.max_tokens_per_param, INF),
+    )
+    if len(_LIMIT_LOGS) >= 64:  # a handful of specs at a time: keep it small
+        _LIMIT_LOGS.clear()
+    _LIMIT_LOGS[id(limits)] = (limits, logs)
+    return logs
+
+
+_LIMIT_LOGS: dict[int, tuple[Limits, tuple[float, float, float, float, float]]] = {}
 
 
 def _ratio_root(C: float, T: float, log_ratio: float) -> float:
@@ -429,17 +448,26 @@ def allocate_budget(
         candidates.append((span[1], p.dm))
     if not candidates:
         return _failed(PlanStatus.INFEASIBLE, _conflict(p, limits), budget_flops=flops)
-    losses = [model.loss(math.exp(n), math.exp(d)) for n, d in candidates]
-    best = min(range(len(losses)), key=losses.__getitem__)
-    n, d = candidates[best]
-    return Allocation(
-        PlanStatus.OPTIMAL,
-        params=math.exp(n),
-        tokens=math.exp(d),
-        loss=losses[best],
-        budget_flops=flops,
-        inference_tokens=inference_tokens,
-        duals=_duals(model, p, n, d),
+    if len(candidates) == 1:  # the budget curve alone (no other limit can bind)
+        (n, d), loss = (
+            candidates[0],
+            model.loss(math.exp(candidates[0][0]), math.exp(candidates[0][1])),
+        )
+    else:
+        losses = [model.loss(math.exp(n), math.exp(d)) for n, d in candidates]
+        best = min(range(len(losses)), key=losses.__getitem__)
+        (n, d), loss = candidates[best], losses[best]
+    return frozen_instance(
+        Allocation,
+        {
+            "status": PlanStatus.OPTIMAL,
+            "params": math.exp(n),
+            "tokens": math.exp(d),
+            "loss": loss,
+            "budget_flops": flops,
+            "inference_tokens": inference_tokens,
+            "duals": _duals(model, p, n, d),
+        },
     )
 
 

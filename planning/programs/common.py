@@ -6,8 +6,8 @@ from __future__ import annotations
 import enum
 import math
 import warnings
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from dataclasses import MISSING, dataclass, fields
+from typing import Any, Protocol, runtime_checkable
 
 import cvxpy as cp
 
@@ -253,3 +253,42 @@ def bracket_on_grid(values, grid) -> tuple[float, float]:
     values = np.asarray(values, dtype=float)
     i = int(np.nanargmin(np.where(np.isfinite(values), values, np.nan)))
     return float(grid[max(i - 1, 0)]), float(grid[min(i + 1, len(grid) - 1)])
+
+
+def frozen_instance(cls: type, values: dict[str, Any], *, unset: frozenset[str] = frozenset()):
+    """``cls(**values)`` for a frozen dataclass without ``__post_init__``, its fields set
+    directly instead of through the frozen ``__init__``'s guarded assignments (~0.15 us a
+    field: ~1-4 us of a ~20 us what-if for `Allocation` and `Plan`). The same defaults, a
+    fresh container from each default factory; an unknown or missing field is a TypeError as
+    in ``__init__``. Fields named in ``unset`` are neither accepted nor given their default
+    (`Plan.deferred` computes them later)."""
+    layout = _LAYOUTS.get((cls, unset))
+    if layout is None:
+        if hasattr(cls, "__post_init__"):
+            raise TypeError(f"{cls.__name__} validates in __post_init__: construct it normally")
+        known = [f for f in fields(cls) if f.init and f.name not in unset]
+        layout = _LAYOUTS[(cls, unset)] = (
+            frozenset(f.name for f in known),
+            frozenset(
+                f.name for f in known if f.default is MISSING and f.default_factory is MISSING
+            ),
+            {f.name: f.default for f in known if f.default is not MISSING},
+            tuple((f.name, f.default_factory) for f in known if f.default_factory is not MISSING),
+        )
+    allowed, required, defaults, factories = layout
+    if not values.keys() <= allowed:
+        raise TypeError(f"{cls.__name__} got unexpected fields {sorted(values.keys() - allowed)}")
+    if not required <= values.keys():
+        raise TypeError(f"{cls.__name__} is missing fields {sorted(required - values.keys())}")
+    out = object.__new__(cls)
+    state = out.__dict__
+    state.update(defaults)
+    for name, factory in factories:
+        if name not in values:
+            state[name] = factory()
+    state.update(values)
+    return out
+
+
+_LAYOUTS: dict[tuple[type, frozenset[str]], tuple] = {}
+"""Per dataclass (and unset fields): what `frozen_instance` reads of its fields, once."""

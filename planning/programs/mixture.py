@@ -502,7 +502,7 @@ class MixtureProgram:
         """``dV/dlog D`` at a solved D, V the best loss at D (envelope theorem): the objective's
         partial derivative in log D at the optimal shares, plus each binding cap's multiplier
         times its share (a cap ``U_j epochs_j / D`` tightens as D grows)."""
-        at_cap = _binding_upper(self.caps / tokens, self.max_shares) == "cap"
+        at_cap = _cap_is_upper(self.caps / tokens, self.max_shares)
         upper = self._upper(tokens)
         slope = self._data_term(tokens).log_tokens_slope(solution.x)
         slope += self.scale.alpha * self._params_term(tokens, flops)
@@ -560,9 +560,12 @@ class MixtureProgram:
     ) -> MixtureResult | None:
         """Bracket the root of ``dV/dlog D`` by doubling steps from ``centre``, then Brent's
         root finder (scipy's brentq) to ``tol / 10`` in log D (each step costs a warm-started
-        Newton solve); ``None`` when a solve is not certified (the caller falls back)."""
+        Newton solve), stopped early once the root is bracketed and a Newton step on the slope
+        (its derivative the secant through the last two D's) is below ``tol / 10``; ``None``
+        when a solve is not certified (the caller falls back)."""
         solutions: dict[float, SimplexSolution] = {}
         slopes: dict[float, float] = {}
+        xtol = tol / 10
 
         def slope(log_tokens: float) -> float:
             if log_tokens in slopes:
@@ -571,9 +574,18 @@ class MixtureProgram:
             solution = self._newton(math.exp(log_tokens), start)
             if solution is None or not solution.certified:
                 raise _UncertifiedSolveError
+            previous = next(reversed(slopes), None)
             solutions[log_tokens] = solution
-            slopes[log_tokens] = self._slope(solution, math.exp(log_tokens), flops)
-            return slopes[log_tokens]
+            value = slopes[log_tokens] = self._slope(solution, math.exp(log_tokens), flops)
+            bracketed = min(slopes.values()) < 0 < max(slopes.values())
+            if previous is not None and bracketed:
+                # a Newton step on the slope, its derivative the secant through the last two
+                # D's (positive: V is convex in log D there), puts the root within xtol of
+                # this D: the tolerance brentq would certify with one more solve is reached
+                curvature = (value - slopes[previous]) / (log_tokens - previous)
+                if curvature > 0 and abs(value) / curvature < xtol:
+                    raise _SlopeRootFoundError
+            return value
 
         try:
             a, step = centre, SLOPE_STEP
@@ -589,8 +601,10 @@ class MixtureProgram:
             if sb * direction < 0 or sb == 0:  # the optimum is at the edge (or exactly at b)
                 slope(b)
             else:
-                root = brentq(slope, min(a, b), max(a, b), xtol=tol / 10, rtol=1e-12)
+                root = brentq(slope, min(a, b), max(a, b), xtol=xtol, rtol=1e-12)
                 slope(root)
+        except _SlopeRootFoundError:
+            pass
         except _UncertifiedSolveError:
             return None
         # the best D solved: same constants (E, the reference's mixture term) at every D
@@ -624,11 +638,18 @@ class MixtureProgram:
 def _predicted_shares(
     solutions: dict[float, SimplexSolution], log_tokens: float, upper: np.ndarray
 ) -> np.ndarray | None:
-    """A warm start at ``log_tokens``: the line through the two nearest solved D's shares (the
-    shares move smoothly with D), the nearest one's alone, or ``None``; a share at its upper
+    """A warm start at ``log_tokens``: the line through two solved D's shares (the shares move
+    smoothly with D): the nearest on either side when both exist (interpolation: one Newton
+    step fewer than extrapolating on the 17-source plan), else the two nearest; the nearest
+    one's alone, or ``None``; a share at its upper
     bound (or 0) at the nearest D starts at its new upper bound (or 0), as it most likely
     stays there."""
-    near = sorted(solutions, key=lambda g: abs(g - log_tokens))[:2]
+    below = [g for g in solutions if g < log_tokens]
+    above = [g for g in solutions if g > log_tokens]
+    if below and above:  # interpolate between the nearest on either side
+        near = sorted((max(below), min(above)), key=lambda g: abs(g - log_tokens))
+    else:  # extrapolate from the two nearest
+        near = sorted(solutions, key=lambda g: abs(g - log_tokens))[:2]
     if not near:
         return None
     nearest = solutions[near[0]]
@@ -640,6 +661,10 @@ def _predicted_shares(
     return np.where(nearest.lower_duals > 0, 0.0, start)
 
 
+class _SlopeRootFoundError(Exception):
+    """The slope search's root is within its tolerance of the last D solved (stop there)."""
+
+
 class _UncertifiedSolveError(Exception):
     """An inner solve of the slope search failed (the golden-section search takes over)."""
 
@@ -649,8 +674,16 @@ def _binding_upper(cap_shares: np.ndarray, max_shares: np.ndarray | None) -> np.
     ``"one"``."""
     limit = np.ones_like(cap_shares) if max_shares is None else max_shares
     return np.where(
-        cap_shares <= np.minimum(limit, 1.0), "cap", np.where(limit < 1.0, "share", "one")
+        _cap_is_upper(cap_shares, max_shares), "cap", np.where(limit < 1.0, "share", "one")
     )
+
+
+def _cap_is_upper(cap_shares: np.ndarray, max_shares: np.ndarray | None) -> np.ndarray:
+    """Where a share's upper bound is its cap (`_binding_upper` == "cap", as booleans: the
+    slope search reads it at every D)."""
+    if max_shares is None:
+        return cap_shares <= 1.0
+    return cap_shares <= np.minimum(max_shares, 1.0)
 
 
 def _share_limits(

@@ -23,6 +23,7 @@ uses its conic form instead. The values agree with each law's own ``target_loss`
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -169,11 +170,21 @@ class DataTerm:
     def _effective(self, r: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
         """``sum D'``, and ``dD'_j/dx_j``, ``d2D'_j/dx_j^2`` at ``x = D r``."""
         x = self.tokens * r
+        scale, rate = self._decay
+        repeats = x - self.unique
+        np.maximum(repeats, 0.0, out=repeats)
+        decay = np.exp(repeats * rate)  # 1 within the first epoch
+        # sum min(x, U) + scale (1 - decay) = sum (x - repeats) + scale (1 - decay)
+        total = float((x - repeats + scale * (1.0 - decay)).sum())
+        second = decay * rate
+        second[repeats <= 0] = 0.0
+        return total, decay, second
+
+    @cached_property
+    def _decay(self) -> tuple[np.ndarray, np.ndarray]:
+        """The repeats' decay scale ``U R_D*`` and its rate ``-1 / (U R_D*)``, once per D."""
         scale = self.unique * self.rd_star
-        repeats = np.maximum(x - self.unique, 0.0)
-        decay = np.exp(-repeats / scale)  # 1 within the first epoch
-        total = float(np.minimum(x, self.unique).sum() + (scale * (1.0 - decay)).sum())
-        return total, decay, np.where(repeats > 0, -decay / scale, 0.0)
+        return scale, -1.0 / scale
 
     def value(self, r: np.ndarray) -> float:
         total, _, _ = self._effective(r)
@@ -186,7 +197,8 @@ class DataTerm:
         outer2 = self.beta * (self.beta + 1) * value / total**2
         g = self.tokens * first
         grad = outer * g
-        hess = outer2 * np.outer(g, g) + np.diag(outer * self.tokens**2 * second)
+        hess = (outer2 * g)[:, None] * g
+        hess.flat[:: len(g) + 1] += (outer * self.tokens**2) * second  # the diagonal
         return value, grad, hess
 
     def log_tokens_slope(self, r: np.ndarray) -> float:
