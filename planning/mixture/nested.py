@@ -467,35 +467,45 @@ def mixtures_across_sizes(curves: MixtureCurves, name: str) -> tuple[np.ndarray,
     return mixtures, mixture_of_run
 
 
-class MixtureStageRoute:
-    """What a route ending in a mixture law at the target (N, D) answers with: that law."""
+class LawRoute:
+    """A route that answers with one fitted law at the target (N, D): its predictions, their
+    interval and the planner's convex target all come from that law."""
 
-    name = "mixture stage"
+    name = "route"
     law_: MixtureLaw | None = None
-    at_target_: MixtureData | None = None
-    sources_: tuple[str, ...] = ()
-    domains_: tuple[str, ...] = ()
+
+    def _fitted(self) -> bool:
+        return self.law_ is not None
 
     def _law(self) -> MixtureLaw:
-        if self.law_ is None:
+        if not self._fitted():
             raise NotFittedError(f"{self.name}: call fit(curves) first")
         return self.law_
 
     def predict(self, weights: np.ndarray) -> np.ndarray:
-        """Loss per domain at the target (N, D) from the mixture law."""
+        """Loss per domain at the target (N, D)."""
         return self._law().predict(weights)
 
     def predict_interval(
         self, weights: np.ndarray, *, level: float = 0.95
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Bootstrap interval of the mixture stage (fit with ``n_bootstrap > 0``)."""
+        """Bootstrap interval of :meth:`predict` (fit with ``n_bootstrap > 0``)."""
         return self._law().predict_interval(weights, level=level)
 
     def loss_expression(
         self, weights: cp.Expression, domain_weights: np.ndarray | Mapping[str, float] | None
     ) -> cp.Expression:
-        """Convex target at (N, D), from the mixture law."""
+        """Convex target at (N, D)."""
         return self._law().loss_expression(weights, domain_weights)
+
+
+class MixtureStageRoute(LawRoute):
+    """A route ending in a mixture law fitted to its predictions at the target (N, D)."""
+
+    name = "mixture stage"
+    at_target_: MixtureData | None = None
+    sources_: tuple[str, ...] = ()
+    domains_: tuple[str, ...] = ()
 
     def _fit_mixture_stage(
         self, curves: MixtureCurves, mixtures: np.ndarray, at_target: np.ndarray

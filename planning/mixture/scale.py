@@ -28,18 +28,18 @@ from typing import Self
 import cvxpy as cp
 import numpy as np
 
-from mixplan.planning.errors import FitError, NotFittedError, SpecError
+from mixplan.planning.errors import FitError, SpecError
 from mixplan.planning.mixture.additive import AdditiveScaleLaw
 from mixplan.planning.mixture.data import domain_weight_vector
 from mixplan.planning.mixture.engine import DEFAULT_DELTA
-from mixplan.planning.mixture.nested import MixtureCurves
+from mixplan.planning.mixture.nested import LawRoute, MixtureCurves
 from mixplan.planning.mixture.steps import MAX_RATIO, StepStage, losses_at_tokens
 
 EXPONENT_MODES = ("auto", "free", "pooled")
 """How :class:`ScaleRoute` sets the size exponent (or give a number)."""
 
 
-class ScaleRoute:
+class ScaleRoute(LawRoute):
     """Step stage to the target D, then the additive law in (mixture, N) across all sizes.
 
     Parameters
@@ -154,26 +154,8 @@ class ScaleRoute:
             seed=self.seed,
         )
 
-    def _law(self) -> AdditiveScaleLaw:
-        if self.stage_ is None:
-            raise NotFittedError(f"{self.name}: call fit(curves) first")
-        return self.law_
-
-    def predict(self, weights: np.ndarray) -> np.ndarray:
-        """Loss per domain at the target (N, D)."""
-        return self._law().predict(weights)
-
-    def predict_interval(
-        self, weights: np.ndarray, *, level: float = 0.95
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Bootstrap interval of :meth:`predict` (fit with ``n_bootstrap > 0``)."""
-        return self._law().predict_interval(weights, level=level)
-
-    def loss_expression(
-        self, weights: cp.Expression, domain_weights: np.ndarray | Mapping[str, float] | None
-    ) -> cp.Expression:
-        """Convex target at (N, D)."""
-        return self._law().loss_expression(weights, domain_weights)
+    def _fitted(self) -> bool:
+        return self.stage_ is not None
 
 
 def best_mixture(
