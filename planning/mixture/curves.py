@@ -37,10 +37,8 @@ from typing import Self
 
 import numpy as np
 
-from mixplan.planning.errors import FitError, SpecError
+from mixplan.planning.errors import FitError
 from mixplan.planning.fitting.engine import single_threaded_blas
-from mixplan.planning.mixture.base import MixtureLaw
-from mixplan.planning.mixture.data import MixtureData
 from mixplan.planning.mixture.engine import DEFAULT_DELTA
 from mixplan.planning.mixture.nested import (
     PARAMS_UNIT,
@@ -221,22 +219,18 @@ class CurvesRoute(MixtureStageRoute):
         n_bootstrap: int = 0,
         seed: int = 0,
     ) -> None:
-        if not (params > 0 and tokens > 0):
-            raise SpecError("CurvesRoute: params and tokens must be positive")
-        if mixture_law not in ("exponential", "additive"):
-            raise SpecError(f"CurvesRoute: unknown mixture_law {mixture_law!r}")
-        self.params, self.tokens = float(params), float(tokens)
-        self.mixture_law: MixtureLawName = mixture_law
+        super().__init__(
+            params=params,
+            tokens=tokens,
+            mixture_law=mixture_law,
+            delta=delta,
+            n_bootstrap=n_bootstrap,
+            seed=seed,
+        )
         self.max_ratio = max_ratio
-        self.delta = delta
-        self.n_bootstrap, self.seed = n_bootstrap, seed
         self.warning_ = ""
         self.notes_: tuple[str, ...] = ()
         self.fits_: KaplanFits | None = None
-        self.at_target_: MixtureData | None = None
-        self.law_: MixtureLaw | None = None
-        self.sources_: tuple[str, ...] = ()
-        self.domains_: tuple[str, ...] = ()
 
     def fit(self, curves: MixtureCurves) -> Self:
         """Fit the joint law per (mixture, domain), then the mixture law at the target.

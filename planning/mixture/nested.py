@@ -503,26 +503,45 @@ class MixtureStageRoute(LawRoute):
     """A route ending in a mixture law fitted to its predictions at the target (N, D)."""
 
     name = "mixture stage"
-    at_target_: MixtureData | None = None
-    sources_: tuple[str, ...] = ()
-    domains_: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        *,
+        params: float,
+        tokens: float,
+        mixture_law: MixtureLawName = "additive",
+        delta: float = DEFAULT_DELTA,
+        n_bootstrap: int = 0,
+        seed: int = 0,
+    ) -> None:
+        kind = type(self).__name__
+        if not (params > 0 and tokens > 0):
+            raise SpecError(f"{kind}: params and tokens must be positive")
+        if mixture_law not in ("exponential", "additive"):
+            raise SpecError(f"{kind}: unknown mixture_law {mixture_law!r}")
+        self.params, self.tokens = float(params), float(tokens)
+        self.mixture_law: MixtureLawName = mixture_law
+        self.delta = delta
+        self.n_bootstrap, self.seed = n_bootstrap, seed
+        self.at_target_: MixtureData | None = None
+        self.law_: MixtureLaw | None = None
+        self.sources_: tuple[str, ...] = ()
+        self.domains_: tuple[str, ...] = ()
 
     def _fit_mixture_stage(
         self, curves: MixtureCurves, mixtures: np.ndarray, at_target: np.ndarray
     ) -> Self:
-        """Fit the route's mixture law to ``at_target`` at the distinct ``mixtures``; the
-        route needs ``params, tokens, mixture_law, delta, n_bootstrap, seed``."""
-        route: Any = self
+        """Fit the route's mixture law to ``at_target`` at the distinct ``mixtures``."""
         self.at_target_, self.law_ = fit_mixture_stage(
             curves,
             mixtures,
             at_target,
-            params=route.params,
-            tokens=route.tokens,
-            mixture_law=route.mixture_law,
-            delta=route.delta,
-            n_bootstrap=route.n_bootstrap,
-            seed=route.seed,
+            params=self.params,
+            tokens=self.tokens,
+            mixture_law=self.mixture_law,
+            delta=self.delta,
+            n_bootstrap=self.n_bootstrap,
+            seed=self.seed,
         )
         self.sources_, self.domains_ = curves.sources, curves.domains
         return self
@@ -606,32 +625,27 @@ class NestedRoute(MixtureStageRoute):
         n_bootstrap: int = 0,
         seed: int = 0,
     ) -> None:
-        if params <= 0 or tokens <= 0:
-            raise SpecError("NestedRoute: params and tokens must be positive")
-        if mixture_law not in ("exponential", "additive"):
-            raise SpecError(f"NestedRoute: unknown mixture_law {mixture_law!r}")
+        super().__init__(
+            params=params,
+            tokens=tokens,
+            mixture_law=mixture_law,
+            delta=delta,
+            n_bootstrap=n_bootstrap,
+            seed=seed,
+        )
         if size_law not in ("shared_exponent", "per_mixture"):
             raise SpecError(f"NestedRoute: unknown size_law {size_law!r}")
         if not 0 <= step_window < 1:
             raise SpecError("NestedRoute: step_window must be in [0, 1)")
-        self.params = float(params)
-        self.tokens = float(tokens)
-        self.mixture_law = mixture_law
         self.size_law = size_law
         self.step_window = step_window
         self.prefer_observed = prefer_observed
-        self.delta = delta
         self.max_ratio = max_ratio
-        self.n_bootstrap, self.seed = n_bootstrap, seed
         self.warning_ = ""
         self.step_fits_: FloorPowerFits | None = None
         self.at_tokens_: np.ndarray | None = None
         self.size_theta_: np.ndarray | None = None
         self.size_alpha_: np.ndarray | None = None
-        self.at_target_: MixtureData | None = None
-        self.law_: MixtureLaw | None = None
-        self.sources_: tuple[str, ...] = ()
-        self.domains_: tuple[str, ...] = ()
 
     def _stage_tokens(self, curves: MixtureCurves) -> np.ndarray:
         """Stage 1: loss of every (run, domain) at the target tokens, ``(runs, domains)``."""

@@ -40,7 +40,6 @@ import polars as pl
 from scipy.stats import norm
 
 from mixplan.planning.errors import SpecError
-from mixplan.planning.mixture.data import MixtureData
 from mixplan.planning.mixture.engine import DEFAULT_DELTA
 from mixplan.planning.mixture.nested import (
     MixtureCurves,
@@ -135,6 +134,14 @@ class StackedRoute(MixtureStageRoute):
         seed: int = 0,
         extrapolation_rmse: float = 0.0,
     ) -> None:
+        super().__init__(
+            params=params,
+            tokens=tokens,
+            mixture_law=mixture_law,
+            delta=delta,
+            n_bootstrap=n_bootstrap,
+            seed=seed,
+        )
         if not (np.isfinite(extrapolation_rmse) and extrapolation_rmse >= 0):
             raise SpecError(
                 f"StackedRoute: extrapolation_rmse must be finite and >= 0, got "
@@ -151,17 +158,10 @@ class StackedRoute(MixtureStageRoute):
         if values.sum() <= 0:
             raise SpecError("StackedRoute: at least one weight must be positive")
         self.weights = {k: float(v) / values.sum() for k, v in weights.items() if v > 0}
-        self.params, self.tokens = float(params), float(tokens)
-        self.mixture_law: MixtureLawName = mixture_law
-        self.delta = delta
-        self.n_bootstrap, self.seed = n_bootstrap, seed
         self.fitted_: dict[str, object] = {}
-        self.at_target_: MixtureData | None = None
         self.spread_: float = float("nan")
         self.warning_ = ""
         self.notes_: tuple[str, ...] = ()
-        self.sources_: tuple[str, ...] = ()
-        self.domains_: tuple[str, ...] = ()
 
     def fit(self, curves: MixtureCurves) -> Self:
         """Fit every weighted route on ``curves``, then the mixture law to their average."""
