@@ -75,6 +75,16 @@ class Planner:
         self._resolved: tuple | None = None
         self._model: tuple | None = None
         self._inference: tuple | None = None
+        self._budget_whatifs: BudgetWhatifs | None = None
+
+    def budget_whatifs(
+        self, base: PlanSpec, resolved: ResolvedLaw, hyper: HyperparameterLaw, lake
+    ) -> BudgetWhatifs:
+        """The budget what-ifs of ``base`` (its shared parts built once, kept for the last)."""
+        kept = self._budget_whatifs
+        if kept is None or not kept.serves(base, resolved, hyper, lake):
+            self._budget_whatifs = kept = BudgetWhatifs(self, base, resolved, hyper, lake)
+        return kept
 
     def _loss_model(self, spec: PlanSpec, law) -> LossModel:
         """The law's loss model, built once per law and unique-token count."""
@@ -213,14 +223,7 @@ class Planner:
         hyper = hyper or resolve_hyperparameter_law(spec, lake=lake)
 
         def model_and_advice() -> dict[str, Any]:
-            """The vocabulary split and the advice that reads it (deferred in what-ifs)."""
-            vocabulary = _vocabulary(spec, params, tokens)
-            explanation = _explain(spec, model, allocation, vocabulary, mixture_plan, hyper, detail)
-            return {
-                "vocabulary": vocabulary,
-                "explanation": explanation,
-                "warnings": (*warnings, *explanation["hyperparameters"].get("warnings", [])),
-            }
+            return _model_and_advice(spec, model, allocation, mixture_plan, hyper, detail, warnings)
 
         values = dict(
             common,
@@ -259,6 +262,140 @@ class Planner:
             interval_draws=solved,
             robust=alloc.robust_plan(spec, resolved.draws, allocation, t_inf),
         )
+
+
+def _model_and_advice(
+    spec: PlanSpec,
+    model: LossModel,
+    allocation: Allocation,
+    mixture_plan: dict | None,
+    hyper: HyperparameterLaw,
+    detail: bool,
+    warnings: list[str],
+) -> dict[str, Any]:
+    """The vocabulary split and the advice that reads it (deferred in what-ifs)."""
+    vocabulary = _vocabulary(spec, allocation.params, allocation.tokens)
+    explanation = _explain(spec, model, allocation, vocabulary, mixture_plan, hyper, detail)
+    return {
+        "vocabulary": vocabulary,
+        "explanation": explanation,
+        "warnings": (*warnings, *explanation["hyperparameters"].get("warnings", [])),
+    }
+
+
+class BudgetWhatifs:
+    """Budget what-ifs of one spec (no intervals, no mixture: `whatif`'s defaults) with what
+    does not depend on the budget built once: the loss model, the law section, the code
+    version, and per inference demand the spec at that demand, its T_inf and the plan's inputs.
+
+    A query is then the allocation and the plan's fields: the same `Plan` as `Planner.plan` of
+    the spec at that budget with ``detail=False, plan_mixture=False`` (that spec is built only
+    when the deferred vocabulary and advice are read). A budget that ends without an answer
+    (infeasible limits) goes through `Planner.plan` for its reason.
+    """
+
+    def __init__(
+        self, planner: Planner, base: PlanSpec, resolved: ResolvedLaw, hyper, lake
+    ) -> None:
+        self.planner, self.base, self.resolved, self.hyper, self.lake = (
+            planner, base, resolved, hyper, lake
+        )  # fmt: skip
+        self.model = planner._loss_model(base, resolved.law)
+        self.law_section = planner._law_section(resolved)
+        self._demands: dict[float | None, tuple] = {}
+        self._make = Plan.deferred_maker(
+            {
+                "name": base.name,
+                "mode": "budget",  # a budget, no loss target, no downstream goal
+                "downstream": None,
+                "code_version": code_version(),
+                "mixture": None,
+                "mixture_plan": None,
+            },
+            _WHATIF_FIELDS,
+        )
+
+    def serves(self, base: PlanSpec, resolved: ResolvedLaw, hyper, lake) -> bool:
+        """True when built for these objects (the objects themselves) and lake."""
+        return (
+            self.base is base
+            and self.resolved is resolved
+            and self.hyper is hyper
+            and self.lake == lake
+        )
+
+    def _at_demand(self, t_inf: float | None) -> tuple:
+        """``(spec at the demand, its T_inf, the plan's inputs but the budget)``."""
+        kept = self._demands.get(t_inf)
+        if kept is None:
+            changes: dict[str, Any] = {"dollars": None, "target_loss": None, "downstream": None}
+            if t_inf is not None:
+                changes["inference"] = self.planner.inference_at(self.base, t_inf)
+            spec = _varied(self.base, changes)
+            t_eff = alloc.inference_tokens(spec)
+            if len(self._demands) >= 64:  # a slider's worth of demands: keep it small
+                self._demands.clear()
+            kept = self._demands[t_inf] = (spec, t_eff, alloc.plan_inputs(spec, t_eff))
+        return kept
+
+    def plan(self, flops: float, t_inf: float | None) -> Plan:
+        """The what-if plan at a budget of ``flops`` and ``t_inf`` lifetime inference tokens
+        (``None``: the spec's demand)."""
+        spec, t_eff, inputs = self._at_demand(t_inf)
+        model = self.model
+        allocation = alloc.allocate_budget(
+            model, limits=spec.limits, flops=flops, inference_tokens=t_eff
+        )
+        variant = None
+
+        def exact_spec() -> PlanSpec:
+            nonlocal variant
+            if variant is None:
+                variant = _varied(spec, {"flops": flops})
+            return variant
+
+        if not allocation.ok:
+            return self.planner.plan(
+                exact_spec(),
+                lake=self.lake,
+                resolved=self.resolved,
+                hyper=self.hyper,
+                detail=False,
+                plan_mixture=False,
+            )
+        params, tokens, hyper = allocation.params, allocation.tokens, self.hyper
+        return self._make(
+            lambda: _model_and_advice(exact_spec(), model, allocation, None, hyper, False, []),
+            dict(self.law_section),
+            {**inputs, "budget_flops": flops},
+            allocation.status,
+            allocation.reason,
+            params,
+            tokens,
+            6 * params * tokens,
+            2 * params * spec.inference.tokens,
+            allocation.loss,
+            alloc.epochs(spec, tokens),
+            alloc.cost_dollars(spec, params, tokens),
+            alloc.train_days(spec, params, tokens),
+        )
+
+
+_WHATIF_FIELDS = (
+    "law",
+    "inputs",
+    "status",
+    "reason",
+    "params",
+    "tokens",
+    "train_flops",
+    "inference_flops",
+    "loss",
+    "epochs",
+    "cost_dollars",
+    "train_days",
+)
+"""The `Plan` fields a budget what-if sets per query (`BudgetWhatifs.plan`, in this order)."""
 
 
 def _vocabulary(spec: PlanSpec, params: float, tokens: float) -> dict[str, Any] | None:
@@ -389,8 +526,13 @@ def whatif(
     else:
         first = [(None, None)]
     tokens = inference_tokens or [None]
+    budgets_only = first[0][0] == "budget" and not draws and not mixture
+    fast = planner.budget_whatifs(base, resolved, hyper, lake) if budgets_only else None
     out = []
     for (kind, value), t_inf in itertools.product(first, tokens):
+        if fast is not None:
+            out.append(fast.plan(float(value), None if t_inf is None else float(t_inf)))
+            continue
         changes: dict[str, Any] = {}
         if kind == "budget":
             changes.update(flops=float(value), dollars=None, target_loss=None, downstream=None)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from mixplan.planning.explain import render_text
-from mixplan.planning.programs.common import PlanStatus, frozen_instance
+from mixplan.planning.programs.common import PlanStatus, frozen_instance, frozen_maker
 
 INTERVAL = (5.0, 50.0, 95.0)
 """Percentiles reported over bootstrap draws (a 90% interval and the median)."""
@@ -101,6 +101,19 @@ class Plan:
         plan = frozen_instance(cls, values, unset=_DEFERRED_SET)
         plan.__dict__["_pending"] = compute
         return plan
+
+    @classmethod
+    def deferred_maker(cls, fixed: dict[str, Any], varying: tuple[str, ...]) -> Callable[..., Plan]:
+        """`deferred` for many plans that share ``fixed`` (immutable values only): a function
+        ``make(compute, *values of varying)`` (`frozen_maker`: the field checks run once)."""
+        make = frozen_maker(cls, fixed, varying, unset=_DEFERRED_SET)
+
+        def deferred(compute: Callable[[], dict[str, Any]], *values: Any) -> Plan:
+            plan = make(*values)
+            plan.__dict__["_pending"] = compute
+            return plan
+
+        return deferred
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled with every deferred field computed (the function is not pickled)."""

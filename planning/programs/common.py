@@ -6,6 +6,7 @@ from __future__ import annotations
 import enum
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, fields
 from typing import Any, Protocol, runtime_checkable
 
@@ -288,6 +289,36 @@ def frozen_instance(cls: type, values: dict[str, Any], *, unset: frozenset[str] 
             state[name] = factory()
     state.update(values)
     return out
+
+
+def frozen_maker(
+    cls: type,
+    fixed: dict[str, Any],
+    varying: tuple[str, ...],
+    *,
+    unset: frozenset[str] = frozenset(),
+) -> Callable[..., Any]:
+    """A maker of ``cls(**fixed, **dict(zip(varying, args)))`` for many instances that share
+    ``fixed`` (`frozen_instance` with its checks run once, here): each call sets the fields
+    directly, a fresh container from each default factory not given."""
+    probe = dict.fromkeys(varying)
+    frozen_instance(cls, {**fixed, **probe}, unset=unset)  # the same TypeErrors, once
+    allowed, _, defaults, factories = _LAYOUTS[(cls, unset)]
+    given = fixed.keys() | probe.keys()
+    template = {**defaults, **fixed}
+    fresh = tuple((name, factory) for name, factory in factories if name not in given)
+    new = object.__new__
+
+    def make(*args: Any) -> Any:
+        out = new(cls)
+        state = out.__dict__
+        state.update(template)
+        for name, factory in fresh:
+            state[name] = factory()
+        state.update(zip(varying, args, strict=True))
+        return out
+
+    return make
 
 
 _LAYOUTS: dict[tuple[type, frozenset[str]], tuple] = {}
