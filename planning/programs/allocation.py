@@ -44,7 +44,7 @@ from mixplan.planning.programs.common import (
     PlanStatus,
     as_constants,
     bracket_on_grid,
-    frozen_instance,
+    frozen_maker,
     golden_section,
 )
 from mixplan.planning.programs.limits import Limits
@@ -169,6 +169,15 @@ class Allocation:
     def tokens_per_param(self) -> float:
         """``D / N``."""
         return self.tokens / self.params
+
+
+_optimal = frozen_maker(
+    Allocation,
+    {"status": PlanStatus.OPTIMAL},
+    ("params", "tokens", "loss", "budget_flops", "inference_tokens", "duals"),
+)
+"""``Allocation(OPTIMAL, params, tokens, loss, budget_flops, inference_tokens, duals)`` without
+the frozen ``__init__`` (the budget problem answers every what-if query)."""
 
 
 def _failed(status: PlanStatus, reason: str, **extra) -> Allocation:
@@ -457,18 +466,8 @@ def allocate_budget(
         losses = [model.loss(math.exp(n), math.exp(d)) for n, d in candidates]
         best = min(range(len(losses)), key=losses.__getitem__)
         (n, d), loss = candidates[best], losses[best]
-    return frozen_instance(
-        Allocation,
-        {
-            "status": PlanStatus.OPTIMAL,
-            "params": math.exp(n),
-            "tokens": math.exp(d),
-            "loss": loss,
-            "budget_flops": flops,
-            "inference_tokens": inference_tokens,
-            "duals": _duals(model, p, n, d),
-        },
-    )
+    duals = _duals(model, p, n, d)
+    return _optimal(math.exp(n), math.exp(d), loss, flops, inference_tokens, duals)
 
 
 def _conflict(p: _Problem, limits: Limits) -> str:
@@ -506,7 +505,7 @@ def _duals(model: LossModel, p: _Problem, n: float, d: float) -> dict[str, float
     """Shadow prices from the KKT conditions ``-grad L = sum_i lambda_i grad g_i``, lambda >= 0."""
     cons = p.constraints(n, d)
     active = [name for name, (g, _) in cons.items() if g >= -ACTIVE_TOL]
-    duals = {name: 0.0 for name in cons}
+    duals = dict.fromkeys(cons, 0.0)
     if not active:
         return duals
     grad = _gradient(model, n, d)
