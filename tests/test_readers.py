@@ -245,3 +245,25 @@ def test_step_ranges_match_the_grouped_aggregation():
             assert_frame_equal(
                 ranges.sort(group), expected.drop("_repeats").sort(group), check_column_order=False
             )
+
+
+def test_canonical_chunk_one_run_row_when_runs_interleave():
+    """A run whose rows come back after another run's is still one run, with its facts taken
+    over all its rows (the block grouping falls back to grouping by run id)."""
+    from mixplan.planning.readers.canonical import canonical_chunk
+
+    frame = pl.DataFrame(
+        {
+            "run_id": ["e/a", "e/a", "e/b", "e/a", None],
+            "params": [None, 1e8, 2e8, None, None],
+            "step": [1, 2, 1, 3, 4],
+            "learning_rate": [1e-4, 2e-4, 1e-4, 3e-4, 1e-4],
+            "loss": [3.0, 2.9, 3.1, 2.8, 2.7],
+            "source_line": pl.Series([1, 2, 3, 4, 5], dtype=pl.Int64),
+        }
+    )
+    runs = canonical_chunk(frame, source_file="f.jsonl", experiment="e", warnings=[]).runs
+    assert runs["run_id"].to_list() == ["e/a", "e/b"]
+    assert runs["params"].to_list() == [1e8, 2e8]
+    assert runs["learning_rate"].to_list() == [3e-4, 1e-4]
+    assert runs["source_line"].to_list() == [1, 3]
