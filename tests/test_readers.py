@@ -234,6 +234,12 @@ def test_step_ranges_match_the_grouped_aggregation():
                 .otherwise(pl.col("step"))
                 .alias("step")
             ),
+            frame.with_columns(  # null run ids group together, as in group_by
+                pl.when(pl.int_range(pl.len()) < 5)
+                .then(None)
+                .otherwise(pl.col("run_id"))
+                .alias("run_id")
+            ),
         ):
             expected = data.group_by(group).agg(
                 pl.col("step").min().alias("_min"),
