@@ -13,6 +13,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from mixplan.planning.readers import detect_format, parse_source, validate_source
 from mixplan.planning.readers.tables import tao_tokens_per_character
@@ -194,3 +195,81 @@ def test_unknown_format_is_reported_not_raised(tmp_path):
     parsed = parse_source(path, staging_dir=tmp_path)
     assert parsed.format == "unknown"
     assert parsed.quarantine["reason"].to_list() == ["unknown_format"]
+
+
+def test_step_ranges_match_the_grouped_aggregation():
+    """The block shortcut gives each series' range and repeats exactly as a grouped min, max and
+    n_unique, on logs in step order and on interleaved, repeated, backwards and null steps."""
+    import numpy as np
+
+    from mixplan.planning.readers import step_ranges
+
+    group = ["run_id", "split", "domain", "loss_kind"]
+    rng = np.random.default_rng(7)
+    series = [("a", "train", "all"), ("a", "validation", "web"), ("b", "train", "all")]
+    cases = []
+    ordered = [(r, s, d, step) for r, s, d in series for step in range(1, 40)]
+    cases.append(ordered)
+    cases.append(sorted(ordered, key=lambda row: row[3]))  # series interleaved
+    cases.append(ordered[:50] + [ordered[10]] + ordered[50:])  # a repeat
+    cases.append(ordered[:50] + [(*ordered[49][:3], 3)] + ordered[50:])  # a step going back
+    cases.append(ordered[:40] + ordered[:5])  # a series coming back in a later block
+    for _ in range(20):
+        cases.append([ordered[i] for i in rng.integers(0, len(ordered), 60)])
+    for rows in cases:
+        frame = pl.DataFrame(
+            {
+                "run_id": [r[0] for r in rows],
+                "split": [r[1] for r in rows],
+                "domain": [r[2] for r in rows],
+                "loss_kind": ["nats"] * len(rows),
+                "step": [r[3] for r in rows],
+            }
+        )
+        for data in (
+            frame,
+            frame.with_columns(
+                pl.when(pl.int_range(pl.len()) == 3)
+                .then(None)
+                .otherwise(pl.col("step"))
+                .alias("step")
+            ),
+            frame.with_columns(  # null run ids group together, as in group_by
+                pl.when(pl.int_range(pl.len()) < 5)
+                .then(None)
+                .otherwise(pl.col("run_id"))
+                .alias("run_id")
+            ),
+        ):
+            expected = data.group_by(group).agg(
+                pl.col("step").min().alias("_min"),
+                pl.col("step").max().alias("_max"),
+                (pl.len() - pl.col("step").n_unique()).alias("_repeats"),
+            )
+            ranges, repeats = step_ranges(data, group)
+            assert repeats == bool(expected["_repeats"].sum())
+            assert_frame_equal(
+                ranges.sort(group), expected.drop("_repeats").sort(group), check_column_order=False
+            )
+
+
+def test_canonical_chunk_one_run_row_when_runs_interleave():
+    """A run whose rows come back after another run's is still one run, with its facts taken
+    over all its rows (the block grouping falls back to grouping by run id)."""
+    from mixplan.planning.readers.canonical import canonical_chunk
+
+    frame = pl.DataFrame(
+        {
+            "run_id": ["e/a", "e/a", "e/b", "e/a", None],
+            "params": [None, 1e8, 2e8, None, None],
+            "step": [1, 2, 1, 3, 4],
+            "learning_rate": [1e-4, 2e-4, 1e-4, 3e-4, 1e-4],
+            "loss": [3.0, 2.9, 3.1, 2.8, 2.7],
+            "source_line": pl.Series([1, 2, 3, 4, 5], dtype=pl.Int64),
+        }
+    )
+    runs = canonical_chunk(frame, source_file="f.jsonl", experiment="e", warnings=[]).runs
+    assert runs["run_id"].to_list() == ["e/a", "e/b"]
+    assert runs["params"].to_list() == [1e8, 2e8]
+    assert runs["learning_rate"].to_list() == [3e-4, 1e-4]
+    assert runs["source_line"].to_list() == [1, 3]

@@ -518,6 +518,36 @@ def validate_source(
     )
 
 
+def step_ranges(metrics: pl.DataFrame, group: list[str]) -> tuple[pl.DataFrame, bool]:
+    """Each series' first and last step in ``metrics`` (``group`` columns, ``_min``, ``_max``)
+    and whether some step repeats inside a series (``group`` = run, split, domain, loss kind).
+
+    Logs are written in step order, one series after another: each series' rows then form one
+    block whose steps strictly increase, so a comparison with the previous row finds the
+    blocks and their first and last rows give the range, with no repeat possible (~3x less
+    CPU than a grouped min, max and n_unique). Rows in any other order (series interleaved, a
+    step going back, a null step) take the grouped aggregation.
+    """
+    # null equals null, as in the grouping; column by column: ~30% cheaper than a struct
+    start = pl.any_horizontal([pl.col(c).ne_missing(pl.col(c).shift()) for c in group])
+    marked = metrics.select(*group, "step", start.alias("_start"))
+    in_order = marked.select(
+        ((pl.col("step") > pl.col("step").shift()) | pl.col("_start")).fill_null(False).all()
+    ).item()
+    if in_order:
+        starts = marked.filter(pl.col("_start"))
+        if starts.select(pl.struct(group).is_unique().all()).item():
+            ends = marked.filter(pl.col("_start").shift(-1).fill_null(True))["step"]
+            ranges = starts.select(*group, pl.col("step").alias("_min"))
+            return ranges.with_columns(ends.alias("_max")), False
+    ranges = metrics.group_by(group).agg(
+        pl.col("step").min().alias("_min"),
+        pl.col("step").max().alias("_max"),
+        (pl.len() - pl.col("step").n_unique()).alias("_repeats"),
+    )
+    return ranges.drop("_repeats"), bool(ranges["_repeats"].sum())
+
+
 class Restage(Exception):  # noqa: N818 - a signal, not an error
     """The streamed path cannot finish a file alone; the caller re-reads it through staging."""
 
@@ -592,12 +622,8 @@ def stream_source(
                 conform_metrics(chunk.metrics), source_file=source_file_of(chunk.metrics, path)
             )
             quarantines.append(bad)
-            steps = good.group_by(group).agg(
-                pl.col("step").min().alias("_min"),
-                pl.col("step").max().alias("_max"),
-                (pl.len() - pl.col("step").n_unique()).alias("_repeats"),
-            )
-            if steps["_repeats"].sum():
+            steps, repeats = step_ranges(good, group)
+            if repeats:
                 good, q_dups = duplicate_split(good, source_file=source_file)
                 quarantines.append(q_dups)
             if good.height == 0:

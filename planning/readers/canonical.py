@@ -426,6 +426,19 @@ def _decode_text_mixture(
     return good.drop("_bad_mixture"), quarantine
 
 
+def _group_runs(frame: pl.DataFrame, aggs: list[pl.Expr]) -> pl.DataFrame:
+    """``frame.group_by("run_id", maintain_order=True).agg(aggs)``, cheaper for a log that
+    writes each run's rows together: the rows are grouped by their block of equal run ids
+    (an integer key, ~half the CPU of hashing the ids); when a run id comes back in a later
+    block, by the run id itself."""
+    blocks = frame.group_by(pl.col("run_id").rle_id().alias("_block"), maintain_order=True).agg(
+        pl.col("run_id").first(), *aggs
+    )
+    if blocks["run_id"].is_unique().all():
+        return blocks.drop("_block")
+    return frame.group_by("run_id", maintain_order=True).agg(aggs)
+
+
 def canonical_chunk(
     frame: pl.DataFrame, *, source_file: str, experiment: str, warnings: list[str]
 ) -> Chunk:
@@ -506,7 +519,7 @@ def canonical_chunk(
         )
     aggs.append(pl.col("source_line").min())
     # grouped first, the rows without a run id dropped after (one group, no copy of the rows)
-    runs = frame.group_by("run_id", maintain_order=True).agg(aggs)
+    runs = _group_runs(frame, aggs)
     runs = runs.filter(pl.col("run_id").is_not_null())
     if unknown:
         base = runs["tags"].to_list() if "tags" in runs.columns else [None] * runs.height
