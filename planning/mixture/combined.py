@@ -1,4 +1,4 @@
-"""A nonnegative weighted sum of fitted mixture laws, kept as the sum: ``L_i(h) = sum_k w_k L_ik(h)``.
+"""A nonnegative weighted sum of fitted mixture laws, kept as the sum: L_i(h) = sum_k w_k L_ik(h).
 
 Why. The stacked route (:mod:`mixplan.planning.mixture.stacking`) combines the routes'
 predictions at the target with weights ``w_k >= 0``. Every member law is convex in the mixture
