@@ -54,8 +54,9 @@ ROUTE_FORMS = {
     "curves (Kaplan N-D)": "per mixture and domain L(N, D) = [(N_c/N)^(alpha_N/alpha_D) + D_c/D]"
     "^alpha_D on every checkpoint -> additive mixture law L_i(h) = E_i + 1 / sum_j C_ij "
     "h_j^gamma_ij at the target (N, D)",
-    STACKED_ROUTE: "every route at the target (N, D), averaged with weights 1/MSE of "
-    "leave-largest-scale-out -> additive mixture law L_i(h) = E_i + 1 / sum_j C_ij h_j^gamma_ij",
+    STACKED_ROUTE: "L_i(h) = sum_k w_k L_ik(h): every route's mixture law at the target (N, D) "
+    "(additive, L_ik(h) = E_ik + 1 / sum_j C_ijk h_j^gamma_ijk [+ A_ik(h) / N^alpha_ik]), "
+    "weighted by 1/MSE of leave-largest-scale-out",
 }
 """The formula reported for the chosen route across scale (scale routes: ``LAW_FORMS["scale"]``)."""
 HEADLINE = {"exponential": "c", "additive": "E", "per_source": "L_inf", "scale": "E"}
@@ -338,7 +339,10 @@ def mixture_fit_report(result: dict[str, Any], *, console: Console | None = None
         )
         rows = entry["params"] or [{"domain": d} for d in result["domains"]]
         for row in rows:
-            cells = [row["domain"]]
+            cells = [
+                row["domain"]
+                + (f" ({row['route']} x{row['weight']:.2f})" if "route" in row else "")
+            ]
             if entry["params"]:
                 prefix = {"exponential": "t", "per_source": "logB"}.get(family, "logC")
                 cells += [

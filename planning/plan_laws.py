@@ -21,12 +21,14 @@ from mixplan.planning.fitting.result import FitResult, fit_path
 from mixplan.planning.laws import DATABLATIONS, DEEPSEEK, STEPLAW, ChinchillaLaw, MuennighoffLaw
 from mixplan.planning.laws.hyperparams import DeepSeekHyperparams, StepLaw
 from mixplan.planning.mixture import AdditiveLaw, AdditiveScaleLaw, ExponentialLaw, PerSourceLaw
+from mixplan.planning.mixture.combined import CombinedLaw
 from mixplan.planning.mixture.data import TRAINING_MAX_SHARE
 from mixplan.planning.programs.mixture import ExponentialMixture
 from mixplan.planning.spec import PUBLISHED_LAWS, PlanSpec
 
 MIXTURE_LAWS = {
-    cls.__name__: cls for cls in (ExponentialLaw, AdditiveLaw, AdditiveScaleLaw, PerSourceLaw)
+    cls.__name__: cls
+    for cls in (ExponentialLaw, AdditiveLaw, AdditiveScaleLaw, PerSourceLaw, CombinedLaw)
 }
 """Stored mixture-law classes by the ``law`` name their JSON carries (planning/mixture)."""
 

@@ -173,19 +173,20 @@ class MixtureLaw(ABC):
         self, weights: np.ndarray, *, level: float = 0.95
     ) -> tuple[np.ndarray, np.ndarray]:
         """Bootstrap percentile interval of ``predict(weights)`` (needs ``n_bootstrap > 0``)."""
-        weights, single = self._weights(weights)
+        single = np.asarray(weights).ndim == 1
+        draws = self.bootstrap_predictions(weights)
+        tail = (1 - level) / 2 * 100
+        low, high = np.percentile(draws, [tail, 100 - tail], axis=0)
+        return (low[0], high[0]) if single else (low, high)
+
+    def bootstrap_predictions(self, weights: np.ndarray) -> np.ndarray:
+        """Every bootstrap draw's loss per domain, ``(n_bootstrap, mixtures, domains)``."""
+        weights, _ = self._weights(weights)
         fits = self._fits()
         if fits[0].bootstrap.shape[0] == 0:
             raise NotFittedError(f"{self.name}: fit with n_bootstrap > 0 to get intervals")
-        tail = (1 - level) / 2 * 100
-        lows, highs = [], []
         inputs = self.inputs_for(weights)
-        for f in fits:
-            draws = self.model(f.bootstrap, inputs)  # (n_bootstrap, runs)
-            lows.append(np.percentile(draws, tail, axis=0))
-            highs.append(np.percentile(draws, 100 - tail, axis=0))
-        low, high = np.stack(lows, axis=-1), np.stack(highs, axis=-1)
-        return (low[0], high[0]) if single else (low, high)
+        return np.stack([self.model(f.bootstrap, inputs) for f in fits], axis=-1)
 
     def loss_expression(
         self, weights: cp.Expression, domain_weights: np.ndarray | Mapping[str, float] | None

@@ -185,9 +185,14 @@ def best_mixture(
     def target(mixtures: np.ndarray) -> np.ndarray:
         return np.atleast_2d(route.predict(mixtures)) @ vector  # type: ignore[attr-defined]
 
+    # the planner's well-scaled form of the route's law (a combination of laws has terms of
+    # very different scales that leave the conic solver inaccurate on its own loss_expression)
+    from mixplan.planning.programs.mixture_forms import scaled_target
+
+    law = route._law() if hasattr(route, "_law") else route  # type: ignore[attr-defined]
     weights = cp.Variable(len(sources), nonneg=True)
     problem = cp.Problem(
-        cp.Minimize(route.loss_expression(weights, domain_weights)),  # type: ignore[attr-defined]
+        cp.Minimize(scaled_target(law, weights, domain_weights)),
         [cp.sum(weights) == 1, weights <= limits],
     )
     with warnings.catch_warnings(), contextlib.suppress(cp.SolverError):

@@ -14,7 +14,7 @@ The score judges a route fitted on one size fewer than it will be refitted on, s
 routes that transfer from few sizes: on 5Mix within 70M-305M the curves route wins the
 70M-160M -> 305M score (0.0145 vs 0.0275 for the scale route) and misses 410M by 0.0126 nats
 once refitted on 70M-305M, where the scale route would miss by 0.0101. That is why the flow
-combines the routes instead of picking one (the combination: 0.0101).
+combines the routes instead of picking one (the combination: 0.0099).
 """
 
 from __future__ import annotations

@@ -113,6 +113,11 @@ class PerSourceTarget:
 def target_derivatives(law, domain_weights):
     """The analytic target of ``law`` (by family), or ``None`` when it has none here."""
     family = type(law).__name__
+    if family == "CombinedLaw":  # a weighted sum of laws: the sum of their targets
+        from mixplan.planning.programs.combined_target import combined_target
+
+        members = [target_derivatives(m, domain_weights) for m in law.members]
+        return combined_target(law.weights, members)
     w = domain_vector(law, domain_weights)
     if family == "ExponentialMixture":
         return _exponential(w, law.c, np.log(law.k), law.t)

@@ -43,6 +43,10 @@ def domain_vector(law, domain_weights) -> np.ndarray:
 def scaled_target(law, weights: cp.Expression, domain_weights) -> cp.Expression:
     """The target ``sum_i w_i L_i(weights)`` as a well-scaled convex DCP expression."""
     family = type(law).__name__
+    if family == "CombinedLaw":  # a weighted sum of laws: the sum of their forms
+        from mixplan.planning.programs.combined_target import combined_scaled_target
+
+        return combined_scaled_target(law, weights, domain_weights, scaled_target)
     w = domain_vector(law, domain_weights)
     if family == "ExponentialMixture":
         return _exponential(w, law.c, np.log(law.k), law.t, weights)

@@ -411,7 +411,8 @@ def mixture_section(result: Mapping[str, Any]) -> LawSection:
             low, high = finite(row.get(f"{headline}_lo")), finite(row.get(f"{headline}_hi"))
             rows.append(
                 (
-                    str(row.get("domain", "")),
+                    str(row.get("domain", ""))
+                    + (f" ({row['route']}, weight {row['weight']:.2f})" if "route" in row else ""),
                     format_loss(finite(row.get(headline))),
                     "—" if low is None or high is None else f"{low:.3f} – {high:.3f}",
                     _four_decimals(row.get("objective")),
