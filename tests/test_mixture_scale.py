@@ -289,6 +289,43 @@ def test_stacked_route_law_is_the_weighted_sum_and_round_trips(
     assert route.spread_ > 0 and "disagree" in chosen_from_three_sizes[0]["step_warning"]
 
 
+def test_flow_preview_of_the_stacked_mixture_is_optimal_in_the_trust_region(
+    chosen_from_three_sizes: tuple[dict, float], curves: MixtureCurves
+) -> None:
+    """The fit-mixture flow's planned-mixture preview (`best_mixture`, trust region: the
+    largest share each source had) is no worse than multi-start SLSQP on the stored law with
+    the same bounds, and than every observed mixture inside them."""
+    from scipy.optimize import minimize
+
+    route = chosen_from_three_sizes[0]["route"]
+    trust = curves.final().max_shares()
+    limits = np.array([trust.get(s, 1.0) for s in curves.sources])
+    planned = best_mixture(route, curves.sources, max_shares=trust, candidates=curves.mixture)
+    law = route.law_
+
+    def f(r):
+        return float(law.target_loss(np.clip(r, 0, None) / np.clip(r, 0, None).sum(), None))
+
+    assert planned.sum() == pytest.approx(1.0) and np.all(planned <= limits + 1e-9)
+    starts = [limits / limits.sum(), *np.random.default_rng(0).dirichlet(np.ones(len(limits)), 6)]
+    best = np.inf
+    for x0 in starts:
+        res = minimize(
+            f,
+            np.minimum(x0, limits),
+            method="SLSQP",
+            bounds=list(zip(np.zeros(len(limits)), limits, strict=True)),
+            constraints=[{"type": "eq", "fun": lambda r: r.sum() - 1}],
+            options={"ftol": 1e-12, "maxiter": 500},
+        )
+        if res.success and np.all(res.x <= limits + 1e-9):
+            best = min(best, f(res.x))
+    assert np.isfinite(best)
+    assert f(planned) <= best + 1e-7 * abs(best), (f(planned), best)
+    inside = np.all(curves.mixture <= limits + 1e-9, axis=1)
+    assert f(planned) <= law.target_loss(curves.mixture[inside], None).min() + 1e-9
+
+
 def _plan_checks(law, domain_weights) -> None:
     """Newton on the analytic target, the conic program and multi-start SLSQP agree; the
     analytic derivatives match central differences of the law's own target."""

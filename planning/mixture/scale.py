@@ -34,6 +34,10 @@ from mixplan.planning.mixture.data import domain_weight_vector
 from mixplan.planning.mixture.engine import DEFAULT_DELTA
 from mixplan.planning.mixture.nested import LawRoute, MixtureCurves
 from mixplan.planning.mixture.steps import MAX_RATIO, StepStage, losses_at_tokens
+from mixplan.planning.programs.mixture import GAP_TOL
+from mixplan.planning.programs.mixture_derivatives import target_derivatives
+from mixplan.planning.programs.mixture_forms import scaled_target
+from mixplan.planning.programs.simplex_newton import minimize_on_simplex
 
 EXPONENT_MODES = ("auto", "free", "pooled")
 """How :class:`ScaleRoute` sets the size exponent (or give a number)."""
@@ -169,15 +173,16 @@ def best_mixture(
     """The mixture minimising a route's convex target at its (N, D), within a trust region.
 
     A preview of the planner's mixture program with no source caps: ``min sum_i w_i L_i(r)``
-    over the simplex, each share at most ``max_shares[source]`` (the largest share the law saw).
-    The conic solver can end "optimal_inaccurate" on the power cones of the additive law; its
-    answer is then checked numerically against ``candidates`` (e.g. the fitted runs' mixtures
-    inside the trust region) and the lower of the two is returned.
+    over the simplex, each share at most ``max_shares[source]`` (the largest share the law saw),
+    solved as the planner solves it: Newton on the capped simplex with its certificate when the
+    law has analytic derivatives, else the conic program (which can end "optimal_inaccurate" on
+    the additive law's power cones). The answer is checked numerically against ``candidates``
+    (e.g. the fitted runs' mixtures inside the trust region) and the lowest is returned.
 
     Raises
     ------
     FitError
-        If the solver reaches no (even inaccurate) optimum and no candidate is given.
+        If neither solver reaches an (even inaccurate) optimum and no candidate is given.
     """
     limits = np.array([float((max_shares or {}).get(s, 1.0)) for s in sources])
     vector = domain_weight_vector(route.domains_, domain_weights)  # type: ignore[attr-defined]
@@ -185,27 +190,47 @@ def best_mixture(
     def target(mixtures: np.ndarray) -> np.ndarray:
         return np.atleast_2d(route.predict(mixtures)) @ vector  # type: ignore[attr-defined]
 
-    # the planner's well-scaled form of the route's law (a combination of laws has terms of
-    # very different scales that leave the conic solver inaccurate on its own loss_expression)
-    from mixplan.planning.programs.mixture_forms import scaled_target
-
     law = route._law() if hasattr(route, "_law") else route  # type: ignore[attr-defined]
-    weights = cp.Variable(len(sources), nonneg=True)
-    problem = cp.Problem(
-        cp.Minimize(scaled_target(law, weights, domain_weights)),
-        [cp.sum(weights) == 1, weights <= limits],
-    )
-    with warnings.catch_warnings(), contextlib.suppress(cp.SolverError):
-        warnings.simplefilter("ignore", UserWarning)  # "may be inaccurate": checked below
-        problem.solve()
     options = []
-    if problem.status in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) and weights.value is not None:
-        value = np.maximum(weights.value, 0.0)
-        options.append(value / value.sum())
+    solution = _newton_mixture(law, domain_weights, limits)
+    if solution is not None:
+        options.append(solution)
+    else:
+        # the planner's well-scaled convex form of the law (a combination of laws has terms of
+        # very different scales that leave the conic solver inaccurate on its own expression)
+        weights = cp.Variable(len(sources), nonneg=True)
+        problem = cp.Problem(
+            cp.Minimize(scaled_target(law, weights, domain_weights)),
+            [cp.sum(weights) == 1, weights <= limits],
+        )
+        with warnings.catch_warnings(), contextlib.suppress(cp.SolverError):
+            warnings.simplefilter("ignore", UserWarning)  # "may be inaccurate": checked below
+            problem.solve()
+        if problem.status in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) and weights.value is not None:
+            value = np.maximum(weights.value, 0.0)
+            options.append(value / value.sum())
     if candidates is not None:
         inside = np.all(candidates <= limits * (1 + 1e-9), axis=1)
         options.extend(np.asarray(candidates)[inside])
     if not options:
-        raise FitError(f"best mixture: the convex program ended {problem.status}")
+        raise FitError("best mixture: the convex program reached no optimum and no candidate given")
     options_array = np.array(options)
     return options_array[int(np.argmin(target(options_array)))]
+
+
+def _newton_mixture(law, domain_weights, limits: np.ndarray) -> np.ndarray | None:
+    """The planner's certified Newton solve of ``min sum_i w_i L_i(r)`` over the capped simplex
+    (`minimize_on_simplex` on the law's analytic target); ``None`` when the law has no analytic
+    target or the certificate failed (then the conic program decides)."""
+    target = target_derivatives(law, domain_weights)
+    if target is None or limits.sum() < 1 - 1e-12:
+        return None
+    solution = minimize_on_simplex(
+        target.derivatives,
+        target.value,
+        limits / limits.sum(),
+        limits,
+        interior=target.interior,
+        gap_tol=GAP_TOL,
+    )
+    return solution.x if solution.certified else None
