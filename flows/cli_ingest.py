@@ -46,7 +46,8 @@ A format not listed: declare a mapping (a TOML file, no code; see planning/mappi
 name your columns as mixplan does. A file no reader recognises is reported with what was seen.
 
 Bad records go to the lake's quarantine table with file, line, field and reason; good records
-of the same file go through. Files whose content hash is unchanged since the last ingest are skipped.
+of the same file go through. Files whose content hash is unchanged since the last ingest are
+skipped.
 Exits non-zero only when nothing usable was read.
 
 Examples:

@@ -24,7 +24,11 @@ import cvxpy as cp
 import numpy as np
 
 from mixplan.planning.errors import NotFittedError, SpecError
-from mixplan.planning.mixture.data import MixtureData, domain_weight_vector, mixture_rows
+from mixplan.planning.mixture.data import (
+    DomainTarget,
+    MixtureData,
+    mixture_rows,
+)
 from mixplan.planning.mixture.engine import DEFAULT_DELTA, bootstrap_law, fit_law, law_spec
 
 logger = logging.getLogger(__name__)
@@ -55,7 +59,7 @@ class DomainFit:
     bootstrap: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
 
 
-class MixtureLaw(ABC):
+class MixtureLaw(DomainTarget, ABC):
     """A law ``L_i(mixture)`` per validation domain, fitted independently per domain."""
 
     name: str = "mixture law"
@@ -213,13 +217,7 @@ class MixtureLaw(ABC):
     def target_weights(self, domain_weights: np.ndarray | Mapping[str, float] | None) -> np.ndarray:
         """Domain weights as a vector in ``domains_`` order, normalised to sum to 1."""
         self._fits()
-        return domain_weight_vector(self.domains_, domain_weights)
-
-    def target_loss(
-        self, weights: np.ndarray, domain_weights: np.ndarray | Mapping[str, float] | None
-    ) -> np.ndarray:
-        """Numeric value of the target for one or many mixtures."""
-        return self.predict(weights) @ self.target_weights(domain_weights)
+        return super().target_weights(domain_weights)
 
     # -- reporting ---------------------------------------------------------------------------
     def params_table(self) -> list[dict[str, Any]]:

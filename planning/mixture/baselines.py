@@ -19,7 +19,11 @@ import cvxpy as cp
 import numpy as np
 
 from mixplan.planning.errors import FitError, NotFittedError, SpecError
-from mixplan.planning.mixture.data import MixtureData, domain_weight_vector, mixture_rows
+from mixplan.planning.mixture.data import (
+    DomainTarget,
+    MixtureData,
+    mixture_rows,
+)
 from mixplan.planning.mixture.steps import losses_at_tokens
 
 LIGHTGBM_PARAMS = {
@@ -35,7 +39,7 @@ LIGHTGBM_ROUNDS = 1000
 """RegMix's ``num_iterations``."""
 
 
-class _Baseline:
+class _Baseline(DomainTarget):
     name = "baseline"
 
     def __init__(self) -> None:
@@ -46,16 +50,6 @@ class _Baseline:
         if not self.domains_:
             raise NotFittedError(f"{self.name}: call fit(data) before predicting")
         return mixture_rows(self.name, weights, self.sources_)
-
-    def target_weights(self, domain_weights: np.ndarray | Mapping[str, float] | None) -> np.ndarray:
-        """Domain weights in ``domains_`` order, normalised."""
-        return domain_weight_vector(self.domains_, domain_weights)
-
-    def target_loss(
-        self, weights: np.ndarray, domain_weights: np.ndarray | Mapping[str, float] | None
-    ) -> np.ndarray:
-        """Numeric value of the user-weighted target for one or many mixtures."""
-        return self.predict(weights) @ self.target_weights(domain_weights)
 
 
 class LightGBMBaseline(_Baseline):

@@ -30,7 +30,7 @@ import numpy as np
 from mixplan.planning.errors import NotFittedError, SpecError
 from mixplan.planning.mixture.additive import AdditiveLaw, AdditiveScaleLaw
 from mixplan.planning.mixture.base import MixtureLaw
-from mixplan.planning.mixture.data import domain_weight_vector
+from mixplan.planning.mixture.data import DomainTarget
 from mixplan.planning.mixture.exponential import ExponentialLaw
 from mixplan.planning.mixture.per_source import PerSourceLaw
 
@@ -40,7 +40,7 @@ MEMBER_LAWS: dict[str, type[MixtureLaw]] = {
 """Member classes a stored combination is read back with (by their JSON ``law`` name)."""
 
 
-class CombinedLaw:
+class CombinedLaw(DomainTarget):
     """``L_i(h) = sum_k w_k L_ik(h)`` over fitted mixture laws, ``w_k >= 0`` summing to 1.
 
     Parameters
@@ -125,16 +125,6 @@ class CombinedLaw:
         tail = (1 - level) / 2 * 100
         low, high = np.percentile(self.bootstrap_predictions(weights), [tail, 100 - tail], axis=0)
         return (low[0], high[0]) if single else (low, high)
-
-    def target_weights(self, domain_weights: np.ndarray | Mapping[str, float] | None) -> np.ndarray:
-        """Domain weights as a vector in ``domains_`` order, normalised to sum to 1."""
-        return domain_weight_vector(self.domains_, domain_weights)
-
-    def target_loss(
-        self, weights: np.ndarray, domain_weights: np.ndarray | Mapping[str, float] | None
-    ) -> np.ndarray:
-        """Numeric value of the target ``sum_i w_i L_i`` for one or many mixtures."""
-        return self.predict(weights) @ self.target_weights(domain_weights)
 
     def loss_expression(
         self, weights: cp.Expression, domain_weights: np.ndarray | Mapping[str, float] | None

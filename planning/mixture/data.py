@@ -9,7 +9,7 @@ matched by name with :func:`match_domains` when a law needs the pairing.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -279,6 +279,24 @@ def domain_weight_vector(
     if np.any(weights < 0) or weights.sum() <= 0:
         raise SpecError("target: domain weights must be non-negative with a positive sum")
     return weights / weights.sum()
+
+
+class DomainTarget:
+    """The user-weighted target ``sum_i w_i L_i(mixture)`` of anything with ``domains_`` and
+    ``predict`` (mixture laws, their combination, the baselines)."""
+
+    domains_: tuple[str, ...]
+    predict: Callable[[np.ndarray], np.ndarray]
+
+    def target_weights(self, domain_weights: np.ndarray | Mapping[str, float] | None) -> np.ndarray:
+        """Domain weights as a vector in ``domains_`` order, normalised to sum to 1."""
+        return domain_weight_vector(self.domains_, domain_weights)
+
+    def target_loss(
+        self, weights: np.ndarray, domain_weights: np.ndarray | Mapping[str, float] | None
+    ) -> np.ndarray:
+        """Numeric value of the target for one or many mixtures."""
+        return self.predict(weights) @ self.target_weights(domain_weights)
 
 
 def mixture_rows(law: str, weights: np.ndarray, sources: Sequence[str]) -> tuple[np.ndarray, bool]:
