@@ -523,6 +523,35 @@ def test_curves_route_interval_adds_the_backtested_size_error(
     assert covered >= 0.85 and float(np.mean(high - low)) < 0.15
 
 
+def test_curves_route_says_when_its_size_error_cannot_be_measured(
+    curves: MixtureCurves, largest_held_out
+) -> None:
+    _, params, tokens = largest_held_out
+    sizes = _sizes(curves)
+    two = curves.runs_where(curves.params <= sizes[1])
+    last = np.zeros(len(two.run_ids))
+    np.maximum.at(last, two.row_run, two.tokens)
+    late = two.tokens > last[two.row_run] / 1.5 * (1 + 1e-9)  # no checkpoint to backtest on
+    short = MixtureCurves(
+        run_ids=two.run_ids,
+        params=two.params,
+        mixture=two.mixture,
+        sources=two.sources,
+        domains=two.domains,
+        row_run=two.row_run[late],
+        tokens=two.tokens[late],
+        losses=two.losses[late],
+    )
+    route = CurvesRoute(params=params, tokens=tokens).fit(short)
+    assert np.isnan(route.backtest_rmse()) and route.extrapolation_rmse() == 0.0
+    assert "covers the mixture stage only" in route.warning_
+    assert "fewer than 5 checkpoints" in route.warning_
+    inside = CurvesRoute(params=sizes[1], tokens=tokens).fit(short)
+    assert "mixture stage only" not in inside.warning_  # no extrapolation in N: nothing missing
+    full = CurvesRoute(params=params, tokens=tokens).fit(two)
+    assert "mixture stage only" not in full.warning_  # measured (the test above)
+
+
 def test_curves_route_refuses_one_size_and_far_extrapolation(curves: MixtureCurves) -> None:
     sizes = _sizes(curves)
     with pytest.raises(FitError, match="two or more model sizes"):

@@ -71,6 +71,8 @@ BACKTEST_RATIO = 1.5
 """How far the backtest of :meth:`CurvesRoute.backtest_rmse` extrapolates each curve (its first
 two thirds predict its last checkpoint): a documented choice, well inside the step stage's
 MAX_RATIO, so the backtest extrapolates in D about as far as a proxy study usually does in N."""
+MIN_CHECKPOINTS = 5
+"""Checkpoints a (mixture, domain) group needs for Kaplan's law (it has 4 parameters)."""
 
 
 def kaplan_log_model(
@@ -146,10 +148,11 @@ def fit_kaplan_laws(
     params, tokens, losses = (np.asarray(a, float) for a in (params, tokens, losses))
     group = np.asarray(group, int)
     counts = np.bincount(group, minlength=n_groups)
-    if np.any(counts < 5):
+    if np.any(counts < MIN_CHECKPOINTS):
         raise FitError(
-            f"Kaplan joint law: groups {np.flatnonzero(counts < 5)[:5].tolist()} have fewer "
-            "than 5 checkpoints (the law has 4 parameters); log more checkpoints per run"
+            f"Kaplan joint law: groups {np.flatnonzero(counts < MIN_CHECKPOINTS)[:5].tolist()} "
+            f"have fewer than {MIN_CHECKPOINTS} checkpoints (the law has 4 parameters); log more "
+            "checkpoints per run"
         )
     if np.any(losses <= 0) or np.any(params <= 0) or np.any(tokens <= 0):
         raise FitError("Kaplan joint law: losses, params and tokens must be positive")
@@ -263,6 +266,8 @@ class CurvesRoute(MixtureStageRoute):
         self.fits_ = self._fit_curves(curves, mixture_of_run, len(mixtures), last)
         self.curves_, self.mixture_of_run_ = curves, mixture_of_run
         self.extrapolation_rmse_ = None  # measured when an interval is first asked for
+        unmeasured = self._unmeasured_size_error(curves, mixture_of_run, len(mixtures), last)
+        self.warning_ = "; ".join(w for w in (self.warning_, unmeasured) if w)
         domains = len(curves.domains)
         at_target = self.fits_.predict(self.params, self.tokens).reshape(len(mixtures), domains)
         alpha_n, alpha_d = np.median(self.fits_.theta[:, 1:3], axis=0)
@@ -273,24 +278,53 @@ class CurvesRoute(MixtureStageRoute):
         )
         return self._fit_mixture_stage(curves, mixtures, at_target)
 
-    def _fit_curves(
-        self, curves: MixtureCurves, mixture_of_run: np.ndarray, n_mixtures: int, cut: np.ndarray
-    ) -> KaplanFits:
-        """Kaplan's law per (mixture, domain) on each run's checkpoints in
-        ``[TAIL cut_run, cut_run]``."""
+    @staticmethod
+    def _window(
+        curves: MixtureCurves, mixture_of_run: np.ndarray, cut: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each run's logged checkpoints in ``[TAIL cut_run, cut_run]``: their rows, their
+        (mixture, domain) group and their run."""
         domains = len(curves.domains)
         row, column = np.nonzero(np.isfinite(curves.losses))
         run = curves.row_run[row]
         tokens = curves.tokens[row]
         keep = (tokens >= TAIL * cut[run] * (1 - 1e-9)) & (tokens <= cut[run] * (1 + 1e-9))
         row, column, run = row[keep], column[keep], run[keep]
+        return row, mixture_of_run[run] * domains + column, run
+
+    def _fit_curves(
+        self, curves: MixtureCurves, mixture_of_run: np.ndarray, n_mixtures: int, cut: np.ndarray
+    ) -> KaplanFits:
+        """Kaplan's law per (mixture, domain) on each run's checkpoints in
+        ``[TAIL cut_run, cut_run]``."""
+        row, group, run = self._window(curves, mixture_of_run, cut)
         return fit_kaplan_laws(
             curves.params[run],
             curves.tokens[row],
-            curves.losses[row, column],
-            mixture_of_run[run] * domains + column,
-            n_mixtures * domains,
+            curves.losses[row, group % len(curves.domains)],
+            group,
+            n_mixtures * len(curves.domains),
             delta=self.delta,
+        )
+
+    def _unmeasured_size_error(
+        self, curves: MixtureCurves, mixture_of_run: np.ndarray, n_mixtures: int, last: np.ndarray
+    ) -> str:
+        """``""``, or the warning that the interval at a target N past the fitted sizes leaves
+        out the error of carrying the curves across N, because the curves' early parts (up to
+        ``last / BACKTEST_RATIO``) hold too few checkpoints for :meth:`backtest_rmse`."""
+        if self.params <= float(np.max(curves.params)) * (1 + 1e-9):
+            return ""
+        _, group, _ = self._window(curves, mixture_of_run, last / BACKTEST_RATIO)
+        short = np.bincount(group, minlength=n_mixtures * len(curves.domains)) < MIN_CHECKPOINTS
+        if not short.any():
+            return ""
+        return (
+            f"the interval at N = {self.params:.4g} covers the mixture stage only: the error of "
+            f"carrying the curves past N = {float(np.max(curves.params)):.4g} is not measured, "
+            f"because {int(short.sum())} of {short.size} (mixture, domain) curves log fewer than "
+            f"{MIN_CHECKPOINTS} checkpoints before 1/{BACKTEST_RATIO:g} of their length; log more "
+            "checkpoints per run to measure it"
         )
 
     def backtest_rmse(self, ratio: float = BACKTEST_RATIO) -> float:
@@ -346,7 +380,8 @@ class CurvesRoute(MixtureStageRoute):
     def extrapolation_rmse(self) -> float:
         """Expected RMSE of carrying the curves to the target N: :meth:`backtest_rmse` per unit
         ``log N`` times ``log(N / N_largest_fitted)`` (0 inside the fitted sizes, and 0 when the
-        backtest cannot be fitted: the curves' early parts hold fewer than 5 checkpoints)."""
+        backtest cannot be fitted because the curves' early parts hold fewer than
+        :data:`MIN_CHECKPOINTS` checkpoints; ``fit`` then says so in ``warning_``)."""
         if self.extrapolation_rmse_ is None:
             fitted = self.curves_
             if fitted is None:
