@@ -176,10 +176,10 @@ def _newton_qp(g: np.ndarray, h: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> 
     """``argmin g.d + d'Hd/2`` s.t. ``sum d = 0``, ``lo <= d <= hi`` (``lo <= 0 <= hi``):
     a primal active-set method from ``d = 0``, its working set the bounds active at 0.
 
-    Each pass solves the KKT system ``[H 1; 1' 0] [p; nu] = [-q; 0]`` (``q = g + H d``) with the
-    working set's rows and columns replaced by ``p_j = 0``; a blocked step adds the blocking
-    bound, a full step reaches the working set's minimiser, where the bound with the most
-    negative multiplier is dropped (none: done).
+    Each pass solves the free block's KKT system ``[H_FF 1; 1' 0] [p_F; nu] = [-q_F; -sum d]``
+    (``q = g + H d``; the working set's ``p_j = 0``), cut from the bordered, damped matrix built
+    once; a blocked step adds the blocking bound, a full step reaches the working set's
+    minimiser, where the bound with the most negative multiplier is dropped (none: done).
     """
     n = len(g)
     kkt = np.ones((n + 1, n + 1))
@@ -192,14 +192,12 @@ def _newton_qp(g: np.ndarray, h: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> 
     at_lower, at_upper = start_lower.copy(), start_upper.copy()
     batches = BATCHES
     d = np.zeros(n)
-    rhs = np.zeros(n + 1)
-    fixed = np.zeros(n + 1, dtype=bool)
+    q = g
     nu = 0.0
     stationary = False
     for _ in range(4 * n + 10):
-        fixed[:n] = at_lower | at_upper
-        q = g + h @ d if d.any() else g
-        if fixed[:n].all():
+        free = np.flatnonzero(~(at_lower | at_upper))
+        if not len(free):
             # a vertex: optimal when some price nu makes every multiplier non-negative
             nu_low = np.max(-q[at_lower], initial=-np.inf)
             nu_high = np.min(-q[at_upper], initial=np.inf)
@@ -209,57 +207,53 @@ def _newton_qp(g: np.ndarray, h: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> 
             stationary = False
             continue
         if not stationary:
-            keep = ~fixed
-            system = kkt * keep  # the working set's columns out...
-            system *= keep[:, None]  # ... and rows, then p_j = 0 on its diagonal
-            system.reshape(-1)[:: n + 2] += fixed
-            rhs[:n] = np.where(fixed[:n], 0.0, -q)
-            rhs[n] = -d.sum()  # 0 once d is feasible; restores sum d = 0 after a batch
-            _, _, solution, info = dgesv(system, rhs)
+            block = np.append(free, n)
+            rhs = np.empty(len(block))
+            np.negative(q[free], out=rhs[:-1])
+            rhs[-1] = -d.sum()  # 0 once d is feasible; restores sum d = 0 after a batch
+            _, _, solution, info = dgesv(kkt[block][:, block], rhs)
             if info != 0:
                 return np.zeros(n) if batches < 0 else d
-            p, nu = solution[:n], float(solution[n])
-            full = d + p
-            below, above = full < lo, full > hi
-            violated = bool(below.any() or above.any())
-            if batches > 0 and violated:
-                # from a poor start many bounds block: fix every violated one at once
-                batches -= 1
-                d = np.where(below, lo, np.where(above, hi, full))
-                at_lower |= below
-                at_upper |= above
-                continue
-            if batches >= 0 and violated:
-                # the batches did not settle: back to the primal method from d = 0
-                d, batches = np.zeros(n), -1
-                at_lower, at_upper = start_lower.copy(), start_upper.copy()
+            p, nu = solution[:-1], float(solution[-1])
+            d_free, lo_free, hi_free = d[free], lo[free], hi[free]
+            full = d_free + p
+            below, above = full < lo_free, full > hi_free
+            if (below | above).any():
+                if batches > 0:
+                    # from a poor start many bounds block: fix every violated one at once
+                    batches -= 1
+                    d[free] = np.minimum(np.maximum(full, lo_free), hi_free)
+                    at_lower[free[below]] = True
+                    at_upper[free[above]] = True
+                    q = g + h @ d
+                    continue
+                if batches == 0:
+                    # the batches did not settle: back to the primal method from d = 0
+                    d, q, batches = np.zeros(n), g, -1
+                    at_lower, at_upper = start_lower.copy(), start_upper.copy()
+                    continue
+                # ratio test: the longest step along p keeping the free coordinates in bounds
+                room = np.where(p < 0, lo_free - d_free, hi_free - d_free)
+                ratios = np.divide(room, p, out=np.full(len(free), np.inf), where=p != 0)
+                k = int(ratios.argmin())
+                d[free] = d_free + min(1.0, max(float(ratios[k]), 0.0)) * p
+                j = free[k]
+                if p[k] < 0:
+                    d[j], at_lower[j] = lo[j], True
+                else:
+                    d[j], at_upper[j] = hi[j], True
+                q = g + h @ d
                 continue
             batches = -1  # d is feasible from here on: one bound at a time
-            if np.abs(p).max() > 1e-15:
-                # ratio test: the longest step along p keeping the free coordinates in bounds
-                room = np.where(p < 0, lo - d, hi - d)
-                ratios = np.divide(room, p, out=np.full(n, np.inf), where=p != 0)
-                j = int(ratios.argmin())
-                alpha = min(1.0, max(float(ratios[j]), 0.0))
-                d += alpha * p
-                if alpha < 1.0:
-                    if p[j] < 0:
-                        d[j], at_lower[j] = lo[j], True
-                    else:
-                        d[j], at_upper[j] = hi[j], True
-                    continue
-                q = g + h @ d
+            d[free] = full
+            q = g + h @ d
             stationary = True
         # at the working set's minimiser: every bound's multiplier must be non-negative
-        mult_lower = np.where(at_lower, q + nu, np.inf)
-        mult_upper = np.where(at_upper, -(q + nu), np.inf)
-        worst_lower, worst_upper = int(mult_lower.argmin()), int(mult_upper.argmin())
-        if min(mult_lower[worst_lower], mult_upper[worst_upper]) >= 0:
+        multiplier = np.where(at_lower, q + nu, np.where(at_upper, -(q + nu), np.inf))
+        worst = int(multiplier.argmin())
+        if multiplier[worst] >= 0:
             return d
-        if mult_lower[worst_lower] <= mult_upper[worst_upper]:
-            at_lower[worst_lower] = False
-        else:
-            at_upper[worst_upper] = False
+        at_lower[worst] = at_upper[worst] = False
         stationary = False
     return d
 
