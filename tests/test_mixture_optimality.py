@@ -339,15 +339,15 @@ def test_analytic_derivatives_match_the_law(family):
 
 
 def test_slope_search_stops_within_its_tolerance_of_the_best_d(regmix_exponential):
-    """The slope search stops once a Newton step on ``dV/dlog D`` (its derivative the secant)
-    is below ``tol / 10`` in log D: the plan's D is that close to the best D found by an
+    """The outer search stops once a Newton step on ``dV/dlog D`` is below ``tol / 10`` in
+    log D: the plan's D is that close to the best D found by an
     independent golden section on the inner solves' losses (to 1e-6 in log D), and its loss
     no worse than there to the flatness of V over that distance."""
     from mixplan.planning.programs.common import golden_section
 
     sources = _sources(regmix_exponential.sources_, "repeat")
     program = MixtureProgram(sources, regmix_exponential, scale_law=SARDANA)
-    plan = program.plan(flops=FLOPS)  # tol = 5e-3 in log D: brentq's xtol was tol / 10
+    plan = program.plan(flops=FLOPS)  # tol = 5e-3 in log D: the search stops at tol / 10
     centre = float(np.log(plan.tokens))
     best, value, _ = golden_section(
         lambda g: program.solve_at(float(np.exp(g)), flops=FLOPS).loss,
@@ -357,3 +357,46 @@ def test_slope_search_stops_within_its_tolerance_of_the_best_d(regmix_exponentia
     )
     assert abs(centre - best) < 5e-4
     assert plan.loss <= value + 1e-8 * abs(value)
+
+
+@pytest.mark.parametrize("trust_region", [False, True])
+def test_outer_search_derivatives_match_finite_differences(regmix_exponential, trust_region):
+    """The outer Newton search's ``dV/dlog D``, ``d2V/dlog D^2`` and the shares' tangent (the
+    inner solution's sensitivity) against central differences of certified inner solves, at
+    D's where sources sit at their moving caps (and, with a trust region, at fixed share
+    limits): V is the best loss at D, so its derivatives come from solves, not formulas."""
+    names = regmix_exponential.sources_
+    weights = np.linspace(3.0, 0.3, len(names))
+    sources = [
+        Source(n, float(2e9 * w**2), 4.0 if w > 1 else 2.0)
+        for n, w in zip(names, weights, strict=True)
+    ]
+    limits = {names[2]: 0.2, names[7]: 0.3} if trust_region else None
+    program = MixtureProgram(sources, regmix_exponential, scale_law=SARDANA, max_shares=limits)
+    step = 1e-3
+
+    def solve(log_tokens: float):
+        solution = program._newton(float(np.exp(log_tokens)), None)
+        assert solution.certified
+        value = solution.value + program._params_term(float(np.exp(log_tokens)), FLOPS)
+        return value, solution
+
+    moving_caps = share_limits = 0
+    for log_tokens in (24.3, 24.7, 25.0):
+        value, solution = solve(log_tokens)
+        (up, above), (down, below) = solve(log_tokens + step), solve(log_tokens - step)
+        change = program._sensitivity(solution, float(np.exp(log_tokens)), FLOPS)
+        slope_up = program._sensitivity(above, float(np.exp(log_tokens + step)), FLOPS).slope
+        slope_down = program._sensitivity(below, float(np.exp(log_tokens - step)), FLOPS).slope
+        # central differences carry O(step^2) error: 1e-6 in slope is 5e-6 in log D at V'' ~ 0.2
+        assert change.slope == pytest.approx((up - down) / (2 * step), rel=1e-4, abs=1e-6)
+        assert change.curvature == pytest.approx(
+            (slope_up - slope_down) / (2 * step), rel=1e-4, abs=1e-6
+        )
+        np.testing.assert_allclose(change.tangent, (above.x - below.x) / (2 * step), atol=1e-6)
+        caps = program.caps / np.exp(log_tokens)
+        moving_caps += int(np.sum(solution.x >= caps * (1 - 1e-9)))
+        if limits is not None:
+            share_limits += int(np.sum(solution.x >= program.max_shares * (1 - 1e-9)))
+    assert moving_caps > 0  # the moving-cap terms are exercised
+    assert share_limits > 0 or not trust_region

@@ -22,8 +22,10 @@ Two inner solvers, one program. Where the law has analytic derivatives
 which stops on a certified Frank-Wolfe gap; the conic form above (cvxpy, built once with D a
 ``cp.Parameter``) answers where the law has none or the certificate fails, and is the
 independent reference in the tests (``method="cvxpy"``). The outer problem over D is 1-D:
-with Newton, a bracketed root of ``dV/dlog D`` (the envelope theorem gives it from the inner
-solution and its cap multipliers); with the conic program, a grid then golden section.
+with Newton, Newton's method on ``V(log D)``, V the best loss at D, its slope and curvature the
+inner solution's sensitivity (the envelope theorem and the KKT system's derivative, caps moving
+as ``1/D``), safeguarded by the bracket the slopes' signs set; with the conic program, a grid
+then golden section.
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ from typing import Protocol, runtime_checkable
 
 import cvxpy as cp
 import numpy as np
-from scipy.optimize import brentq
 
 from mixplan.planning.errors import SpecError
 from mixplan.planning.laws.repetition import effective_tokens
@@ -51,7 +52,12 @@ from mixplan.planning.programs.common import (
 )
 from mixplan.planning.programs.mixture_derivatives import DataTerm, target_derivatives
 from mixplan.planning.programs.mixture_forms import scaled_target
-from mixplan.planning.programs.simplex_newton import SimplexSolution, minimize_on_simplex
+from mixplan.planning.programs.simplex_newton import (
+    Sensitivity,
+    SimplexSolution,
+    minimize_on_simplex,
+    sensitivity,
+)
 
 RD_STAR = 15.387756
 """Muennighoff et al.'s R_D* (datablations), the default repetition scale."""
@@ -67,7 +73,17 @@ GAP_TOL = 1e-10
 """Newton stops when its certified gap is below this fraction of the objective."""
 
 SLOPE_STEP = 0.5
-"""First step (in log D) of the bracketing search from the compute-optimal D; it doubles."""
+"""First step (in log D) of the outer search where Newton's step is not defined; it doubles."""
+
+MAX_LOG_STEP = 2.0
+"""Longest step of the outer Newton search in log D (a factor e^2 = 7.4 in D)."""
+
+NEWTON_SHARE = 0.25
+"""Once the slope's root is bracketed, Newton's step is taken only when it is shorter than this
+share of the bracket; otherwise the secant through the bracket's ends."""
+
+MAX_OUTER_STEPS = 40
+"""Inner solves the outer Newton search may take before the golden section takes over."""
 
 
 @runtime_checkable
@@ -465,7 +481,11 @@ class MixtureProgram:
     ) -> MixtureResult:
         names = [s.name for s in self.sources]
         x = mixture * tokens
-        mixture_term = float(self.law.target_loss(mixture, self.domain_weights))
+        mixture_term = (  # the analytic target where there is one: the law's own, and leaner
+            self.target.value(mixture)
+            if self.target is not None
+            else float(self.law.target_loss(mixture, self.domain_weights))
+        )
         loss = float(self._loss(mixture[None, :], np.array([mixture_term]), tokens, flops)[0])
         capped = tuple(
             n for n, xi, cap in zip(names, x, self.caps, strict=True) if xi >= cap * (1 - 1e-5)
@@ -498,15 +518,27 @@ class MixtureProgram:
             gap=gap,
         )
 
-    def _slope(self, solution: SimplexSolution, tokens: float, flops: float) -> float:
-        """``dV/dlog D`` at a solved D, V the best loss at D (envelope theorem): the objective's
-        partial derivative in log D at the optimal shares, plus each binding cap's multiplier
-        times its share (a cap ``U_j epochs_j / D`` tightens as D grows)."""
-        at_cap = _cap_is_upper(self.caps / tokens, self.max_shares)
+    def _sensitivity(self, solution: SimplexSolution, tokens: float, flops: float) -> Sensitivity:
+        """``dV/dlog D``, ``d2V/dlog D^2`` and the shares' path at a solved D, V the best loss at
+        D: the objective's partials in ``u = log D`` (``A N^-alpha`` grows as ``e^(alpha u)``,
+        the data term through ``x = e^u r``), with each source at its cap following it (a cap
+        ``U_j epochs_j / D`` shrinks as ``e^-u``; the envelope theorem adds its multiplier times
+        its share to the slope)."""
+        t_u, t_uu, t_ur = self._data_term(tokens).log_tokens_partials(solution.x)
+        params = self._params_term(tokens, flops)
+        alpha = self.scale.alpha
         upper = self._upper(tokens)
-        slope = self._data_term(tokens).log_tokens_slope(solution.x)
-        slope += self.scale.alpha * self._params_term(tokens, flops)
-        return float(slope + np.sum(solution.upper_duals[at_cap] * upper[at_cap]))
+        rate = np.where(_cap_is_upper(self.caps / tokens, self.max_shares), -upper, 0.0)
+        return sensitivity(
+            solution,
+            np.zeros(len(upper)),
+            upper,
+            f_t=t_u + alpha * params,
+            f_tt=t_uu + alpha**2 * params,
+            f_tx=t_ur,
+            upper_rate=rate,
+            upper_curve=-rate,
+        )
 
     def _params_term(self, tokens: float, flops: float) -> float:
         """``A N^-alpha`` at ``N = flops / 6D``."""
@@ -526,9 +558,9 @@ class MixtureProgram:
 
         D ranges from ``max(flops / (6 max_params), min_tokens)`` to the sources' total cap,
         ``max_tokens`` and ``flops / 6`` (N >= 1), within 100x of the scale law's
-        compute-optimal D. With Newton's inner solves the search is a bracketed root of
-        ``dV/dlog D`` (`tokens_slope`) from the compute-optimal D, each solve warm-started at
-        the nearest D solved so far; otherwise a fixed grid of ``grid_points``, then golden
+        compute-optimal D. With Newton's inner solves the search is Newton's method on
+        ``V(log D)`` from the compute-optimal D (`_plan_by_newton`), each solve warm-started on
+        the shares' tangent at the last D; otherwise a fixed grid of ``grid_points``, then golden
         section. Both are deterministic: every run of a plan makes the same solves from the
         same starts, so it returns the same D.
         """
@@ -550,62 +582,67 @@ class MixtureProgram:
                 math.exp(lo),
             )
         if self.method == "newton":
-            best = self._plan_by_slope(flops, lo, hi, centre, tol)
+            best = self._plan_by_newton(flops, lo, hi, centre, tol)
             if best is not None:
                 return best
         return self._plan_by_golden_section(flops, lo, hi, grid_points, tol)
 
-    def _plan_by_slope(
+    def _plan_by_newton(
         self, flops: float, lo: float, hi: float, centre: float, tol: float
     ) -> MixtureResult | None:
-        """Bracket the root of ``dV/dlog D`` by doubling steps from ``centre``, then Brent's
-        root finder (scipy's brentq) to ``tol / 10`` in log D (each step costs a warm-started
-        Newton solve), stopped early once the root is bracketed and a Newton step on the slope
-        (its derivative the secant through the last two D's) is below ``tol / 10``; ``None``
-        when a solve is not certified (the caller falls back)."""
-        solutions: dict[float, SimplexSolution] = {}
-        slopes: dict[float, float] = {}
+        """Newton's method on ``V(log D)`` from ``centre``, V the best loss at D: each step
+        solves at ``u - V'/V''`` (both from the inner solution's `sensitivity`), warm-started on
+        the shares' tangent; it stops at the first solved D whose Newton step is below
+        ``tol / 10`` in log D. Safeguards: steps at most `MAX_LOG_STEP`; a step outside the
+        bracket the slopes' signs have set (or where ``V'' <= 0``) bisects it, or walks on by
+        doubling steps until the slope changes sign; an edge of ``[lo, hi]`` where the slope
+        still points out is the optimum. ``None`` when a solve is not certified or the search
+        does not settle (the caller falls back)."""
         xtol = tol / 10
-
-        def slope(log_tokens: float) -> float:
-            if log_tokens in slopes:
-                return slopes[log_tokens]
-            start = _predicted_shares(solutions, log_tokens, self._upper(math.exp(log_tokens)))
-            solution = self._newton(math.exp(log_tokens), start)
+        solutions: dict[float, SimplexSolution] = {}
+        solutions_slope: dict[float, float] = {}
+        left, right = lo, hi  # the root lies between (a solved D's slope says which side)
+        left_solved = right_solved = False
+        u, start, walk = centre, None, SLOPE_STEP
+        for _ in range(MAX_OUTER_STEPS):
+            solution = self._newton(math.exp(u), start)
             if solution is None or not solution.certified:
-                raise _UncertifiedSolveError
-            previous = next(reversed(slopes), None)
-            solutions[log_tokens] = solution
-            value = slopes[log_tokens] = self._slope(solution, math.exp(log_tokens), flops)
-            bracketed = min(slopes.values()) < 0 < max(slopes.values())
-            if previous is not None and bracketed:
-                # a Newton step on the slope, its derivative the secant through the last two
-                # D's (positive: V is convex in log D there), puts the root within xtol of
-                # this D: the tolerance brentq would certify with one more solve is reached
-                curvature = (value - slopes[previous]) / (log_tokens - previous)
-                if curvature > 0 and abs(value) / curvature < xtol:
-                    raise _SlopeRootFoundError
-            return value
-
-        try:
-            a, step = centre, SLOPE_STEP
-            sa = slope(a)
-            direction = -1.0 if sa > 0 else 1.0
-            edge = lo if direction < 0 else hi
-            b, sb = a, sa
-            while sb * direction < 0 and b != edge:  # still descending: step on
-                a, sa = b, sb
-                b = min(max(b + direction * step, lo), hi)
-                sb = slope(b)
-                step *= 2.0
-            if sb * direction < 0 or sb == 0:  # the optimum is at the edge (or exactly at b)
-                slope(b)
+                return None
+            solutions[u] = solution
+            change = self._sensitivity(solution, math.exp(u), flops)
+            slope, curvature = change.slope, change.curvature
+            solutions_slope[u] = slope
+            if slope == 0:
+                break
+            if slope < 0:
+                left, left_solved = u, True
             else:
-                root = brentq(slope, min(a, b), max(a, b), xtol=xtol, rtol=1e-12)
-                slope(root)
-        except _SlopeRootFoundError:
-            pass
-        except _UncertifiedSolveError:
+                right, right_solved = u, True
+            if curvature > 0 and abs(slope) / curvature < xtol:
+                break  # the next Newton step is within the tolerance
+            if left_solved and right_solved and right - left < xtol:
+                break
+            step = -slope / curvature if curvature > 0 else -math.copysign(walk, slope)
+            target = u + min(max(step, -MAX_LOG_STEP), MAX_LOG_STEP)
+            if left_solved and right_solved and abs(step) > NEWTON_SHARE * (right - left):
+                # V'' jumps where the active set changes, so far from the root Newton's step
+                # can land worse than the secant through the bracket's ends
+                a, b = solutions_slope[left], solutions_slope[right]
+                target = left - a * (right - left) / (b - a)
+            if not left < target < right:
+                if left_solved and right_solved:
+                    target = 0.5 * (left + right)
+                elif target <= left:
+                    target, walk = (left if left_solved else lo), 2 * walk
+                else:
+                    target, walk = (right if right_solved else hi), 2 * walk
+                if target in solutions:  # an edge where the slope still points out
+                    break
+            start = solution.x + change.tangent * (target - u)
+            start = np.where(solution.upper_duals > 0, self._upper(math.exp(target)), start)
+            start = np.where(solution.lower_duals > 0, 0.0, start)
+            u = target
+        else:
             return None
         # the best D solved: same constants (E, the reference's mixture term) at every D
         values = {g: s.value + self._params_term(math.exp(g), flops) for g, s in solutions.items()}
@@ -633,40 +670,6 @@ class MixtureProgram:
         golden_section(loss, a, b, tol=tol)
         best = min((r for r in cache.values() if r.status.solved), key=lambda r: r.loss)
         return _replace_solves(best, len(cache))
-
-
-def _predicted_shares(
-    solutions: dict[float, SimplexSolution], log_tokens: float, upper: np.ndarray
-) -> np.ndarray | None:
-    """A warm start at ``log_tokens``: the line through two solved D's shares (the shares move
-    smoothly with D): the nearest on either side when both exist (interpolation: one Newton
-    step fewer than extrapolating on the 17-source plan), else the two nearest; the nearest
-    one's alone, or ``None``; a share at its upper
-    bound (or 0) at the nearest D starts at its new upper bound (or 0), as it most likely
-    stays there."""
-    below = [g for g in solutions if g < log_tokens]
-    above = [g for g in solutions if g > log_tokens]
-    if below and above:  # interpolate between the nearest on either side
-        near = sorted((max(below), min(above)), key=lambda g: abs(g - log_tokens))
-    else:  # extrapolate from the two nearest
-        near = sorted(solutions, key=lambda g: abs(g - log_tokens))[:2]
-    if not near:
-        return None
-    nearest = solutions[near[0]]
-    start = nearest.x
-    if len(near) == 2:
-        other = solutions[near[1]].x
-        start = start + (log_tokens - near[0]) / (near[1] - near[0]) * (other - start)
-    start = np.where(nearest.upper_duals > 0, upper, start)
-    return np.where(nearest.lower_duals > 0, 0.0, start)
-
-
-class _SlopeRootFoundError(Exception):
-    """The slope search's root is within its tolerance of the last D solved (stop there)."""
-
-
-class _UncertifiedSolveError(Exception):
-    """An inner solve of the slope search failed (the golden-section search takes over)."""
 
 
 def _binding_upper(cap_shares: np.ndarray, max_shares: np.ndarray | None) -> np.ndarray:

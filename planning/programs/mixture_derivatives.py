@@ -206,8 +206,20 @@ class DataTerm:
         hess.flat[:: len(g) + 1] += (outer * self.tokens**2) * second  # the diagonal
         return value, grad, hess
 
-    def log_tokens_slope(self, r: np.ndarray) -> float:
-        """``d/dlog D`` of the term at fixed shares r: ``-beta value / D' * sum_j D'_j' x_j``."""
-        total, first, _ = self._effective(r)
+    def log_tokens_partials(self, r: np.ndarray) -> tuple[float, float, np.ndarray]:
+        """The term's partials in ``u = log D`` at fixed shares r: ``d/du``, ``d2/du2`` and
+        ``d2/du dr`` (``x = e^u r``, so ``dx/du = x``, ``dx/dr = D``)."""
+        total, first, second = self._effective(r)
         value = self.b * total**-self.beta
-        return float(-self.beta * value / total * np.sum(first * self.tokens * r))
+        outer = -self.beta * value / total  # d value / d total
+        outer2 = self.beta * (self.beta + 1) * value / total**2
+        x = self.tokens * r
+        total_u = float(first @ x)
+        total_uu = float(second @ (x * x)) + total_u
+        total_r = self.tokens * first
+        total_ur = self.tokens * (second * x + first)
+        return (
+            outer * total_u,
+            outer2 * total_u**2 + outer * total_uu,
+            outer2 * total_u * total_r + outer * total_ur,
+        )

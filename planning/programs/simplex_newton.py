@@ -64,6 +64,9 @@ class SimplexSolution:
     upper_duals: np.ndarray
     lower_duals: np.ndarray
     price: float
+    gradient: np.ndarray
+    hessian: np.ndarray
+    """``f``'s gradient and Hessian at ``x`` (for the sensitivity of the minimum)."""
 
 
 def vertex_gap(gradient: np.ndarray, x: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> float:
@@ -149,6 +152,8 @@ def minimize_on_simplex(
         upper_duals=upper_duals,
         lower_duals=lower_duals,
         price=price,
+        gradient=g,
+        hessian=h,
     )
 
 
@@ -258,16 +263,22 @@ def _newton_qp(g: np.ndarray, h: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> 
     return d
 
 
+def active_bounds(
+    x: np.ndarray, lower: np.ndarray, upper: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which coordinates sit at their upper / lower bound (within ``1e-9`` of their range)."""
+    tol = 1e-9 * np.maximum(upper - lower, 1e-300)
+    at_upper = x >= upper - tol
+    return at_upper, (x <= lower + tol) & ~at_upper
+
+
 def multipliers(
     g: np.ndarray, x: np.ndarray, lower: np.ndarray, upper: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """KKT multipliers at ``x``: the price of ``sum x = 1`` from the free coordinates'
     gradient, then each bound's non-negative multiplier ``g_j - price`` (lower) or
     ``price - g_j`` (upper)."""
-    span = np.maximum(upper - lower, 1e-300)
-    tol = 1e-9 * span
-    at_upper = x >= upper - tol
-    at_lower = (x <= lower + tol) & ~at_upper
+    at_upper, at_lower = active_bounds(x, lower, upper)
     free = ~(at_upper | at_lower)
     if free.any():
         price = float(g[free].mean())  # equal at a KKT point; the mean averages rounding
@@ -278,3 +289,67 @@ def multipliers(
     upper_duals = np.where(at_upper, np.maximum(price - g, 0.0), 0.0)
     lower_duals = np.where(at_lower, np.maximum(g - price, 0.0), 0.0)
     return upper_duals, lower_duals, price
+
+
+@dataclass(frozen=True)
+class Sensitivity:
+    """How the minimum ``V(t) = min f(t, x)`` over the polytope moves with a parameter ``t``.
+
+    ``slope`` and ``curvature`` are ``V'(t)`` and ``V''(t)``; ``tangent`` is ``dx*/dt`` (the
+    minimiser's path), all for the active set held at the solution's.
+    """
+
+    slope: float
+    curvature: float
+    tangent: np.ndarray
+
+
+def sensitivity(
+    solution: SimplexSolution,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    f_t: float,
+    f_tt: float,
+    f_tx: np.ndarray,
+    upper_rate: np.ndarray,
+    upper_curve: np.ndarray,
+) -> Sensitivity:
+    """``V'``, ``V''`` and ``dx*/dt`` at a solution of ``min f(t, x)`` over
+    ``{sum x = 1, lower <= x <= upper(t)}``, from ``f``'s partials in ``t`` (``f_t``, ``f_tt``,
+    the mixed ``f_tx``) and the bounds' ``upper'(t)`` / ``upper''(t)`` (``upper_rate`` /
+    ``upper_curve``; 0 where a bound does not move).
+
+    With the active set fixed, coordinates at a moving upper bound follow it (``x_C =
+    upper_C(t)``), those at a fixed bound stay, and the free block ``F`` solves
+    ``min phi(t, x_F)`` s.t. ``sum x_F = b(t)``, ``b = 1 - sum`` of the bound coordinates.
+    The envelope theorem gives ``V' = phi_t + nu b'`` (``nu`` the price of the sum), and
+    differentiating the free block's KKT conditions ``[H_FF 1; 1' 0] [x_F'; -nu'] =
+    [-phi_tF; b']`` gives ``V'' = phi_tt + phi_tF.x_F' + nu' b' + nu b''``.
+    """
+    x, g, h, nu = solution.x, solution.gradient, solution.hessian, solution.price
+    at_upper, at_lower = active_bounds(x, lower, upper)
+    moving = at_upper & (upper_rate != 0)
+    free = np.flatnonzero(~(at_upper | at_lower))
+    rate = np.where(moving, upper_rate, 0.0)
+    curve = np.where(moving, upper_curve, 0.0)
+    h_rate = h @ rate
+    phi_t = f_t + g @ rate
+    phi_tt = f_tt + 2 * (f_tx @ rate) + rate @ h_rate + g @ curve
+    b1, b2 = -rate.sum(), -curve.sum()
+    tangent = rate.copy()
+    slope = phi_t + nu * b1
+    if not len(free):
+        return Sensitivity(slope, phi_tt + nu * b2, tangent)
+    phi_tf = (f_tx + h_rate)[free]
+    m = len(free)
+    kkt = np.ones((m + 1, m + 1))
+    kkt[:m, :m] = h[free][:, free]
+    kkt[m, m] = 0.0
+    rhs = np.append(-phi_tf, b1)
+    _, _, solution_, info = dgesv(kkt, rhs)
+    if info != 0:  # a singular free block: no second-order information
+        return Sensitivity(slope, float("nan"), tangent)
+    tangent[free] = solution_[:m]
+    nu_rate = -solution_[m]
+    curvature = phi_tt + phi_tf @ solution_[:m] + nu_rate * b1 + nu * b2
+    return Sensitivity(float(slope), float(curvature), tangent)
