@@ -50,11 +50,13 @@ from mixplan.planning.programs.common import (
     golden_section,
     solve,
 )
+from mixplan.planning.programs.joint_newton import minimize_jointly
 from mixplan.planning.programs.mixture_derivatives import DataTerm, target_derivatives
 from mixplan.planning.programs.mixture_forms import scaled_target
 from mixplan.planning.programs.simplex_newton import (
     Sensitivity,
     SimplexSolution,
+    active_bounds,
     minimize_on_simplex,
     sensitivity,
 )
@@ -71,6 +73,12 @@ analytic form or Newton's certificate fails), or the conic program alone (the re
 
 GAP_TOL = 1e-10
 """Newton stops when its certified gap is below this fraction of the objective."""
+
+JOINT_DECREMENT = 1e-12
+"""The joint Newton iteration stops when its Newton decrement (the predicted decrease) is below
+this fraction of the objective: the Frank-Wolfe gap that certifies the shares is linear in their
+error where the decrement is quadratic, so a decrement at GAP_TOL would leave the certificate
+short by a step or two."""
 
 SLOPE_STEP = 0.5
 """First step (in log D) of the outer search where Newton's step is not defined; it doubles."""
@@ -432,15 +440,16 @@ class MixtureProgram:
     def _newton_result(
         self, solution: SimplexSolution, tokens: float, flops: float | None
     ) -> MixtureResult:
-        binds = _binding_upper(self.caps / tokens, self.max_shares)
+        at_cap = _cap_is_upper(self.caps / tokens, self.max_shares)
         duals = solution.upper_duals * UNIT / tokens  # per 1e9 tokens, as the conic duals
+        at_share = False if self.max_shares is None else ~at_cap & (self.max_shares < 1.0)
         return self._result(
             solution.x,
             tokens,
             flops,
             PlanStatus.OPTIMAL,
-            cap_duals=np.where(binds == "cap", duals, 0.0),
-            share_duals=np.where(binds == "share", duals, 0.0),
+            cap_duals=np.where(at_cap, duals, 0.0),
+            share_duals=np.where(at_share, duals, 0.0),
             solver="newton",
             gap=solution.gap,
         )
@@ -529,10 +538,14 @@ class MixtureProgram:
         alpha = self.scale.alpha
         upper = self._upper(tokens)
         rate = np.where(_cap_is_upper(self.caps / tokens, self.max_shares), -upper, 0.0)
+        at_upper, at_lower = active_bounds(solution.x, np.zeros(len(upper)), upper)
         return sensitivity(
-            solution,
-            np.zeros(len(upper)),
-            upper,
+            solution.x,
+            solution.gradient,
+            solution.hessian,
+            solution.price,
+            at_upper,
+            at_lower,
             f_t=t_u + alpha * params,
             f_tt=t_uu + alpha**2 * params,
             f_tx=t_ur,
@@ -582,10 +595,64 @@ class MixtureProgram:
                 math.exp(lo),
             )
         if self.method == "newton":
-            best = self._plan_by_newton(flops, lo, hi, centre, tol)
+            best = self._plan_jointly(flops, lo, hi, centre, tol)
+            if best is None:
+                best = self._plan_by_newton(flops, lo, hi, centre, tol)
             if best is not None:
                 return best
         return self._plan_by_golden_section(flops, lo, hi, grid_points, tol)
+
+    def _plan_jointly(
+        self, flops: float, lo: float, hi: float, centre: float, tol: float
+    ) -> MixtureResult | None:
+        """Newton's method in (log D, shares) together from the compute-optimal D
+        (planning/programs/joint_newton.py), the shares then certified at its D by the inner
+        solve's Frank-Wolfe gap; ``None`` when it does not settle or the certificate fails
+        (the outer 1-D search takes over)."""
+        alpha = self.scale.alpha
+        target = self.target
+
+        def model(log_tokens: float, r: np.ndarray):
+            tokens = math.exp(log_tokens)
+            f, g, h = target.derivatives(r)
+            value, g_data, h_data, t_u, t_uu, t_ur = self._data_term(tokens).joint_derivatives(r)
+            params = self._params_term(tokens, flops)
+            return (
+                f + value + params,
+                g + g_data,
+                h + h_data,
+                t_u + alpha * params,
+                t_uu + alpha**2 * params,
+                t_ur,
+            )
+
+        def bounds(log_tokens: float):
+            tokens = math.exp(log_tokens)
+            upper = self._upper(tokens)
+            rate = np.where(_cap_is_upper(self.caps / tokens, self.max_shares), -upper, 0.0)
+            return upper, rate, -rate
+
+        upper = self._upper(math.exp(centre))
+        if upper.sum() < 1 - 1e-12:
+            return None
+        joint = minimize_jointly(
+            model,
+            bounds,
+            centre,
+            upper / upper.sum(),
+            lo,
+            hi,
+            t_tol=tol / 10,
+            decrement_tol=JOINT_DECREMENT,
+            interior=target.interior,
+        )
+        if joint is None:
+            return None
+        tokens = math.exp(joint.t)
+        solution = self._newton(tokens, joint.x)
+        if solution is None or not solution.certified:
+            return None
+        return self._newton_result(solution, tokens, flops)  # one inner solve: the certificate
 
     def _plan_by_newton(
         self, flops: float, lo: float, hi: float, centre: float, tol: float
@@ -679,18 +746,9 @@ class MixtureProgram:
         return _replace_solves(best, len(cache))
 
 
-def _binding_upper(cap_shares: np.ndarray, max_shares: np.ndarray | None) -> np.ndarray:
-    """Which bound is each share's upper one: ``"cap"``, ``"share"`` (trust region) or
-    ``"one"``."""
-    limit = np.ones_like(cap_shares) if max_shares is None else max_shares
-    return np.where(
-        _cap_is_upper(cap_shares, max_shares), "cap", np.where(limit < 1.0, "share", "one")
-    )
-
-
 def _cap_is_upper(cap_shares: np.ndarray, max_shares: np.ndarray | None) -> np.ndarray:
-    """Where a share's upper bound is its cap (`_binding_upper` == "cap", as booleans: the
-    slope search reads it at every D)."""
+    """Where a share's upper bound is its cap ``U_j epochs_j / D`` (not its trust-region share
+    or 1)."""
     if max_shares is None:
         return cap_shares <= 1.0
     return cap_shares <= np.minimum(max_shares, 1.0)

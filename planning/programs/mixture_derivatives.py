@@ -195,24 +195,22 @@ class DataTerm:
         total, _, _ = self._effective(r)
         return self.b * total**-self.beta
 
-    def derivatives(self, r: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    def _chain(self, r: np.ndarray):
+        """``D'`` and its derivatives at ``x = D r``, the term's value and its first two
+        derivatives in ``D'`` (what the derivatives in r and in log D share)."""
         total, first, second = self._effective(r)
         value = self.b * total**-self.beta
         outer = -self.beta * value / total  # d value / d total
         outer2 = self.beta * (self.beta + 1) * value / total**2
+        return first, second, value, outer, outer2
+
+    def _in_shares(self, first, second, outer, outer2) -> tuple[np.ndarray, np.ndarray]:
         g = self.tokens * first
-        grad = outer * g
         hess = (outer2 * g)[:, None] * g
         hess.flat[:: len(g) + 1] += (outer * self.tokens**2) * second  # the diagonal
-        return value, grad, hess
+        return outer * g, hess
 
-    def log_tokens_partials(self, r: np.ndarray) -> tuple[float, float, np.ndarray]:
-        """The term's partials in ``u = log D`` at fixed shares r: ``d/du``, ``d2/du2`` and
-        ``d2/du dr`` (``x = e^u r``, so ``dx/du = x``, ``dx/dr = D``)."""
-        total, first, second = self._effective(r)
-        value = self.b * total**-self.beta
-        outer = -self.beta * value / total  # d value / d total
-        outer2 = self.beta * (self.beta + 1) * value / total**2
+    def _in_log_tokens(self, r, first, second, outer, outer2) -> tuple[float, float, np.ndarray]:
         x = self.tokens * r
         total_u = float(first @ x)
         total_uu = float(second @ (x * x)) + total_u
@@ -222,4 +220,23 @@ class DataTerm:
             outer * total_u,
             outer2 * total_u**2 + outer * total_uu,
             outer2 * total_u * total_r + outer * total_ur,
+        )
+
+    def derivatives(self, r: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        first, second, value, outer, outer2 = self._chain(r)
+        return value, *self._in_shares(first, second, outer, outer2)
+
+    def log_tokens_partials(self, r: np.ndarray) -> tuple[float, float, np.ndarray]:
+        """The term's partials in ``u = log D`` at fixed shares r: ``d/du``, ``d2/du2`` and
+        ``d2/du dr`` (``x = e^u r``, so ``dx/du = x``, ``dx/dr = D``)."""
+        first, second, _, outer, outer2 = self._chain(r)
+        return self._in_log_tokens(r, first, second, outer, outer2)
+
+    def joint_derivatives(self, r: np.ndarray):
+        """`derivatives` and `log_tokens_partials` at once (one pass over the sources)."""
+        first, second, value, outer, outer2 = self._chain(r)
+        return (
+            value,
+            *self._in_shares(first, second, outer, outer2),
+            *self._in_log_tokens(r, first, second, outer, outer2),
         )

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
-from scipy.linalg.lapack import dgesv
+from scipy.linalg.lapack import dgesv, dgetrs
 
 Derivatives = Callable[[np.ndarray], tuple[float, np.ndarray, np.ndarray]]
 """``r -> (f(r), gradient, Hessian)``."""
@@ -45,6 +46,19 @@ active-set method (which a cold start would otherwise take one pass per bound)."
 
 TO_BOUNDARY = 0.99
 """Largest fraction of the way to 0 an ``interior`` coordinate moves in one step."""
+
+
+class NewtonStep(NamedTuple):
+    """A Newton step ``d`` on the polytope (`newton_qp`) and what its QP knows at ``x + d``:
+    the model gradient's common value on the free coordinates (``price``), the working set,
+    and the LU factors (``dgesv``'s ``lu, piv``) of the free block's KKT matrix (``None`` at a
+    vertex)."""
+
+    d: np.ndarray
+    price: float
+    at_lower: np.ndarray
+    at_upper: np.ndarray
+    factor: tuple[np.ndarray, np.ndarray] | None
 
 
 @dataclass(frozen=True)
@@ -111,6 +125,11 @@ def minimize_on_simplex(
     lower = np.zeros(n) if lower is None else lower
     interior = None if interior is None or not interior.any() else interior
     x = _feasible(np.asarray(start, dtype=float), lower, upper)
+    if interior is not None and np.any(interior & (x <= lower)):
+        # an interior share at its bound has an infinite slope: move 1% of the way to the
+        # polytope's centre (a feasible point with every share above its bound)
+        centre = lower + (upper - lower) * ((1.0 - lower.sum()) / (upper - lower).sum())
+        x = TO_BOUNDARY * x + (1 - TO_BOUNDARY) * centre
     f, g, h = derivatives(x)
     gap = vertex_gap(g, x, lower, upper)
     iterations = 0
@@ -121,7 +140,7 @@ def minimize_on_simplex(
             if interior is None
             else np.where(interior, lower + (1 - TO_BOUNDARY) * (x - lower), lower)
         )
-        d = _newton_qp(g, h, floor - x, upper - x)
+        d = newton_qp(g, h, floor - x, upper - x).d
         slope = float(g @ d)
         if not np.any(d) or slope > ROUNDING * max(1.0, abs(f)):
             break  # no step, or none downhill: the gap is what rounding leaves
@@ -177,7 +196,7 @@ def _feasible(x: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray
     return x
 
 
-def _newton_qp(g: np.ndarray, h: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+def newton_qp(g: np.ndarray, h: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> NewtonStep:
     """``argmin g.d + d'Hd/2`` s.t. ``sum d = 0``, ``lo <= d <= hi`` (``lo <= 0 <= hi``):
     a primal active-set method from ``d = 0``, its working set the bounds active at 0.
 
@@ -185,6 +204,7 @@ def _newton_qp(g: np.ndarray, h: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> 
     (``q = g + H d``; the working set's ``p_j = 0``), cut from the bordered, damped matrix built
     once; a blocked step adds the blocking bound, a full step reaches the working set's
     minimiser, where the bound with the most negative multiplier is dropped (none: done).
+    Returns the step with its working set, price and the free block's factorisation.
     """
     n = len(g)
     kkt = np.ones((n + 1, n + 1))
@@ -207,7 +227,8 @@ def _newton_qp(g: np.ndarray, h: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> 
             nu_low = np.max(-q[at_lower], initial=-np.inf)
             nu_high = np.min(-q[at_upper], initial=np.inf)
             if nu_low <= nu_high:
-                return d
+                price = -float(nu_low if np.isfinite(nu_low) else nu_high)
+                return NewtonStep(d, price, at_lower, at_upper, None)
             at_lower[np.flatnonzero(at_lower)[np.argmax(-q[at_lower])]] = False
             stationary = False
             continue
@@ -216,9 +237,9 @@ def _newton_qp(g: np.ndarray, h: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> 
             rhs = np.empty(len(block))
             np.negative(q[free], out=rhs[:-1])
             rhs[-1] = -d.sum()  # 0 once d is feasible; restores sum d = 0 after a batch
-            _, _, solution, info = dgesv(kkt[block][:, block], rhs)
+            lu, piv, solution, info = dgesv(kkt[block][:, block], rhs)
             if info != 0:
-                return np.zeros(n) if batches < 0 else d
+                return NewtonStep(np.zeros(n) if batches < 0 else d, -nu, at_lower, at_upper, None)
             p, nu = solution[:-1], float(solution[-1])
             d_free, lo_free, hi_free = d[free], lo[free], hi[free]
             full = d_free + p
@@ -257,10 +278,10 @@ def _newton_qp(g: np.ndarray, h: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> 
         multiplier = np.where(at_lower, q + nu, np.where(at_upper, -(q + nu), np.inf))
         worst = int(multiplier.argmin())
         if multiplier[worst] >= 0:
-            return d
+            return NewtonStep(d, -nu, at_lower, at_upper, (lu, piv))
         at_lower[worst] = at_upper[worst] = False
         stationary = False
-    return d
+    return NewtonStep(d, -nu, at_lower, at_upper, None)
 
 
 def active_bounds(
@@ -305,19 +326,25 @@ class Sensitivity:
 
 
 def sensitivity(
-    solution: SimplexSolution,
-    lower: np.ndarray,
-    upper: np.ndarray,
+    x: np.ndarray,
+    gradient: np.ndarray,
+    hessian: np.ndarray,
+    price: float,
+    at_upper: np.ndarray,
+    at_lower: np.ndarray,
     f_t: float,
     f_tt: float,
     f_tx: np.ndarray,
     upper_rate: np.ndarray,
     upper_curve: np.ndarray,
+    factor: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Sensitivity:
-    """``V'``, ``V''`` and ``dx*/dt`` at a solution of ``min f(t, x)`` over
-    ``{sum x = 1, lower <= x <= upper(t)}``, from ``f``'s partials in ``t`` (``f_t``, ``f_tt``,
-    the mixed ``f_tx``) and the bounds' ``upper'(t)`` / ``upper''(t)`` (``upper_rate`` /
-    ``upper_curve``; 0 where a bound does not move).
+    """``V'``, ``V''`` and ``dx*/dt`` at a minimiser ``x`` of ``f(t, .)`` over
+    ``{sum x = 1, lower <= x <= upper(t)}`` (``gradient``, ``hessian`` and the sum's ``price``
+    there, the bounds ``at_upper`` / ``at_lower`` active), from ``f``'s partials in ``t``
+    (``f_t``, ``f_tt``, the mixed ``f_tx``) and the bounds' ``upper'(t)`` / ``upper''(t)``
+    (``upper_rate`` / ``upper_curve``; 0 where a bound does not move). ``factor``: the LU
+    factors of the free block's KKT matrix when the caller has them (`NewtonStep`).
 
     With the active set fixed, coordinates at a moving upper bound follow it (``x_C =
     upper_C(t)``), those at a fixed bound stay, and the free block ``F`` solves
@@ -326,30 +353,32 @@ def sensitivity(
     differentiating the free block's KKT conditions ``[H_FF 1; 1' 0] [x_F'; -nu'] =
     [-phi_tF; b']`` gives ``V'' = phi_tt + phi_tF.x_F' + nu' b' + nu b''``.
     """
-    x, g, h, nu = solution.x, solution.gradient, solution.hessian, solution.price
-    at_upper, at_lower = active_bounds(x, lower, upper)
     moving = at_upper & (upper_rate != 0)
     free = np.flatnonzero(~(at_upper | at_lower))
     rate = np.where(moving, upper_rate, 0.0)
     curve = np.where(moving, upper_curve, 0.0)
-    h_rate = h @ rate
-    phi_t = f_t + g @ rate
-    phi_tt = f_tt + 2 * (f_tx @ rate) + rate @ h_rate + g @ curve
+    h_rate = hessian @ rate
+    phi_tt = f_tt + 2 * (f_tx @ rate) + rate @ h_rate + gradient @ curve
     b1, b2 = -rate.sum(), -curve.sum()
     tangent = rate.copy()
-    slope = phi_t + nu * b1
+    slope = float(f_t + gradient @ rate + price * b1)
     if not len(free):
-        return Sensitivity(slope, phi_tt + nu * b2, tangent)
-    phi_tf = (f_tx + h_rate)[free]
+        return Sensitivity(slope, float(phi_tt + price * b2), tangent)
     m = len(free)
-    kkt = np.ones((m + 1, m + 1))
-    kkt[:m, :m] = h[free][:, free]
-    kkt[m, m] = 0.0
-    rhs = np.append(-phi_tf, b1)
-    _, _, solution_, info = dgesv(kkt, rhs)
+    rhs = np.empty(m + 1)
+    phi_tf = (f_tx + h_rate)[free]
+    np.negative(phi_tf, out=rhs[:m])
+    rhs[m] = b1
+    if factor is not None:
+        solution, info = dgetrs(*factor, rhs)
+    else:
+        kkt = np.ones((m + 1, m + 1))
+        kkt[:m, :m] = hessian[free][:, free]
+        kkt[m, m] = 0.0
+        _, _, solution, info = dgesv(kkt, rhs)
     if info != 0:  # a singular free block: no second-order information
         return Sensitivity(slope, float("nan"), tangent)
-    tangent[free] = solution_[:m]
-    nu_rate = -solution_[m]
-    curvature = phi_tt + phi_tf @ solution_[:m] + nu_rate * b1 + nu * b2
-    return Sensitivity(float(slope), float(curvature), tangent)
+    tangent[free] = solution[:m]
+    nu_rate = -solution[m]
+    curvature = phi_tt + phi_tf @ solution[:m] + nu_rate * b1 + price * b2
+    return Sensitivity(slope, float(curvature), tangent)
