@@ -266,6 +266,8 @@ class MixtureProgram:
         self.rd_star = rd_star
         self.unique = np.array([s.unique_tokens for s in sources], dtype=float)
         self.caps = np.array([s.cap for s in sources], dtype=float)
+        self.decay_scale = self.unique * rd_star  # the repeats' decay scale U R_D* ...
+        self.decay_rate = -1.0 / self.decay_scale  # ... and its rate, once per program
         if reference is None:
             reference = self.unique / self.unique.sum()
         self.reference = np.asarray(reference, dtype=float)
@@ -396,7 +398,9 @@ class MixtureProgram:
     def _data_term(self, tokens: float) -> DataTerm | None:
         if self.scale is None:
             return None
-        return DataTerm(self.scale.B, self.scale.beta, tokens, self.unique, self.rd_star)
+        return DataTerm(
+            self.scale.B, self.scale.beta, tokens, self.unique, self.decay_scale, self.decay_rate
+        )
 
     def _objective_at(self, tokens: float):
         """``(derivatives, value)`` of the objective in r at D (constants left out)."""

@@ -23,7 +23,6 @@ uses its conic form instead. The values agree with each law's own ``target_loss`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
 
@@ -163,19 +162,21 @@ def _exponential(w, c, log_k, t) -> ExponentialTarget:
 
 @dataclass(frozen=True)
 class DataTerm:
-    """``B (sum_j D'_j(D r_j))^-beta`` at ``D = tokens``; ``unique`` and ``rd_star`` as in
-    planning/laws/repetition.py's ``effective_tokens``."""
+    """``B (sum_j D'_j(D r_j))^-beta`` at ``D = tokens``; ``unique`` as in
+    planning/laws/repetition.py's ``effective_tokens``, ``decay_scale`` its repeats' decay
+    scale ``U R_D*`` and ``decay_rate`` = ``-1 / decay_scale`` (constants of the program)."""
 
     b: float
     beta: float
     tokens: float
     unique: np.ndarray
-    rd_star: float
+    decay_scale: np.ndarray
+    decay_rate: np.ndarray
 
     def _effective(self, r: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
         """``sum D'``, and ``dD'_j/dx_j``, ``d2D'_j/dx_j^2`` at ``x = D r``."""
         x = self.tokens * r
-        scale, rate = self._decay
+        scale, rate = self.decay_scale, self.decay_rate
         repeats = x - self.unique
         np.maximum(repeats, 0.0, out=repeats)
         decay = np.exp(repeats * rate)  # 1 within the first epoch
@@ -184,12 +185,6 @@ class DataTerm:
         second = decay * rate
         second[repeats <= 0] = 0.0
         return total, decay, second
-
-    @cached_property
-    def _decay(self) -> tuple[np.ndarray, np.ndarray]:
-        """The repeats' decay scale ``U R_D*`` and its rate ``-1 / (U R_D*)``, once per D."""
-        scale = self.unique * self.rd_star
-        return scale, -1.0 / scale
 
     def value(self, r: np.ndarray) -> float:
         total, _, _ = self._effective(r)
