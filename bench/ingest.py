@@ -17,9 +17,10 @@ system, all threads), peak RSS and the ratio of mixplan to the baseline, per siz
 Goals: throughput >= 0.8x baseline at 1 and 4 GB, peak RSS < 1 GB at every size.
 
 mixplan does more than the baseline by design: it hashes every file (xxh3_128, so unchanged
-files are skipped next time), reads each file as a snapshot (never memory-mapped: a log truncated
-while read must not kill the process) and numbers its lines (for quarantine rows), validates
-every row, collects the runs and commits to Delta Lake tables.
+files are skipped next time; a new JSONL file from the reads that parse it), reads each file
+as a snapshot (never memory-mapped: a log truncated while read must not kill the process) and
+numbers its lines (for quarantine rows), validates every row, collects the runs and commits to
+Delta Lake tables.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import contextlib
 import gc
 import hashlib
 import json
+import os
 import queue
 import shutil
 import tempfile
@@ -34,6 +35,7 @@ from mixplan.planning.readers import (
     is_log_file,
     parse_source,
     partner_of,
+    rawfile,
     read_together,
     stream_source,
     validate_source,
@@ -62,6 +64,11 @@ class SourcePlan:
     """``"ingest"``, ``"unchanged"`` (same hash as in the lake) or ``"ignored"``."""
     partner_files: list[str] = field(default_factory=list)
     note: str = ""
+    hash_from_read: bool = False
+    """The hash is taken from the reader's own reads when the file is ingested (a new file of
+    ``HASHED_WHILE_READ``, see ``settle``); ``content_hash`` stays "" until then."""
+    mtime_ns: int = 0
+    """Modification time when planned (with ``size_bytes``: whether the file changed since)."""
 
 
 @dataclass
@@ -180,15 +187,14 @@ def frozen_heap() -> Iterator[None]:
 # --------------------------------------------------------------------------- plain steps
 
 
-HASH_ALGORITHM = "xxh3_128"
-"""The content hash recorded for new files (``sources.sha256`` holds ``<algorithm>:<hex>``).
+HASH_ALGORITHM = rawfile.HASH_ALGORITHM
+"""The content hash recorded for new files (see ``rawfile.HASH_ALGORITHM``). Lakes written
+before hold bare sha256 hex digests: those are still recognised (``stored_algorithm``) and
+compared by recomputing sha256, so re-ingesting an old lake stays idempotent."""
 
-xxh3_128 is not cryptographic, and need not be: it tells an unchanged log from a changed
-one, which a 128-bit hash of the bytes and their length does with a collision chance of
-~2^-128 per pair, at ~1/5 of sha256's CPU (~0.02 CPU-s per 125 MB instead of 0.09). Lakes
-written before hold bare sha256 hex digests: those are still recognised (``stored_algorithm``)
-and compared by recomputing sha256, so re-ingesting an old lake stays idempotent.
-"""
+HASHED_WHILE_READ = ("jsonl",)
+"""Formats whose reader hashes the bytes it reads (``ReaderOutput.content_hash``): a new file of
+these is not read a second time just to be hashed (see ``settle``)."""
 
 KNOWN_HASHES = ("xxh3_128", "sha256")
 """Content hashes ``content_hash`` computes (a recorded hash of another kind means "changed")."""
@@ -213,10 +219,8 @@ def content_hash(paths: Iterable[str | Path], algorithm: str = HASH_ALGORITHM) -
     Files are read in blocks (never memory-mapped: a log truncated meanwhile must not kill the
     process; both hashes release the GIL).
     """
-    if algorithm == "xxh3_128":
-        import xxhash
-
-        digest = xxhash.xxh3_128()
+    if algorithm == HASH_ALGORITHM:
+        digest = rawfile.ContentDigest()
     elif algorithm == "sha256":
         digest = hashlib.sha256()
     else:
@@ -224,16 +228,12 @@ def content_hash(paths: Iterable[str | Path], algorithm: str = HASH_ALGORITHM) -
     buffer = bytearray(HASH_BLOCK)  # one buffer read into again and again (no new block per read)
     view = memoryview(buffer)
     for path in paths:
-        length = 0
         with open(path, "rb", buffering=0) as handle:
             while size := handle.readinto(buffer):
                 digest.update(view[:size])
-                length += size
-        if algorithm != "sha256":
-            digest.update(length.to_bytes(8, "little"))
-    if algorithm == "sha256":
-        return digest.hexdigest()
-    return f"{algorithm}:{digest.hexdigest()}"
+        if isinstance(digest, rawfile.ContentDigest):
+            digest.end_file()
+    return digest.hexdigest()
 
 
 def _expand(paths: Iterable[str | Path]) -> list[Path]:
@@ -301,16 +301,28 @@ def discover(
     return plans
 
 
-def settle(plan: SourcePlan, known: dict[str, str]) -> SourcePlan:
+def settle(plan: SourcePlan, known: dict[str, str], *, hash_from_read: bool = False) -> SourcePlan:
     """Hash a pending plan's file(s) and decide: ``"unchanged"`` (the content hash the lake
-    recorded for the path, in that hash's algorithm) or ``"ingest"``."""
+    recorded for the path, in that hash's algorithm) or ``"ingest"``.
+
+    With ``hash_from_read``, a file the lake has no hash for, of a format whose reader hashes
+    what it reads (``HASHED_WHILE_READ``), is ingested without being hashed first: nothing
+    recorded can make it unchanged, and its hash comes from the bytes its rows are read from
+    (``hash_from_read`` is set on the plan; see ``recorded_hash``).
+    """
     if plan.action != "pending":
         return plan
     files = [plan.path, *plan.partner_files]
     recorded = known.get(plan.path, "")
     try:
+        stats = [os.stat(p) for p in files]
+        plan.size_bytes = sum(stat.st_size for stat in stats)
+        plan.mtime_ns = max(stat.st_mtime_ns for stat in stats)
+        new = not recorded and not plan.partner_files
+        if hash_from_read and new and plan.format in HASHED_WHILE_READ:
+            plan.action, plan.hash_from_read = "ingest", True
+            return plan
         plan.content_hash = content_hash(files)
-        plan.size_bytes = sum(Path(p).stat().st_size for p in files)
         algorithm = stored_algorithm(recorded)
         if algorithm not in KNOWN_HASHES:  # none recorded, or one this mixplan cannot make
             unchanged = False
@@ -323,6 +335,34 @@ def settle(plan: SourcePlan, known: dict[str, str]) -> SourcePlan:
         return plan
     plan.action = "unchanged" if unchanged else "ingest"
     return plan
+
+
+def recorded_hash(plan: SourcePlan, result: ValidatedSource | StreamedSource) -> str:
+    """The content hash the ``sources`` row records for an ingested file.
+
+    "" when the file changed while read (so the next ingest reads it again). A plan hashed
+    from the read (``hash_from_read``) takes the reader's hash; when the reader gave none (an
+    empty or unreadable file, never parsed) the file is hashed now, but only if its size and
+    modification time are still those ``settle`` saw (else "": read again next time).
+    """
+    if changed_while_read(result.warnings):
+        return ""
+    if not plan.hash_from_read:
+        return plan.content_hash
+    if result.content_hash:
+        return result.content_hash
+    files = [plan.path, *plan.partner_files]
+    try:
+        before = [os.stat(p) for p in files]
+        digest = content_hash(files)
+        after = [os.stat(p) for p in files]
+    except OSError:
+        return ""
+    planned = (plan.size_bytes, plan.mtime_ns)
+    for stats in (before, after):
+        if (sum(s.st_size for s in stats), max(s.st_mtime_ns for s in stats)) != planned:
+            return ""
+    return digest
 
 
 def parse(
@@ -355,8 +395,7 @@ def validate(
 def _source_row(plan: SourcePlan, result: ValidatedSource | StreamedSource) -> dict:
     return {
         "source_file": plan.path,
-        # a file that changed while read gets no hash, so the next ingest reads it again
-        "sha256": "" if changed_while_read(result.warnings) else plan.content_hash,
+        "sha256": recorded_hash(plan, result),
         "size_bytes": plan.size_bytes,
         "format": result.format,
         "partner_files": json.dumps(result.partner_files),
@@ -683,7 +722,8 @@ def _ingest_paths(
         known = source_hashes(lake, storage_options=storage_options)
         # hash the next files in a background thread while the current one is ingested
         hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mixplan-hash")
-        settled = [hasher.submit(settle, plan, known) for plan in plans]
+        # (a new JSONL file is hashed from the reads that parse it: no second read)
+        settled = [hasher.submit(settle, plan, known, hash_from_read=True) for plan in plans]
         hasher.shutdown(wait=False)
         # one file is written while the next one is already being parsed and checked (its
         # stream waits for this commit before its own last check, see ``_start``); Delta commits

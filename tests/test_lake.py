@@ -404,3 +404,57 @@ def test_data_file_statistics_bound_every_column_and_name_the_source_exactly(tmp
         assert stats["maxValues"][name] >= frame[name].max(), name
     assert stats["minValues"]["step"] == -1 and stats["maxValues"]["loss"] == 9.0
     assert "tokens_seen" not in stats["minValues"]  # no values: no bounds
+
+
+def _xxh3(path: Path) -> str:
+    content = path.read_bytes()
+    return "xxh3_128:" + xxhash.xxh3_128(content + len(content).to_bytes(8, "little")).hexdigest()
+
+
+def test_a_new_log_is_hashed_from_the_reads_that_parse_it(tmp_path, monkeypatch):
+    """No second read for a new JSONL file: settle leaves its hash to the reader, whose hash of
+    the bytes it parsed (plain, and through a container) is what a separate read gives."""
+    import gzip
+
+    from mixplan.planning.readers import canonical
+    from mixplan.tasks.ingest import discover, settle
+
+    monkeypatch.setattr(canonical, "CHUNK_BYTES", 4096)  # many blocks per file
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    plain, packed = folder / "a.jsonl", folder / "b.jsonl.gz"
+    _small_log(plain, [3.0 - i / 1000 for i in range(400)])
+    _small_log(folder / "c.jsonl", [4.0 - i / 1000 for i in range(300)], run="r3")
+    packed.write_bytes(gzip.compress((folder / "c.jsonl").read_bytes()))
+    (folder / "c.jsonl").unlink()
+    lake = tmp_path / "lake"
+    plans = [settle(p, {}, hash_from_read=True) for p in discover([folder], lake, hash_now=False)]
+    assert [(p.action, p.hash_from_read, p.content_hash) for p in plans] == [
+        ("ingest", True, ""),
+        ("ingest", True, ""),
+    ]
+    ingest_paths([folder], lake)
+    recorded = dict(read_sources(lake).select("source_file", "sha256").iter_rows())
+    assert recorded == {str(plain.resolve()): _xxh3(plain), str(packed.resolve()): _xxh3(packed)}
+    again = ingest_paths([folder], lake)
+    assert {f.status for f in again.files} == {"unchanged"}
+
+
+def test_a_log_the_reader_could_not_hash_is_hashed_only_if_unchanged_since_planned(tmp_path):
+    """An empty log is never parsed, so its hash is taken after the ingest: only while the file
+    is still what settle saw (a log written meanwhile is read again next time)."""
+    import os
+
+    from mixplan.planning.readers import StreamedSource
+    from mixplan.tasks.ingest import discover, recorded_hash, settle
+
+    log = tmp_path / "a.jsonl"
+    log.write_bytes(b"")
+    (plan,) = discover([log], tmp_path / "lake", hash_now=False)
+    plan = settle(plan, {}, hash_from_read=True)
+    assert (plan.action, plan.hash_from_read, plan.content_hash) == ("ingest", True, "")
+    result = StreamedSource(source_file=str(log), format="jsonl", metrics=iter(()))
+    assert recorded_hash(plan, result) == _xxh3(log)
+    _small_log(log, [3.0])
+    os.utime(log, ns=(plan.mtime_ns + 10**9, plan.mtime_ns + 10**9))
+    assert recorded_hash(plan, result) == ""

@@ -282,6 +282,9 @@ class ParsedSource:
     mixture_tolerance: float = 1e-3
     normalise_mixture: bool = False
     staged_rows: int = 0
+    content_hash: str = ""
+    """The file's content hash from the reader's own reads ("" if it gave none, see
+    ``ReaderOutput.content_hash``)."""
 
 
 @dataclass
@@ -296,6 +299,8 @@ class ValidatedSource:
     metric_rows: int
     partner_files: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    content_hash: str = ""
+    """As ``ParsedSource.content_hash``."""
 
     def metrics(self) -> pa.RecordBatchReader:
         """A fresh stream of the accepted metric rows (call again to re-read, e.g. on retry)."""
@@ -407,6 +412,7 @@ def parse_source(
         mixture_tolerance=output.mixture_tolerance,
         normalise_mixture=output.normalise_mixture,
         staged_rows=staged_rows,
+        content_hash=output.content_hash,
     )
 
 
@@ -515,6 +521,7 @@ def validate_source(
         metric_rows=metric_rows,
         partner_files=parsed.partner_files,
         warnings=parsed.warnings,
+        content_hash=parsed.content_hash,
     )
 
 
@@ -573,6 +580,8 @@ class StreamedSource:
     partner_files: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     restaged: str = ""
+    content_hash: str = ""
+    """As ``ParsedSource.content_hash`` (set once ``metrics`` is consumed)."""
 
 
 def stream_source(
@@ -662,6 +671,7 @@ def stream_source(
         result.runs = runs
         result.quarantine = pl.concat(quarantines) if quarantines else result.quarantine
         result.metric_rows = rows
+        result.content_hash = output.content_hash
 
     result.metrics = batches()
     return result

@@ -56,6 +56,10 @@ class ReaderOutput:
         Tolerance on the mixture-weight sum for this source.
     normalise_mixture
         Rescale accepted mixtures to sum exactly to 1 (sources that publish rounded weights).
+    content_hash
+        Set by a reader that reads its file whole through ``rawfile.TextSource``, once the
+        chunks are consumed: the file's content hash from the bytes it read
+        (``TextSource.content_hash``; "" when it did not, or the file changed meanwhile).
     """
 
     chunks: Iterable[Chunk]
@@ -63,6 +67,7 @@ class ReaderOutput:
     warnings: list[str] = field(default_factory=list)
     mixture_tolerance: float = MIXTURE_TOLERANCE
     normalise_mixture: bool = False
+    content_hash: str = ""
 
 
 def single(runs: pl.DataFrame, metrics: pl.DataFrame, quarantine: pl.DataFrame) -> Iterator[Chunk]:

@@ -50,6 +50,7 @@ from mixplan.planning.readers.documents import (
 from mixplan.planning.readers.rawfile import (
     CHANGED,
     LEGACY_ENCODINGS,
+    TextSource,
     compression_of,
     count_lines,
     inner_path,
@@ -264,17 +265,19 @@ def iter_jsonl(
     chunk_bytes: int | None = None,
     keep_record: bool = False,
     warnings: list[str] | None = None,
+    text: TextSource | None = None,
 ) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
     """Yield ``(frame, quarantine)`` per chunk of a JSONL file, with 1-based ``source_line``.
 
     The file is read (never memory-mapped, see ``rawfile``) as UTF-8 blocks cut at line ends
     every ``chunk_bytes`` (default ``CHUNK_BYTES``, read at call time); memory is bounded by the
     chunk (plus its parsed frame), whatever the file size. How the file was decoded and whether
-    it changed while read are appended to ``warnings``.
+    it changed while read are appended to ``warnings``. ``text`` is the file opened by the
+    caller (``open_text(path)``), who can then read its ``content_hash`` afterwards.
     """
     chunk_bytes = chunk_bytes or CHUNK_BYTES
     warnings = warnings if warnings is not None else []
-    text = open_text(path)
+    text = text or open_text(path)
     schema = ChunkSchema()
     line = 1
     for index, data in enumerate(line_blocks(text, chunk_bytes)):
@@ -565,19 +568,22 @@ def read_canonical_jsonl(path: Path) -> ReaderOutput:
 
     def chunks() -> Iterator[Chunk]:
         seen_rows = 0
-        for frame, quarantine in iter_jsonl(path, warnings=warnings):
+        text = open_text(path)
+        for frame, quarantine in iter_jsonl(path, warnings=warnings, text=text):
             seen_rows += frame.height
             chunk = canonical_chunk(
                 frame, source_file=str(path), experiment=inner_path(path).stem, warnings=warnings
             )
             chunk.quarantine = pl.concat([quarantine, chunk.quarantine])
             yield chunk
+        output.content_hash = text.content_hash()
         if seen_rows == 0:
             yield Chunk(
                 pl.DataFrame(), pl.DataFrame(), failed_rows(path, "empty_file", "no records")
             )
 
-    return ReaderOutput(chunks=chunks(), warnings=warnings)
+    output = ReaderOutput(chunks=chunks(), warnings=warnings)
+    return output
 
 
 def read_canonical_json(path: Path) -> ReaderOutput:

@@ -16,6 +16,9 @@ Every text reader gets its bytes from here, so each one handles the same ways pe
   ``TextSource.check`` compares size and modification time before and after: a change is
   reported as a warning starting with ``CHANGED`` (the ingest then does not record the file's
   hash, so the next ingest reads it again).
+* **Content hash from the same reads.** Every raw byte read is also fed to a ``ContentDigest``
+  (``TextSource.content_hash``), so a file read whole needs no second read to be hashed; the
+  hash is of exactly the bytes the rows came from.
 """
 
 from __future__ import annotations
@@ -61,6 +64,41 @@ _PIECE = 64 * 1024
 """Bytes read per call from a decompressor (a read that hits a cut container loses its data)."""
 
 
+HASH_ALGORITHM = "xxh3_128"
+"""The content hash recorded for new files (``sources.sha256`` holds ``<algorithm>:<hex>``).
+
+xxh3_128 is not cryptographic, and need not be: it tells an unchanged log from a changed
+one, which a 128-bit hash of the bytes and their length does with a collision chance of
+~2^-128 per pair, at ~1/5 of sha256's CPU (~0.02 CPU-s per 125 MB instead of 0.09).
+"""
+
+
+class ContentDigest:
+    """The ``HASH_ALGORITHM`` content hash of files read in order: each file's bytes followed
+    by its length (8 bytes, little-endian); ``hexdigest`` gives ``"xxh3_128:<hex>"``."""
+
+    def __init__(self) -> None:
+        import xxhash  # lazy: only readers that hash need it
+
+        self._digest = xxhash.xxh3_128()
+        self.length = 0
+        """Bytes of the current file fed so far."""
+
+    def update(self, data) -> None:
+        """Feed the next bytes of the current file (any bytes-like object; releases the GIL)."""
+        self._digest.update(data)
+        self.length += len(data)
+
+    def end_file(self) -> None:
+        """Close the current file (its length goes into the hash); the next bytes start another."""
+        self._digest.update(self.length.to_bytes(8, "little"))
+        self.length = 0
+
+    def hexdigest(self) -> str:
+        """``"<algorithm>:<hex>"`` over the files closed so far."""
+        return f"{HASH_ALGORITHM}:{self._digest.hexdigest()}"
+
+
 def inner_path(path: Path) -> Path:
     """``path`` without its container suffix (``run.jsonl.gz`` -> ``run.jsonl``)."""
     if path.suffix.lower() in COMPRESSIONS:
@@ -85,9 +123,10 @@ def compression_of(path: Path, head: bytes | None = None) -> str | None:
 class _Limited(io.RawIOBase):
     """A read-only view of a file up to ``limit`` bytes (its size when opened)."""
 
-    def __init__(self, handle: BinaryIO, limit: int) -> None:
+    def __init__(self, handle: BinaryIO, limit: int, digest: ContentDigest) -> None:
         self._handle = handle
         self._left = limit
+        self._digest = digest
         self.short = False  # the file ended before ``limit``: it shrank while being read
 
     def readable(self) -> bool:
@@ -103,6 +142,7 @@ class _Limited(io.RawIOBase):
             self._left = 0
             return 0
         self._left -= got
+        self._digest.update(view[:got])
         return got
 
 
@@ -187,6 +227,8 @@ class TextSource:
     _limited: _Limited | None = field(default=None, repr=False)
     _stream_error: str = ""
     _shrank: bool = False
+    _digest: ContentDigest | None = field(default=None, repr=False)
+    _hash: str = ""
 
     @property
     def note(self) -> str:
@@ -213,8 +255,9 @@ class TextSource:
         """
         stat = os.stat(self.path)
         self._size, self._mtime = stat.st_size, stat.st_mtime_ns
+        self._digest, self._hash = ContentDigest(), ""
         with open(self.path, "rb") as handle:
-            self._limited = _Limited(handle, self._size)
+            self._limited = _Limited(handle, self._size, self._digest)
             raw = io.BufferedReader(self._limited, buffer_size=1024 * 1024)
             stream = _decompressor(raw, self.compression)
             try:
@@ -243,6 +286,8 @@ class TextSource:
         stat = os.stat(self.path)
         self._size, self._mtime = stat.st_size, stat.st_mtime_ns
         self._limited = None
+        self._digest = digest = ContentDigest()
+        self._hash = ""
         with open(self.path, "rb", buffering=0) as handle:
             start = 0
             while start < self._size:
@@ -257,6 +302,7 @@ class TextSource:
                     end += len(window)
                 handle.seek(start)
                 data = handle.read(end - start)
+                digest.update(data)
                 if len(data) < end - start:  # the file shrank while being read
                     self._shrank = True
                     if data:
@@ -300,6 +346,16 @@ class TextSource:
     def read_all(self) -> bytes:
         """The whole file's text as UTF-8 bytes (for small documents and tables)."""
         return b"".join(self.blocks())
+
+    def content_hash(self) -> str:
+        """After reading the whole file: its content hash (``ContentDigest``) from the bytes
+        read, "" when the file was not read to its end or changed meanwhile (see ``check``)."""
+        digest = self._digest
+        if digest is not None and digest.length == self._size and not self.check():
+            digest.end_file()
+            self._hash = digest.hexdigest()
+        self._digest = None  # closed: the value stays until the file is read again
+        return self._hash
 
     def check(self) -> str:
         """After reading: a ``CHANGED`` warning when the file changed meanwhile, else ""."""
