@@ -538,10 +538,8 @@ class MixtureProgram:
         ``U_j epochs_j / D`` shrinks as ``e^-u``; the envelope theorem adds its multiplier times
         its share to the slope)."""
         t_u, t_uu, t_ur = self._data_term(tokens).log_tokens_partials(solution.x)
-        params = self._params_term(tokens, flops)
-        alpha = self.scale.alpha
-        upper = self._upper(tokens)
-        rate = np.where(_cap_is_upper(self.caps / tokens, self.max_shares), -upper, 0.0)
+        _, p_u, p_uu = self._params_partials(tokens, flops)
+        upper, rate = self._moving_upper(tokens)
         at_upper, at_lower = active_bounds(solution.x, np.zeros(len(upper)), upper)
         return sensitivity(
             solution.x,
@@ -550,12 +548,26 @@ class MixtureProgram:
             solution.price,
             at_upper,
             at_lower,
-            f_t=t_u + alpha * params,
-            f_tt=t_uu + alpha**2 * params,
+            f_t=t_u + p_u,
+            f_tt=t_uu + p_uu,
             f_tx=t_ur,
             upper_rate=rate,
             upper_curve=-rate,
         )
+
+    def _moving_upper(self, tokens: float) -> tuple[np.ndarray, np.ndarray]:
+        """The shares' upper bounds at D and their derivative in log D: ``-cap share`` where
+        the bound is a cap ``U_j epochs_j / D`` (which shrinks as ``e^-u``; its second
+        derivative is ``+cap share``), 0 where it is a trust-region share or 1."""
+        upper = self._upper(tokens)
+        return upper, np.where(_cap_is_upper(self.caps / tokens, self.max_shares), -upper, 0.0)
+
+    def _params_partials(self, tokens: float, flops: float) -> tuple[float, float, float]:
+        """``A N^-alpha`` at ``N = flops / 6D`` and its first two derivatives in ``log D``
+        (it grows as ``e^(alpha u)``)."""
+        params = self._params_term(tokens, flops)
+        alpha = self.scale.alpha
+        return params, alpha * params, alpha**2 * params
 
     def _params_term(self, tokens: float, flops: float) -> float:
         """``A N^-alpha`` at ``N = flops / 6D``."""
@@ -613,27 +625,17 @@ class MixtureProgram:
         (planning/programs/joint_newton.py), the shares then certified at its D by the inner
         solve's Frank-Wolfe gap; ``None`` when it does not settle or the certificate fails
         (the outer 1-D search takes over)."""
-        alpha = self.scale.alpha
         target = self.target
 
         def model(log_tokens: float, r: np.ndarray):
             tokens = math.exp(log_tokens)
             f, g, h = target.derivatives(r)
             value, g_data, h_data, t_u, t_uu, t_ur = self._data_term(tokens).joint_derivatives(r)
-            params = self._params_term(tokens, flops)
-            return (
-                f + value + params,
-                g + g_data,
-                h + h_data,
-                t_u + alpha * params,
-                t_uu + alpha**2 * params,
-                t_ur,
-            )
+            params, p_u, p_uu = self._params_partials(tokens, flops)
+            return f + value + params, g + g_data, h + h_data, t_u + p_u, t_uu + p_uu, t_ur
 
         def bounds(log_tokens: float):
-            tokens = math.exp(log_tokens)
-            upper = self._upper(tokens)
-            rate = np.where(_cap_is_upper(self.caps / tokens, self.max_shares), -upper, 0.0)
+            upper, rate = self._moving_upper(math.exp(log_tokens))
             return upper, rate, -rate
 
         upper = self._upper(math.exp(centre))
