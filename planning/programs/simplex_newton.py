@@ -15,6 +15,9 @@ mixture polytope: shares, per-source caps, trust region) from its analytic gradi
 The bound multipliers (the shadow prices of the caps) come from the last gradient. Coordinates
 marked ``interior`` (an infinite slope at 0, as in ``h^gamma`` with gamma < 1) never move more
 than 99% of the way to 0 in one step, so the gradient stays finite.
+
+The QP, the sensitivity, the projection and the gap run as compiled loops
+(planning/programs/simplex_kernels.py); this module keeps the method and its interfaces.
 """
 
 from __future__ import annotations
@@ -24,7 +27,13 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
-from scipy.linalg.lapack import dgesv, dgetrs
+
+from mixplan.planning.programs.simplex_kernels import (
+    feasible_kernel,
+    newton_qp_kernel,
+    sensitivity_kernel,
+    vertex_gap_kernel,
+)
 
 Derivatives = Callable[[np.ndarray], tuple[float, np.ndarray, np.ndarray]]
 """``r -> (f(r), gradient, Hessian)``."""
@@ -44,6 +53,9 @@ BATCHES = 3
 """Newton-QP passes that fix every violated bound at once before the one-at-a-time primal
 active-set method (which a cold start would otherwise take one pass per bound)."""
 
+_NO_FACTOR, _NO_PIVOTS = np.empty((0, 0)), np.empty(0, dtype=np.int64)
+"""Placeholders for `sensitivity`'s factors when the caller has none (the kernel factors)."""
+
 TO_BOUNDARY = 0.99
 """Largest fraction of the way to 0 an ``interior`` coordinate moves in one step."""
 
@@ -51,8 +63,8 @@ TO_BOUNDARY = 0.99
 class NewtonStep(NamedTuple):
     """A Newton step ``d`` on the polytope (`newton_qp`) and what its QP knows at ``x + d``:
     the model gradient's common value on the free coordinates (``price``), the working set,
-    and the LU factors (``dgesv``'s ``lu, piv``) of the free block's KKT matrix (``None`` at a
-    vertex)."""
+    and the LU factors (`simplex_kernels.lu_factor`'s ``lu, piv``) of the free block's KKT
+    matrix (``None`` at a vertex)."""
 
     d: np.ndarray
     price: float
@@ -84,13 +96,9 @@ class SimplexSolution:
 
 
 def vertex_gap(gradient: np.ndarray, x: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> float:
-    """The Frank-Wolfe gap ``g.(x - s)``, ``s = argmin g.s`` over the capped simplex."""
-    order = np.argsort(gradient, kind="stable")
-    room = (upper - lower)[order]
-    before = np.cumsum(room) - room
-    # fill the cheapest coordinates to their upper bounds until the shares sum to 1
-    fill = np.minimum(np.maximum((1.0 - lower.sum()) - before, 0.0), room)  # np.clip, leaner
-    return float(gradient @ (x - lower) - gradient[order] @ fill)
+    """The Frank-Wolfe gap ``g.(x - s)``, ``s = argmin g.s`` over the capped simplex: fill the
+    cheapest coordinates to their upper bounds until the shares sum to 1."""
+    return float(vertex_gap_kernel(gradient, x, lower, upper))
 
 
 def minimize_on_simplex(
@@ -180,20 +188,7 @@ def _feasible(x: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray
     """``x`` clipped to its bounds with ``sum x = 1`` restored through the coordinates strictly
     inside them (in proportion to their room), so a warm start keeps its bounds active; all
     coordinates' room when those cannot take it."""
-    x = np.minimum(np.maximum(x, lower), upper)  # np.clip without its wrapper's overhead
-    for _ in range(2):
-        excess = x.sum() - 1.0
-        if abs(excess) <= 4e-16 * len(x):  # the rounding of the sum itself
-            break
-        room = x - lower if excess > 0 else upper - x
-        inside = room * ((x > lower) & (x < upper))
-        if inside.sum() >= abs(excess):
-            room = inside
-        total = room.sum()
-        if total <= 0:
-            break
-        x = np.minimum(np.maximum(x - excess * room / total, lower), upper)
-    return x
+    return feasible_kernel(x, lower, upper)
 
 
 def newton_qp(g: np.ndarray, h: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> NewtonStep:
@@ -206,82 +201,10 @@ def newton_qp(g: np.ndarray, h: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> N
     minimiser, where the bound with the most negative multiplier is dropped (none: done).
     Returns the step with its working set, price and the free block's factorisation.
     """
-    n = len(g)
-    kkt = np.ones((n + 1, n + 1))
-    kkt[:n, :n] = h
-    kkt[n, n] = 0.0
-    diagonal = kkt.reshape(-1)[: n * (n + 2) : n + 2]  # a view of H's diagonal in kkt
-    diagonal += DAMPING * max(float(np.abs(diagonal).max()), 1e-300)
-    start_lower = lo >= -1e-12
-    start_upper = (hi <= 1e-12) & ~start_lower
-    at_lower, at_upper = start_lower.copy(), start_upper.copy()
-    batches = BATCHES
-    d = np.zeros(n)
-    q = g
-    nu = 0.0
-    stationary = False
-    for _ in range(4 * n + 10):
-        free = np.flatnonzero(~(at_lower | at_upper))
-        if not len(free):
-            # a vertex: optimal when some price nu makes every multiplier non-negative
-            nu_low = np.max(-q[at_lower], initial=-np.inf)
-            nu_high = np.min(-q[at_upper], initial=np.inf)
-            if nu_low <= nu_high:
-                price = -float(nu_low if np.isfinite(nu_low) else nu_high)
-                return NewtonStep(d, price, at_lower, at_upper, None)
-            at_lower[np.flatnonzero(at_lower)[np.argmax(-q[at_lower])]] = False
-            stationary = False
-            continue
-        if not stationary:
-            block = np.append(free, n)
-            rhs = np.empty(len(block))
-            np.negative(q[free], out=rhs[:-1])
-            rhs[-1] = -d.sum()  # 0 once d is feasible; restores sum d = 0 after a batch
-            lu, piv, solution, info = dgesv(kkt[block][:, block], rhs)
-            if info != 0:
-                return NewtonStep(np.zeros(n) if batches < 0 else d, -nu, at_lower, at_upper, None)
-            p, nu = solution[:-1], float(solution[-1])
-            d_free, lo_free, hi_free = d[free], lo[free], hi[free]
-            full = d_free + p
-            below, above = full < lo_free, full > hi_free
-            if (below | above).any():
-                if batches > 0:
-                    # from a poor start many bounds block: fix every violated one at once
-                    batches -= 1
-                    d[free] = np.minimum(np.maximum(full, lo_free), hi_free)
-                    at_lower[free[below]] = True
-                    at_upper[free[above]] = True
-                    q = g + h @ d
-                    continue
-                if batches == 0:
-                    # the batches did not settle: back to the primal method from d = 0
-                    d, q, batches = np.zeros(n), g, -1
-                    at_lower, at_upper = start_lower.copy(), start_upper.copy()
-                    continue
-                # ratio test: the longest step along p keeping the free coordinates in bounds
-                room = np.where(p < 0, lo_free - d_free, hi_free - d_free)
-                ratios = np.divide(room, p, out=np.full(len(free), np.inf), where=p != 0)
-                k = int(ratios.argmin())
-                d[free] = d_free + min(1.0, max(float(ratios[k]), 0.0)) * p
-                j = free[k]
-                if p[k] < 0:
-                    d[j], at_lower[j] = lo[j], True
-                else:
-                    d[j], at_upper[j] = hi[j], True
-                q = g + h @ d
-                continue
-            batches = -1  # d is feasible from here on: one bound at a time
-            d[free] = full
-            q = g + h @ d
-            stationary = True
-        # at the working set's minimiser: every bound's multiplier must be non-negative
-        multiplier = np.where(at_lower, q + nu, np.where(at_upper, -(q + nu), np.inf))
-        worst = int(multiplier.argmin())
-        if multiplier[worst] >= 0:
-            return NewtonStep(d, -nu, at_lower, at_upper, (lu, piv))
-        at_lower[worst] = at_upper[worst] = False
-        stationary = False
-    return NewtonStep(d, -nu, at_lower, at_upper, None)
+    d, price, at_lower, at_upper, lu, piv, has_factor = newton_qp_kernel(
+        g, h, lo, hi, DAMPING, BATCHES
+    )
+    return NewtonStep(d, float(price), at_lower, at_upper, (lu, piv) if has_factor else None)
 
 
 def active_bounds(
@@ -353,32 +276,9 @@ def sensitivity(
     differentiating the free block's KKT conditions ``[H_FF 1; 1' 0] [x_F'; -nu'] =
     [-phi_tF; b']`` gives ``V'' = phi_tt + phi_tF.x_F' + nu' b' + nu b''``.
     """
-    moving = at_upper & (upper_rate != 0)
-    free = np.flatnonzero(~(at_upper | at_lower))
-    rate = np.where(moving, upper_rate, 0.0)
-    curve = np.where(moving, upper_curve, 0.0)
-    h_rate = hessian @ rate
-    phi_tt = f_tt + 2 * (f_tx @ rate) + rate @ h_rate + gradient @ curve
-    b1, b2 = -rate.sum(), -curve.sum()
-    tangent = rate.copy()
-    slope = float(f_t + gradient @ rate + price * b1)
-    if not len(free):
-        return Sensitivity(slope, float(phi_tt + price * b2), tangent)
-    m = len(free)
-    rhs = np.empty(m + 1)
-    phi_tf = (f_tx + h_rate)[free]
-    np.negative(phi_tf, out=rhs[:m])
-    rhs[m] = b1
-    if factor is not None:
-        solution, info = dgetrs(*factor, rhs)
-    else:
-        kkt = np.ones((m + 1, m + 1))
-        kkt[:m, :m] = hessian[free][:, free]
-        kkt[m, m] = 0.0
-        _, _, solution, info = dgesv(kkt, rhs)
-    if info != 0:  # a singular free block: no second-order information
-        return Sensitivity(slope, float("nan"), tangent)
-    tangent[free] = solution[:m]
-    nu_rate = -solution[m]
-    curvature = phi_tt + phi_tf @ solution[:m] + nu_rate * b1 + price * b2
-    return Sensitivity(slope, float(curvature), tangent)
+    lu, piv = factor if factor is not None else (_NO_FACTOR, _NO_PIVOTS)
+    slope, curvature, tangent = sensitivity_kernel(
+        gradient, hessian, float(price), at_upper, at_lower, float(f_t), float(f_tt), f_tx,
+        upper_rate, upper_curve, lu, piv, factor is not None,
+    )  # fmt: skip
+    return Sensitivity(float(slope), float(curvature), tangent)
