@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from mixplan.planning.programs.mixture_forms import additive_scale_terms, domain_vector
 
@@ -160,11 +161,58 @@ def _exponential(w, c, log_k, t) -> ExponentialTarget:
     )
 
 
+@njit(cache=True)
+def _data_term_kernel(b, beta, tokens, unique, scale, rate, r, order):
+    """`DataTerm`'s value and, up to ``order`` (0, 2, or 3 with the partials in log D), its
+    derivatives in one compiled pass over the sources (unused outputs are empty)."""
+    n = r.shape[0]
+    first, second = np.empty(n), np.empty(n)
+    total = 0.0
+    for j in range(n):
+        x = tokens * r[j]
+        repeats = max(x - unique[j], 0.0)
+        decay = np.exp(repeats * rate[j])  # 1 within the first epoch
+        # min(x, U) + U R* (1 - decay) = (x - repeats) + scale (1 - decay)
+        total += x - repeats + scale[j] * (1.0 - decay)
+        first[j] = decay  # dD'/dx
+        second[j] = decay * rate[j] if repeats > 0 else 0.0  # d2D'/dx2
+    value = b * total**-beta
+    gradient, hessian, t_r = np.empty(0), np.empty((0, 0)), np.empty(0)
+    t_u = t_uu = 0.0
+    if order < 2:
+        return value, gradient, hessian, t_u, t_uu, t_r
+    outer = -beta * value / total  # d value / d total
+    outer2 = beta * (beta + 1) * value / total**2
+    gradient, hessian = np.empty(n), np.empty((n, n))
+    for i in range(n):
+        gradient[i] = outer * tokens * first[i]
+        for j in range(n):
+            hessian[i, j] = outer2 * tokens * tokens * first[i] * first[j]
+        hessian[i, i] += outer * tokens * tokens * second[i]
+    if order < 3:
+        return value, gradient, hessian, t_u, t_uu, t_r
+    # in u = log D at fixed shares: dx/du = x, so d total/du = sum D'_j x_j, ...
+    total_u = total_uu = 0.0
+    for j in range(n):
+        x = tokens * r[j]
+        total_u += first[j] * x
+        total_uu += second[j] * x * x
+    total_uu += total_u
+    t_r = np.empty(n)
+    for j in range(n):
+        x = tokens * r[j]
+        t_r[j] = outer2 * total_u * tokens * first[j] + outer * tokens * (second[j] * x + first[j])
+    t_u = outer * total_u
+    t_uu = outer2 * total_u * total_u + outer * total_uu
+    return value, gradient, hessian, t_u, t_uu, t_r
+
+
 @dataclass(frozen=True)
 class DataTerm:
     """``B (sum_j D'_j(D r_j))^-beta`` at ``D = tokens``; ``unique`` as in
     planning/laws/repetition.py's ``effective_tokens``, ``decay_scale`` its repeats' decay
-    scale ``U R_D*`` and ``decay_rate`` = ``-1 / decay_scale`` (constants of the program)."""
+    scale ``U R_D*`` and ``decay_rate`` = ``-1 / decay_scale`` (constants of the program).
+    Computed by one compiled pass over the sources (``_data_term_kernel``)."""
 
     b: float
     beta: float
@@ -173,65 +221,24 @@ class DataTerm:
     decay_scale: np.ndarray
     decay_rate: np.ndarray
 
-    def _effective(self, r: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-        """``sum D'``, and ``dD'_j/dx_j``, ``d2D'_j/dx_j^2`` at ``x = D r``."""
-        x = self.tokens * r
-        scale, rate = self.decay_scale, self.decay_rate
-        repeats = x - self.unique
-        np.maximum(repeats, 0.0, out=repeats)
-        decay = np.exp(repeats * rate)  # 1 within the first epoch
-        # sum min(x, U) + scale (1 - decay) = sum (x - repeats) + scale (1 - decay)
-        total = float((x - repeats + scale * (1.0 - decay)).sum())
-        second = decay * rate
-        second[repeats <= 0] = 0.0
-        return total, decay, second
+    def _kernel(self, r: np.ndarray, order: int):
+        return _data_term_kernel(
+            self.b, self.beta, self.tokens, self.unique, self.decay_scale, self.decay_rate,
+            r, order,
+        )  # fmt: skip
 
     def value(self, r: np.ndarray) -> float:
-        total, _, _ = self._effective(r)
-        return self.b * total**-self.beta
-
-    def _chain(self, r: np.ndarray):
-        """``D'`` and its derivatives at ``x = D r``, the term's value and its first two
-        derivatives in ``D'`` (what the derivatives in r and in log D share)."""
-        total, first, second = self._effective(r)
-        value = self.b * total**-self.beta
-        outer = -self.beta * value / total  # d value / d total
-        outer2 = self.beta * (self.beta + 1) * value / total**2
-        return first, second, value, outer, outer2
-
-    def _in_shares(self, first, second, outer, outer2) -> tuple[np.ndarray, np.ndarray]:
-        g = self.tokens * first
-        hess = (outer2 * g)[:, None] * g
-        hess.flat[:: len(g) + 1] += (outer * self.tokens**2) * second  # the diagonal
-        return outer * g, hess
-
-    def _in_log_tokens(self, r, first, second, outer, outer2) -> tuple[float, float, np.ndarray]:
-        x = self.tokens * r
-        total_u = float(first @ x)
-        total_uu = float(second @ (x * x)) + total_u
-        total_r = self.tokens * first
-        total_ur = self.tokens * (second * x + first)
-        return (
-            outer * total_u,
-            outer2 * total_u**2 + outer * total_uu,
-            outer2 * total_u * total_r + outer * total_ur,
-        )
+        return float(self._kernel(r, 0)[0])
 
     def derivatives(self, r: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-        first, second, value, outer, outer2 = self._chain(r)
-        return value, *self._in_shares(first, second, outer, outer2)
+        value, gradient, hessian, _, _, _ = self._kernel(r, 2)
+        return value, gradient, hessian
 
     def log_tokens_partials(self, r: np.ndarray) -> tuple[float, float, np.ndarray]:
         """The term's partials in ``u = log D`` at fixed shares r: ``d/du``, ``d2/du2`` and
         ``d2/du dr`` (``x = e^u r``, so ``dx/du = x``, ``dx/dr = D``)."""
-        first, second, _, outer, outer2 = self._chain(r)
-        return self._in_log_tokens(r, first, second, outer, outer2)
+        return self._kernel(r, 3)[3:]
 
     def joint_derivatives(self, r: np.ndarray):
         """`derivatives` and `log_tokens_partials` at once (one pass over the sources)."""
-        first, second, value, outer, outer2 = self._chain(r)
-        return (
-            value,
-            *self._in_shares(first, second, outer, outer2),
-            *self._in_log_tokens(r, first, second, outer, outer2),
-        )
+        return self._kernel(r, 3)
