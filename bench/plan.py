@@ -14,7 +14,8 @@ thread on both sides (threadpoolctl):
 (c) The 17-source mixture plan: an exponential mixing law fitted here to the 512 RegMix 1M runs
     (all 17 Pile sources x 13 domains, several at log k = -30), Sardana scale law, per-source
     caps and repetition, 1e21 FLOPs. The joint (D, mixture) plan (Newton's method in
-    (log D, shares) jointly, certified by an inner solve; median of 21 plans) against
+    (log D, shares) jointly, its kernels numba-compiled, certified by an inner solve; median
+    of 21 plans after one that compiles or loads the kernels) against
     multi-start SLSQP and 100,000 random Dirichlet mixtures on the same objective at its D, the
     conic program's plan alongside, and its D over fresh runs. Goals: no worse than either,
     >= 100x faster than the random search, the same D on every run.

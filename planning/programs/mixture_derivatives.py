@@ -25,9 +25,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
 
 from mixplan.planning.programs.mixture_forms import additive_scale_terms, domain_vector
+from mixplan.planning.programs.simplex_kernels import compiled
 
 GAMMA_ONE = 1.0 - 1e-12
 """An additive exponent at least this is linear (finite slope at 0), as in the conic form."""
@@ -161,7 +161,7 @@ def _exponential(w, c, log_k, t) -> ExponentialTarget:
     )
 
 
-@njit(cache=True)
+@compiled
 def _data_term_kernel(b, beta, tokens, unique, scale, rate, r, order):
     """`DataTerm`'s value and, up to ``order`` (0, 2, or 3 with the partials in log D), its
     derivatives in one compiled pass over the sources (unused outputs are empty)."""

@@ -14,7 +14,8 @@ kept beside the module, so a later process loads it instead of compiling again):
   and the Frank-Wolfe gap.
 
 Every entry takes and returns plain float64 / bool arrays and scalars; the wrappers in
-simplex_newton.py give them their documented interfaces.
+simplex_newton.py give them their documented interfaces. `compiled` is the decorator (also
+of the repeated-data term in planning/programs/mixture_derivatives.py).
 """
 
 from __future__ import annotations
@@ -25,7 +26,17 @@ from numba import njit
 _INF = np.inf
 
 
-@njit(cache=True)
+def compiled(function):
+    """``function`` compiled by numba on its first call, the machine code cached on disk
+    (beside the module, else in the user's cache directory); compiled per process where
+    neither is writable (numba then has no place for its cache)."""
+    try:
+        return njit(cache=True)(function)
+    except RuntimeError:
+        return njit(function)
+
+
+@compiled
 def lu_factor(a):
     """``a`` (square, copied) factored in place as ``P a = L U``; returns ``(lu, piv, info)``,
     ``info > 0`` when a pivot is exactly 0 (singular, as getrf's ``info``)."""
@@ -56,7 +67,7 @@ def lu_factor(a):
     return lu, piv, info
 
 
-@njit(cache=True)
+@compiled
 def lu_solve(lu, piv, b):
     """The solution of ``a x = b`` from `lu_factor`'s ``(lu, piv)``."""
     n = lu.shape[0]
@@ -78,7 +89,7 @@ def lu_solve(lu, piv, b):
     return x
 
 
-@njit(cache=True)
+@compiled
 def _free_block(kkt, free, m, n):
     """The bordered KKT matrix of the free coordinates ``free[:m]`` cut from ``kkt``."""
     a = np.empty((m + 1, m + 1))
@@ -92,7 +103,7 @@ def _free_block(kkt, free, m, n):
     return a
 
 
-@njit(cache=True)
+@compiled
 def _gradient_at(g, h, d, n):
     """``q = g + H d``."""
     q = g.copy()
@@ -104,7 +115,7 @@ def _gradient_at(g, h, d, n):
     return q
 
 
-@njit(cache=True)
+@compiled
 def newton_qp_kernel(g, h, lo, hi, damping, batches):
     """`simplex_newton.newton_qp` compiled: returns ``(d, price, at_lower, at_upper, lu, piv,
     has_factor)``, ``lu`` / ``piv`` the free block's factors when ``has_factor``."""
@@ -229,7 +240,7 @@ def newton_qp_kernel(g, h, lo, hi, damping, batches):
     return d, -nu, at_lower, at_upper, lu, piv, False
 
 
-@njit(cache=True)
+@compiled
 def sensitivity_kernel(
     gradient, hessian, price, at_upper, at_lower, f_t, f_tt, f_tx, upper_rate, upper_curve,
     lu, piv, has_factor,
@@ -280,7 +291,7 @@ def sensitivity_kernel(
     return slope, curvature, tangent
 
 
-@njit(cache=True)
+@compiled
 def feasible_kernel(x, lower, upper):
     """`simplex_newton._feasible` compiled."""
     n = x.shape[0]
@@ -311,7 +322,7 @@ def feasible_kernel(x, lower, upper):
     return y
 
 
-@njit(cache=True)
+@compiled
 def vertex_gap_kernel(gradient, x, lower, upper):
     """`simplex_newton.vertex_gap` compiled."""
     n = gradient.shape[0]
