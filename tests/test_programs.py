@@ -41,6 +41,22 @@ def test_whatif_resolves_the_same_problem_object(budget):
     assert budget.problem(False)[0] is problem
 
 
+@pytest.mark.parametrize("law", [SARDANA, EPOCH], ids=["sardana", "epoch"])
+def test_budget_plan_is_the_closed_form_n_and_d(budget, law):
+    """N and D each against Chinchilla's closed form (not only N, and not N D alone, which
+    an N <-> D swap would keep), and against the ratio limit's own closed form."""
+    for flops in (1e21, 1e23):
+        params, tokens, _ = closed_form(law, flops)
+        r = budget.solve(law, flops=flops)
+        assert r.params == pytest.approx(params, rel=1e-3)
+        assert r.tokens == pytest.approx(tokens, rel=1e-3)
+        assert 6 * r.params * r.tokens == pytest.approx(flops, rel=1e-6)
+    # D/N <= 5 binds (the free optimum is ~20 tokens a parameter): 6 N (5 N) = C
+    r = budget.solve(law, flops=1e23, max_tokens_per_param=5)
+    assert r.params == pytest.approx(math.sqrt(1e23 / 30), rel=1e-5)
+    assert r.tokens == pytest.approx(5 * math.sqrt(1e23 / 30), rel=1e-5)
+
+
 def test_max_params_binds_with_a_shadow_price_matching_finite_differences(budget):
     cap = 2e10
     r = budget.solve(SARDANA, flops=1e24, max_params=cap)
