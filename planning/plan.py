@@ -229,14 +229,7 @@ class Planner:
             common,
             status=allocation.status,
             reason=reason,
-            params=params,
-            tokens=tokens,
-            train_flops=allocation.train_flops,
-            inference_flops=2 * params * spec.inference.tokens,
-            loss=allocation.loss,
-            epochs=alloc.epochs(spec, tokens),
-            cost_dollars=alloc.cost_dollars(spec, params, tokens),
-            train_days=alloc.train_days(spec, params, tokens),
+            **dict(zip(_ALLOCATION_FIELDS, _allocation_values(spec, allocation), strict=True)),
             mixture=(mixture_plan or {}).get("mixture"),
             mixture_plan=mixture_plan,
         )
@@ -363,29 +356,18 @@ class BudgetWhatifs:
                 detail=False,
                 plan_mixture=False,
             )
-        params, tokens, hyper = allocation.params, allocation.tokens, self.hyper
+        hyper = self.hyper
         return self._make(
             lambda: _model_and_advice(exact_spec(), model, allocation, None, hyper, False, []),
             dict(self.law_section),
             {**inputs, "budget_flops": flops},
             allocation.status,
             allocation.reason,
-            params,
-            tokens,
-            6 * params * tokens,
-            2 * params * spec.inference.tokens,
-            allocation.loss,
-            alloc.epochs(spec, tokens),
-            alloc.cost_dollars(spec, params, tokens),
-            alloc.train_days(spec, params, tokens),
+            *_allocation_values(spec, allocation),
         )
 
 
-_WHATIF_FIELDS = (
-    "law",
-    "inputs",
-    "status",
-    "reason",
+_ALLOCATION_FIELDS = (
     "params",
     "tokens",
     "train_flops",
@@ -395,6 +377,25 @@ _WHATIF_FIELDS = (
     "cost_dollars",
     "train_days",
 )
+"""The `Plan` fields that follow from an allocation (`_allocation_values`, in this order)."""
+
+
+def _allocation_values(spec: PlanSpec, allocation: Allocation) -> tuple:
+    """The `_ALLOCATION_FIELDS` of a plan of ``spec`` with a successful ``allocation``."""
+    params, tokens = allocation.params, allocation.tokens
+    return (
+        params,
+        tokens,
+        allocation.train_flops,
+        2 * params * spec.inference.tokens,
+        allocation.loss,
+        alloc.epochs(spec, tokens),
+        alloc.cost_dollars(spec, params, tokens),
+        alloc.train_days(spec, params, tokens),
+    )
+
+
+_WHATIF_FIELDS = ("law", "inputs", "status", "reason", *_ALLOCATION_FIELDS)
 """The `Plan` fields a budget what-if sets per query (`BudgetWhatifs.plan`, in this order)."""
 
 
