@@ -25,6 +25,29 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from mixplan.planning.provenance import code_version
+
+        typer.echo(f"mixplan {code_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_print_version,
+        is_eager=True,
+        help="Print mixplan's version (with the git commit in a checkout) and exit.",
+    ),
+) -> None:
+    """Plan LLM pretraining from your run logs."""
+
+
 for stage in (cli_ingest, cli_fit, cli_plan, cli_pipeline):
     stage.register(app)
 

@@ -9,9 +9,16 @@ The installed package maps the project's top-level folders into one namespace (s
 - :mod:`mixplan.data` (``data/``): the bundled real run logs, example specs and mappings.
 """
 
-from importlib import metadata
+def __getattr__(name: str):
+    """``mixplan.__version__``, looked up in the installed metadata on first read (the
+    lookup scans the environment's distributions: ~20 ms that the CLI's start need not pay)."""
+    if name != "__version__":
+        raise AttributeError(f"module 'mixplan' has no attribute {name!r}")
+    from importlib import metadata
 
-try:
-    __version__ = metadata.version("mixplan")
-except metadata.PackageNotFoundError:  # running from a checkout that was never installed
-    __version__ = "0+unknown"
+    try:
+        version = metadata.version("mixplan")
+    except metadata.PackageNotFoundError:  # running from a checkout that was never installed
+        version = "0+unknown"
+    globals()["__version__"] = version
+    return version

@@ -29,3 +29,11 @@ def test_the_top_level_help_shows_a_typical_session():
     assert result.exit_code == 0
     for name in ("ingest", "fit", "plan", "pipeline"):
         assert f"mixplan {name}" in result.output
+
+
+def test_version_prints_the_installed_version():
+    import mixplan
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"mixplan {mixplan.__version__}")
