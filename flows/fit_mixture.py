@@ -217,13 +217,11 @@ def fit_mixture(
             largest = curves.runs_where(curves.params == sizes[-1]).final()
             nested = NestedRoute(params=float(sizes[-1]), tokens=float(np.max(largest.tokens)))
             nested.fit(curves.runs_where(curves.params < sizes[-1]))
-            assert nested.law_ is not None
+            law = nested.stored_law()
             result["fits"]["nested"] = {
                 "form": LAW_FORMS["nested"],
-                "params": nested.law_.params_table(),
-                "path": store_mixture_fit(
-                    lake, fit_name(experiment, "nested"), nested.law_, data_hash
-                ),
+                "params": law.params_table(),
+                "path": store_mixture_fit(lake, fit_name(experiment, "nested"), law, data_hash),
             }
     logger.info("fit-mixture %s: %s", experiment, ", ".join(result["fits"]))
     return result
@@ -231,11 +229,12 @@ def fit_mixture(
 
 def chosen_law(route: Any) -> Any:
     """The stored law of a fitted route (what the planner loads): a scale route's
-    :class:`AdditiveScaleLaw` at the target, the nested route's mixture law at the target."""
-    law = getattr(route, "law_", None)
-    if law is None:
+    :class:`AdditiveScaleLaw` at the target, the nested route's mixture law at the target,
+    the stacked route's combination; each with the route's measured scale error in its
+    intervals (``LawRoute.stored_law``)."""
+    if getattr(route, "law_", None) is None:
         raise SpecError(f"{getattr(route, 'name', route)}: not fitted")
-    return law
+    return route.stored_law()
 
 
 def scale_summary(chosen: dict[str, Any], curves: MixtureCurves) -> dict[str, Any]:

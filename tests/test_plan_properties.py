@@ -49,8 +49,8 @@ def limit_tables(draw) -> dict:
     if draw(st.booleans()):
         out["min_tokens_per_param"] = draw(log_uniform(0.5, 200))
     if draw(st.booleans()):
-        out["max_tokens_per_param"] = out.get("min_tokens_per_param", 0.5) * draw(
-            log_uniform(1, 1e4)
+        out["max_tokens_per_param"] = min(  # the spec takes at most 1e6 tokens a parameter
+            1e6, out.get("min_tokens_per_param", 0.5) * draw(log_uniform(1, 1e4))
         )
     if draw(st.booleans()):
         out["max_train_flops"] = draw(log_uniform(1e18, 1e26))

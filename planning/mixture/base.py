@@ -176,11 +176,13 @@ class MixtureLaw(DomainTarget, ABC):
     def predict_interval(
         self, weights: np.ndarray, *, level: float = 0.95
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Bootstrap percentile interval of ``predict(weights)`` (needs ``n_bootstrap > 0``)."""
+        """Bootstrap percentile interval of ``predict(weights)`` (needs ``n_bootstrap > 0``),
+        widened by ``scale_error_`` (`DomainTarget.widened`) when a route measured one."""
         single = np.asarray(weights).ndim == 1
         draws = self.bootstrap_predictions(weights)
         tail = (1 - level) / 2 * 100
         low, high = np.percentile(draws, [tail, 100 - tail], axis=0)
+        low, high = self.widened(np.atleast_2d(weights), low, high, self.scale_error_, level)
         return (low[0], high[0]) if single else (low, high)
 
     def bootstrap_predictions(self, weights: np.ndarray) -> np.ndarray:
@@ -243,6 +245,7 @@ class MixtureLaw(DomainTarget, ABC):
                 "options": self.options(),
                 "sources": list(self.sources_),
                 "domains": list(self.domains_),
+                "scale_error": float(self.scale_error_),
                 "fits": [
                     {
                         "domain": f.domain,
@@ -265,6 +268,7 @@ class MixtureLaw(DomainTarget, ABC):
         law = cls(**payload["options"])
         law.sources_ = tuple(payload["sources"])
         law.domains_ = tuple(payload["domains"])
+        law.scale_error_ = float(payload.get("scale_error", 0.0))  # 0 in fits stored before it
         law.fits_ = tuple(
             DomainFit(
                 domain=f["domain"],

@@ -28,10 +28,12 @@ The route (a nested route whose first two stages are one law):
 
 Extrapolating past the runs' last checkpoint is guarded like every route: refused past
 ``max_ratio`` x, warned with the backtested error of the step law beyond 1x. Its interval
-(:meth:`CurvesRoute.predict_interval`) is the mixture stage's bootstrap widened by the error of
-extrapolating in N measured inside the fitted data (:meth:`CurvesRoute.backtest_rmse`), per unit
-``log N``, times ``log(N_target / N_largest_fitted)``: the bootstrap alone covers the mixture
-stage only (46% of the 410M losses at 90% on 5Mix fitted on 70M-160M).
+(:meth:`CurvesRoute.scale_error`, carried by the stored law) is the mixture stage's bootstrap
+widened by the error of extrapolating in N measured inside the fitted data
+(:meth:`CurvesRoute.backtest_rmse`), per unit ``log N``, times ``log(N_target /
+N_largest_fitted)``, and by the step law's backtested error of any extrapolation in D: the
+bootstrap alone covers the mixture stage only (46% of the 410M losses at 90% on 5Mix fitted on
+70M-160M).
 """
 
 from __future__ import annotations
@@ -40,7 +42,6 @@ from dataclasses import dataclass
 from typing import Self
 
 import numpy as np
-from scipy.stats import norm
 
 from mixplan.planning.errors import FitError, NotFittedError
 from mixplan.planning.fitting.engine import single_threaded_blas
@@ -55,7 +56,12 @@ from mixplan.planning.mixture.nested import (
     grouped_objective,
     mixtures_across_sizes,
 )
-from mixplan.planning.mixture.steps import MAX_RATIO, TAIL, extrapolation_warning
+from mixplan.planning.mixture.steps import (
+    MAX_RATIO,
+    TAIL,
+    extrapolation_warning,
+    tokens_error,
+)
 
 EXPONENT_BOUNDS = (1e-3, 3.0)
 """Bounds of ``alpha_N`` and ``alpha_D`` (Kaplan et al. fit 0.076 and 0.095-0.103)."""
@@ -257,9 +263,10 @@ class CurvesRoute(MixtureStageRoute):
         FitError
             If a mixture was run at one model size only, or has too few checkpoints.
         """
-        self.warning_ = extrapolation_warning(
+        self.warning_, backtest = extrapolation_warning(
             curves, self.tokens, max_ratio=self.max_ratio, delta=self.delta
         )
+        self.tokens_error_ = tokens_error(backtest)
         mixtures, mixture_of_run = mixtures_across_sizes(curves, self.name)
         last = np.zeros(len(curves.run_ids))
         np.maximum.at(last, curves.row_run, curves.tokens)
@@ -391,15 +398,8 @@ class CurvesRoute(MixtureStageRoute):
             self.extrapolation_rmse_ = float(per_log * ratio) if np.isfinite(per_log) else 0.0
         return self.extrapolation_rmse_
 
-    def predict_interval(
-        self, weights: np.ndarray, *, level: float = 0.95
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The mixture stage's bootstrap interval widened by the measured extrapolation error:
-        half-width ``sqrt(h_boot^2 + (z extrapolation_rmse)^2)`` around :meth:`predict`."""
-        centre = np.atleast_2d(self.predict(weights))
-        low, high = self._law().predict_interval(weights, level=level)
-        boot = np.maximum(centre - low, high - centre)
-        z = float(norm.ppf(0.5 + level / 2))
-        half = np.sqrt(boot**2 + (z * self.extrapolation_rmse()) ** 2)
-        low, high = centre - half, centre + half
-        return (low[0], high[0]) if np.asarray(weights).ndim == 1 else (low, high)
+    def scale_error(self) -> float:
+        """The errors the mixture stage's bootstrap leaves out, in quadrature: carrying the
+        curves to the target N (:meth:`extrapolation_rmse`) and reading them past the runs'
+        last checkpoints in D (``tokens_error_``)."""
+        return float(np.hypot(self.extrapolation_rmse(), self.tokens_error_))

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
+from scipy.stats import norm
 
 from mixplan.planning.errors import SchemaError, SpecError
 from mixplan.planning.schema import FINAL_STEP
@@ -283,10 +284,38 @@ def domain_weight_vector(
 
 class DomainTarget:
     """The user-weighted target ``sum_i w_i L_i(mixture)`` of anything with ``domains_`` and
-    ``predict`` (mixture laws, their combination, the baselines)."""
+    ``predict`` (mixture laws, their combination, the baselines).
+
+    ``scale_error_`` is the RMSE (nats) a route measured for carrying the law's inputs across
+    scale, which a law's bootstrap over mixtures does not see: N past the fitted sizes, D past
+    the runs' last checkpoints (planning/mixture/nested.py's ``LawRoute.scale_error``). The
+    route sets it on the law it stores, so the interval the planner and the report show
+    (`widened`) is the one the route's coverage was measured with; 0 for a law fitted at
+    its own scale.
+    """
 
     domains_: tuple[str, ...]
     predict: Callable[[np.ndarray], np.ndarray]
+    scale_error_: float = 0.0
+
+    def widened(
+        self,
+        weights: np.ndarray,
+        low: np.ndarray,
+        high: np.ndarray,
+        extra: np.ndarray | float,
+        level: float,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """A bootstrap interval ``(low, high)`` of ``predict(weights)`` widened by an error of
+        RMSE ``extra`` in quadrature: half-width ``sqrt(h_boot^2 + (z extra)^2)`` around the
+        prediction, ``h_boot`` the interval's larger side, ``z`` the normal quantile of
+        ``level``; unchanged where ``extra`` is 0."""
+        if not np.any(extra):
+            return low, high
+        centre = self.predict(weights)
+        boot = np.maximum(centre - low, high - centre)
+        half = np.sqrt(boot**2 + (float(norm.ppf(0.5 + level / 2)) * extra) ** 2)
+        return centre - half, centre + half
 
     def target_weights(self, domain_weights: np.ndarray | Mapping[str, float] | None) -> np.ndarray:
         """Domain weights as a vector in ``domains_`` order, normalised to sum to 1."""

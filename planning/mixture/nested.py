@@ -473,6 +473,9 @@ class LawRoute:
 
     name = "route"
     law_: MixtureLaw | None = None
+    tokens_error_: float = 0.0
+    """RMSE of reading the runs at a target D past their last checkpoints (the step law's
+    backtest over that extrapolation, `steps.tokens_error`); 0 when no run is extrapolated."""
 
     def _fitted(self) -> bool:
         return self.law_ is not None
@@ -482,6 +485,18 @@ class LawRoute:
             raise NotFittedError(f"{self.name}: call fit(curves) first")
         return self.law_
 
+    def scale_error(self) -> float:
+        """The measured RMSE the law's bootstrap leaves out: here the D extrapolation's
+        (routes that also carry the law across N add theirs)."""
+        return self.tokens_error_
+
+    def stored_law(self) -> MixtureLaw:
+        """The fitted law with the route's :meth:`scale_error` in its intervals: what the
+        pipeline stores and the planner loads."""
+        law = self._law()
+        law.scale_error_ = self.scale_error()
+        return law
+
     def predict(self, weights: np.ndarray) -> np.ndarray:
         """Loss per domain at the target (N, D)."""
         return self._law().predict(weights)
@@ -489,8 +504,9 @@ class LawRoute:
     def predict_interval(
         self, weights: np.ndarray, *, level: float = 0.95
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Bootstrap interval of :meth:`predict` (fit with ``n_bootstrap > 0``)."""
-        return self._law().predict_interval(weights, level=level)
+        """Bootstrap interval of :meth:`predict` (fit with ``n_bootstrap > 0``) widened by
+        :meth:`scale_error` (the stored law's interval, `DomainTarget.widened`)."""
+        return self.stored_law().predict_interval(weights, level=level)
 
     def loss_expression(
         self, weights: cp.Expression, domain_weights: np.ndarray | Mapping[str, float] | None
@@ -650,11 +666,12 @@ class NestedRoute(MixtureStageRoute):
     def _stage_tokens(self, curves: MixtureCurves) -> np.ndarray:
         """Stage 1: loss of every (run, domain) at the target tokens, ``(runs, domains)``."""
         # steps builds on this module's curves and step laws, hence the import here
-        from mixplan.planning.mixture.steps import extrapolation_warning
+        from mixplan.planning.mixture.steps import extrapolation_warning, tokens_error
 
-        self.warning_ = extrapolation_warning(
+        self.warning_, backtest = extrapolation_warning(
             curves, self.tokens, max_ratio=self.max_ratio, delta=self.delta
         )
+        self.tokens_error_ = tokens_error(backtest)
         runs, domains = len(curves.run_ids), len(curves.domains)
         row, column = np.nonzero(np.isfinite(curves.losses))
         tokens = curves.tokens[row]

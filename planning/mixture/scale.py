@@ -33,7 +33,12 @@ from mixplan.planning.mixture.additive import AdditiveScaleLaw
 from mixplan.planning.mixture.data import domain_weight_vector
 from mixplan.planning.mixture.engine import DEFAULT_DELTA
 from mixplan.planning.mixture.nested import LawRoute, MixtureCurves
-from mixplan.planning.mixture.steps import MAX_RATIO, StepStage, losses_at_tokens
+from mixplan.planning.mixture.steps import (
+    MAX_RATIO,
+    StepStage,
+    losses_at_tokens,
+    tokens_error,
+)
 from mixplan.planning.programs.mixture import GAP_TOL
 from mixplan.planning.programs.mixture_derivatives import target_derivatives
 from mixplan.planning.programs.mixture_forms import scaled_target
@@ -120,6 +125,7 @@ class ScaleRoute(LawRoute):
         data, self.stage_ = losses_at_tokens(
             curves, self.tokens, max_ratio=self.max_ratio, delta=self.delta
         )
+        self.tokens_error_ = tokens_error(self.stage_.backtest)
         sizes = np.unique(data.params)
         if len(sizes) < 2:
             raise FitError(

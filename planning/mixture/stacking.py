@@ -21,14 +21,15 @@ member is convex in the mixture and the weights are nonnegative, so the sum is c
 planner optimises it as it is (an earlier version refitted one additive law to the weighted
 average, which cost 0.0002 nats on 5Mix). Its bootstrap (draw b of the sum is the weighted
 sum of the members' draws b) covers the members' last stage only (on 5Mix the refitted law's
-90% band covered 6% of the 410M losses), so :meth:`StackedRoute.predict_interval` adds the
-routes' disagreement in quadrature: half-width ``sqrt(h_boot^2 + (z sd_routes)^2)``,
+90% band covered 6% of the 410M losses), so the interval (`CombinedLaw.predict_interval`,
+with :meth:`StackedRoute.scale_error` stored on the law) adds the routes' disagreement in
+quadrature: half-width ``sqrt(h_boot^2 + (z sd_routes)^2)``,
 ``sd_routes`` the weighted standard deviation of the routes' predictions at the mixture asked
 for, and the error measured when extrapolating across scale (:func:`extrapolation_rmse`): the
 selection's held-out RMSE of the combination (bounded by ``sqrt(sum_k w_k rmse_k^2)``, by
 convexity), per unit of ``log(N_held_out / N_largest_fitted)``, times that log ratio at the
 target (a documented choice: the error taken to grow linearly in log N beyond the fitted
-sizes).
+sizes), and the members' measured error of reading the runs past their last checkpoints in D.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ from typing import Self
 
 import numpy as np
 import polars as pl
-from scipy.stats import norm
 
 from mixplan.planning.errors import SpecError
 from mixplan.planning.mixture.combined import CombinedLaw
@@ -181,7 +181,7 @@ class StackedRoute(MixtureStageRoute):
             list(self.weights),
         )
         self.sources_, self.domains_ = curves.sources, curves.domains
-        self.spread_ = float(self.route_spread(mixtures).mean())
+        self.spread_ = float(self.law_.member_spread(mixtures).mean())
         self.warning_ = "; ".join(dict.fromkeys(warnings))
         self.notes_ = (
             "the weighted sum of the routes' mixture laws at the target: "
@@ -193,31 +193,13 @@ class StackedRoute(MixtureStageRoute):
         )
         return self
 
-    def route_spread(self, weights: np.ndarray) -> np.ndarray:
-        """Weighted standard deviation of the fitted routes' predictions ``(mixtures, domains)``."""
-        if not self.fitted_:
-            raise SpecError(f"{self.name}: call fit(curves) first")
-        share = np.array(list(self.weights.values()))[:, None, None]
-        each = np.stack(
-            [np.atleast_2d(route.predict(weights)) for route in self.fitted_.values()]  # type: ignore[attr-defined]
+    def scale_error(self) -> float:
+        """The errors the combination's bootstrap and the routes' disagreement leave out, in
+        quadrature: extrapolating to the target N (``extrapolation_rmse``, from the scores) and
+        the members' reading of the runs past their last checkpoints in D (``sqrt(sum_k w_k
+        tokens_error_k^2)``, the same bound as for N)."""
+        tokens = sum(
+            w * getattr(self.fitted_[name], "tokens_error_", 0.0) ** 2
+            for name, w in self.weights.items()
         )
-        mean = (share * each).sum(axis=0)
-        return np.sqrt((share * (each - mean) ** 2).sum(axis=0))
-
-    def predict_interval(
-        self, weights: np.ndarray, *, level: float = 0.95
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The combined law's bootstrap interval widened by the routes' disagreement and the
-        measured extrapolation error.
-
-        Half-width ``sqrt(h_boot^2 + z^2 (sd_routes^2 + extrapolation_rmse^2))`` around
-        :meth:`predict`, with ``h_boot`` the larger side of the bootstrap interval (fit with
-        ``n_bootstrap > 0``) and ``z`` the normal quantile of ``level``.
-        """
-        centre = np.atleast_2d(self.predict(weights))
-        low, high = self._law().predict_interval(weights, level=level)
-        boot = np.maximum(centre - low, high - centre)
-        z = float(norm.ppf(0.5 + level / 2))
-        spread = self.route_spread(weights)
-        half = np.sqrt(boot**2 + z**2 * (spread**2 + self.extrapolation_rmse**2))
-        return centre - half, centre + half
+        return float(np.sqrt(self.extrapolation_rmse**2 + tokens))

@@ -42,8 +42,9 @@ class StepBacktest:
     ----------
     ratio
         Extrapolation factor tested (last tokens / last fitted tokens).
-    mae, max_error
-        Mean and largest absolute error (nats) over every (run, domain) backtested.
+    mae, max_error, rmse
+        Mean, largest and root-mean-square absolute error (nats) over every (run, domain)
+        backtested; ``rmse`` is what the routes' intervals take in (``tokens_error``).
     bias
         Mean signed error (prediction - observed).
     points
@@ -55,6 +56,7 @@ class StepBacktest:
     max_error: float
     bias: float
     points: int
+    rmse: float
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,7 @@ def step_backtest(
         max_error=float(np.max(np.abs(error))),
         bias=float(np.mean(error)),
         points=int(error.size),
+        rmse=float(np.sqrt(np.mean(error**2))),
     )
 
 
@@ -206,11 +209,12 @@ def extrapolation_warning(
     *,
     max_ratio: float = MAX_RATIO,
     delta: float = DEFAULT_DELTA,
-) -> str:
+) -> tuple[str, StepBacktest | None]:
     """The guard of any route that extrapolates run curves to ``tokens``.
 
-    Returns ``""`` when every run reaches ``tokens``, else a sentence with how far past its last
-    checkpoint the farthest run goes and the backtested error of extrapolating that far.
+    Returns ``("", None)`` when every run reaches ``tokens``, else a sentence with how far past
+    its last checkpoint the farthest run goes and the backtested error of extrapolating that
+    far, with that backtest (``None`` when no run is long enough for one).
 
     Raises
     ------
@@ -222,13 +226,22 @@ def extrapolation_warning(
     _refuse_past(curves, tokens, ratio, last, max_ratio)
     beyond = ratio > 1 + 1e-9
     if not beyond.any():
-        return ""
+        return "", None
     backtest = step_backtest(curves, float(ratio[beyond].max()), delta=delta)
     return (
         f"{int(beyond.sum())} runs end before D = {tokens:.4g} tokens (up to "
         f"{ratio[beyond].max():.2g}x past their last checkpoint); their losses there come from "
-        f"a power law with a floor on each curve: {_measured(backtest)}"
+        f"a power law with a floor on each curve: {_measured(backtest)}",
+        backtest,
     )
+
+
+def tokens_error(backtest: StepBacktest | None) -> float:
+    """The error a route's interval takes in for reading the runs at a D past their last
+    checkpoint: the RMSE of the step law's backtest over that extrapolation (0 when nothing is
+    extrapolated; 0 too when no run is long enough to backtest it, which the route's warning
+    then says)."""
+    return 0.0 if backtest is None else backtest.rmse
 
 
 def losses_at_tokens(
