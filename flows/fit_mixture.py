@@ -239,7 +239,7 @@ def chosen_law(route: Any) -> Any:
 
 def scale_summary(chosen: dict[str, Any], curves: MixtureCurves) -> dict[str, Any]:
     """JSON-ready view of :func:`select_and_fit_route`: scores, target, the planned mixture with
-    its predicted loss (and bootstrap interval) next to the best observed run."""
+    its predicted loss (and interval) next to the best observed run."""
     route, target = chosen["route"], chosen["target"]
     sources = curves.sources
     trust = curves.final().max_shares()

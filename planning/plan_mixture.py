@@ -200,8 +200,9 @@ def scale_section(
     spec: PlanSpec, mixture, mixture_plan: dict[str, Any], scale_point: Allocation
 ) -> dict[str, Any]:
     """What the plan's mixture predicts at the pinned (N, D): the mixture law's own loss of the
-    planned mixture with its bootstrap interval, next to the best observed run, the route and
-    selection scores the law was chosen by, and the scale law's unpinned optimum."""
+    planned mixture with its interval (the law's, its scale error included), next to the best
+    observed run, the route and selection scores the law was chosen by, and the scale law's
+    unpinned optimum."""
     law = mixture.law
     prov = mixture.provenance or {}
     names = [s.name for s in spec.sources]
