@@ -500,6 +500,20 @@ def test_kaplan_fits_reach_an_independent_optimum() -> None:
         fit_kaplan_laws(n[:4], d[:4], losses[:4], np.zeros(4, int), 1)
 
 
+def _checkpoints_where(curves: MixtureCurves, keep: np.ndarray) -> MixtureCurves:
+    """The same runs with only the checkpoints (rows) ``keep`` selects."""
+    return MixtureCurves(
+        run_ids=curves.run_ids,
+        params=curves.params,
+        mixture=curves.mixture,
+        sources=curves.sources,
+        domains=curves.domains,
+        row_run=curves.row_run[keep],
+        tokens=curves.tokens[keep],
+        losses=curves.losses[keep],
+    )
+
+
 def _covered(held, low: np.ndarray, high: np.ndarray) -> float:
     return float(((held.losses >= low) & (held.losses <= high)).mean())
 
@@ -541,17 +555,7 @@ def test_reading_runs_past_their_last_checkpoint_widens_the_interval(
     fitted = curves.runs_where(curves.params <= sizes[1])
     last = np.zeros(len(fitted.run_ids))
     np.maximum.at(last, fitted.row_run, fitted.tokens)
-    early = fitted.tokens <= last[fitted.row_run] / 1.5 * (1 + 1e-9)
-    cut = MixtureCurves(
-        run_ids=fitted.run_ids,
-        params=fitted.params,
-        mixture=fitted.mixture,
-        sources=fitted.sources,
-        domains=fitted.domains,
-        row_run=fitted.row_run[early],
-        tokens=fitted.tokens[early],
-        losses=fitted.losses[early],
-    )
+    cut = _checkpoints_where(fitted, fitted.tokens <= last[fitted.row_run] / 1.5 * (1 + 1e-9))
     tokens = float(last.min())
     held, _ = losses_at_tokens(fitted.runs_where(fitted.params == sizes[1]), tokens)
     route = NestedRoute(params=float(sizes[1]), tokens=tokens, n_bootstrap=10).fit(cut)
@@ -602,17 +606,8 @@ def test_curves_route_says_when_its_size_error_cannot_be_measured(
     two = curves.runs_where(curves.params <= sizes[1])
     last = np.zeros(len(two.run_ids))
     np.maximum.at(last, two.row_run, two.tokens)
-    late = two.tokens > last[two.row_run] / 1.5 * (1 + 1e-9)  # no checkpoint to backtest on
-    short = MixtureCurves(
-        run_ids=two.run_ids,
-        params=two.params,
-        mixture=two.mixture,
-        sources=two.sources,
-        domains=two.domains,
-        row_run=two.row_run[late],
-        tokens=two.tokens[late],
-        losses=two.losses[late],
-    )
+    # no checkpoint to backtest on
+    short = _checkpoints_where(two, two.tokens > last[two.row_run] / 1.5 * (1 + 1e-9))
     route = CurvesRoute(params=params, tokens=tokens).fit(short)
     assert np.isnan(route.backtest_rmse()) and route.extrapolation_rmse() == 0.0
     assert "covers the mixture stage only" in route.warning_

@@ -90,6 +90,17 @@ def lu_solve(lu, piv, b):
 
 
 @compiled
+def _free_indices(at_lower, at_upper, free):
+    """The coordinates at neither bound written to ``free[:m]``; returns ``m``."""
+    m = 0
+    for i in range(at_lower.shape[0]):
+        if not (at_lower[i] or at_upper[i]):
+            free[m] = i
+            m += 1
+    return m
+
+
+@compiled
 def _free_block(kkt, free, m, n):
     """The bordered KKT matrix of the free coordinates ``free[:m]`` cut from ``kkt``."""
     a = np.empty((m + 1, m + 1))
@@ -137,11 +148,7 @@ def newton_qp_kernel(g, h, lo, hi, damping, batches):
     piv = np.empty(0, dtype=np.int64)
     free = np.empty(n, dtype=np.int64)
     for _ in range(4 * n + 10):
-        m = 0
-        for i in range(n):
-            if not (at_lower[i] or at_upper[i]):
-                free[m] = i
-                m += 1
+        m = _free_indices(at_lower, at_upper, free)
         if m == 0:
             # a vertex: optimal when some price nu makes every multiplier non-negative
             nu_low, nu_high, drop = -_INF, _INF, -1
@@ -268,11 +275,7 @@ def sensitivity_kernel(
     slope += price * b1
     tangent = rate.copy()
     free = np.empty(n, dtype=np.int64)
-    m = 0
-    for i in range(n):
-        if not (at_upper[i] or at_lower[i]):
-            free[m] = i
-            m += 1
+    m = _free_indices(at_lower, at_upper, free)
     if m == 0:
         return slope, phi_tt + price * b2, tangent
     rhs = np.empty(m + 1)
