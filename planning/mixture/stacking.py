@@ -199,7 +199,7 @@ class StackedRoute(MixtureStageRoute):
         the members' reading of the runs past their last checkpoints in D (``sqrt(sum_k w_k
         tokens_error_k^2)``, the same bound as for N)."""
         tokens = sum(
-            w * getattr(self.fitted_[name], "tokens_error_", 0.0) ** 2
+            w * self.fitted_[name].tokens_error_ ** 2  # type: ignore[attr-defined]
             for name, w in self.weights.items()
         )
         return float(np.sqrt(self.extrapolation_rmse**2 + tokens))

@@ -83,7 +83,6 @@ def minimize_jointly(
         step = newton_qp(g, h, floor - x, upper - x)
         d0 = step.d
         change = sensitivity(
-            x + d0,
             g + h @ d0,
             h,
             step.price,

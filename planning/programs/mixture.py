@@ -542,7 +542,6 @@ class MixtureProgram:
         upper, rate = self._moving_upper(tokens)
         at_upper, at_lower = active_bounds(solution.x, np.zeros(len(upper)), upper)
         return sensitivity(
-            solution.x,
             solution.gradient,
             solution.hessian,
             solution.price,

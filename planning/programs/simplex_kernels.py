@@ -101,7 +101,7 @@ def _free_indices(at_lower, at_upper, free):
 
 
 @compiled
-def _free_block(kkt, free, m, n):
+def _free_block(kkt, free, m):
     """The bordered KKT matrix of the free coordinates ``free[:m]`` cut from ``kkt``."""
     a = np.empty((m + 1, m + 1))
     for i in range(m):
@@ -115,9 +115,10 @@ def _free_block(kkt, free, m, n):
 
 
 @compiled
-def _gradient_at(g, h, d, n):
+def _gradient_at(g, h, d):
     """``q = g + H d``."""
     q = g.copy()
+    n = g.shape[0]
     for i in range(n):
         s = 0.0
         for j in range(n):
@@ -171,7 +172,7 @@ def newton_qp_kernel(g, h, lo, hi, damping, batches):
             for i in range(m):
                 rhs[i] = -q[free[i]]
             rhs[m] = -total  # 0 once d is feasible; restores sum d = 0 after a batch
-            lu, piv, info = lu_factor(_free_block(kkt, free, m, n))
+            lu, piv, info = lu_factor(_free_block(kkt, free, m))
             if info != 0:
                 if batches < 0:
                     d = np.zeros(n)
@@ -197,7 +198,7 @@ def newton_qp_kernel(g, h, lo, hi, damping, batches):
                             d[j], at_upper[j] = hi[j], True
                         else:
                             d[j] = full
-                    q = _gradient_at(g, h, d, n)
+                    q = _gradient_at(g, h, d)
                     continue
                 if batches == 0:
                     # the batches did not settle: back to the primal method from d = 0
@@ -221,12 +222,12 @@ def newton_qp_kernel(g, h, lo, hi, damping, batches):
                     d[j], at_lower[j] = lo[j], True
                 else:
                     d[j], at_upper[j] = hi[j], True
-                q = _gradient_at(g, h, d, n)
+                q = _gradient_at(g, h, d)
                 continue
             batches = -1  # d is feasible from here on: one bound at a time
             for i in range(m):
                 d[free[i]] += solution[i]
-            q = _gradient_at(g, h, d, n)
+            q = _gradient_at(g, h, d)
             stationary = True
         # at the working set's minimiser: every bound's multiplier must be non-negative
         worst, least = -1, _INF
@@ -283,7 +284,7 @@ def sensitivity_kernel(
         rhs[i] = -(f_tx[free[i]] + h_rate[free[i]])
     rhs[m] = b1
     if not has_factor:
-        lu, piv, info = lu_factor(_free_block(hessian, free, m, n))
+        lu, piv, info = lu_factor(_free_block(hessian, free, m))
         if info != 0:  # a singular free block: no second-order information
             return slope, np.nan, tangent
     solution = lu_solve(lu, piv, rhs)

@@ -249,7 +249,6 @@ class Sensitivity:
 
 
 def sensitivity(
-    x: np.ndarray,
     gradient: np.ndarray,
     hessian: np.ndarray,
     price: float,
@@ -262,7 +261,7 @@ def sensitivity(
     upper_curve: np.ndarray,
     factor: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Sensitivity:
-    """``V'``, ``V''`` and ``dx*/dt`` at a minimiser ``x`` of ``f(t, .)`` over
+    """``V'``, ``V''`` and ``dx*/dt`` at a minimiser of ``f(t, .)`` over
     ``{sum x = 1, lower <= x <= upper(t)}`` (``gradient``, ``hessian`` and the sum's ``price``
     there, the bounds ``at_upper`` / ``at_lower`` active), from ``f``'s partials in ``t``
     (``f_t``, ``f_tt``, the mixed ``f_tx``) and the bounds' ``upper'(t)`` / ``upper''(t)``
