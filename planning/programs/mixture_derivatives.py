@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mixplan.planning.compiled import compiled
 from mixplan.planning.programs.mixture_forms import additive_scale_terms, domain_vector
-from mixplan.planning.programs.simplex_kernels import compiled
 
 GAMMA_ONE = 1.0 - 1e-12
 """An additive exponent at least this is linear (finite slope at 0), as in the conic form."""

@@ -15,25 +15,17 @@ kept beside the module, so a later process loads it instead of compiling again):
 
 Every entry takes and returns plain float64 / bool arrays and scalars; the wrappers in
 simplex_newton.py give them their documented interfaces. `compiled` is the decorator (also
-of the repeated-data term in planning/programs/mixture_derivatives.py).
+of the repeated-data term in planning/programs/mixture_derivatives.py), from
+planning/compiled.py.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from mixplan.planning.compiled import compiled
 
 _INF = np.inf
-
-
-def compiled(function):
-    """``function`` compiled by numba on its first call, the machine code cached on disk
-    (beside the module, else in the user's cache directory); compiled per process where
-    neither is writable (numba then has no place for its cache)."""
-    try:
-        return njit(cache=True)(function)
-    except RuntimeError:
-        return njit(function)
 
 
 @compiled
