@@ -370,7 +370,7 @@ def test_keys_first_seen_after_a_chunk_boundary_are_kept(tmp_path, monkeypatch):
     metrics = read_metrics(lake)
     assert metrics.filter(pl.col("split") == "val").height == 3
     assert metrics.height == 3003
-    assert json.loads(read_runs(lake)["tags"][0])["extra"] == {"seed": "7"}  # kept, as text
+    assert json.loads(read_runs(lake)["tags"][0])["extra"] == {"seed": 7}  # kept, as logged
 
 
 # --------------------------------------------------------------------------- snapshots
