@@ -400,10 +400,10 @@ NEWLINE = ord("\n")
 
 
 def count_lines(buffer) -> int:
-    """Number of ``\\n`` in a bytes-like object (numpy, 1 MB at a time: ~3x faster than
-    ``bytes.count`` and no temporary as large as the buffer)."""
+    """Number of ``\\n`` in a bytes-like object (numpy, 256 KB at a time: ~3x faster than
+    ``bytes.count``, and each temporary stays below the ingest's mmap threshold)."""
     array = np.frombuffer(buffer, dtype=np.uint8)
-    step = 1 << 20
+    step = 1 << 18
     return sum(
         int(np.count_nonzero(array[i : i + step] == NEWLINE)) for i in range(0, array.size, step)
     )
