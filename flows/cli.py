@@ -26,7 +26,6 @@ app = typer.Typer(
 )
 
 
-
 def _print_version(value: bool) -> None:
     if value:
         from mixplan.planning.provenance import code_version

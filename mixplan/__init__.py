@@ -9,6 +9,7 @@ The installed package maps the project's top-level folders into one namespace (s
 - :mod:`mixplan.data` (``data/``): the bundled real run logs, example specs and mappings.
 """
 
+
 def __getattr__(name: str):
     """``mixplan.__version__``, looked up in the installed metadata on first read (the
     lookup scans the environment's distributions: ~20 ms that the CLI's start need not pay)."""
