@@ -8,8 +8,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import gc
 import hashlib
 import json
@@ -184,28 +182,6 @@ def frozen_heap() -> Iterator[None]:
         yield
     finally:
         gc.unfreeze()
-
-
-MMAP_THRESHOLD = 1024 * 1024
-"""Bytes from which glibc serves an allocation with its own memory map during an ingest."""
-
-
-def bounded_heap() -> None:
-    """Have glibc map every allocation of ``MMAP_THRESHOLD`` bytes or more on its own.
-
-    By default glibc raises that threshold each time such a block is freed (up to 32 MB), so
-    the ingest's 16 MB read blocks and MB-sized column buffers, freed out of order by three
-    threads, come from its heaps instead, which fragment and are not given back: the 1 GB
-    bench's peak RSS was 0.86-0.97 GB, and 0.68-0.70 GB with a fixed 1 MB threshold (wall time
-    within noise). The setting is process-wide and stays (glibc has no way back to the
-    adaptive threshold); elsewhere than glibc this does nothing.
-    """
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-
-
-_M_MMAP_THRESHOLD = -3  # glibc's malloc.h
 
 
 # --------------------------------------------------------------------------- plain steps
@@ -713,7 +689,6 @@ def ingest_paths(
     on_file
         Called with ``(plan, None)`` before and ``(plan, report)`` after each file (progress).
     """
-    bounded_heap()
     with frozen_heap():
         return _ingest_paths(
             paths,

@@ -179,7 +179,7 @@ def _fast_parse(data: bytes, schema: ChunkSchema) -> pl.DataFrame | None:
 
 
 def _parse_block(
-    data: bytes,
+    data: bytes | memoryview,
     first_line: int,
     unterminated: bool,
     source_file: str,
@@ -196,6 +196,7 @@ def _parse_block(
     n_lines = count_lines(data) + (1 if unterminated else 0)
     frame = (scanner or FlatScanner()).parse(data, n_lines)  # flat records, else polars
     if frame is None:
+        data = bytes(data)  # polars and the line-level parser take bytes, not a view
         frame = _fast_parse(data, schema or ChunkSchema())
     # one row per line means no blank or bad line: row i is line first_line + i
     if frame is not None and frame.height == n_lines:
@@ -203,7 +204,7 @@ def _parse_block(
             pl.col("source_line").cast(pl.Int64)
         )
         if keep_record:
-            lines = data.split(b"\n")[:n_lines]
+            lines = bytes(data).split(b"\n")[:n_lines]
             frame = frame.with_columns(
                 pl.Series("_record", [ln.decode("utf-8", "replace") for ln in lines])
             )
@@ -286,10 +287,11 @@ def iter_jsonl(
     text = text or open_text(path)
     schema, scanner = ChunkSchema(), FlatScanner()
     line = 1
-    for index, data in enumerate(line_blocks(text, chunk_bytes)):
+    # each block is parsed (copied out) before the next is read: one read buffer serves all
+    for index, data in enumerate(line_blocks(text, chunk_bytes, reuse=True)):
         if index == 0 and text.note:
             warnings.append(text.note)
-        unterminated = not data.endswith(b"\n")
+        unterminated = data[-1:] != b"\n"
         frame, quarantine, lines = _parse_block(
             data, line, unterminated, str(path), keep_record, warnings, schema, scanner
         )

@@ -71,9 +71,9 @@ def _string_end(buf, i, n, char):
 
 
 @compiled(nogil=True)
-def _scan(buf, values, kinds, pow10, char):
+def _scan(buf, values, kinds, counts, pow10, char):
     """Read the lines of flat objects in ``buf`` into ``values`` and ``kinds`` (``(slots,
-    rows)``, ``kinds`` all ``ABSENT``).
+    rows)``, ``kinds`` all ``ABSENT``); ``counts[k, kind]`` (zeros) counts each key's kinds.
 
     ``values[k, row]`` receives an integer, a float's bits, or a text's ``start << 24 |
     length``; ``kinds[k, row]`` its kind. Returns ``(key_bytes, key_ends, keys, status)``: key
@@ -248,6 +248,7 @@ def _scan(buf, values, kinds, pow10, char):
                     i += 5
                 else:  # a nested value, NaN, Infinity, ...
                     return key_bytes, key_ends, keys, i + 1
+                counts[k, kinds[k, row]] += 1
                 i = _skip_space(buf, i, n)
                 if i < n and buf[i] == 44:  # ,
                     i = _skip_space(buf, i + 1, n)
@@ -330,10 +331,11 @@ def _numbers(numbers: np.ndarray, valid: np.ndarray) -> pl.Series:
     return pl.Series(pl.from_arrow(array))
 
 
-def _column(name: str, buf: np.ndarray, values: np.ndarray, kinds: np.ndarray) -> pl.Series | None:
-    """One key's column (polars' inferred type), or None when its values mix kinds polars
-    would not read into one type."""
-    counts = np.bincount(kinds, minlength=8)
+def _column(
+    name: str, buf: np.ndarray, values: np.ndarray, kinds: np.ndarray, counts: np.ndarray
+) -> pl.Series | None:
+    """One key's column (polars' inferred type, ``counts`` of its kinds from the scan), or
+    None when its values mix kinds polars would not read into one type."""
     present = {kind for kind in (INT, FLOAT, DECIMAL_TEXT, TEXT, TRUE, FALSE) if counts[kind]}
     valid = kinds > NULL
     if not present:
@@ -377,18 +379,19 @@ class FlatScanner:
         kinds.fill(ABSENT)
         return self._values[:size].reshape(slots, rows), kinds
 
-    def parse(self, data: bytes, rows: int) -> pl.DataFrame | None:
+    def parse(self, data: bytes | memoryview, rows: int) -> pl.DataFrame | None:
         """As ``parse_flat``."""
         if rows <= 0:
             return None
         buf = np.frombuffer(data, dtype=np.uint8)
-        start = data[:65_536]
+        start = bytes(data[:65_536])
         slots = start[: start.find(b"\n")].count(b'":') + 4
         while True:
             if slots * rows > MAX_SLOTS:
                 return None
             values, kinds = self._buffers(slots, rows)
-            key_bytes, key_ends, keys, status = _scan(buf, values, kinds, _POW10, _CHAR)
+            counts = np.zeros((slots, 8), np.int64)
+            key_bytes, key_ends, keys, status = _scan(buf, values, kinds, counts, _POW10, _CHAR)
             if status != -1:
                 break
             slots *= 4  # more keys than the first line suggested
@@ -397,14 +400,14 @@ class FlatScanner:
         columns = []
         for k in range(keys):
             name = key_bytes[key_ends[k] : key_ends[k + 1]].tobytes().decode("ascii")
-            column = _column(name, buf, values[k], kinds[k])
+            column = _column(name, buf, values[k], kinds[k], counts[k])
             if column is None:
                 return None
             columns.append(column.alias(name))
         return pl.DataFrame(columns)
 
 
-def parse_flat(data: bytes, rows: int) -> pl.DataFrame | None:
+def parse_flat(data: bytes | memoryview, rows: int) -> pl.DataFrame | None:
     """The ``rows`` lines of flat JSON objects in ``data`` as polars' ``read_ndjson`` would
     give them, or None when the block is not only flat objects (see the module docstring)."""
     return FlatScanner().parse(data, rows)
