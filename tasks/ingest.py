@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -42,6 +43,10 @@ from mixplan.planning.readers import (
 )
 from mixplan.planning.validation import now_utc
 from mixplan.tasks.lake import (
+    data_files,
+    discard_data_file,
+    ensure_lake,
+    is_url,
     lake_summary,
     run_ids_elsewhere,
     runs_from_other_files,
@@ -440,8 +445,15 @@ class _Pump:
 
     _DONE = object()
 
-    def __init__(self, stream: Iterator[pl.DataFrame], *, depth: int = 4) -> None:
+    def __init__(
+        self,
+        stream: Iterator[Any],
+        *,
+        depth: int = 4,
+        on_drop: Callable[[Any], None] | None = None,
+    ) -> None:
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._on_drop = on_drop  # called with each item produced that no reader will get
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._run, args=(stream,), name="mixplan-stream", daemon=True
@@ -455,7 +467,12 @@ class _Pump:
                 return True
             except queue.Full:
                 continue
+        self._drop(item)
         return False
+
+    def _drop(self, item: tuple) -> None:
+        if self._on_drop is not None and item[0] is not self._DONE:
+            self._on_drop(item[0])
 
     def _run(self, stream: Iterator[pl.DataFrame]) -> None:
         try:
@@ -486,10 +503,15 @@ class _Pump:
         self._stop.set()
         while True:
             try:
-                self._queue.get_nowait()
+                self._drop(self._queue.get_nowait())
             except queue.Empty:
                 break
         self._thread.join(timeout=30)
+        while True:  # what the thread put while it was being stopped
+            try:
+                self._drop(self._queue.get_nowait())
+            except queue.Empty:
+                break
 
 
 @dataclass
@@ -499,6 +521,8 @@ class _Job:
     plan: SourcePlan
     streamed: StreamedSource | None = None
     pump: _Pump | None = None
+    written: bool = False
+    """Whether the pump yields data files already written (``lake.data_files``), not frames."""
     error: BaseException | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
 
@@ -548,8 +572,19 @@ def _start(
         except Exception as error:
             job.error = error
             return job
-        if job.streamed is not None:
+        if job.streamed is not None and is_url(lake):
             job.pump = _Pump(job.streamed.metrics)
+        elif job.streamed is not None:
+            # a local lake: the stream thread also writes the data files (commits stay in
+            # order, in the caller's thread), so the next file is parsed and encoded while
+            # this one is committed, and only small AddActions wait in the queue
+            ensure_lake(lake)
+            job.pump = _Pump(
+                data_files(lake, job.streamed.metrics),
+                depth=1024,
+                on_drop=lambda action: discard_data_file(lake, action),
+            )
+            job.written = True
     return job
 
 
@@ -573,6 +608,7 @@ def _finish(
                 partner_files=streamed.partner_files,
                 source_file=plan.path,
                 storage_options=storage_options,
+                written=job.written,
             )
             return _report(plan, streamed), streamed.runs
         except Exception as error:

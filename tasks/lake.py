@@ -49,7 +49,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -87,7 +87,7 @@ T = TypeVar("T")
 # --------------------------------------------------------------------------- paths
 
 
-def _is_url(lake: str | Path) -> bool:
+def is_url(lake: str | Path) -> bool:
     return "://" in str(lake)
 
 
@@ -95,7 +95,7 @@ def table_uri(lake: str | Path, table: str) -> str:
     """The URI of one table of the lake (works for local folders and object-store URLs)."""
     if table not in TABLES:
         raise ValueError(f"unknown lake table {table!r}; the lake has {sorted(TABLES)}")
-    if _is_url(lake):
+    if is_url(lake):
         return f"{str(lake).rstrip('/')}/{table}"
     return str(Path(lake) / table)
 
@@ -350,7 +350,7 @@ def ensure_lake(lake: str | Path, *, storage_options: dict[str, str] | None = No
     """Create the lake's empty tables where they do not exist yet (idempotent)."""
     from deltalake import write_deltalake
 
-    if not _is_url(lake):
+    if not is_url(lake):
         Path(lake).mkdir(parents=True, exist_ok=True)
     for table, schema in TABLES.items():
         if _exists(lake, table, storage_options):
@@ -559,14 +559,16 @@ def runs_from_other_files(
 def write_streamed(
     lake: str | Path,
     *,
-    metrics: Iterable[pl.DataFrame],
+    metrics: Iterable[pl.DataFrame] | Iterable[Any],
     finish: Callable[[], tuple[dict[str, Any], pl.DataFrame, pl.DataFrame]],
     partner_files: list[str] | None = None,
     source_file: str,
     storage_options: dict[str, str] | None = None,
+    written: bool = False,
 ) -> None:
     """Write a file's metrics straight from a stream of frames, then its runs, quarantine and
-    source row.
+    source row. With ``written`` (a local lake only), ``metrics`` yields the ``AddAction`` of
+    data files ``data_files`` has already written (in a thread of the caller's), to commit.
 
     In a local lake the frames are written once, as Parquet data files of the metrics table,
     and committed with the removal of the file's earlier data files in one Delta transaction
@@ -577,7 +579,7 @@ def write_streamed(
     """
     ensure_lake(lake, storage_options=storage_options)
     files = [source_file, *(partner_files or [])]
-    if _is_url(lake):
+    if is_url(lake):
         batches = (
             batch
             for frame in metrics
@@ -586,7 +588,7 @@ def write_streamed(
         reader = pa.RecordBatchReader.from_batches(_arrow_schema(METRICS_SCHEMA), batches)
         _replace_file_rows(lake, "metrics", reader, files, storage_options)
     else:
-        _replace_with_data_files(lake, metrics, files)
+        _replace_with_data_files(lake, metrics, files, written=written)
     source, runs, quarantine = finish()
     rest = {"runs": runs, "quarantine": quarantine, "sources": pl.DataFrame([source])}
     _replace_file_tables(lake, rest, files, storage_options)
@@ -594,19 +596,47 @@ def write_streamed(
 
 # --------------------------------------------------------------------------- data files
 
-DATA_FILE_ROWS = 500_000
+DATA_FILE_ROWS = 250_000
 """Metric rows per Parquet data file of a streamed write: the frames held until a file is
-written (~50 MB; 1M rows raised the 4 GB bench's peak RSS from 0.69 to 0.79 GB)."""
+written (~25 MB per file being read; two files are read at once, see ``data_files``). On the
+4 GB bench 500k rows gave a peak RSS of 0.91-0.94 GB, 250k 0.87 GB and no slower."""
 
 DATA_FILE_COMPRESSION = "snappy"
 """Codec of those data files (the Delta writers' default; ~25% less CPU than zstd)."""
 
 
+def data_files(lake: str | Path, frames: Iterable[pl.DataFrame]) -> Iterator[Any]:
+    """Write ``frames`` (``METRICS_SCHEMA``) as new Parquet data files of the local metrics
+    table, ``DATA_FILE_ROWS`` rows each; yields each file's ``AddAction`` once it is written
+    (nothing is committed: the consumer commits the actions or deletes the files with
+    ``discard_data_file``). Run in a file's own stream thread, a file's Parquet encoding
+    overlaps with the commits of the files before it, and its frames never wait in memory."""
+    root = Path(table_uri(lake, "metrics"))
+    pending: list[pl.DataFrame] = []
+    rows = 0
+    for frame in frames:
+        if frame.height == 0:
+            continue
+        pending.append(conform(frame, METRICS_SCHEMA))
+        rows += frame.height
+        if rows >= DATA_FILE_ROWS:
+            yield _write_data_file(root, pending)
+            pending, rows = [], 0
+    if pending:
+        yield _write_data_file(root, pending)
+
+
+def discard_data_file(lake: str | Path, action: Any) -> None:
+    """Delete a data file ``data_files`` wrote that will not be committed."""
+    (Path(table_uri(lake, "metrics")) / action.path).unlink(missing_ok=True)
+
+
 def _replace_with_data_files(
-    lake: str | Path, frames: Iterable[pl.DataFrame], files: list[str]
+    lake: str | Path, frames: Iterable[Any], files: list[str], *, written: bool = False
 ) -> None:
-    """Write ``frames`` as data files of the local metrics table, then commit them replacing
-    the rows of ``files`` (one transaction; retried against the new version on a lost race).
+    """Write ``frames`` as data files of the local metrics table (``data_files``; with
+    ``written``, ``frames`` already yields their ``AddAction``), then commit them replacing the
+    rows of ``files`` (one transaction; retried against the new version on a lost race).
 
     Each frame is encoded once, by polars' Parquet writer, instead of being handed to the Delta
     writer as Arrow (which re-encodes it at ~2.5x the CPU). When an earlier data file mixes
@@ -618,28 +648,18 @@ def _replace_with_data_files(
     added: list[Any] = []
     committed = False
     try:
-        pending: list[pl.DataFrame] = []
-        rows = 0
-        for frame in frames:
-            if frame.height == 0:
-                continue
-            pending.append(conform(frame, METRICS_SCHEMA))
-            rows += frame.height
-            if rows >= DATA_FILE_ROWS:
-                added.append(_write_data_file(root, pending))
-                pending, rows = [], 0
-        if pending:
-            added.append(_write_data_file(root, pending))
+        for action in frames if written else data_files(lake, frames):
+            added.append(action)
         committed = _retry_commit(
             lambda: _commit_data_files(root, added, files), f"metrics of {files[0]}"
         )
         if not committed:
-            written = [str(root / action.path) for action in added]
-            _replace_file_rows(lake, "metrics", lambda: _parquet_reader(written), files, None)
+            paths = [str(root / action.path) for action in added]
+            _replace_file_rows(lake, "metrics", lambda: _parquet_reader(paths), files, None)
     finally:
         if not committed:
             for action in added:
-                (root / action.path).unlink(missing_ok=True)
+                discard_data_file(lake, action)
 
 
 def _write_data_file(root: Path, frames: list[pl.DataFrame]) -> Any:
