@@ -435,12 +435,13 @@ def _report(plan: SourcePlan, result: ValidatedSource | StreamedSource) -> FileR
 
 
 class _Pump:
-    """Consume a stream of frames in a background thread, a few frames ahead of its reader.
+    """Consume a stream (frames, or the data files written from them) in a background thread,
+    up to ``depth`` items ahead of its reader.
 
-    The stream's own work (parsing, row checks) then runs beside the writer that reads
-    ``frames()``, and a file's stream can be started while the previous file is still being
-    written. ``depth`` bounds the frames held, so memory stays bounded. Exceptions of the
-    stream are re-raised to the reader.
+    The stream's own work (parsing, row checks, Parquet encoding) then runs beside the writer
+    that reads ``items()``, and a file's stream can be started while the previous file is still
+    being committed. ``depth`` bounds the items held, so memory stays bounded; ``on_drop``
+    cleans up items no reader will get. Exceptions of the stream are re-raised to the reader.
     """
 
     _DONE = object()
@@ -474,7 +475,7 @@ class _Pump:
         if self._on_drop is not None and item[0] is not self._DONE:
             self._on_drop(item[0])
 
-    def _run(self, stream: Iterator[pl.DataFrame]) -> None:
+    def _run(self, stream: Iterator[Any]) -> None:
         try:
             for frame in stream:
                 if not self._put((frame, None)):
@@ -488,8 +489,8 @@ class _Pump:
             if close is not None:
                 close()
 
-    def frames(self) -> Iterator[pl.DataFrame]:
-        """The stream's frames, in order (readable once)."""
+    def items(self) -> Iterator[Any]:
+        """The stream's items, in order (readable once)."""
         while True:
             item, error = self._queue.get()
             if item is self._DONE:
@@ -500,14 +501,9 @@ class _Pump:
 
     def stop(self) -> None:
         """Stop the background thread (it ends after the frame it is producing)."""
-        self._stop.set()
-        while True:
-            try:
-                self._drop(self._queue.get_nowait())
-            except queue.Empty:
-                break
+        self._stop.set()  # the thread's next put gives up within 0.1 s
         self._thread.join(timeout=30)
-        while True:  # what the thread put while it was being stopped
+        while True:
             try:
                 self._drop(self._queue.get_nowait())
             except queue.Empty:
@@ -521,8 +517,6 @@ class _Job:
     plan: SourcePlan
     streamed: StreamedSource | None = None
     pump: _Pump | None = None
-    written: bool = False
-    """Whether the pump yields data files already written (``lake.data_files``), not frames."""
     error: BaseException | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
 
@@ -584,7 +578,6 @@ def _start(
                 depth=1024,
                 on_drop=lambda action: discard_data_file(lake, action),
             )
-            job.written = True
     return job
 
 
@@ -603,12 +596,12 @@ def _finish(
         try:
             write_streamed(
                 lake,
-                metrics=job.pump.frames(),
+                metrics=job.pump.items(),
                 finish=lambda: (_source_row(plan, streamed), streamed.runs, streamed.quarantine),
                 partner_files=streamed.partner_files,
                 source_file=plan.path,
                 storage_options=storage_options,
-                written=job.written,
+                written=not is_url(lake),  # the pump wrote the data files (see ``_start``)
             )
             return _report(plan, streamed), streamed.runs
         except Exception as error:

@@ -344,9 +344,8 @@ def _column(
     if present == {INT}:
         return _numbers(values, valid)
     if present <= {INT, FLOAT, DECIMAL_TEXT}:
-        floats = values.view(np.float64)
-        if counts[INT] or counts[DECIMAL_TEXT]:
-            floats = floats.copy()
+        floats = values.view(np.float64)  # in place: the scan's slots are scratch
+        if counts[INT]:
             integers = kinds == INT
             floats[integers] = values[integers]
         if counts[DECIMAL_TEXT]:  # polars' own conversion of the decimals it would round
