@@ -7,8 +7,8 @@ free disk space first, generates canonical per-step JSONL logs under ``bench/_wo
 (git-ignored; 8 files per size, the smaller inputs are the first lines of the largest one's
 files) and removes them afterwards. For each size, each job runs in its own subprocess so that
 peak RSS is measured per job: (1) the baseline ``polars.scan_ndjson(files)
-.sink_parquet(out)``; (2) ``mixplan ingest``'s plain function ``tasks.ingest.ingest_paths``
-(what ``mixplan ingest`` runs) into a fresh lake. The two jobs alternate ``--repeat`` times and
+.sink_parquet(out)``; (2) the command users run, ``mixplan ingest FOLDER --lake LAKE --json``
+(the console script's own entry point, ``flows.cli.run``), into a fresh lake. The two jobs alternate ``--repeat`` times and
 each keeps its fastest run: on a shared machine the other processes only ever slow a run down,
 so the best of a few is the fairest figure. Both sides get the same thread settings (polars'
 pool: ``POLARS_MAX_THREADS`` = ``--threads``, default the CPU count; BLAS pinned to one thread
@@ -126,15 +126,13 @@ print(0)
 """
     + PEAK
 )
-MIXPLAN = (
-    """
-import sys
-from mixplan.tasks.ingest import ingest_paths
-report = ingest_paths([sys.argv[1]], sys.argv[2])
-print(report.totals()["metric_rows"])
+MIXPLAN = """
+import atexit, resource, sys
+from mixplan.flows.cli import run
+atexit.register(lambda: print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, flush=True))
+sys.argv = ["mixplan", "ingest", sys.argv[1], "--lake", sys.argv[2], "--json"]
+run()
 """
-    + PEAK
-)
 
 
 STAGES = (
@@ -241,9 +239,9 @@ def measure(folder: Path, rows: int, size: int, repeat: int) -> dict:
         seconds, cpu, rss, accepted = timed(MIXPLAN, str(folder), str(lake))
         shutil.rmtree(lake, ignore_errors=True)
         runs["mixplan"].append((seconds, cpu, rss))
-        accepted = accepted.splitlines()[-1]
-        if int(accepted) != rows:
-            raise SystemExit(f"mixplan accepted {int(accepted):,} rows, expected {rows:,}")
+        accepted = json.loads(accepted)["totals"]["metric_rows"]
+        if accepted != rows:
+            raise SystemExit(f"mixplan accepted {accepted:,} rows, expected {rows:,}")
         print(
             f"  run {attempt + 1}: baseline {runs['baseline'][-1][0]:.1f}s, "
             f"mixplan {seconds:.1f}s, ratio {runs['baseline'][-1][0] / seconds:.2f}",

@@ -6,6 +6,8 @@ table of contents.
 
 from __future__ import annotations
 
+import gc
+
 import typer
 
 from mixplan.flows import cli_fit, cli_ingest, cli_pipeline, cli_plan
@@ -51,5 +53,20 @@ for stage in (cli_ingest, cli_fit, cli_plan, cli_pipeline):
     stage.register(app)
 
 
+def run() -> None:
+    """The ``mixplan`` console script: ``app``, then a quick exit.
+
+    A command's process ends right after it: the interpreter's shutdown would then run full
+    garbage collections over every object polars, pyarrow, deltalake and numba created
+    (~150,000), 0.3-0.4 s of every command measured (0.04 s without them). ``gc.freeze``
+    moves them all out of the collector's reach first; the shutdown still frees the modules
+    and runs every ``atexit`` handler, and the memory goes back with the process.
+    """
+    try:
+        app(prog_name="mixplan")
+    finally:
+        gc.freeze()
+
+
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    run()

@@ -1,6 +1,6 @@
 """``python -m mixplan``: the same command line as the ``mixplan`` console script."""
 
-from mixplan.flows.cli import app
+from mixplan.flows.cli import run
 
 if __name__ == "__main__":
-    app(prog_name="mixplan")
+    run()
