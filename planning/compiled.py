@@ -1,4 +1,4 @@
-"""The decorator of mixplan's numba-compiled loops (planner kernels, the flat-JSON scanner)."""
+"""The decorator of mixplan's numba-compiled loops (the mixture planner's kernels)."""
 
 from __future__ import annotations
 

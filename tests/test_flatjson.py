@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mixplan.planning.readers.canonical import iter_jsonl
-from mixplan.planning.readers.flatjson import FlatScanner, parse_flat
+from mixplan.planning.readers.flatjson import FlatScanner, available, parse_flat
 
 KEYS = ["run_id", "step", "loss", "lr", "split", "a_longer_key_name", "flag"]
 
@@ -159,3 +159,25 @@ def test_a_jsonl_file_reads_the_same_through_either_parser(tmp_path, monkeypatch
     assert fast.height == slow.height == len(rows)
     for name in slow.columns:
         assert fast[name].cast(pl.String).equals(slow[name].cast(pl.String), null_equal=True)
+
+
+def test_the_compiled_scanner_is_built_with_the_package():
+    """The C loops are an optional extension: an install that lost them still reads every log
+    (through polars), so only this test notices that the fast path is gone."""
+    assert available()
+    assert parse_flat(b'{"a": 1}\n', 1) is not None
+
+
+def test_the_ingest_path_does_not_start_numba():
+    """numba's start-up (~0.5 s of CPU holding the GIL) is paid only by the planner."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; from mixplan.planning.readers.flatjson import parse_flat; "
+        "import mixplan.tasks.ingest; parse_flat(b'{\"a\": 1.5}\\n', 1); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'numba'))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -73,6 +73,12 @@ def test_every_module_is_in_the_wheel_under_mixplan(wheel_names):
     assert not any(name.split("/")[0] in FOLDERS for name in wheel_names)
 
 
+def test_the_wheel_carries_the_compiled_scanner(wheel_names):
+    """setup.py's optional extension (the flat-JSONL scanner) is built into the wheel."""
+    built = [n for n in wheel_names if n.startswith("mixplan/planning/readers/_flatscan.")]
+    assert any(n.endswith(".so") or n.endswith(".pyd") for n in built), built
+
+
 def test_every_bundled_data_file_is_package_data(wheel_names):
     data_files = _tracked("data")
     assert any(name.startswith("data/public/") for name in data_files)
