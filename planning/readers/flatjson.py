@@ -174,6 +174,8 @@ class FlatScanner:
             counts = np.zeros((slots, 8), np.int64)
             key_bytes = np.empty(slots * 64, np.uint8)
             key_ends = np.zeros(slots + 1, np.int64)  # key k ends at key_ends[k + 1]
+            previous = np.empty(slots, np.int64)  # the scan's scratch
+            # (every array passed by address is held by a name here until the call returns)
             status = library.flat_scan(
                 _address(buf),
                 buf.size,
@@ -181,7 +183,7 @@ class FlatScanner:
                 _address(kinds),
                 slots,
                 rows,
-                *map(_address, (counts, key_bytes, key_ends, np.empty(slots, np.int64))),
+                *map(_address, (counts, key_bytes, key_ends, previous)),
                 _address(keys),
             )
             if status != -1:
