@@ -72,6 +72,33 @@ def test_accepted_blocks_match_polars(objects, separators, terminated):
     _equal(frame, pl.read_ndjson(block, infer_schema_length=None))
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(records, min_size=1, max_size=12),
+    st.data(),
+)
+def test_cut_or_damaged_blocks_are_declined_or_read_as_polars_reads_them(objects, data):
+    """Any bytes at all (a block cut mid-token, a byte overwritten, a stray byte inserted): the
+    scanner never reads out of bounds (the C loop would crash the test process), and what it
+    accepts is what polars reads."""
+    block = bytearray(("\n".join(json.dumps(o) for o in objects) + "\n").encode())
+    for _ in range(data.draw(st.integers(1, 3))):
+        at = data.draw(st.integers(0, len(block)))
+        edit = data.draw(st.sampled_from(["cut", "replace", "insert"]))
+        byte = data.draw(st.sampled_from(b'{}[]":,.-+eE0159 \tnultrf\\\n\x00\xff'))
+        if edit == "cut":
+            del block[at:]
+        elif edit == "replace" and at < len(block):
+            block[at] = byte
+        else:
+            block.insert(at, byte)
+    frame = parse_flat(bytes(block), _rows(bytes(block)))
+    if frame is None:
+        return
+    expected = pl.read_ndjson(bytes(block), infer_schema_length=None)
+    _equal(frame, expected)
+
+
 @pytest.mark.parametrize(
     "text",
     [
