@@ -8,11 +8,11 @@ free disk space first, generates canonical per-step JSONL logs under ``bench/_wo
 files) and removes them afterwards. For each size, each job runs in its own subprocess so that
 peak RSS is measured per job: (1) the baseline ``polars.scan_ndjson(files)
 .sink_parquet(out)``; (2) the command users run, ``mixplan ingest FOLDER --lake LAKE --json``
-(the console script's own entry point, ``flows.cli.run``), into a fresh lake. The two jobs alternate ``--repeat`` times and
-each keeps its fastest run: on a shared machine the other processes only ever slow a run down,
-so the best of a few is the fairest figure. Both sides get the same thread settings (polars'
-pool: ``POLARS_MAX_THREADS`` = ``--threads``, default the CPU count; BLAS pinned to one thread
-with threadpoolctl). Prints rows/s, MB/s, CPU seconds (user +
+(the console script's own entry point, ``flows.cli.run``), into a fresh lake. The two jobs
+alternate ``--repeat`` times and each keeps its fastest run: on a shared machine the other
+processes only ever slow a run down, so the best of a few is the fairest figure. Both sides get
+the same thread settings (polars' pool: ``POLARS_MAX_THREADS`` = ``--threads``, default the CPU
+count; BLAS pinned to one thread with threadpoolctl). Prints rows/s, MB/s, CPU seconds (user +
 system, all threads), peak RSS and the ratio of mixplan to the baseline, per size.
 Goals: throughput >= 0.8x baseline at 1 and 4 GB, peak RSS < 1 GB at every size.
 
