@@ -145,7 +145,11 @@ def test_columns_keep_polars_types_and_nulls():
         '{"a": tru}',  # bad literal
         "[1, 2]",  # not an object
         "",  # a blank line
+        '{"": 1, "column_0": 2}',  # the key "" (polars' frames would rename it)
+        '{"a": 1e400}',  # past the largest double: polars' reader rejects it
+        "{" + ", ".join(f'"k{i}": {i}' for i in range(5000)) + "}",  # past MAX_KEYS
     ],
+    ids=lambda line: line[:40],
 )
 def test_other_shapes_are_declined(line):
     block = f'{{"a": 1}}\n{line}\n{{"a": 2}}\n'.encode()

@@ -10,8 +10,13 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <float.h>
 #include <stdint.h>
 #include <string.h>
+
+#if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD != 0
+#error "the decimals' fast path needs double arithmetic in double precision (FLT_EVAL_METHOD 0)"
+#endif
 
 /* The kinds of a (line, key) slot: flatjson.py's ABSENT, NULL, INT, ... (same order). */
 enum { ABSENT, KIND_NULL, INT, FLOAT, DECIMAL_TEXT, TEXT, KIND_TRUE, KIND_FALSE };
@@ -120,6 +125,9 @@ int64_t flat_scan(const uint8_t *buf, int64_t n, int64_t *values, uint8_t *kinds
                         DECLINE(start + 1);
                     }
                     size = end - start;
+                    if (size == 0) { /* the key "": polars' frames rename it */
+                        DECLINE(start + 1);
+                    }
                     for (int64_t h = 0; h < keys; h++) {
                         if (key_ends[h + 1] - key_ends[h] == size &&
                             memcmp(key_bytes + key_ends[h], buf + start, (size_t)size) == 0) {

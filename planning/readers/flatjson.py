@@ -15,9 +15,11 @@ on generated blocks), and it *declines* (returns None, the caller then parses th
 polars, as before) whenever the block holds anything else:
 
 * a line that is blank or is not one object, a nested object or array, a string with an escape
-  (``\\``), a control character or a non-ASCII byte, a key twice on one line;
-* a number outside JSON's grammar (``NaN``, ``01``, ``1.``) or an integer of 19 or more digits;
-* a column mixing text, numbers and booleans, or more distinct keys than ``MAX_SLOTS`` allows.
+  (``\\``), a control character or a non-ASCII byte, a key twice on one line, the key ``""``;
+* a number outside JSON's grammar (``NaN``, ``01``, ``1.``), an integer of 19 or more digits, a
+  decimal past the largest double (``1e400``);
+* a column mixing text, numbers and booleans, more than ``MAX_KEYS`` distinct keys, or more
+  (line, key) slots than ``MAX_SLOTS``.
 
 Numbers are read exactly: an integer is its value; a decimal with at most 16 significant
 digits and a power of ten within 10^±22 is one correctly rounded IEEE operation on exact
@@ -44,6 +46,10 @@ exactly, a decimal left to polars (kept as its text's position), text, ``true``,
 MAX_SLOTS = 8_000_000
 """Most (line, key) slots a block may use (9 bytes each: ~72 MB); a block of many sparse keys
 past this is parsed by polars instead."""
+
+MAX_KEYS = 4096
+"""Most distinct keys a block may have: a new key is looked up among the known ones one by one
+(a line of 160,000 distinct keys took 29 s), so a wider block is parsed by polars."""
 
 _SCANNER = "mixplan.planning.readers._flatscan"
 """The compiled loops (``planning/readers/_flatscan.c``, built with the package)."""
@@ -132,7 +138,10 @@ def _column(
         if counts[DECIMAL_TEXT]:  # polars' own conversion of the decimals it would round
             texts = _texts(buf, values, kinds, DECIMAL_TEXT).cast(pl.Float64)
             decimals = kinds == DECIMAL_TEXT
-            floats[decimals] = texts.to_numpy()[decimals]
+            converted = texts.to_numpy()[decimals]
+            if np.isinf(converted).any():  # 1e400: polars' JSON reader rejects it
+                return None
+            floats[decimals] = converted
         return _numbers(floats, valid)
     if present <= {TRUE, FALSE}:
         return pl.Series(name, kinds == TRUE).scatter(np.flatnonzero(~valid), None)
@@ -168,7 +177,7 @@ class FlatScanner:
         slots = start[: start.find(b"\n")].count(b'":') + 4
         keys = np.zeros(1, np.int64)  # the scan's count of distinct keys
         while True:
-            if slots * rows > MAX_SLOTS:
+            if slots * rows > MAX_SLOTS or slots > MAX_KEYS:
                 return None
             values, kinds = self._buffers(slots, rows)
             counts = np.zeros((slots, 8), np.int64)
@@ -188,7 +197,9 @@ class FlatScanner:
             )
             if status != -1:
                 break
-            slots *= 4  # more keys than the first line suggested
+            if slots >= MAX_KEYS:
+                return None
+            slots = min(slots * 4, MAX_KEYS)  # more keys than the first line suggested
         if status != 0:
             return None
         columns = []
