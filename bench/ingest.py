@@ -126,13 +126,19 @@ print(0)
 """
     + PEAK
 )
-MIXPLAN = """
-import atexit, resource, sys
+MIXPLAN = (
+    """
+import sys
 from mixplan.flows.cli import run
-atexit.register(lambda: print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, flush=True))
 sys.argv = ["mixplan", "ingest", sys.argv[1], "--lake", sys.argv[2], "--json"]
-run()
+try:
+    run()
+except SystemExit as done:  # the command's own exit (0 when every file was read)
+    if done.code:
+        raise
 """
+    + PEAK
+)
 
 
 STAGES = (
