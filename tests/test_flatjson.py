@@ -145,6 +145,8 @@ def test_columns_keep_polars_types_and_nulls():
         '{"a": 1, "a": 2}',  # a key twice
         '{"a": 1',  # unclosed
         '{"a": tru}',  # bad literal
+        '{"a": nulx}',  # bad literal, full length
+        '{"a": falsy}',
         "[1, 2]",  # not an object
         "",  # a blank line
         '{"": 1, "column_0": 2}',  # the key "" (polars' frames would rename it)
